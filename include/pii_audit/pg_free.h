@@ -1,0 +1,7 @@
+// Included by every header whose code must not depend on PostgreSQL. Such code is unit-tested
+// without a server and reused by command-line tools, so PostgreSQL's headers (which redefine
+// printf, snprintf and friends in port.h) must never leak into it.
+#pragma once
+#if defined(POSTGRES_H) || defined(POSTGRES_FE_H)
+#error "this pii_audit header is PostgreSQL-free: include it before postgres.h or in a separate translation unit"
+#endif
