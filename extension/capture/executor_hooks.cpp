@@ -1,0 +1,573 @@
+// Capture: which labelled columns each statement reads, how many rows it produced, and whether it
+// completed. Per-statement state lives in the executor's memory context with a reset callback, so
+// a statement that fails (or whose transaction aborts) still reports its read, as "failed".
+#include "pii_audit_internal.h"
+
+extern "C" {
+#include "access/parallel.h"
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "commands/copy.h"
+#include "executor/executor.h"
+#include "common/ip.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parsetree.h"
+#include "tcop/cmdtag.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/backend_status.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+}
+
+#include <cstring>
+#include <new>
+
+bool pii_audit_capture_suppressed = false;
+
+namespace {
+
+ExecutorStart_hook_type prev_executor_start = nullptr;
+ExecutorRun_hook_type prev_executor_run = nullptr;
+ExecutorFinish_hook_type prev_executor_finish = nullptr;
+ExecutorEnd_hook_type prev_executor_end = nullptr;
+ProcessUtility_hook_type prev_process_utility = nullptr;
+
+// Depth of statements running inside other statements (functions, DO blocks, triggers).
+int nesting_level = 0;
+
+// A utility statement that runs exactly one query through the executor (COPY, CREATE TABLE AS,
+// EXPLAIN ANALYZE, DECLARE CURSOR, REFRESH MATERIALIZED VIEW): the query is recorded under the
+// utility's command and text.
+struct UtilityWrapper {
+    bool active;
+    int level;
+    const char* command;
+    const char* text;
+    int text_len;
+};
+UtilityWrapper wrapper{};
+// COPY table TO is recorded by the utility hook; its row-level-security query must not be twice.
+bool copy_table_recorded = false;
+
+struct RelationRead {
+    Oid relid;
+    const char* relation;
+    StringInfoData columns;
+    StringInfoData categories;
+};
+
+enum AuditState { AUDIT_PENDING, AUDIT_EMITTING, AUDIT_DONE };
+
+struct StatementAudit {
+    StatementAudit* prev;  // statements whose executor is open in this backend, newest first
+    StatementAudit* next;
+    EState* estate;
+    MemoryContextCallback callback;
+    AuditState state;
+    int64 rows;
+    TimestampTz start;
+    int nesting;
+    const char* command;
+    char* query_text;
+    int query_len;
+    bool query_truncated;
+    int64 query_id;
+    ReaderIdentity identity;
+    List* reads;  // of RelationRead*
+};
+
+StatementAudit* active_audits = nullptr;
+
+void link_audit(StatementAudit* audit) {
+    audit->prev = nullptr;
+    audit->next = active_audits;
+    if (active_audits) active_audits->prev = audit;
+    active_audits = audit;
+}
+
+void unlink_audit(StatementAudit* audit) {
+    if (audit->prev) audit->prev->next = audit->next;
+    if (audit->next) audit->next->prev = audit->prev;
+    if (active_audits == audit) active_audits = audit->next;
+}
+
+// ---------------------------------------------------------------- identity of this backend
+
+char database_name[NAMEDATALEN];
+char client_addr[64];
+bool backend_identity_known = false;
+
+struct CachedRole {
+    Oid oid;
+    char name[NAMEDATALEN];
+};
+CachedRole cached_roles[2];
+
+void on_role_change(Datum, int, uint32) {
+    for (auto& role : cached_roles) role.oid = InvalidOid;
+}
+
+void role_name(Oid oid, char* out) {
+    for (auto& role : cached_roles) {
+        if (role.oid == oid && oid != InvalidOid) {
+            strlcpy(out, role.name, NAMEDATALEN);
+            return;
+        }
+    }
+    char* name = GetUserNameFromId(oid, true);
+    strlcpy(out, name ? name : "?", NAMEDATALEN);
+    // Keep the two most recent roles: session user and (usually one) current user.
+    cached_roles[1] = cached_roles[0];
+    cached_roles[0].oid = oid;
+    strlcpy(cached_roles[0].name, out, NAMEDATALEN);
+}
+
+void learn_backend_identity() {
+    if (backend_identity_known) return;
+    char* db = get_database_name(MyDatabaseId);
+    strlcpy(database_name, db ? db : "", sizeof database_name);
+    client_addr[0] = '\0';
+    // The backend status entry holds the client's address (libpq-be.h would drag in GSSAPI).
+    if (MyBEEntry && MyBEEntry->st_clientaddr.salen > 0 &&
+        MyBEEntry->st_clientaddr.addr.ss_family != AF_UNIX) {
+        char host[NI_MAXHOST];
+        if (pg_getnameinfo_all(&MyBEEntry->st_clientaddr.addr, MyBEEntry->st_clientaddr.salen, host,
+                               sizeof host, nullptr, 0, NI_NUMERICHOST) == 0) {
+            char* zone = strchr(host, '%');  // inet does not take IPv6 zone ids
+            if (zone) *zone = '\0';
+            strlcpy(client_addr, host, sizeof client_addr);
+        }
+    }
+    backend_identity_known = true;
+}
+
+// ---------------------------------------------------------------- normalization
+
+// The C++ normalizer runs behind this wall: no PostgreSQL call inside, no C++ object outside.
+bool normalize_noexcept(const char* text, size_t len, size_t max_bytes, char* out,
+                        size_t* out_len, bool* truncated) noexcept {
+    try {
+        pii_audit::NormalizedQuery normalized =
+            pii_audit::normalize_query(std::string_view(text, len), max_bytes);
+        size_t n = normalized.text.size() < max_bytes ? normalized.text.size() : max_bytes;
+        memcpy(out, normalized.text.data(), n);
+        out[n] = '\0';
+        *out_len = n;
+        *truncated = normalized.truncated;
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+const char* command_name(CmdType operation) {
+    switch (operation) {
+        case CMD_SELECT: return "SELECT";
+        case CMD_UPDATE: return "UPDATE";
+        case CMD_INSERT: return "INSERT";
+        case CMD_DELETE: return "DELETE";
+        case CMD_MERGE: return "MERGE";
+        default: return "UNKNOWN";
+    }
+}
+
+// ---------------------------------------------------------------- emitting
+
+void emit(StatementAudit* audit, pii_audit::EventStatus status, bool allow_wait, bool* lost) {
+    ListCell* cell;
+    foreach (cell, audit->reads) {
+        auto* read = static_cast<RelationRead*>(lfirst(cell));
+        pii_audit::EventView event;
+        event.header.kind = static_cast<uint8>(pii_audit::EventKind::kRead);
+        event.header.status = static_cast<uint8>(status);
+        event.header.nesting_level = static_cast<uint16>(audit->nesting);
+        event.header.event_time = audit->start;
+        event.header.row_count = audit->rows;
+        event.header.query_id = audit->query_id;
+        event.header.relation_oid = read->relid;
+        if (audit->query_truncated) event.header.flags |= pii_audit::kFlagQueryTruncated;
+        pii_audit_fill_identity(event);
+        pii_audit_apply_identity(audit->identity, event);
+        event.field[pii_audit::kCommand] = audit->command;
+        event.field[pii_audit::kRelation] = read->relation;
+        event.field[pii_audit::kColumns] =
+            std::string_view(read->columns.data, read->columns.len);
+        event.field[pii_audit::kCategories] =
+            std::string_view(read->categories.data, read->categories.len);
+        event.field[pii_audit::kQueryText] = std::string_view(audit->query_text, audit->query_len);
+        if (!pii_audit_enqueue(event, allow_wait) && lost) *lost = true;
+    }
+}
+
+void on_statement_context_reset(void* arg) {
+    auto* audit = static_cast<StatementAudit*>(arg);
+    unlink_audit(audit);
+    if (audit->state == AUDIT_DONE) return;
+    // The statement ended in an error (or its emit was interrupted): it read all the same.
+    auto status = audit->state == AUDIT_EMITTING ? pii_audit::EventStatus::kCompleted
+                                                 : pii_audit::EventStatus::kFailed;
+    audit->state = AUDIT_DONE;
+    emit(audit, status, false, nullptr);
+}
+
+StatementAudit* find_audit(EState* estate) {
+    for (StatementAudit* audit = active_audits; audit; audit = audit->next)
+        if (audit->estate == estate) return audit;
+    return nullptr;
+}
+
+// ---------------------------------------------------------------- which labelled columns
+
+void append_item(StringInfo list, const char* item, int len) {
+    // Lists hold each item followed by NUL; skip items already present.
+    for (int at = 0; at < list->len; at += strlen(list->data + at) + 1)
+        if (strcmp(list->data + at, item) == 0) return;
+    appendBinaryStringInfo(list, item, len);
+    appendStringInfoChar(list, '\0');
+}
+
+// Adds the labelled columns of `relid` that `selected` (attnums offset by
+// FirstLowInvalidHeapAttributeNumber; 0 is the whole row) mentions or, if selected is null,
+// every labelled column. Returns the read list.
+List* note_read(List* reads, Oid relid, const Bitmapset* selected, bool all_columns) {
+    const LabelCacheEntry* labels = pii_audit_label_cache_lookup(relid);
+    if (!labels->has_categories) return reads;
+    bool whole_row =
+        all_columns || bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, selected);
+    RelationRead* read = nullptr;
+    bool has_category = false;
+    for (int i = 0; i < labels->ncolumns; ++i) {
+        const LabelledColumn& column = labels->columns[i];
+        if (!whole_row &&
+            !bms_is_member(column.attnum - FirstLowInvalidHeapAttributeNumber, selected))
+            continue;
+        if (read == nullptr) {
+            ListCell* cell;
+            foreach (cell, reads) {
+                auto* existing = static_cast<RelationRead*>(lfirst(cell));
+                if (existing->relid == relid) read = existing;
+            }
+        }
+        if (read == nullptr) {
+            read = static_cast<RelationRead*>(palloc0(sizeof(RelationRead)));
+            read->relid = relid;
+            read->relation = pstrdup(labels->qualified_name);
+            initStringInfo(&read->columns);
+            initStringInfo(&read->categories);
+            reads = lappend(reads, read);
+        }
+        append_item(&read->columns, column.name, strlen(column.name));
+        for (int at = 0; at < column.categories_len; at += strlen(column.categories + at) + 1) {
+            append_item(&read->categories, column.categories + at,
+                        strlen(column.categories + at));
+            has_category = true;
+        }
+    }
+    (void)has_category;
+    return reads;
+}
+
+// A read counts when it touches at least one column with a category (subject_key-only columns are
+// listed but do not by themselves make an event).
+List* drop_reads_without_category(List* reads) {
+    List* kept = NIL;
+    ListCell* cell;
+    foreach (cell, reads) {
+        auto* read = static_cast<RelationRead*>(lfirst(cell));
+        if (read->categories.len > 0) kept = lappend(kept, read);
+    }
+    return kept;
+}
+
+bool capture_enabled() {
+    return pii_audit_enabled && !pii_audit_capture_suppressed && !IsParallelWorker() &&
+           IsTransactionState();
+}
+
+StatementAudit* new_audit(List* reads, const char* command, const char* text, int text_len,
+                          int64 query_id) {
+    auto* audit = static_cast<StatementAudit*>(palloc0(sizeof(StatementAudit)));
+    audit->reads = reads;
+    audit->start = GetCurrentTimestamp();
+    audit->nesting = nesting_level;
+    audit->command = command;
+    audit->query_id = query_id;
+    pii_audit_capture_identity(&audit->identity);
+    audit->query_text = pii_audit_normalize(text, text_len, &audit->query_len,
+                                            &audit->query_truncated);
+    return audit;
+}
+
+void report_capture_failure(const char* what) {
+    pii_audit_count_capture_error();
+    ereport(pii_audit_fail_on_error ? ERROR : WARNING,
+            (errcode(ERRCODE_INTERNAL_ERROR),
+             errmsg("pii_audit could not record a read of labelled columns: %s", what),
+             errhint(pii_audit_fail_on_error
+                         ? "The statement was refused because pii_audit.fail_on_error is on."
+                         : "The statement proceeded; see capture_errors in pii_audit.status.")));
+}
+
+void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
+    PlannedStmt* stmt = query_desc->plannedstmt;
+    List* reads = NIL;
+    ListCell* cell;
+    foreach (cell, stmt->rtable) {
+        auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
+        if (rte->rtekind != RTE_RELATION || !(rte->requiredPerms & ACL_SELECT) ||
+            rte->relid < FirstNormalObjectId)
+            continue;
+        reads = note_read(reads, rte->relid, rte->selectedCols, false);
+    }
+    reads = drop_reads_without_category(reads);
+    if (reads == NIL) return;
+
+    const char* text = query_desc->sourceText ? query_desc->sourceText : "";
+    int len = strlen(text);
+    const char* command = command_name(query_desc->operation);
+    if (wrapped.active) {
+        command = wrapped.command;
+        text = wrapped.text;
+        len = wrapped.text_len;
+    } else if (stmt->stmt_location >= 0 && stmt->stmt_location <= len) {
+        text += stmt->stmt_location;
+        len = stmt->stmt_len > 0 && stmt->stmt_len <= len - stmt->stmt_location
+                  ? stmt->stmt_len
+                  : len - stmt->stmt_location;
+    }
+    MemoryContext old = MemoryContextSwitchTo(query_desc->estate->es_query_cxt);
+    StatementAudit* audit = new_audit(reads, command, text, len, stmt->queryId);
+    audit->estate = query_desc->estate;
+    audit->callback.func = on_statement_context_reset;
+    audit->callback.arg = audit;
+    MemoryContextRegisterResetCallback(query_desc->estate->es_query_cxt, &audit->callback);
+    link_audit(audit);
+    MemoryContextSwitchTo(old);
+    if (audit->query_text == nullptr) report_capture_failure("normalizing the statement failed");
+}
+
+// ---------------------------------------------------------------- hooks
+
+void audit_executor_start(QueryDesc* query_desc, int eflags) {
+    UtilityWrapper wrapped{};
+    if (wrapper.active && wrapper.level == nesting_level) {
+        wrapped = wrapper;
+        wrapper.active = false;
+    }
+    if (prev_executor_start)
+        prev_executor_start(query_desc, eflags);
+    else
+        standard_ExecutorStart(query_desc, eflags);
+
+    if (!capture_enabled() || (eflags & EXEC_FLAG_EXPLAIN_ONLY)) return;
+    if (wrapped.active && copy_table_recorded) return;
+    capture_statement(query_desc, wrapped);
+}
+
+void audit_executor_run(QueryDesc* query_desc, ScanDirection direction, uint64 count,
+                        bool execute_once) {
+    ++nesting_level;
+    PG_TRY();
+    {
+        if (prev_executor_run)
+            prev_executor_run(query_desc, direction, count, execute_once);
+        else
+            standard_ExecutorRun(query_desc, direction, count, execute_once);
+    }
+    PG_FINALLY();
+    {
+        --nesting_level;
+    }
+    PG_END_TRY();
+    // es_processed counts this run only (a cursor runs once per FETCH).
+    if (StatementAudit* audit = find_audit(query_desc->estate))
+        audit->rows += query_desc->estate->es_processed;
+}
+
+void audit_executor_finish(QueryDesc* query_desc) {
+    ++nesting_level;
+    PG_TRY();
+    {
+        if (prev_executor_finish)
+            prev_executor_finish(query_desc);
+        else
+            standard_ExecutorFinish(query_desc);
+    }
+    PG_FINALLY();
+    {
+        --nesting_level;
+    }
+    PG_END_TRY();
+}
+
+void audit_executor_end(QueryDesc* query_desc) {
+    if (StatementAudit* audit = find_audit(query_desc->estate)) {
+        audit->state = AUDIT_EMITTING;
+        bool lost = false;
+        emit(audit, pii_audit::EventStatus::kCompleted, true, &lost);
+        audit->state = AUDIT_DONE;
+        if (lost && pii_audit_fail_on_error)
+            ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+                            errmsg("pii_audit could not queue the audit event of this statement"),
+                            errdetail("The audit queue stayed full; the loss is counted in "
+                                      "pii_audit.status."),
+                            errhint("pii_audit.fail_on_error is on, so the statement fails.")));
+    }
+    if (prev_executor_end)
+        prev_executor_end(query_desc);
+    else
+        standard_ExecutorEnd(query_desc);
+}
+
+// COPY table TO reads without the executor: record it here, with the row count COPY reports.
+StatementAudit* capture_copy_table(CopyStmt* copy, const char* text, int len) {
+    Oid relid = RangeVarGetRelid(copy->relation, NoLock, true);
+    if (!OidIsValid(relid) || relid < FirstNormalObjectId) return nullptr;
+    Bitmapset* selected = nullptr;
+    bool all = copy->attlist == NIL;
+    ListCell* cell;
+    foreach (cell, copy->attlist) {
+        AttrNumber attnum = get_attnum(relid, strVal(lfirst(cell)));
+        if (attnum != InvalidAttrNumber)
+            selected = bms_add_member(selected, attnum - FirstLowInvalidHeapAttributeNumber);
+    }
+    List* reads = drop_reads_without_category(note_read(NIL, relid, selected, all));
+    if (reads == NIL) return nullptr;
+    StatementAudit* audit = new_audit(reads, "COPY", text, len, 0);
+    if (audit->query_text == nullptr) report_capture_failure("normalizing the statement failed");
+    return audit;
+}
+
+const char* wrapper_command(Node* stmt) {
+    switch (nodeTag(stmt)) {
+        case T_CopyStmt:
+            return castNode(CopyStmt, stmt)->is_from ? nullptr : "COPY";
+        case T_CreateTableAsStmt:
+        case T_ExplainStmt:
+        case T_DeclareCursorStmt:
+        case T_RefreshMatViewStmt:
+            return GetCommandTagName(CreateCommandTag(stmt));
+        default:
+            return nullptr;
+    }
+}
+
+void audit_process_utility(PlannedStmt* pstmt, const char* query_string, bool read_only_tree,
+                           ProcessUtilityContext context, ParamListInfo params,
+                           QueryEnvironment* query_env, DestReceiver* dest, QueryCompletion* qc) {
+    Node* stmt = pstmt->utilityStmt;
+    StatementAudit* volatile copy_audit = nullptr;
+    UtilityWrapper saved = wrapper;
+    bool saved_copy = copy_table_recorded;
+    const char* wrapped_command = capture_enabled() ? wrapper_command(stmt) : nullptr;
+    if (wrapped_command) {
+        const char* text = query_string ? query_string : "";
+        int len = strlen(text);
+        if (pstmt->stmt_location >= 0 && pstmt->stmt_location <= len) {
+            text += pstmt->stmt_location;
+            len = pstmt->stmt_len > 0 && pstmt->stmt_len <= len - pstmt->stmt_location
+                      ? pstmt->stmt_len
+                      : len - pstmt->stmt_location;
+        }
+        wrapper = UtilityWrapper{true, nesting_level, wrapped_command, text, len};
+        if (IsA(stmt, CopyStmt) && castNode(CopyStmt, stmt)->relation != nullptr &&
+            castNode(CopyStmt, stmt)->query == nullptr) {
+            copy_audit = capture_copy_table(castNode(CopyStmt, stmt), text, len);
+            copy_table_recorded = copy_audit != nullptr;
+        }
+    }
+    PG_TRY();
+    {
+        if (prev_process_utility)
+            prev_process_utility(pstmt, query_string, read_only_tree, context, params,
+                                 query_env, dest, qc);
+        else
+            standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params,
+                                    query_env, dest, qc);
+    }
+    PG_CATCH();
+    {
+        wrapper = saved;
+        copy_table_recorded = saved_copy;
+        if (copy_audit) emit(copy_audit, pii_audit::EventStatus::kFailed, false, nullptr);
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+    wrapper = saved;
+    copy_table_recorded = saved_copy;
+    if (copy_audit) {
+        copy_audit->rows = qc ? static_cast<int64>(qc->nprocessed) : 0;
+        bool lost = false;
+        emit(copy_audit, pii_audit::EventStatus::kCompleted, true, &lost);
+        if (lost && pii_audit_fail_on_error)
+            ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+                            errmsg("pii_audit could not queue the audit event of this COPY")));
+    }
+}
+
+}  // namespace
+
+void pii_audit_capture_identity(ReaderIdentity* identity) {
+    learn_backend_identity();
+    role_name(GetSessionUserId(), identity->session_user);
+    role_name(GetUserId(), identity->current_user);
+    strlcpy(identity->end_user, pii_audit_end_user ? pii_audit_end_user : "",
+            sizeof identity->end_user);
+    strlcpy(identity->application_name, application_name ? application_name : "",
+            sizeof identity->application_name);
+}
+
+void pii_audit_apply_identity(const ReaderIdentity& identity, pii_audit::EventView& event) {
+    event.field[pii_audit::kSessionUser] = identity.session_user;
+    event.field[pii_audit::kCurrentUser] = identity.current_user;
+    event.field[pii_audit::kEndUser] = identity.end_user;
+    event.field[pii_audit::kApplicationName] = identity.application_name;
+}
+
+void pii_audit_fill_identity(pii_audit::EventView& event) {
+    event.header.backend_pid = MyProcPid;
+    event.header.source_encoding = GetDatabaseEncoding();
+    event.field[pii_audit::kDatabaseName] = database_name;
+    if (client_addr[0] != '\0') {
+        event.field[pii_audit::kClientAddr] = client_addr;
+        event.header.flags |= pii_audit::kFlagClientAddrSet;
+    }
+}
+
+char* pii_audit_normalize(const char* text, int len, int* out_len, bool* truncated) {
+    size_t max_bytes = static_cast<size_t>(pii_audit_max_query_length);
+    char* out = static_cast<char*>(palloc(max_bytes + 1));
+    size_t n = 0;
+    if (!normalize_noexcept(text, static_cast<size_t>(len), max_bytes, out, &n, truncated)) {
+        pfree(out);
+        *out_len = 0;
+        return nullptr;
+    }
+    // The normalizer cuts on UTF-8 boundaries; other server encodings need PostgreSQL's rule.
+    if (*truncated && GetDatabaseEncoding() != PG_UTF8) n = pg_mbcliplen(out, n, n);
+    out[n] = '\0';
+    *out_len = static_cast<int>(n);
+    return out;
+}
+
+void pii_audit_install_capture_hooks(void) {
+    prev_executor_start = ExecutorStart_hook;
+    ExecutorStart_hook = audit_executor_start;
+    prev_executor_run = ExecutorRun_hook;
+    ExecutorRun_hook = audit_executor_run;
+    prev_executor_finish = ExecutorFinish_hook;
+    ExecutorFinish_hook = audit_executor_finish;
+    prev_executor_end = ExecutorEnd_hook;
+    ExecutorEnd_hook = audit_executor_end;
+    prev_process_utility = ProcessUtility_hook;
+    ProcessUtility_hook = audit_process_utility;
+    CacheRegisterSyscacheCallback(AUTHOID, on_role_change, 0);
+}

@@ -1,0 +1,229 @@
+// The `pii` security-label provider: validates labels, restricts who may change them, makes every
+// backend re-read the labels of the relation, and records each change in the trail when its
+// transaction ends (as completed on commit, failed on abort).
+#include "pii_audit_internal.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "commands/seclabel.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+}
+
+#include <cstring>
+
+namespace {
+
+struct PendingLabelChange {
+    TimestampTz time;
+    Oid relid;
+    char* relation;
+    char* column;
+    char* categories;
+    int categories_len;
+    char* detail;
+    char* query_text;
+    int query_len;
+    bool query_truncated;
+    ReaderIdentity identity;
+};
+
+List* pending_changes = NIL;  // allocated in TopTransactionContext
+bool xact_callback_registered = false;
+
+void emit_pending(pii_audit::EventStatus status) {
+    ListCell* cell;
+    foreach (cell, pending_changes) {
+        auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
+        pii_audit::EventView event;
+        event.header.kind = static_cast<uint8>(pii_audit::EventKind::kLabelChange);
+        event.header.status = static_cast<uint8>(status);
+        event.header.event_time = change->time;
+        event.header.relation_oid = change->relid;
+        if (change->query_truncated) event.header.flags |= pii_audit::kFlagQueryTruncated;
+        pii_audit_fill_identity(event);
+        pii_audit_apply_identity(change->identity, event);
+        event.field[pii_audit::kCommand] = "SECURITY LABEL";
+        event.field[pii_audit::kRelation] = change->relation;
+        std::string_view column(change->column, strlen(change->column) + 1);
+        event.field[pii_audit::kColumns] = column;
+        event.field[pii_audit::kCategories] =
+            std::string_view(change->categories, change->categories_len);
+        event.field[pii_audit::kQueryText] =
+            std::string_view(change->query_text ? change->query_text : "", change->query_len);
+        event.field[pii_audit::kDetail] = change->detail;
+        // Transaction callbacks must not sleep: a full queue drops and counts.
+        pii_audit_enqueue(event, false);
+    }
+    pending_changes = NIL;
+}
+
+void on_xact_event(XactEvent event, void*) {
+    if (pending_changes == NIL) return;
+    switch (event) {
+        case XACT_EVENT_COMMIT:
+        case XACT_EVENT_PARALLEL_COMMIT:
+        case XACT_EVENT_PREPARE:
+            emit_pending(pii_audit::EventStatus::kCompleted);
+            break;
+        case XACT_EVENT_ABORT:
+        case XACT_EVENT_PARALLEL_ABORT:
+            emit_pending(pii_audit::EventStatus::kFailed);
+            break;
+        default:
+            break;
+    }
+}
+
+// Categories known in this database, as a comma-separated list for messages, and whether each
+// of `wanted` (NUL-separated) is among them; names the first unknown one.
+const char* first_unknown_category(const char* wanted, size_t wanted_len, StringInfo known) {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pii_audit: SPI_connect failed");
+    int rc = SPI_execute("SELECT name FROM pii_audit.categories ORDER BY name", true, 0);
+    if (rc != SPI_OK_SELECT) elog(ERROR, "pii_audit: could not read pii_audit.categories");
+    const char* unknown = nullptr;
+    for (size_t at = 0; at < wanted_len; at += strlen(wanted + at) + 1) {
+        bool found = false;
+        for (uint64 row = 0; row < SPI_processed && !found; ++row) {
+            char* name = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
+            found = name && strcmp(name, wanted + at) == 0;
+        }
+        if (!found) {
+            unknown = wanted + at;
+            break;
+        }
+    }
+    for (uint64 row = 0; row < SPI_processed; ++row) {
+        char* name = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
+        appendStringInfo(known, "%s%s", row ? ", " : "", name ? name : "");
+    }
+    SPI_finish();
+    return unknown;
+}
+
+void check_may_change_labels() {
+    if (superuser()) return;
+    Oid admin = get_role_oid("pii_audit_admin", true);
+    if (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin)) return;
+    ereport(ERROR,
+            (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+             errmsg("permission denied to change pii labels"),
+             errdetail("Only superusers and members of pii_audit_admin may set, change or remove "
+                       "pii labels, so that nobody can switch off auditing of data they read."),
+             errhint("GRANT pii_audit_admin TO the role that manages labels.")));
+}
+
+void validate_target(const ObjectAddress* object) {
+    if (object->classId != RelationRelationId || object->objectSubId == 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                 errmsg("pii labels can only be placed on table columns"),
+                 errhint("Use SECURITY LABEL FOR pii ON COLUMN table.column IS 'category, ...'.")));
+    if (object->objectSubId < 0)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("pii labels cannot be placed on system columns")));
+    if (object->objectId < FirstNormalObjectId)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("pii labels cannot be placed on system catalogs")));
+    char relkind = get_rel_relkind(object->objectId);
+    if (relkind == RELKIND_VIEW)
+        ereport(ERROR,
+                (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                 errmsg("pii labels cannot be placed on view columns"),
+                 errhint("Label the base table's columns: reads through a view are audited on "
+                         "the tables it reads.")));
+    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
+        relkind != RELKIND_MATVIEW && relkind != RELKIND_FOREIGN_TABLE)
+        ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                        errmsg("pii labels can only be placed on columns of tables, partitioned "
+                               "tables, materialized views and foreign tables")));
+}
+
+void pii_label_hook(const ObjectAddress* object, const char* label) {
+    validate_target(object);
+    check_may_change_labels();
+    if (!OidIsValid(get_extension_oid("pii_audit", true)))
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("pii_audit is not installed in database \"%s\"",
+                        get_database_name(MyDatabaseId)),
+                 errhint("Run CREATE EXTENSION pii_audit in this database before labelling "
+                         "columns.")));
+
+    size_t categories_len = 0;
+    char* categories = nullptr;
+    if (label != nullptr) {
+        size_t label_len = strlen(label);
+        categories = static_cast<char*>(palloc(label_len + 1));
+        bool subject_key = false;
+        char error[512];
+        if (!pii_audit::parse_label_into(label, categories, label_len + 1, &categories_len,
+                                         &subject_key, error, sizeof error)) {
+            StringInfoData known;
+            initStringInfo(&known);
+            first_unknown_category("", 0, &known);
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("invalid pii label \"%s\": %s", label, error),
+                            errhint("Allowed: one or more of %s, and/or subject_key, separated "
+                                    "by commas.",
+                                    known.data)));
+        }
+        StringInfoData known;
+        initStringInfo(&known);
+        if (const char* unknown = first_unknown_category(categories, categories_len, &known))
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("unknown pii category \"%s\" in label \"%s\"", unknown, label),
+                     errhint("Known categories: %s; subject_key marks the column that identifies "
+                             "the person. Add categories to pii_audit.categories.",
+                             known.data)));
+    }
+
+    char* previous = GetSecurityLabel(object, "pii");
+    MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+    auto* change = static_cast<PendingLabelChange*>(palloc0(sizeof(PendingLabelChange)));
+    change->time = GetCurrentTimestamp();
+    change->relid = object->objectId;
+    change->relation = quote_qualified_identifier(
+        get_namespace_name(get_rel_namespace(object->objectId)), get_rel_name(object->objectId));
+    change->column = pstrdup(get_attname(object->objectId, object->objectSubId, false));
+    if (categories_len > 0) {
+        change->categories = static_cast<char*>(palloc(categories_len));
+        memcpy(change->categories, categories, categories_len);
+        change->categories_len = static_cast<int>(categories_len);
+    }
+    if (label == nullptr)
+        change->detail = psprintf("label removed (was '%s')", previous ? previous : "");
+    else if (previous == nullptr)
+        change->detail = psprintf("label set to '%s'", label);
+    else
+        change->detail = psprintf("label changed from '%s' to '%s'", previous, label);
+    if (debug_query_string)
+        change->query_text = pii_audit_normalize(debug_query_string, strlen(debug_query_string),
+                                                 &change->query_len, &change->query_truncated);
+    pii_audit_capture_identity(&change->identity);
+    pending_changes = lappend(pending_changes, change);
+    MemoryContextSwitchTo(old);
+
+    if (!xact_callback_registered) {
+        RegisterXactCallback(on_xact_event, nullptr);
+        xact_callback_registered = true;
+    }
+    // Every backend re-reads this relation's labels (and its partitions' through their family).
+    CacheInvalidateRelcacheByRelid(object->objectId);
+}
+
+}  // namespace
+
+void pii_audit_register_label_provider(void) { register_label_provider("pii", pii_label_hook); }

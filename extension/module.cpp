@@ -1,0 +1,133 @@
+// Entry point: settings, hooks, shared memory and the background worker are all set up here,
+// once, while the postmaster loads shared_preload_libraries.
+#include "pii_audit_internal.h"
+
+extern "C" {
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/queryjumble.h"
+}
+
+#include <cstring>
+
+extern "C" {
+PG_MODULE_MAGIC;
+PGDLLEXPORT void _PG_init(void);
+}
+
+bool pii_audit_enabled = true;
+char* pii_audit_database = nullptr;
+int pii_audit_queue_size_kb = 16384;
+int pii_audit_on_queue_full = QUEUE_FULL_WAIT;
+int pii_audit_queue_wait_timeout_ms = 1000;
+char* pii_audit_end_user = nullptr;
+int pii_audit_max_query_length = 4096;
+int pii_audit_flush_interval_ms = 200;
+bool pii_audit_fail_on_error = false;
+bool pii_audit_loaded_at_startup = false;
+
+namespace {
+
+const struct config_enum_entry queue_full_options[] = {
+    {"wait", QUEUE_FULL_WAIT, false},
+    {"drop", QUEUE_FULL_DROP, false},
+    {nullptr, 0, false},
+};
+
+constexpr int kMaxEndUserBytes = 127;
+
+// End users are names like "clerk-0421": printable, short, and never used to carry data.
+bool check_end_user(char** newval, void**, GucSource) {
+    const char* value = *newval;
+    if (value == nullptr) return true;
+    size_t len = strlen(value);
+    if (len > kMaxEndUserBytes) {
+        GUC_check_errdetail("pii_audit.end_user is %zu bytes long; at most %d are allowed.", len,
+                            kMaxEndUserBytes);
+        return false;
+    }
+    for (size_t i = 0; i < len; ++i) {
+        unsigned char c = static_cast<unsigned char>(value[i]);
+        if (c < 0x20 || c == 0x7f) {
+            GUC_check_errdetail("pii_audit.end_user may not contain control characters.");
+            return false;
+        }
+    }
+    return true;
+}
+
+bool check_database(char** newval, void**, GucSource) {
+    const char* value = *newval;
+    if (value == nullptr || value[0] == '\0') {
+        GUC_check_errdetail("pii_audit.database must name the database that stores the trail.");
+        return false;
+    }
+    if (strlen(value) >= NAMEDATALEN) {
+        GUC_check_errdetail("A database name is at most %d bytes.", NAMEDATALEN - 1);
+        return false;
+    }
+    return true;
+}
+
+void define_settings() {
+    DefineCustomBoolVariable(
+        "pii_audit.enabled", "Records reads of columns labelled as personal data.",
+        "Turning this off stops auditing; only superusers may change it.", &pii_audit_enabled,
+        true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.database", "Database in which the background worker stores the audit trail.",
+        "CREATE EXTENSION pii_audit must be run in this database.", &pii_audit_database,
+        "postgres", PGC_POSTMASTER, 0, check_database, nullptr, nullptr);
+    DefineCustomIntVariable("pii_audit.queue_size",
+                            "Size of the shared-memory queue between backends and the worker.",
+                            nullptr, &pii_audit_queue_size_kb, 16384, 256, 1024 * 1024,
+                            PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
+    DefineCustomEnumVariable(
+        "pii_audit.on_queue_full", "What a backend does when the audit queue is full.",
+        "wait: wait up to pii_audit.queue_wait_timeout for space, then drop and count; "
+        "drop: drop and count at once.",
+        &pii_audit_on_queue_full, QUEUE_FULL_WAIT, queue_full_options, PGC_SUSET, 0, nullptr,
+        nullptr, nullptr);
+    DefineCustomIntVariable("pii_audit.queue_wait_timeout",
+                            "Longest a backend waits for queue space before dropping an event.",
+                            nullptr, &pii_audit_queue_wait_timeout_ms, 1000, 0, 60000, PGC_SUSET,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.end_user", "The human on whose behalf this session reads data.",
+        "Set by applications that share one database role, e.g. SET pii_audit.end_user = "
+        "'clerk-0421'.",
+        &pii_audit_end_user, "", PGC_USERSET, 0, check_end_user, nullptr, nullptr);
+    DefineCustomIntVariable("pii_audit.max_query_length",
+                            "Longest normalized statement text stored per event, in bytes.",
+                            nullptr, &pii_audit_max_query_length, 4096, 64, 65536, PGC_SUSET,
+                            GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pii_audit.flush_interval",
+                            "How often the worker wakes to persist events when not signalled.",
+                            nullptr, &pii_audit_flush_interval_ms, 200, 10, 60000, PGC_SIGHUP,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable(
+        "pii_audit.fail_on_error",
+        "Fail the user's statement when its read cannot be audited.",
+        "Off: the statement proceeds, a WARNING is logged and the failure is counted in "
+        "pii_audit.status.",
+        &pii_audit_fail_on_error, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    MarkGUCPrefixReserved("pii_audit");
+}
+
+}  // namespace
+
+extern "C" void _PG_init(void) {
+    // Loaded later (CREATE EXTENSION without preloading): install nothing, so the extension's
+    // own check can refuse with a message that says what to configure.
+    if (!process_shared_preload_libraries_in_progress) return;
+    pii_audit_loaded_at_startup = true;
+
+    define_settings();
+    EnableQueryId();
+    pii_audit_request_shmem();
+    pii_audit_label_cache_init();
+    pii_audit_install_capture_hooks();
+    pii_audit_register_label_provider();
+    pii_audit_register_worker();
+}

@@ -1,0 +1,122 @@
+// Declarations shared by the extension's PostgreSQL-facing translation units. Include it first and
+// nothing else: it pulls in the PostgreSQL-free headers first, then postgres.h, so the guard in
+// pg_free.h holds. Everything declared here runs inside a server process.
+#pragma once
+
+#include "pii_audit/event_record.h"
+#include "pii_audit/label_grammar.h"
+#include "pii_audit/query_normalizer.h"
+#include "pii_audit/ring_buffer.h"
+
+extern "C" {
+#include "postgres.h"
+
+#include "access/attnum.h"
+#include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/palloc.h"
+}
+
+// ---- settings (module.cpp) ----
+enum QueueFullAction { QUEUE_FULL_WAIT, QUEUE_FULL_DROP };
+
+extern bool pii_audit_enabled;
+extern char* pii_audit_database;
+extern int pii_audit_queue_size_kb;
+extern int pii_audit_on_queue_full;
+extern int pii_audit_queue_wait_timeout_ms;
+extern char* pii_audit_end_user;
+extern int pii_audit_max_query_length;
+extern int pii_audit_flush_interval_ms;
+extern bool pii_audit_fail_on_error;
+extern bool pii_audit_loaded_at_startup;
+
+// ---- capture (capture/*.cpp) ----
+void pii_audit_install_capture_hooks(void);
+void pii_audit_register_label_provider(void);
+// Set in the background worker: its own statements are never audited.
+extern bool pii_audit_capture_suppressed;
+
+struct LabelledColumn {
+    AttrNumber attnum;
+    char* name;
+    char* categories;  // NUL-terminated items back to back (the event-record list format)
+    int categories_len;
+    bool subject_key;
+};
+
+struct LabelCacheEntry {
+    Oid relid;           // hash key
+    bool has_categories; // some column carries at least one category: reads are audited
+    int ncolumns;
+    LabelledColumn* columns;  // sorted by attnum
+    char* qualified_name;
+    int nfamily;         // ancestors and descendants whose labels were merged in
+    Oid* family;
+    MemoryContext context;
+};
+
+// Labels in effect for a relation: its own, its ancestors' (a label on a partitioned table
+// covers every partition) and its descendants', matched by column name.
+const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid);
+void pii_audit_label_cache_init(void);
+
+// ---- transport (transport/shmem_queue.cpp) ----
+void pii_audit_request_shmem(void);
+void pii_audit_startup_shmem(void);
+
+struct PiiAuditStatus {
+    uint64 capacity;
+    uint64 depth;
+    uint64 enqueued;
+    uint64 persisted;
+    uint64 dropped;
+    uint64 capture_errors;
+    int worker_pid;
+    TimestampTz last_flush;
+    bool worker_ready;
+};
+void pii_audit_read_status(PiiAuditStatus* out);
+
+// Encodes and queues one event. allow_wait: may sleep for space (never during abort cleanup or
+// transaction callbacks). Returns false when the event was dropped (and counted).
+bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait);
+void pii_audit_count_capture_error(void);
+
+// Consumer side, used only by the background worker.
+struct QueueBatch {
+    char* data;
+    size_t size;
+    uint64 end_position;
+};
+void pii_audit_queue_attach_worker(Latch* latch, int pid);
+void pii_audit_queue_detach_worker(void);
+void pii_audit_queue_set_ready(bool ready);
+uint64 pii_audit_queue_generation(void);
+bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch);
+void pii_audit_queue_release(const QueueBatch& batch, uint64 persisted);
+uint64 pii_audit_queue_dropped(void);
+bool pii_audit_queue_empty(void);
+
+// ---- storage (storage/worker.cpp) ----
+void pii_audit_register_worker(void);
+extern "C" PGDLLEXPORT void pii_audit_worker_main(Datum arg);
+
+// ---- identity of this backend, cached (capture/executor_hooks.cpp) ----
+void pii_audit_fill_identity(pii_audit::EventView& event);
+
+// Who is reading, captured while a transaction is open (names need catalog lookups) so the event
+// can be sent later, even from abort cleanup.
+struct ReaderIdentity {
+    char session_user[NAMEDATALEN];
+    char current_user[NAMEDATALEN];
+    char end_user[128];
+    char application_name[NAMEDATALEN];
+};
+void pii_audit_capture_identity(ReaderIdentity* identity);
+void pii_audit_apply_identity(const ReaderIdentity& identity, pii_audit::EventView& event);
+
+// Normalizes [text, text+len) into palloc'd memory; *truncated tells whether it was cut.
+char* pii_audit_normalize(const char* text, int len, int* out_len, bool* truncated);

@@ -1,0 +1,69 @@
+// SQL-callable functions behind the extension's views.
+#include "pii_audit_internal.h"
+
+extern "C" {
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT Datum pii_audit_require_preload(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pii_audit_status(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_require_preload);
+PG_FUNCTION_INFO_V1(pii_audit_status);
+}
+
+// Called first thing by the install script: auditing that is not loaded at server start would
+// silently record nothing, so CREATE EXTENSION refuses instead.
+Datum pii_audit_require_preload(PG_FUNCTION_ARGS) {
+    (void)fcinfo;
+    if (!pii_audit_loaded_at_startup)
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("pii_audit must be loaded at server start"),
+                 errdetail("It is not in shared_preload_libraries, so no read would be audited."),
+                 errhint("Add pii_audit to shared_preload_libraries in postgresql.conf "
+                         "(shared_preload_libraries = 'pii_audit'), restart the server, then run "
+                         "CREATE EXTENSION pii_audit again.")));
+    PG_RETURN_VOID();
+}
+
+Datum pii_audit_status(PG_FUNCTION_ARGS) {
+    TupleDesc tupdesc;
+    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "pii_audit_status: return type must be a row type");
+    PiiAuditStatus status;
+    pii_audit_read_status(&status);
+
+    const char* state;
+    if (!pii_audit_loaded_at_startup)
+        state = "not loaded";
+    else if (!OidIsValid(get_database_oid(pii_audit_database, true)))
+        state = "audit database missing";
+    else if (status.worker_pid == 0)
+        state = "worker not running";
+    else if (!status.worker_ready)
+        state = "worker waiting for CREATE EXTENSION in the audit database";
+    else
+        state = "running";
+
+    Datum values[11];
+    bool nulls[11] = {};
+    values[0] = Int64GetDatum(static_cast<int64>(status.capacity));
+    values[1] = Int64GetDatum(static_cast<int64>(status.depth));
+    values[2] = Int64GetDatum(static_cast<int64>(status.enqueued));
+    values[3] = Int64GetDatum(static_cast<int64>(status.persisted));
+    values[4] = Int64GetDatum(static_cast<int64>(status.dropped));
+    values[5] = Int64GetDatum(static_cast<int64>(status.capture_errors));
+    values[6] = Int32GetDatum(status.worker_pid);
+    nulls[6] = status.worker_pid == 0;
+    values[7] = TimestampTzGetDatum(status.last_flush);
+    nulls[7] = status.last_flush == 0;
+    values[8] = CStringGetTextDatum(state);
+    values[9] = CStringGetTextDatum(pii_audit_database ? pii_audit_database : "");
+    values[10] = BoolGetDatum(pii_audit_enabled);
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

@@ -1,0 +1,431 @@
+// Storage: the single background worker that drains the queue into pii_audit.events in the
+// audit database. It is the only writer, so it assigns event_id in commit order (strictly
+// increasing, no gaps), and it releases queue space only after its transaction committed, so
+// a worker that is stopped or fails mid-batch loses nothing.
+#include "pii_audit_internal.h"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/dbcommands.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+#include <csignal>
+#include <cstring>
+
+namespace {
+
+constexpr size_t kBatchBytes = 4 * 1024 * 1024;
+constexpr long kNotReadyRetryMs = 2000;
+constexpr long kShutdownQuietMs = 200;     // after SIGTERM, leave once no event came for this long
+constexpr long kShutdownMaxMs = 10000;     // ... or after this, whatever still arrives
+
+volatile sig_atomic_t shutdown_requested = false;
+
+void handle_sigterm(SIGNAL_ARGS) {
+    int saved_errno = errno;
+    shutdown_requested = true;
+    SetLatch(MyLatch);
+    errno = saved_errno;
+}
+
+// Column order of pii_audit.events, checked against the table at start.
+const char* const kEventColumns[] = {
+    "event_id",        "event_time",   "recorded_at",       "kind",
+    "status",          "database_name", "session_user_name", "current_user_name",
+    "end_user",        "application_name", "client_addr",    "backend_pid",
+    "command",         "relation",     "relation_oid",      "columns",
+    "categories",      "row_count",    "query_id",          "query_text",
+    "query_truncated", "nesting_level", "detail",
+};
+constexpr int kNumEventColumns = sizeof kEventColumns / sizeof kEventColumns[0];
+
+struct WorkerState {
+    Oid events_relid;
+    int64 next_event_id;
+    uint64 persisted_seq;       // highest queue sequence already in the table (this generation)
+    uint64 dropped_recorded;    // drops already written as gap events (this generation)
+    bool note_unclean_restart;  // shared memory was re-created: say so in the trail
+    bool warned_not_installed;
+};
+
+void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
+
+int64 spi_int64(const char* sql, int64 fallback) {
+    if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed == 0) return fallback;
+    bool isnull;
+    Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    return isnull ? fallback : DatumGetInt64(d);
+}
+
+bool events_table_matches(Oid relid) {
+    Relation rel = table_open(relid, AccessShareLock);
+    TupleDesc desc = RelationGetDescr(rel);
+    bool ok = desc->natts == kNumEventColumns;
+    for (int i = 0; ok && i < kNumEventColumns; ++i)
+        ok = !TupleDescAttr(desc, i)->attisdropped &&
+             strcmp(NameStr(TupleDescAttr(desc, i)->attname), kEventColumns[i]) == 0;
+    table_close(rel, AccessShareLock);
+    return ok;
+}
+
+// Finds the trail's tables and where the last run stopped. False while the extension is not
+// installed in the audit database.
+bool prepare(WorkerState* state) {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    Oid events = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
+    Oid worker_state = OidIsValid(nsp) ? get_relname_relid("worker_state", nsp) : InvalidOid;
+    bool ready = OidIsValid(events) && OidIsValid(worker_state);
+    if (!ready) {
+        if (!state->warned_not_installed)
+            ereport(WARNING,
+                    (errmsg("pii_audit: the extension is not installed in audit database \"%s\"",
+                            pii_audit_database),
+                     errdetail("Audit events wait in the shared-memory queue; once it is full "
+                               "they are dropped and counted."),
+                     errhint("Run CREATE EXTENSION pii_audit in database \"%s\".",
+                             pii_audit_database)));
+        state->warned_not_installed = true;
+    } else if (!events_table_matches(events)) {
+        ereport(WARNING, (errmsg("pii_audit: table pii_audit.events does not have the columns "
+                                 "this version of pii_audit writes"),
+                          errhint("ALTER EXTENSION pii_audit UPDATE in database \"%s\".",
+                                  pii_audit_database)));
+        ready = false;
+    } else {
+        state->events_relid = events;
+        SPI_connect();
+        state->next_event_id =
+            spi_int64("SELECT coalesce(max(event_id), 0) FROM pii_audit.events", 0) + 1;
+        uint64 generation = pii_audit_queue_generation();
+        int64 stored_generation =
+            spi_int64("SELECT generation FROM pii_audit.worker_state", -1);
+        if (stored_generation == static_cast<int64>(generation)) {
+            state->persisted_seq = static_cast<uint64>(
+                spi_int64("SELECT last_queue_seq FROM pii_audit.worker_state", 0));
+            state->dropped_recorded = static_cast<uint64>(
+                spi_int64("SELECT dropped_recorded FROM pii_audit.worker_state", 0));
+        } else {
+            // Shared memory is new: after a clean stop the queue was empty; after a crash it
+            // may have held events, which are gone. The trail says which it was.
+            int64 clean = spi_int64(
+                "SELECT CASE WHEN clean_shutdown THEN 1 ELSE 0 END FROM pii_audit.worker_state",
+                1);
+            state->note_unclean_restart = stored_generation != -1 && clean == 0;
+            state->persisted_seq = 0;
+            state->dropped_recorded = 0;
+            char sql[256];
+            snprintf(sql, sizeof sql,
+                     "UPDATE pii_audit.worker_state SET generation = %lld, last_queue_seq = 0, "
+                     "dropped_recorded = 0, clean_shutdown = false, updated_at = now()",
+                     static_cast<long long>(generation));
+            SPI_execute(sql, false, 0);
+        }
+        SPI_finish();
+    }
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    return ready;
+}
+
+Datum text_datum(std::string_view value, int source_encoding) {
+    int target = GetDatabaseEncoding();
+    if (source_encoding == target || source_encoding == PG_SQL_ASCII || target == PG_SQL_ASCII)
+        return PointerGetDatum(cstring_to_text_with_len(value.data(), value.size()));
+    char* converted = reinterpret_cast<char*>(pg_do_encoding_conversion(
+        reinterpret_cast<unsigned char*>(const_cast<char*>(value.data())),
+        static_cast<int>(value.size()), source_encoding, target));
+    return PointerGetDatum(cstring_to_text(converted));
+}
+
+Datum nullable_text(std::string_view value, int encoding, bool* isnull) {
+    *isnull = value.empty();
+    return *isnull ? Datum(0) : text_datum(value, encoding);
+}
+
+Datum text_array(std::string_view list, int encoding) {
+    int n = 0;
+    pii_audit::for_each_list_item(list, [&](std::string_view) { ++n; });
+    Datum* items = static_cast<Datum*>(palloc(sizeof(Datum) * (n > 0 ? n : 1)));
+    int i = 0;
+    pii_audit::for_each_list_item(list,
+                                  [&](std::string_view item) { items[i++] = text_datum(item, encoding); });
+    return PointerGetDatum(construct_array(items, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+struct Inserter {
+    Relation rel;
+    EState* estate;
+    ResultRelInfo* result;
+    TupleTableSlot* slot;
+    CommandId cid;
+    TimestampTz now;
+};
+
+void insert_row(Inserter& ins, Datum* values, bool* nulls) {
+    ExecClearTuple(ins.slot);
+    memcpy(ins.slot->tts_values, values, sizeof(Datum) * kNumEventColumns);
+    memcpy(ins.slot->tts_isnull, nulls, sizeof(bool) * kNumEventColumns);
+    ExecStoreVirtualTuple(ins.slot);
+    table_tuple_insert(ins.rel, ins.slot, ins.cid, 0, nullptr);
+    ExecInsertIndexTuples(ins.result, ins.slot, ins.estate, false, false, nullptr, NIL);
+}
+
+void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
+    using namespace pii_audit;
+    Datum values[kNumEventColumns];
+    bool nulls[kNumEventColumns] = {};
+    const int enc = event.header.source_encoding;
+    auto kind = static_cast<EventKind>(event.header.kind);
+    values[0] = Int64GetDatum(state->next_event_id++);
+    values[1] = TimestampTzGetDatum(event.header.event_time);
+    values[2] = TimestampTzGetDatum(ins.now);
+    values[3] = CStringGetTextDatum(kind == EventKind::kLabelChange ? "label_change" : "read");
+    values[4] = CStringGetTextDatum(
+        static_cast<EventStatus>(event.header.status) == EventStatus::kCompleted ? "completed"
+                                                                                 : "failed");
+    values[5] = text_datum(event.field[kDatabaseName], enc);
+    values[6] = text_datum(event.field[kSessionUser], enc);
+    values[7] = text_datum(event.field[kCurrentUser], enc);
+    values[8] = nullable_text(event.field[kEndUser], enc, &nulls[8]);
+    values[9] = text_datum(event.field[kApplicationName], enc);
+    if (event.header.flags & kFlagClientAddrSet) {
+        char addr[64];
+        size_t n = event.field[kClientAddr].size() < sizeof addr - 1
+                       ? event.field[kClientAddr].size()
+                       : sizeof addr - 1;
+        memcpy(addr, event.field[kClientAddr].data(), n);
+        addr[n] = '\0';
+        values[10] = DirectFunctionCall1(inet_in, CStringGetDatum(addr));
+    } else {
+        nulls[10] = true;
+    }
+    values[11] = Int32GetDatum(event.header.backend_pid);
+    values[12] = text_datum(event.field[kCommand], enc);
+    values[13] = text_datum(event.field[kRelation], enc);
+    values[14] = ObjectIdGetDatum(event.header.relation_oid);
+    values[15] = text_array(event.field[kColumns], enc);
+    values[16] = text_array(event.field[kCategories], enc);
+    values[17] = Int64GetDatum(event.header.row_count);
+    values[18] = Int64GetDatum(event.header.query_id);
+    nulls[18] = event.header.query_id == 0;
+    values[19] = text_datum(event.field[kQueryText], enc);
+    values[20] = BoolGetDatum((event.header.flags & kFlagQueryTruncated) != 0);
+    values[21] = Int32GetDatum(event.header.nesting_level);
+    values[22] = nullable_text(event.field[kDetail], enc, &nulls[22]);
+    insert_row(ins, values, nulls);
+}
+
+// A row that says events are missing here, and how many (or that the count is unknown).
+void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detail) {
+    Datum values[kNumEventColumns];
+    bool nulls[kNumEventColumns];
+    for (int i = 0; i < kNumEventColumns; ++i) nulls[i] = true;
+    values[0] = Int64GetDatum(state->next_event_id++);
+    values[1] = TimestampTzGetDatum(ins.now);
+    values[2] = TimestampTzGetDatum(ins.now);
+    values[3] = CStringGetTextDatum("gap");
+    values[4] = CStringGetTextDatum("lost");
+    values[5] = CStringGetTextDatum(get_database_name(MyDatabaseId));
+    values[17] = Int64GetDatum(lost);
+    values[22] = CStringGetTextDatum(detail);
+    for (int i : {0, 1, 2, 3, 4, 5, 22}) nulls[i] = false;
+    nulls[17] = lost < 0;
+    insert_row(ins, values, nulls);
+}
+
+// Persists one batch (and any gap to report) in one transaction. Returns how many queue
+// records the batch held; *more says the batch was cut short by its buffer.
+uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context, bool* more) {
+    QueueBatch batch{};
+    bool have_records = pii_audit_queue_peek(buffer, kBatchBytes, &batch);
+    uint64 dropped = pii_audit_queue_dropped();
+    bool have_gap = dropped > state->dropped_recorded || state->note_unclean_restart;
+    *more = have_records && batch.size + (64 * 1024) >= kBatchBytes;
+    if (!have_records && !have_gap) return 0;
+
+    MemoryContext old = MemoryContextSwitchTo(batch_context);
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    pgstat_report_activity(STATE_RUNNING, "pii_audit: persisting audit events");
+
+    Inserter ins{};
+    ins.rel = table_open(state->events_relid, RowExclusiveLock);
+    ins.estate = CreateExecutorState();
+    ins.result = makeNode(ResultRelInfo);
+    InitResultRelInfo(ins.result, ins.rel, 1, nullptr, 0);
+    ExecOpenIndices(ins.result, false);
+    ins.slot = MakeSingleTupleTableSlot(RelationGetDescr(ins.rel), &TTSOpsVirtual);
+    ins.cid = GetCurrentCommandId(true);
+    ins.now = GetCurrentTimestamp();
+
+    WorkerState next = *state;
+    uint64 records = 0;
+    if (next.note_unclean_restart) {
+        insert_gap(ins, &next, -1,
+                   "the server restarted after a crash; audit events still queued in shared "
+                   "memory at that moment were lost (their number is unknown)");
+        next.note_unclean_restart = false;
+    }
+    pii_audit::for_each_peeked_record(batch.data, batch.size, [&](const char* data, size_t len) {
+        ++records;
+        pii_audit::EventView event;
+        if (!pii_audit::decode_event(data, len, event)) {
+            ereport(WARNING, (errmsg("pii_audit: skipped a malformed queue record")));
+            insert_gap(ins, &next, 1, "a malformed audit record was found in the queue");
+            return;
+        }
+        if (event.header.queue_seq <= next.persisted_seq) return;  // stored before a restart
+        insert_event(ins, &next, event);
+        next.persisted_seq = event.header.queue_seq;
+    });
+    if (dropped > next.dropped_recorded) {
+        char detail[200];
+        snprintf(detail, sizeof detail,
+                 "%llu audit events were dropped because the queue was full "
+                 "(see pii_audit.queue_size and pii_audit.on_queue_full)",
+                 static_cast<unsigned long long>(dropped - next.dropped_recorded));
+        insert_gap(ins, &next, static_cast<int64>(dropped - next.dropped_recorded), detail);
+        next.dropped_recorded = dropped;
+    }
+
+    ExecDropSingleTupleTableSlot(ins.slot);
+    ExecCloseIndices(ins.result);
+    FreeExecutorState(ins.estate);
+    table_close(ins.rel, NoLock);
+
+    SPI_connect();
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE pii_audit.worker_state SET last_queue_seq = %llu, dropped_recorded = %llu, "
+             "updated_at = now()",
+             static_cast<unsigned long long>(next.persisted_seq),
+             static_cast<unsigned long long>(next.dropped_recorded));
+    SPI_execute(sql, false, 0);
+    SPI_finish();
+
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    pgstat_report_activity(STATE_IDLE, nullptr);
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(batch_context);
+
+    *state = next;
+    if (have_records) pii_audit_queue_release(batch, records);
+    return records;
+}
+
+void mark_clean_shutdown() {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SPI_execute("UPDATE pii_audit.worker_state SET clean_shutdown = true, updated_at = now()",
+                false, 0);
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+}
+
+}  // namespace
+
+void pii_audit_register_worker(void) {
+    BackgroundWorker worker{};
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    // Only a primary can write the trail; on a standby the worker does not run (see README).
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = 1;
+    strlcpy(worker.bgw_library_name, "pii_audit", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "pii_audit_worker_main", BGW_MAXLEN);
+    strlcpy(worker.bgw_name, "pii_audit worker", BGW_MAXLEN);
+    strlcpy(worker.bgw_type, "pii_audit worker", BGW_MAXLEN);
+    RegisterBackgroundWorker(&worker);
+}
+
+extern "C" void pii_audit_worker_main(Datum) {
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, handle_sigterm);
+    BackgroundWorkerUnblockSignals();
+    pii_audit_capture_suppressed = true;
+
+    before_shmem_exit(on_worker_exit, 0);
+    pii_audit_queue_attach_worker(MyLatch, MyProcPid);
+    ereport(LOG, (errmsg("pii_audit worker started: the audit trail goes to database \"%s\" "
+                         "(pii_audit.database)",
+                         pii_audit_database)));
+    BackgroundWorkerInitializeConnection(pii_audit_database, nullptr, 0);
+    pgstat_report_appname("pii_audit worker");
+
+    char* buffer = static_cast<char*>(MemoryContextAlloc(TopMemoryContext, kBatchBytes));
+    MemoryContext batch_context =
+        AllocSetContextCreate(TopMemoryContext, "pii_audit batch", ALLOCSET_DEFAULT_SIZES);
+    WorkerState state{};
+    bool ready = false;
+    TimestampTz shutdown_since = 0;
+    TimestampTz last_record_at = 0;
+
+    for (;;) {
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+        long wait_ms = pii_audit_flush_interval_ms;
+        if (!ready) {
+            ready = prepare(&state);
+            pii_audit_queue_set_ready(ready);
+            if (!ready) {
+                if (shutdown_requested) proc_exit(1);
+                wait_ms = kNotReadyRetryMs;
+            }
+        }
+        if (ready) {
+            bool more = false;
+            uint64 records = flush_once(&state, buffer, batch_context, &more);
+            pii_audit_queue_set_ready(true);
+            TimestampTz now = GetCurrentTimestamp();
+            if (records > 0) last_record_at = now;
+            if (more) wait_ms = 0;
+            if (shutdown_requested) {
+                // Drain what backends still send while they finish, then leave. Exit code 1
+                // makes the postmaster start a new worker unless the server is stopping.
+                if (shutdown_since == 0) shutdown_since = now;
+                bool quiet = !more && pii_audit_queue_empty() &&
+                             TimestampDifferenceExceeds(last_record_at, now, kShutdownQuietMs);
+                if (quiet || TimestampDifferenceExceeds(shutdown_since, now, kShutdownMaxMs)) {
+                    if (pii_audit_queue_empty()) mark_clean_shutdown();
+                    proc_exit(1);
+                }
+                wait_ms = 20;
+            }
+        }
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+}

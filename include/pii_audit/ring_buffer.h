@@ -1,0 +1,71 @@
+// A byte ring of variable-length records for many producers and one consumer. The caller owns
+// the locking: producers push under an exclusive lock; the single consumer copies records out,
+// persists them, and only then releases their space, so a consumer that dies before its commit
+// loses nothing.
+#pragma once
+#include "pii_audit/pg_free.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pii_audit {
+
+// Positions only ever grow; the byte offset in the ring is position % capacity.
+struct RingState {
+    std::uint64_t head;  // where the next record is written
+    std::uint64_t tail;  // oldest byte not yet released by the consumer
+};
+
+class RingBuffer {
+public:
+    // capacity must be a positive multiple of kAlign.
+    RingBuffer(char* data, std::uint64_t capacity, RingState* state)
+        : data_(data), capacity_(capacity), state_(state) {}
+
+    static constexpr std::uint64_t kAlign = 8;
+    static constexpr std::uint64_t kPrefix = 8;  // u32 length + padding, keeps records aligned
+
+    // Bytes a record of `length` occupies, prefix and padding included.
+    static std::uint64_t footprint(std::uint64_t length) {
+        return kPrefix + (length + kAlign - 1) / kAlign * kAlign;
+    }
+    // The largest record push() can ever accept.
+    std::uint64_t max_record() const { return capacity_ / 2 - kPrefix; }
+
+    std::uint64_t used() const { return state_->head - state_->tail; }
+    std::uint64_t capacity() const { return capacity_; }
+
+    // False (and nothing written) when the record does not fit now.
+    bool push(const void* record, std::uint32_t length);
+
+    // Copies whole records (each as u32 length + bytes, packed back to back with the same prefix
+    // and padding as in the ring) starting at `from` into out, up to out_capacity bytes. Returns
+    // the bytes copied; *next is the position after the last record copied.
+    std::size_t peek(std::uint64_t from, char* out, std::size_t out_capacity,
+                     std::uint64_t* next) const;
+
+    // Frees everything before position `to` (a position peek returned).
+    void release(std::uint64_t to) { state_->tail = to; }
+
+private:
+    void copy_in(std::uint64_t position, const void* src, std::uint64_t n);
+    void copy_out(std::uint64_t position, void* dst, std::uint64_t n) const;
+
+    char* data_;
+    std::uint64_t capacity_;
+    RingState* state_;
+};
+
+// Iterates the records in a buffer filled by RingBuffer::peek.
+template <typename Visit>
+void for_each_peeked_record(const char* buffer, std::size_t size, Visit&& visit) {
+    std::size_t offset = 0;
+    while (offset + RingBuffer::kPrefix <= size) {
+        std::uint32_t length;
+        __builtin_memcpy(&length, buffer + offset, sizeof length);
+        visit(buffer + offset + RingBuffer::kPrefix, static_cast<std::size_t>(length));
+        offset += RingBuffer::footprint(length);
+    }
+}
+
+}  // namespace pii_audit

@@ -1,0 +1,121 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "pii_audit/event_record.h"
+#include "pii_audit/ring_buffer.h"
+
+using namespace pii_audit;
+
+namespace {
+
+std::vector<std::string> drain(RingBuffer& ring, RingState& state, std::size_t buffer_size) {
+    std::vector<std::string> out;
+    std::vector<char> buffer(buffer_size);
+    std::uint64_t next = 0;
+    std::size_t n = ring.peek(state.tail, buffer.data(), buffer.size(), &next);
+    for_each_peeked_record(buffer.data(), n, [&](const char* data, std::size_t len) {
+        out.emplace_back(data, len);
+    });
+    ring.release(next);
+    return out;
+}
+
+}  // namespace
+
+TEST(RingBuffer, PushAndPeekInOrder) {
+    std::vector<char> data(256);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    ASSERT_TRUE(ring.push("alpha", 5));
+    ASSERT_TRUE(ring.push("be", 2));
+    EXPECT_EQ(drain(ring, state, 1024), (std::vector<std::string>{"alpha", "be"}));
+    EXPECT_EQ(ring.used(), 0u);
+}
+
+TEST(RingBuffer, RefusesWhenFullAndKeepsContents) {
+    std::vector<char> data(64);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    std::string record(20, 'x');  // footprint 8 + 24 = 32
+    EXPECT_TRUE(ring.push(record.data(), record.size()));
+    EXPECT_TRUE(ring.push(record.data(), record.size()));
+    EXPECT_FALSE(ring.push("y", 1));
+    EXPECT_EQ(drain(ring, state, 1024).size(), 2u);
+    EXPECT_TRUE(ring.push("y", 1));
+}
+
+TEST(RingBuffer, RecordsLargerThanHalfAreRefused) {
+    std::vector<char> data(128);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    std::string big(ring.max_record() + 1, 'b');
+    EXPECT_FALSE(ring.push(big.data(), big.size()));
+    std::string fits(ring.max_record(), 'f');
+    EXPECT_TRUE(ring.push(fits.data(), fits.size()));
+}
+
+TEST(RingBuffer, WrapsAroundTheEnd) {
+    std::vector<char> data(96);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    for (int round = 0; round < 50; ++round) {
+        std::string a = "record-" + std::to_string(round);
+        std::string b(static_cast<std::size_t>(round % 17), static_cast<char>('a' + round % 26));
+        ASSERT_TRUE(ring.push(a.data(), a.size()));
+        ASSERT_TRUE(ring.push(b.data(), b.size()));
+        EXPECT_EQ(drain(ring, state, 1024), (std::vector<std::string>{a, b})) << round;
+    }
+}
+
+TEST(RingBuffer, PeekStopsAtWholeRecordsAndDoesNotRelease) {
+    std::vector<char> data(1024);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(ring.push("0123456789", 10));  // footprint 24 each
+    std::vector<char> buffer(60);
+    std::uint64_t next = 0;
+    std::size_t n = ring.peek(state.tail, buffer.data(), buffer.size(), &next);
+    EXPECT_EQ(n, 48u);  // two whole records; a third would not fit
+    EXPECT_EQ(ring.used(), 5u * 24);  // nothing released until the consumer says so
+    ring.release(next);
+    EXPECT_EQ(ring.used(), 3u * 24);
+}
+
+TEST(EventRecord, RoundTrip) {
+    EventView event;
+    event.header.kind = static_cast<std::uint8_t>(EventKind::kRead);
+    event.header.status = static_cast<std::uint8_t>(EventStatus::kFailed);
+    event.header.row_count = 42;
+    event.header.queue_seq = 7;
+    event.field[kRelation] = "public.customers";
+    event.field[kColumns] = std::string_view("name\0phone\0", 11);
+    event.field[kQueryText] = "SELECT name, phone FROM customers WHERE id = $1";
+    std::vector<char> buffer(encoded_size(event));
+    encode_event(event, buffer.data());
+
+    EventView back;
+    ASSERT_TRUE(decode_event(buffer.data(), buffer.size(), back));
+    EXPECT_EQ(back.header.row_count, 42);
+    EXPECT_EQ(back.header.queue_seq, 7u);
+    EXPECT_EQ(back.field[kRelation], "public.customers");
+    EXPECT_TRUE(back.field[kEndUser].empty());
+    std::vector<std::string> columns;
+    for_each_list_item(back.field[kColumns],
+                       [&](std::string_view c) { columns.emplace_back(c); });
+    EXPECT_EQ(columns, (std::vector<std::string>{"name", "phone"}));
+}
+
+TEST(EventRecord, RejectsTruncatedOrForeignBytes) {
+    EventView event;
+    event.field[kQueryText] = "SELECT 1";
+    std::vector<char> buffer(encoded_size(event));
+    encode_event(event, buffer.data());
+    EventView back;
+    EXPECT_FALSE(decode_event(buffer.data(), buffer.size() - 1, back));
+    EXPECT_FALSE(decode_event(buffer.data(), 10, back));
+    buffer[0] ^= 0x55;
+    EXPECT_FALSE(decode_event(buffer.data(), buffer.size(), back));
+}
