@@ -161,7 +161,8 @@ std::size_t Normalizer::whitespace(std::size_t i) {
 }
 
 // An identifier or keyword, or one of the one-letter prefixes that open a special string: those
-// count only at the start of a token (scan.l's xestart, xbstart, xhstart, xnstart, xusstart, xuistart).
+// count only at the start of a token (scan.l's xestart, xbstart, xhstart, xnstart, xusstart,
+// xuistart).
 std::size_t Normalizer::word(std::size_t i) {
     const char c = lower(s_[i]);
     const char next = peek(i + 1);
