@@ -23,6 +23,8 @@
 #   pgc_env DIR                                  # export PGHOST PGPORT PGUSER
 #   pgc_log DIR; pgc_destroy DIR
 #
+# It can also be run as a command: scripts/pgcluster.sh start DIR (see the end of the file).
+#
 # Functions return non-zero on failure and print why on stderr; they do not exit.
 
 # The PostgreSQL 15 binaries: PG_BINDIR wins, else Debian's versioned directory, else pg_config.
@@ -288,3 +290,18 @@ pgc_destroy() {
     pgc_stop "$dir" immediate || true
     rm -rf "$dir"
 }
+
+# Run as a command instead of being sourced: scripts/pgcluster.sh FUNCTION ARGS...
+# e.g. `scripts/pgcluster.sh init /tmp/c auto "shared_preload_libraries = 'pii_audit'"`,
+# `scripts/pgcluster.sh start /tmp/c`, `scripts/pgcluster.sh destroy /tmp/c` (handy for CTest
+# fixtures and for people).
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    set -euo pipefail
+    if [[ $# -lt 1 ]] || ! declare -F "pgc_$1" >/dev/null; then
+        echo "usage: $0 {init|start|stop|restart|psql|runtime_conf|port|sockdir|env_print|log|destroy|free_port|is_running} ARGS..." >&2
+        exit 2
+    fi
+    cmd=$1
+    shift
+    "pgc_$cmd" "$@"
+fi
