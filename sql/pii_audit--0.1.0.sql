@@ -53,6 +53,13 @@ INSERT INTO pii_audit.categories (name, description, pipl_sensitive, builtin) VA
 CREATE FUNCTION pii_audit._protect_categories() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') AND (NEW.name !~ '^[a-z][a-z0-9_]{0,62}$' OR NEW.name = 'subject_key') THEN
+        RAISE EXCEPTION 'invalid pii category name "%"', NEW.name
+            USING HINT = 'Category names are lowercase letters, digits and underscores, start with a letter, are at most 63 characters, and subject_key is reserved.';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        RETURN NEW;
+    END IF;
     IF OLD.builtin THEN
         RAISE EXCEPTION 'built-in pii category "%" cannot be removed or renamed', OLD.name;
     END IF;
@@ -66,7 +73,7 @@ BEGIN
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
-CREATE TRIGGER protect_categories BEFORE UPDATE OR DELETE ON pii_audit.categories
+CREATE TRIGGER protect_categories BEFORE INSERT OR UPDATE OR DELETE ON pii_audit.categories
     FOR EACH ROW EXECUTE FUNCTION pii_audit._protect_categories();
 
 GRANT SELECT ON pii_audit.categories TO pii_audit_officer, pii_audit_admin;
@@ -156,6 +163,8 @@ CREATE FUNCTION pii_audit._status(
     OUT audit_database text, OUT enabled boolean)
     LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'pii_audit_status';
 REVOKE ALL ON FUNCTION pii_audit._status() FROM PUBLIC;
+-- Functions in a view run with the caller's EXECUTE right, unlike the view's table reads.
+GRANT EXECUTE ON FUNCTION pii_audit._status() TO pii_audit_officer;
 
 CREATE VIEW pii_audit.status AS SELECT * FROM pii_audit._status();
 COMMENT ON VIEW pii_audit.status IS

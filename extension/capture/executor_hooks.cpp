@@ -15,6 +15,7 @@ extern "C" {
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "parser/parser.h"
 #include "parser/parsetree.h"
 #include "tcop/cmdtag.h"
 #include "tcop/utility.h"
@@ -72,6 +73,7 @@ struct StatementAudit {
     EState* estate;
     MemoryContextCallback callback;
     AuditState state;
+    bool in_run;  // an ExecutorRun is under way: its rows are in es_processed, not yet in rows
     int64 rows;
     TimestampTz start;
     int nesting;
@@ -156,7 +158,8 @@ bool normalize_noexcept(const char* text, size_t len, size_t max_bytes, char* ou
                         size_t* out_len, bool* truncated) noexcept {
     try {
         pii_audit::NormalizedQuery normalized =
-            pii_audit::normalize_query(std::string_view(text, len), max_bytes);
+            pii_audit::normalize_query(std::string_view(text, len), max_bytes,
+                                       standard_conforming_strings);
         size_t n = normalized.text.size() < max_bytes ? normalized.text.size() : max_bytes;
         memcpy(out, normalized.text.data(), n);
         out[n] = '\0';
@@ -211,6 +214,8 @@ void on_statement_context_reset(void* arg) {
     auto* audit = static_cast<StatementAudit*>(arg);
     unlink_audit(audit);
     if (audit->state == AUDIT_DONE) return;
+    // The estate lives in this context and is freed only after the callbacks ran.
+    if (audit->in_run) audit->rows += audit->estate->es_processed;
     // The statement ended in an error (or its emit was interrupted): it read all the same.
     auto status = audit->state == AUDIT_EMITTING ? pii_audit::EventStatus::kCompleted
                                                  : pii_audit::EventStatus::kFailed;
@@ -374,6 +379,8 @@ void audit_executor_start(QueryDesc* query_desc, int eflags) {
 
 void audit_executor_run(QueryDesc* query_desc, ScanDirection direction, uint64 count,
                         bool execute_once) {
+    StatementAudit* volatile audit = find_audit(query_desc->estate);
+    if (audit) audit->in_run = true;
     ++nesting_level;
     PG_TRY();
     {
@@ -388,8 +395,10 @@ void audit_executor_run(QueryDesc* query_desc, ScanDirection direction, uint64 c
     }
     PG_END_TRY();
     // es_processed counts this run only (a cursor runs once per FETCH).
-    if (StatementAudit* audit = find_audit(query_desc->estate))
+    if (audit) {
         audit->rows += query_desc->estate->es_processed;
+        audit->in_run = false;
+    }
 }
 
 void audit_executor_finish(QueryDesc* query_desc) {

@@ -50,8 +50,12 @@ constexpr std::uint64_t kMaxParam = 1'000'000'000'000'000'000ULL;
 class Normalizer {
   public:
     Normalizer(std::string_view sql, std::size_t max_bytes, std::uint64_t first_placeholder,
-               std::string* out)
-        : s_(sql), limit_(max_bytes), next_placeholder_(first_placeholder), out_(out) {}
+               std::string* out, bool standard_conforming_strings)
+        : s_(sql),
+          plain_quote_(standard_conforming_strings ? Quote::kStandard : Quote::kEscape),
+          limit_(max_bytes),
+          next_placeholder_(first_placeholder),
+          out_(out) {}
 
     void run();
 
@@ -90,6 +94,8 @@ class Normalizer {
     void append_whole(const char* p, std::size_t len);
 
     const std::string_view s_;
+    // With standard_conforming_strings off, backslashes escape inside plain '...' strings too.
+    const Quote plain_quote_;
     const std::size_t limit_;
     std::uint64_t next_placeholder_;
     std::string* const out_;
@@ -126,7 +132,7 @@ void Normalizer::run() {
                 emit_token(i, i + 3);
                 i += 3;
             } else {
-                i = string_constant(i, Quote::kStandard, false);
+                i = string_constant(i, plain_quote_, false);
             }
         } else if (c == '"') {
             i = quoted_identifier(i, i, false);
@@ -170,7 +176,7 @@ std::size_t Normalizer::word(std::size_t i) {
         // The prefix goes with the constant: "E$1" would read as an identifier.
         if (c == 'e') return string_constant(i + 1, Quote::kEscape, false);
         if (c == 'b' || c == 'x') return string_constant(i + 1, Quote::kBit, false);
-        if (c == 'n') return string_constant(i + 1, Quote::kStandard, false);
+        if (c == 'n') return string_constant(i + 1, plain_quote_, false);
     }
     if (c == 'u' && next == '&') {
         if (peek(i + 2) == '\'') return string_constant(i + 2, Quote::kStandard, true);
@@ -487,11 +493,12 @@ bool may_have_parameters(std::string_view sql) {
 
 }  // namespace
 
-NormalizedQuery normalize_query(std::string_view sql, std::size_t max_bytes) {
+NormalizedQuery normalize_query(std::string_view sql, std::size_t max_bytes,
+                                bool standard_conforming_strings) {
     NormalizedQuery result;
     std::uint64_t first_placeholder = 1;
     if (may_have_parameters(sql)) {
-        Normalizer probe(sql, 0, 1, nullptr);
+        Normalizer probe(sql, 0, 1, nullptr, standard_conforming_strings);
         probe.run();
         first_placeholder = probe.max_param() + 1;
     }
@@ -501,7 +508,8 @@ NormalizedQuery normalize_query(std::string_view sql, std::size_t max_bytes) {
     if (capacity > result.text.max_size()) capacity = result.text.max_size();
     result.text.reserve(capacity);
 
-    Normalizer normalizer(sql, max_bytes, first_placeholder, &result.text);
+    Normalizer normalizer(sql, max_bytes, first_placeholder, &result.text,
+                          standard_conforming_strings);
     normalizer.run();
     result.constants = normalizer.constants();
     result.truncated = normalizer.truncated();

@@ -231,6 +231,7 @@ void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView&
     values[15] = text_array(event.field[kColumns], enc);
     values[16] = text_array(event.field[kCategories], enc);
     values[17] = Int64GetDatum(event.header.row_count);
+    nulls[17] = kind == EventKind::kLabelChange;
     values[18] = Int64GetDatum(event.header.query_id);
     nulls[18] = event.header.query_id == 0;
     values[19] = text_datum(event.field[kQueryText], enc);

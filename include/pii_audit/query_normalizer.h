@@ -17,7 +17,10 @@ struct NormalizedQuery {
 };
 
 // Normalizes one statement. Never fails on malformed input (an unterminated string or comment is
-// treated as running to the end and replaced). May throw std::bad_alloc only.
-NormalizedQuery normalize_query(std::string_view sql, std::size_t max_bytes);
+// treated as running to the end and replaced). standard_conforming_strings follows the server
+// setting of that name: when off, a backslash escapes the next byte in plain '...' strings, so
+// '555\' 1234' is one constant. May throw std::bad_alloc only.
+NormalizedQuery normalize_query(std::string_view sql, std::size_t max_bytes,
+                                bool standard_conforming_strings = true);
 
 }  // namespace pii_audit

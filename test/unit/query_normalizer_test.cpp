@@ -519,3 +519,11 @@ TEST(QueryNormalizer, RandomInputIsIdempotentAndTruncatesToAPrefix) {
 
 }  // namespace
 }  // namespace pii_audit
+
+TEST(QueryNormalizer, BackslashEscapesWhenStandardConformingStringsIsOff) {
+    // With the server setting off, '555\' 1234' is one string: nothing of it may remain.
+    auto off = pii_audit::normalize_query("SELECT '555\\' 1234' AS x", 0, false);
+    EXPECT_EQ(off.text, "SELECT $1 AS x");
+    auto on = pii_audit::normalize_query("SELECT '555\\' 1234' AS x", 0, true);
+    EXPECT_EQ(on.text.find("555"), std::string::npos);
+}

@@ -1,0 +1,30 @@
+-- Capture through plain SQL: every way a query can read labelled columns, and the ways it does not.
+SELECT name, phone FROM customers WHERE id = 1;
+SELECT * FROM customers WHERE id = 2;
+SELECT c FROM customers c WHERE id = 3;
+SELECT row_to_json(c) FROM customers c WHERE id = 4;
+SELECT id FROM customers WHERE phone = '13800000005';          -- only in a condition
+SELECT segment FROM customers WHERE id = 6;                     -- no labelled column
+SELECT count(*) FROM customers;                                 -- no column at all
+SELECT t.topic, c.name FROM tickets t JOIN customers c ON c.id = t.customer_id WHERE t.id < 3;
+SELECT topic FROM tickets WHERE customer_id = 7;                -- subject_key only: no event
+SELECT id FROM customers WHERE id IN (SELECT customer_id FROM tickets) AND id_number LIKE 'ID1%';
+SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM sms_codes s WHERE s.phone = c.phone) AND id < 3;
+WITH recent AS (SELECT phone, code FROM sms_codes WHERE id <= 2) SELECT count(*) FROM recent;
+SELECT name FROM customers WHERE id = 1 UNION ALL SELECT code FROM sms_codes WHERE id = 1;
+SELECT c1.name, c2.name FROM customers c1 JOIN customers c2 ON c2.id = c1.id + 1 WHERE c1.id = 1;
+-- Through a view: the base table's columns count.
+SELECT name FROM customer_names WHERE id = 8;
+SELECT id FROM customer_names WHERE id = 8;
+SET pii_audit.end_user = 'clerk-0421';
+SELECT name FROM customers WHERE id = 9;
+BEGIN;
+SET LOCAL pii_audit.end_user = 'clerk-0007';
+SELECT phone FROM customers WHERE id = 10;
+COMMIT;
+SELECT phone FROM customers WHERE id = 11;
+RESET pii_audit.end_user;
+-- Literals of every kind are replaced; comments go.
+SELECT name /* customer 13800000012 */ FROM customers WHERE phone = E'1380000\x30012' OR id = 12 -- 12
+  OR address = $$street 12$$;
+SELECT * FROM new_events();
