@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# lifecycle.sh: what happens around the server, each against its own throwaway cluster:
+#   1. CREATE EXTENSION without shared_preload_libraries fails and says what to add;
+#   2. a missing audit database: reads neither fail nor hang, the status says why, and the
+#      queued events arrive once the database and extension exist;
+#   3. labels survive pg_dump/restore, and pg_dump's own reads are in the trail;
+#   4. a fast shutdown flushes the queue: every read issued before it is in the trail.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=../../scripts/pgcluster.sh
+source "$repo/scripts/pgcluster.sh"
+
+dir=$(mktemp -d /tmp/pii_audit_life.XXXXXX)
+failures=0
+passes=0
+cleanup() {
+    pgc_destroy "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+check() {  # check NAME EXPECTED ACTUAL
+    if [[ "$2" == "$3" ]]; then
+        echo "ok - $1"
+        passes=$((passes + 1))
+    else
+        echo "not ok - $1: expected [$2], got [$3]"
+        failures=$((failures + 1))
+    fi
+}
+contains() {  # contains NAME NEEDLE HAYSTACK
+    if [[ "$3" == *"$2"* ]]; then
+        echo "ok - $1"
+        passes=$((passes + 1))
+    else
+        echo "not ok - $1: [$2] not in [$3]"
+        failures=$((failures + 1))
+    fi
+}
+q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
+wait_until() {  # wait_until DB SQL-returning-t [seconds]
+    local deadline=$((SECONDS + ${3:-30}))
+    while ((SECONDS < deadline)); do
+        [[ "$(q -d "$1" -c "$2" 2>/dev/null)" == t ]] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+fresh_cluster() {
+    pgc_destroy "$dir" >/dev/null 2>&1 || true
+    pgc_init "$dir" auto "$@" >/dev/null
+    pgc_start "$dir" >/dev/null
+}
+schema='CREATE TABLE customers (id int PRIMARY KEY, name text, phone text);
+INSERT INTO customers SELECT g, $$n$$ || g, $$138$$ || g FROM generate_series(1, 100) g;
+SECURITY LABEL FOR pii ON COLUMN customers.name IS $$name$$;
+SECURITY LABEL FOR pii ON COLUMN customers.phone IS $$phone, subject_key$$;'
+
+# 1. Not preloaded.
+fresh_cluster
+out=$(q -d postgres -c 'CREATE EXTENSION pii_audit' 2>&1 || true)
+contains "no preload: refused" "pii_audit must be loaded at server start" "$out"
+contains "no preload: says what to add" "shared_preload_libraries = 'pii_audit'" "$out"
+check "no preload: nothing installed" "0" "$(q -d postgres -c "SELECT count(*) FROM pg_extension WHERE extname = 'pii_audit'")"
+
+# 2. The audit database does not exist yet.
+fresh_cluster "shared_preload_libraries = 'pii_audit'" "pii_audit.database = 'trail'" \
+    "pii_audit.flush_interval = 50"
+q -d postgres -c 'CREATE EXTENSION pii_audit' -c "$schema"
+check "missing database: status says so" "audit database missing" \
+    "$(q -d postgres -c 'SELECT state FROM pii_audit.status')"
+out=$(q -d postgres -c "SET statement_timeout = '20s'" \
+    -c 'SELECT count(*) FROM (SELECT name FROM customers WHERE id = 1) s' \
+    -c 'SELECT count(*) FROM (SELECT phone FROM customers WHERE id = 2) s' 2>&1 || true)
+check "missing database: reads succeed" "$(printf '1\n1')" "$out"
+# Two label changes and two reads.
+check "missing database: events wait in the queue" "4" \
+    "$(q -d postgres -c 'SELECT events_enqueued - events_persisted FROM pii_audit.status')"
+q -d postgres -c 'CREATE DATABASE trail'
+q -d trail -c 'CREATE EXTENSION pii_audit'
+if wait_until trail "SELECT count(*) = 2 FROM pii_audit.access_log WHERE kind = 'read'" 30; then
+    check "missing database: queued events arrive" ok ok
+else
+    check "missing database: queued events arrive" 2 \
+        "$(q -d trail -c "SELECT count(*) FROM pii_audit.access_log WHERE kind = 'read'")"
+fi
+check "missing database: events name their database" "postgres|public.customers|{name}" \
+    "$(q -d trail -c "SELECT database_name, relation, columns FROM pii_audit.access_log WHERE kind = 'read' ORDER BY event_id LIMIT 1")"
+
+# 3. pg_dump / restore.
+fresh_cluster "shared_preload_libraries = 'pii_audit'" "pii_audit.flush_interval = 50"
+q -d postgres -c 'CREATE EXTENSION pii_audit'
+q -d postgres -c 'CREATE DATABASE app'
+q -d app -c 'CREATE EXTENSION pii_audit' -c "$schema"
+sock=$(pgc_sockdir "$dir")
+port=$(pgc_port "$dir")
+"$(pgc__bindir)/pg_dump" -h "$sock" -p "$port" -U postgres -d app -f "$dir/app.sql"
+q -d postgres -c 'CREATE DATABASE restored'
+q -d restored -f "$dir/app.sql" >/dev/null
+check "pg_dump: labels survive restore" "name:name|phone:phone, subject_key" \
+    "$(q -d restored -c "SELECT string_agg(column_name || ':' || label, '|' ORDER BY attnum) FROM pii_audit.labelled_columns")"
+if wait_until postgres "SELECT count(*) >= 1 FROM pii_audit.access_log WHERE database_name = 'app' AND command = 'COPY'" 30; then
+    check "pg_dump: its read of the table is in the trail" ok ok
+else
+    check "pg_dump: its read of the table is in the trail" "a COPY event" "none"
+fi
+
+# 4. A fast shutdown flushes everything queued.
+q -d app -c 'SELECT name FROM customers' \
+    -c 'SELECT phone FROM customers WHERE id < 10' >/dev/null
+for i in $(seq 1 200); do echo "SELECT name FROM customers WHERE id = $((i % 100 + 1));"; done |
+    q -d app >/dev/null
+before=$(q -d postgres -c 'SELECT events_enqueued FROM pii_audit.status')
+pgc_stop "$dir" fast >/dev/null
+pgc_start "$dir" >/dev/null
+check "fast shutdown: every queued event persisted" "$before" \
+    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind <> 'gap'")"
+check "fast shutdown: no gap recorded" "0" \
+    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap'")"
+
+if ((failures > 0)); then
+    echo "--- server log"
+    tail -40 "$dir/server.log" || true
+fi
+echo "$passes passed, $failures failed"
+((failures == 0))
