@@ -1,0 +1,122 @@
+// The streaming insider scorer: learns each actor's and each peer group's norms from the access
+// trail and raises explained alerts when an actor goes far beyond both. No PostgreSQL here: the
+// background worker and the replay tool (pii-audit-score) feed the same class.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pii_audit/analysis/events.h"
+#include "pii_audit/pg_free.h"
+
+namespace pii_audit::analysis {
+
+enum class Detector : std::uint8_t {
+    sensitive_categories,  // highly sensitive categories beyond own and peer norms
+    distinct_subjects,     // distinct people per day and per rolling 30/90 days
+    no_business_reason,    // lookups not covered by a declared actor-subject relation
+    bulk_reading,          // rows per statement / per day, COPY
+    unusual_hours,         // hour of the week the actor and the peers do not work in
+    departed_or_dormant,   // account marked departed, or back after a long silence
+    machine_like_access,   // machine cadence on a human account, new application or client
+    login_abuse,           // failed-login burst then success; permission-denied reads
+};
+constexpr int kDetectorCount = 8;
+std::string_view detector_name(Detector d);
+
+enum class Severity : std::uint8_t { low, medium, high, critical };
+std::string_view severity_name(Severity s);
+// Bands: low < 40 <= medium < 70 <= high < 90 <= critical.
+Severity severity_of(int score);
+
+struct Alert {
+    std::int64_t time_us = 0;
+    std::string actor;
+    std::string peer_group;
+    Detector detector = Detector::sensitive_categories;
+    int score = 0;  // combined risk 0-100 of everything this actor did today
+    Severity severity = Severity::low;
+    std::string explanation;              // words and numbers; never a subject id
+    std::vector<std::uint64_t> evidence;  // event ids, oldest first (at most 6)
+};
+
+struct ScorerConfig {
+    int threshold = 50;          // alerts whose combined score is below are not raised
+    int utc_offset_minutes = 0;  // local time for "today" and hour-of-week
+    std::vector<std::string> sensitive_categories = {"verification_code", "credential"};
+    double norm_quantile = 0.99;  // "far beyond" starts above this quantile of the norm
+    int min_history_days = 14;    // active days before an actor's own norm is trusted
+    double min_peer_days = 30;    // actor-days before a peer group's norm is trusted
+    double own_decay = 0.985;     // per active day of the actor (memory ~ 65 active days)
+    double peer_decay = 0.985;    // per calendar day for peer-group norms
+    int relation_ttl_days = 30;   // a declared relation explains lookups for this long
+    int dormant_days = 30;        // silence after which activity counts as dormant reuse
+    int repeat_after_days = 7;    // same detector, same or lower severity: stay quiet
+    int login_failures = 5;       // failures within the window before a success
+    int login_window_seconds = 600;
+    std::vector<std::string> service_groups;  // peer groups of machine accounts (cadence is normal)
+};
+
+class StateError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct ScorerStats {
+    std::size_t actors = 0;
+    std::size_t peer_groups = 0;
+    std::size_t relations = 0;
+    std::size_t bytes_per_actor = 0;  // fixed size of one actor's state
+    std::size_t state_bytes = 0;      // size of save_state() right now
+    std::uint64_t alerts = 0;
+    std::uint64_t unknown_categories_dropped = 0;  // beyond the 64 distinct category names
+};
+
+class Scorer {
+  public:
+    explicit Scorer(ScorerConfig config = {});
+    ~Scorer();
+    Scorer(Scorer&&) noexcept;
+    Scorer& operator=(Scorer&&) noexcept;
+
+    // Events must arrive in time order per actor (a small disorder is tolerated: an event older
+    // than the actor's latest one counts as happening at the latest time). Alerts are appended to
+    // `out`; no allocation happens unless an alert is raised or a new name is seen.
+    void observe(const AccessEvent& event, std::vector<Alert>& out);
+    void observe(const LoginEvent& event, std::vector<Alert>& out);
+    void observe(const RelationEvent& event);
+
+    std::vector<Alert> observe(const AccessEvent& event) {
+        std::vector<Alert> out;
+        observe(event, out);
+        return out;
+    }
+    std::vector<Alert> observe(const LoginEvent& event) {
+        std::vector<Alert> out;
+        observe(event, out);
+        return out;
+    }
+
+    // pii_audit.mark_departed(): any later activity by this actor raises a critical alert.
+    void mark_departed(std::string_view actor, std::int64_t time_us);
+    void clear_departed(std::string_view actor);
+
+    // Baselines survive restarts: an opaque byte string tied to this library's state format.
+    // restore_state throws StateError on anything malformed or from another format version and
+    // leaves the scorer unchanged in that case.
+    std::string save_state() const;
+    void restore_state(std::string_view bytes);
+
+    ScorerStats stats() const;
+    const ScorerConfig& config() const;
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pii_audit::analysis

@@ -1,0 +1,1235 @@
+#include "pii_audit/analysis/scorer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "interner.h"
+#include "pii_audit/analysis/sketches.h"
+
+namespace pii_audit::analysis {
+
+std::string_view detector_name(Detector d) {
+    switch (d) {
+        case Detector::sensitive_categories:
+            return "sensitive_categories";
+        case Detector::distinct_subjects:
+            return "distinct_subjects";
+        case Detector::no_business_reason:
+            return "no_business_reason";
+        case Detector::bulk_reading:
+            return "bulk_reading";
+        case Detector::unusual_hours:
+            return "unusual_hours";
+        case Detector::departed_or_dormant:
+            return "departed_or_dormant";
+        case Detector::machine_like_access:
+            return "machine_like_access";
+        case Detector::login_abuse:
+            return "login_abuse";
+    }
+    return "unknown";
+}
+
+std::string_view severity_name(Severity s) {
+    switch (s) {
+        case Severity::low:
+            return "low";
+        case Severity::medium:
+            return "medium";
+        case Severity::high:
+            return "high";
+        case Severity::critical:
+            return "critical";
+    }
+    return "unknown";
+}
+
+Severity severity_of(int score) {
+    if (score >= 90) return Severity::critical;
+    if (score >= 70) return Severity::high;
+    if (score >= 40) return Severity::medium;
+    return Severity::low;
+}
+
+namespace {
+
+constexpr std::int64_t kMicrosPerSecond = 1000000;
+constexpr std::int64_t kSecondsPerDay = 86400;
+constexpr std::int32_t kNoDay = INT32_MIN;
+constexpr int kHoursPerWeek = 168;
+constexpr int kBlockDays = 15;  // rolling windows are unions of 15-day blocks
+constexpr int kBlocks = 6;      // 90 days
+constexpr int kBlocks30 = 2;
+constexpr int kEvidence = 6;
+constexpr int kAppSlots = 8;
+constexpr int kGroupAppSlots = 16;
+
+std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+    std::int64_t q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+    return q;
+}
+
+// Daily quantities compared with norms. The first group has both an own and a peer norm; the
+// rolling windows are compared with peers only, because a slowly drifting actor drags their own
+// norm along (the low-and-slow case).
+enum Metric : int {
+    kSubjectsDay,
+    kSensitiveDay,
+    kRowsDay,
+    kStatementRows,
+    kCopyDay,
+    kUnexplainedDay,
+    kDeniedDay,
+    kOwnMetricCount,
+    kSubjects30 = kOwnMetricCount,
+    kSubjects90,
+    kSensitive30,
+    kMetricCount
+};
+
+struct MetricSpec {
+    Detector detector;
+    double min_excess;  // absolute margin above the norm before anything fires
+    double min_ratio;   // relative margin above the norm
+    double weight;      // how fast strength grows with log2(value / norm)
+    bool integral;
+};
+
+// Margins are deliberately generous: an alert costs an officer's time, and a real insider keeps
+// going, so a later, clearer signal is worth more than an early noisy one.
+constexpr std::array<MetricSpec, kMetricCount> kMetrics = {{
+    {Detector::distinct_subjects, 10, 1.5, 1.0, true},
+    {Detector::sensitive_categories, 2, 1.5, 1.6, true},
+    {Detector::bulk_reading, 300, 2.0, 0.8, true},
+    {Detector::bulk_reading, 500, 3.0, 0.8, true},
+    {Detector::bulk_reading, 1, 2.0, 1.0, true},
+    {Detector::no_business_reason, 3, 1.5, 2.0, true},
+    {Detector::login_abuse, 3, 2.0, 1.0, true},
+    {Detector::distinct_subjects, 30, 1.2, 1.5, true},
+    {Detector::distinct_subjects, 60, 1.2, 1.5, true},
+    {Detector::sensitive_categories, 4, 1.5, 1.6, true},
+}};
+
+std::uint32_t fingerprint32(std::string_view s) {
+    return static_cast<std::uint32_t>(hash_bytes(s, 0x5bd1e995)) | 1u;  // 0 marks an empty slot
+}
+
+struct Today {
+    std::int32_t day = kNoDay;
+    HyperLogLog<8> subjects;
+    HyperLogLog<7> sensitive;  // small counts: linear counting is exact enough
+    HyperLogLog<7> unexplained;
+    double rows = 0;
+    double max_statement_rows = 0;
+    std::uint32_t copies = 0;
+    std::uint32_t denied = 0;
+    std::uint32_t statements = 0;
+    std::uint32_t sensitive_counted = 0;  // part of `sensitive` already added to the block sums
+    std::uint32_t unusual_subjects = 0;
+    std::int64_t unusual_abs_hour = -1;  // the hour currently judged unusual, if any
+    std::int32_t unusual_how = -1;
+    float unusual_own_share = 0;  // shares before this hour was counted, for the explanation
+    float unusual_peer_share = 0;
+    std::uint32_t unusual_own_hours = 0;
+    std::uint64_t sensitive_category_mask = 0;
+    std::array<float, kMetricCount> norm{};    // max(own, peer) quantile, or -1 when cold
+    std::array<float, kMetricCount> limit{};   // value at which the metric fires
+    std::array<float, kMetricCount> median{};  // of whichever norm set `norm`
+    std::array<float, kDetectorCount> signal{};
+    std::uint8_t anomalous_mask = 0;  // detectors that fired today: the day does not teach them
+    std::uint8_t apps_used_mask = 0;
+    bool machine_like = false;
+    std::uint32_t machine_run = 0;
+    float machine_mean_gap = 0;
+    float machine_cv = 0;
+    std::array<std::array<std::uint64_t, kEvidence>, kDetectorCount> evidence{};
+    std::array<std::uint8_t, kDetectorCount> evidence_count{};
+};
+
+struct ActorState {
+    std::uint32_t name_id = 0;
+    std::uint32_t group_id = 0;
+    bool departed = false;
+    bool has_relations = false;
+    std::int32_t first_day = kNoDay;
+    std::int32_t active_days = 0;
+    std::int32_t last_active_day = kNoDay;
+    std::int64_t last_time_us = 0;
+    std::int64_t departed_time_us = 0;
+    std::array<DecayingHistogram, kOwnMetricCount> own;
+    std::array<std::uint16_t, kHoursPerWeek> hours{};  // active hours per hour of the week
+    std::uint32_t hours_total = 0;
+    std::int64_t last_abs_hour = INT64_MIN;
+    std::array<HyperLogLog<8>, kBlocks> blocks;
+    std::array<std::int32_t, kBlocks> block_id{};
+    std::array<std::uint32_t, kBlocks> sensitive_block{};
+    HyperLogLog<8> window30;  // unions of blocks, rebuilt each day, then updated in place
+    HyperLogLog<8> window90;
+    EwMeanVar gaps;
+    std::uint32_t run_len = 0;
+    std::int64_t last_burst_us = 0;
+    float machine_days = 0;
+    float tracked_days = 0;
+    std::array<std::uint32_t, kAppSlots> apps{};
+    std::array<std::uint16_t, kAppSlots> app_uses{};
+    std::array<std::uint32_t, kAppSlots> clients{};
+    std::array<std::uint16_t, kAppSlots> client_uses{};
+    std::uint32_t login_failures = 0;
+    std::int64_t first_failure_us = 0;
+    std::int64_t last_failure_us = 0;
+    std::array<std::int32_t, kDetectorCount> last_alert_day{};
+    std::array<std::uint8_t, kDetectorCount> last_alert_band{};
+    Today today;
+};
+
+struct GroupState {
+    std::uint32_t name_id = 0;
+    std::int32_t first_day = kNoDay;
+    std::int32_t last_decay_day = kNoDay;
+    bool service = false;  // from the configuration, not saved
+    std::array<FineHistogram, kOwnMetricCount> daily;
+    // Window norms per day-in-block: a window 3 days into a block is compared with peers' windows
+    // 3 days into a block, so partial and complete windows are never mixed.
+    std::array<std::array<FineHistogram, kBlockDays>, kMetricCount - kOwnMetricCount> windows;
+    std::array<float, kHoursPerWeek> hours{};
+    float hours_total = 0;
+    float machine_days = 0;
+    float tracked_days = 0;
+    std::array<std::uint32_t, kGroupAppSlots> apps{};
+    std::array<float, kGroupAppSlots> app_days{};
+    float actor_days = 0;
+    std::uint32_t relation_events = 0;
+};
+
+static_assert(std::is_trivially_copyable_v<ActorState>);
+static_assert(std::is_trivially_copyable_v<GroupState>);
+
+// Relations (actor, subject) -> last day the relation explains lookups. Open addressing on a
+// 64-bit key; expired entries are dropped whenever the table would grow.
+class RelationTable {
+  public:
+    struct Entry {
+        std::uint64_t key = 0;
+        std::int32_t expires = 0;
+    };
+
+    void put(std::uint64_t key, std::int32_t expires, std::int32_t today) {
+        if (key == 0) key = 1;
+        if ((count_ + 1) * 10 > entries_.size() * 7) rebuild(today);
+        const std::size_t mask = entries_.size() - 1;
+        for (std::size_t i = key & mask;; i = (i + 1) & mask) {
+            Entry& e = entries_[i];
+            if (e.key == key) {
+                e.expires = std::max(e.expires, expires);
+                return;
+            }
+            if (e.key == 0) {
+                e = {key, expires};
+                ++count_;
+                return;
+            }
+        }
+    }
+
+    bool covers(std::uint64_t key, std::int32_t day) const {
+        if (key == 0) key = 1;
+        if (entries_.empty()) return false;
+        const std::size_t mask = entries_.size() - 1;
+        for (std::size_t i = key & mask;; i = (i + 1) & mask) {
+            const Entry& e = entries_[i];
+            if (e.key == key) return e.expires >= day;
+            if (e.key == 0) return false;
+        }
+    }
+
+    std::size_t size() const { return count_; }
+    const std::vector<Entry>& entries() const { return entries_; }
+    void assign(std::vector<Entry> entries) {
+        entries_ = std::move(entries);
+        count_ = 0;
+        for (const Entry& e : entries_) count_ += e.key != 0;
+    }
+
+  private:
+    void rebuild(std::int32_t today) {
+        std::vector<Entry> old = std::move(entries_);
+        std::size_t live = 0;
+        for (const Entry& e : old) live += e.key != 0 && e.expires >= today;
+        std::size_t capacity = 1024;
+        while (capacity * 5 < (live + 1) * 10) capacity *= 2;  // at most half full afterwards
+        entries_.assign(capacity, Entry{});
+        count_ = 0;
+        for (const Entry& e : old) {
+            if (e.key == 0 || e.expires < today) continue;
+            const std::size_t mask = capacity - 1;
+            std::size_t i = e.key & mask;
+            while (entries_[i].key != 0) i = (i + 1) & mask;
+            entries_[i] = e;
+            ++count_;
+        }
+    }
+
+    std::vector<Entry> entries_;
+    std::size_t count_ = 0;
+};
+
+std::string format_value(double v, bool integral) {
+    if (integral || v >= 100) return fmt::format("{:.0f}", v);
+    return fmt::format("{:.1f}", v);
+}
+
+}  // namespace
+
+struct Scorer::Impl {
+    ScorerConfig config;
+    StringInterner actor_names;
+    StringInterner group_names;
+    StringInterner category_names;
+    std::vector<ActorState> actors;
+    std::vector<GroupState> groups;
+    RelationTable relations;
+    std::uint64_t sensitive_mask = 0;
+    std::uint64_t alerts_raised = 0;
+    std::uint64_t unknown_categories = 0;
+    std::int64_t utc_offset_s = 0;
+
+    explicit Impl(ScorerConfig c) : config(std::move(c)) {
+        utc_offset_s = static_cast<std::int64_t>(config.utc_offset_minutes) * 60;
+        for (const std::string& name : config.sensitive_categories) {
+            const std::uint32_t bit = category_names.intern(name);
+            if (bit < 64) sensitive_mask |= std::uint64_t{1} << bit;
+        }
+    }
+
+    // ---- names, groups, actors -------------------------------------------------------------
+
+    std::uint32_t group_id(std::string_view name) {
+        const std::uint32_t id = group_names.intern(name);
+        if (id == groups.size()) {
+            GroupState g;
+            g.name_id = id;
+            g.service = is_service_group(name);
+            groups.push_back(g);
+        }
+        return id;
+    }
+
+    bool is_service_group(std::string_view name) const {
+        return std::find(config.service_groups.begin(), config.service_groups.end(), name) !=
+               config.service_groups.end();
+    }
+
+    ActorState& actor(std::string_view name, std::string_view group) {
+        std::uint32_t id = actor_names.find(name);
+        if (id == StringInterner::kAbsent) {
+            id = actor_names.intern(name);
+            ActorState a;
+            a.name_id = id;
+            a.group_id = group_id(group.empty() ? std::string_view("default") : group);
+            a.last_alert_day.fill(kNoDay);
+            a.block_id.fill(kNoDay);
+            actors.push_back(a);
+            return actors.back();
+        }
+        ActorState& a = actors[id];
+        // Role changes move the actor to the new group; its own history stays.
+        if (!group.empty() && group_names.name(a.group_id) != group) a.group_id = group_id(group);
+        return a;
+    }
+
+    std::uint64_t category_mask(Span<std::string_view> categories) {
+        std::uint64_t mask = 0;
+        for (std::string_view c : categories) {
+            std::uint32_t bit = category_names.find(c);
+            if (bit == StringInterner::kAbsent) {
+                if (category_names.size() >= 64) {
+                    ++unknown_categories;
+                    continue;
+                }
+                bit = category_names.intern(c);
+            }
+            if (bit < 64) mask |= std::uint64_t{1} << bit;
+        }
+        return mask;
+    }
+
+    // ---- time ------------------------------------------------------------------------------
+
+    struct Clock {
+        std::int64_t local_s;
+        std::int32_t day;
+        std::int64_t abs_hour;
+        int how;  // hour of the week, Monday 00:00 = 0
+    };
+
+    Clock clock(std::int64_t time_us) const {
+        Clock c;
+        c.local_s = floor_div(time_us, kMicrosPerSecond) + utc_offset_s;
+        c.day = static_cast<std::int32_t>(floor_div(c.local_s, kSecondsPerDay));
+        c.abs_hour = floor_div(c.local_s, 3600);
+        const int weekday = static_cast<int>(((c.day + 3) % 7 + 7) % 7);  // 1970-01-01: Thursday
+        c.how = weekday * 24 +
+                static_cast<int>((c.local_s - std::int64_t{c.day} * kSecondsPerDay) / 3600);
+        return c;
+    }
+
+    // ---- days ------------------------------------------------------------------------------
+
+    static int block_slot(std::int32_t block) {
+        return static_cast<int>(((block % kBlocks) + kBlocks) % kBlocks);
+    }
+
+    int covered_days(const ActorState& a, std::int32_t day, int window) const {
+        const int in_block = static_cast<int>(((day % kBlockDays) + kBlockDays) % kBlockDays) + 1;
+        const int span = (window - kBlockDays) + in_block;
+        return std::min(span, day - a.first_day + 1);
+    }
+
+    // Raw counts, not rates: peers are sampled at the end of each 10-day block, when their
+    // windows are complete, so an actor's partial window is compared conservatively.
+    static double window_subjects(const ActorState& a, int window) {
+        return (window == 30 ? a.window30 : a.window90).estimate();
+    }
+
+    double window_sensitive(const ActorState& a) const {
+        const std::int32_t block = static_cast<std::int32_t>(floor_div(a.today.day, kBlockDays));
+        double sum = 0;
+        for (std::int32_t b = block - (kBlocks30 - 1); b <= block; ++b) {
+            const int slot = block_slot(b);
+            if (a.block_id[slot] == b) sum += a.sensitive_block[slot];
+        }
+        return sum;
+    }
+
+    static int phase_of(std::int32_t day) {
+        return static_cast<int>(((day % kBlockDays) + kBlockDays) % kBlockDays);
+    }
+    static FineHistogram& peer_norm(GroupState& g, int m, std::int32_t day) {
+        return m < kOwnMetricCount ? g.daily[m] : g.windows[m - kOwnMetricCount][phase_of(day)];
+    }
+    static const FineHistogram& peer_norm(const GroupState& g, int m, std::int32_t day) {
+        return m < kOwnMetricCount ? g.daily[m] : g.windows[m - kOwnMetricCount][phase_of(day)];
+    }
+
+    bool relations_apply(const ActorState& a) const {
+        return a.has_relations || groups[a.group_id].relation_events > 0;
+    }
+
+    bool own_warm(const ActorState& a, int m) const {
+        return m < kOwnMetricCount && a.active_days >= config.min_history_days &&
+               a.own[m].total() > 3;
+    }
+    bool peer_warm(const GroupState& g, int m, std::int32_t day) const {
+        // Window norms are split by day-in-block, so each phase gets fewer samples.
+        const double needed = m < kOwnMetricCount ? config.min_peer_days : config.min_peer_days / 3;
+        return peer_norm(g, m, day).total() >= needed;
+    }
+
+    void close_day(ActorState& a) {
+        Today& t = a.today;
+        if (t.statements == 0 && t.denied == 0) return;
+        GroupState& g = groups[a.group_id];
+        if (g.last_decay_day == kNoDay) g.last_decay_day = t.day;
+        if (t.day > g.last_decay_day) {
+            const float f =
+                static_cast<float>(std::pow(config.peer_decay, t.day - g.last_decay_day));
+            for (FineHistogram& h : g.daily) h.decay(f);
+            for (auto& phases : g.windows) {
+                for (FineHistogram& h : phases) h.decay(f);
+            }
+            g.last_decay_day = t.day;
+        }
+        std::array<double, kMetricCount> value{};
+        std::array<bool, kMetricCount> present{};
+        value[kSubjectsDay] = std::round(t.subjects.estimate());
+        value[kSensitiveDay] = std::round(t.sensitive.estimate());
+        value[kRowsDay] = t.rows;
+        value[kStatementRows] = t.max_statement_rows;
+        value[kCopyDay] = t.copies;
+        value[kUnexplainedDay] = std::round(t.unexplained.estimate());
+        value[kDeniedDay] = t.denied;
+        for (int m = 0; m < kOwnMetricCount; ++m) present[m] = true;
+        present[kUnexplainedDay] = relations_apply(a);
+        // Only complete windows teach: a new hire's first weeks are not a 30-day window.
+        if (t.day - a.first_day + 1 >= 30) {
+            value[kSubjects30] = std::round(window_subjects(a, 30));
+            value[kSensitive30] = window_sensitive(a);
+            present[kSubjects30] = present[kSensitive30] = true;
+        }
+        if (t.day - a.first_day + 1 >= 90) {
+            value[kSubjects90] = std::round(window_subjects(a, 90));
+            present[kSubjects90] = true;
+        }
+        const float own_decay = static_cast<float>(config.own_decay);
+        for (int m = 0; m < kMetricCount; ++m) {
+            if (!present[m]) continue;
+            if (t.anomalous_mask & (1u << static_cast<int>(kMetrics[m].detector))) continue;
+            if (m < kOwnMetricCount) {
+                a.own[m].decay(own_decay);
+                a.own[m].add(value[m]);
+            }
+            peer_norm(g, m, t.day).add(value[m]);
+        }
+        g.actor_days += 1;
+        if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::machine_like_access)))) {
+            a.machine_days = a.machine_days * 0.97f + (t.machine_like ? 1.0f : 0.0f);
+            a.tracked_days = a.tracked_days * 0.97f + 1.0f;
+            g.machine_days = g.machine_days * 0.995f + (t.machine_like ? 1.0f : 0.0f);
+            g.tracked_days = g.tracked_days * 0.995f + 1.0f;
+            for (int s = 0; s < kAppSlots; ++s) {
+                if (t.apps_used_mask & (1u << s)) add_group_app(g, a.apps[s]);
+            }
+        }
+        ++a.active_days;
+        a.last_active_day = t.day;
+    }
+
+    static void add_group_app(GroupState& g, std::uint32_t fp) {
+        int weakest = 0;
+        for (int i = 0; i < kGroupAppSlots; ++i) {
+            g.app_days[i] *= 0.999f;
+            if (g.apps[i] == fp) {
+                g.app_days[i] += 1;
+                return;
+            }
+            if (g.app_days[i] < g.app_days[weakest]) weakest = i;
+        }
+        g.apps[weakest] = fp;
+        g.app_days[weakest] = 1;
+    }
+
+    void start_day(ActorState& a, std::int32_t day) {
+        a.today = Today{};
+        Today& t = a.today;
+        t.day = day;
+        if (a.first_day == kNoDay) a.first_day = day;
+        const std::int32_t block = static_cast<std::int32_t>(floor_div(day, kBlockDays));
+        const int slot = block_slot(block);
+        if (a.block_id[slot] != block) {
+            a.blocks[slot].clear();
+            a.block_id[slot] = block;
+            a.sensitive_block[slot] = 0;
+        }
+        a.window30.clear();
+        a.window90.clear();
+        for (std::int32_t b = block - (kBlocks - 1); b <= block; ++b) {
+            const int s = block_slot(b);
+            if (a.block_id[s] != b) continue;
+            a.window90.merge(a.blocks[s]);
+            if (b > block - kBlocks30) a.window30.merge(a.blocks[s]);
+        }
+        const GroupState& g = groups[a.group_id];
+        for (int m = 0; m < kMetricCount; ++m) {
+            double norm = -1, median = 0;
+            if (own_warm(a, m)) {
+                norm = a.own[m].quantile(config.norm_quantile);
+                median = a.own[m].quantile(0.5);
+            }
+            if (peer_warm(g, m, day)) {
+                const FineHistogram& h = peer_norm(g, m, day);
+                const double peer = h.quantile(config.norm_quantile);
+                if (peer > norm) {
+                    norm = peer;
+                    median = h.quantile(0.5);
+                }
+            }
+            t.median[m] = static_cast<float>(median);
+            if (norm < 0) {
+                t.norm[m] = -1;
+                t.limit[m] = std::numeric_limits<float>::infinity();
+                continue;
+            }
+            t.norm[m] = static_cast<float>(norm);
+            t.limit[m] = static_cast<float>(
+                std::max(norm * kMetrics[m].min_ratio, norm + kMetrics[m].min_excess));
+        }
+    }
+
+    void enter_day(ActorState& a, std::int32_t day) {
+        if (a.today.day == day) return;
+        if (a.today.day != kNoDay && day < a.today.day) return;  // late event: stays in today
+        if (a.today.day != kNoDay) close_day(a);
+        start_day(a, day);
+    }
+
+    // ---- alerts ----------------------------------------------------------------------------
+
+    static void add_evidence(ActorState& a, Detector d, std::uint64_t event_id) {
+        if (event_id == 0) return;
+        const int i = static_cast<int>(d);
+        auto& ring = a.today.evidence[i];
+        std::uint8_t& n = a.today.evidence_count[i];
+        if (n < kEvidence) {
+            ring[n++] = event_id;
+        } else {
+            // Keep the first event (how it started) and the latest ones.
+            std::memmove(&ring[1], &ring[2], (kEvidence - 2) * sizeof ring[0]);
+            ring[kEvidence - 1] = event_id;
+        }
+    }
+
+    // Records the signal and raises an alert if the combined score clears the threshold and this
+    // detector has not already said as much recently. `explain` runs only when an alert is made.
+    template <class Explain>
+    void raise(ActorState& a, Detector d, double strength, std::int64_t time_us,
+               std::vector<Alert>& out, Explain&& explain) {
+        Today& t = a.today;
+        const int di = static_cast<int>(d);
+        t.anomalous_mask |= static_cast<std::uint8_t>(1u << di);
+        if (strength <= t.signal[di]) return;
+        t.signal[di] = static_cast<float>(std::min(strength, 0.999));
+        double quiet = 1;
+        for (float s : t.signal) quiet *= 1 - s;
+        const int score = static_cast<int>(std::lround(100 * (1 - quiet)));
+        if (score < config.threshold) return;
+        const Severity band = severity_of(score);
+        // A departed account's activity is news every day it happens.
+        const int quiet_days = d == Detector::departed_or_dormant ? 1 : config.repeat_after_days;
+        if (a.last_alert_day[di] != kNoDay && t.day - a.last_alert_day[di] < quiet_days &&
+            static_cast<std::uint8_t>(band) <= a.last_alert_band[di]) {
+            return;
+        }
+        a.last_alert_day[di] = t.day;
+        a.last_alert_band[di] = static_cast<std::uint8_t>(band);
+        Alert alert;
+        alert.time_us = time_us;
+        alert.actor = std::string(actor_names.name(a.name_id));
+        alert.peer_group = std::string(group_names.name(a.group_id));
+        alert.detector = d;
+        alert.score = score;
+        alert.severity = band;
+        alert.explanation = explain();
+        std::string others;
+        for (int i = 0; i < kDetectorCount; ++i) {
+            if (i == di || t.signal[i] < 0.05f) continue;
+            if (!others.empty()) others += ", ";
+            others += detector_name(static_cast<Detector>(i));
+        }
+        if (!others.empty()) alert.explanation += fmt::format(" (also today: {})", others);
+        const auto& ring = t.evidence[di];
+        alert.evidence.assign(ring.begin(), ring.begin() + t.evidence_count[di]);
+        out.push_back(std::move(alert));
+        ++alerts_raised;
+    }
+
+    std::string norms_text(const ActorState& a, int m) const {
+        const bool integral = kMetrics[m].integral;
+        const double q = config.norm_quantile;
+        const std::string qname = fmt::format("{:g}th percentile", q * 100);
+        std::string text;
+        if (m < kOwnMetricCount) {
+            if (own_warm(a, m)) {
+                text = fmt::format("own median {}, {} {} over {} active days",
+                                   format_value(a.own[m].quantile(0.5), integral), qname,
+                                   format_value(a.own[m].quantile(q), integral), a.active_days);
+            } else {
+                text = fmt::format("no own norm yet ({} active days)", a.active_days);
+            }
+            text += "; ";
+        }
+        const GroupState& g = groups[a.group_id];
+        const std::int32_t day = a.today.day;
+        if (peer_warm(g, m, day)) {
+            const FineHistogram& h = peer_norm(g, m, day);
+            text += fmt::format("peers' median {}, {} {} over {:.0f} actor-days",
+                                format_value(h.quantile(0.5), integral), qname,
+                                format_value(h.quantile(q), integral), h.total());
+        } else {
+            text += "peer norm not yet learned";
+        }
+        return text;
+    }
+
+    std::string sensitive_names(std::uint64_t mask) const {
+        std::string names;
+        for (int bit = 0; bit < 64; ++bit) {
+            if (!(mask & (std::uint64_t{1} << bit))) continue;
+            if (!names.empty()) names += "/";
+            names += category_names.name(static_cast<std::uint32_t>(bit));
+        }
+        return names.empty() ? std::string("sensitive categories") : names;
+    }
+
+    void check_metric(ActorState& a, int m, double value, std::int64_t time_us,
+                      std::vector<Alert>& out) {
+        Today& t = a.today;
+        if (!(value >= t.limit[m])) return;
+        const MetricSpec& spec = kMetrics[m];
+        const double norm = t.norm[m];
+        // Excess over the norm, as a ratio or in units of the norm's own spread (p99 - median),
+        // whichever says more: tight norms (peers' 30-day windows) make +30% remarkable.
+        const double spread = std::max<double>(t.norm[m] - t.median[m], spec.min_excess);
+        const double excess =
+            std::max(std::log2((value + 1) / (norm + 1)), (value - norm) / (4 * spread));
+        const double strength = 1 - std::exp2(-spec.weight * excess);
+        // Look again only after another quarter of growth; the band rule handles escalation.
+        t.limit[m] = static_cast<float>(value * 1.25 + 1);
+        raise(a, spec.detector, strength, time_us, out, [&] {
+            const std::string v = format_value(value, spec.integral);
+            const std::string norms = norms_text(a, m);
+            switch (m) {
+                case kSubjectsDay:
+                    return fmt::format("read records of {} distinct subjects today; {}", v, norms);
+                case kSensitiveDay:
+                    return fmt::format("read {} of {} distinct subjects today; {}",
+                                       sensitive_names(t.sensitive_category_mask), v, norms);
+                case kRowsDay:
+                    return fmt::format("read {} rows of labelled columns today; {}", v, norms);
+                case kStatementRows:
+                    return fmt::format(
+                        "read {} rows in one statement (largest statement of a day: {})", v, norms);
+                case kCopyDay:
+                    return fmt::format("ran COPY on labelled columns {} times today; {}", v, norms);
+                case kUnexplainedDay:
+                    return fmt::format(
+                        "looked up {} subjects today with no declared business relation in the "
+                        "last {} days; {}",
+                        v, config.relation_ttl_days, norms);
+                case kDeniedDay:
+                    return fmt::format("was denied {} reads of labelled columns today; {}", v,
+                                       norms);
+                case kSubjects30:
+                case kSubjects90: {
+                    const int window = m == kSubjects30 ? 30 : 90;
+                    const HyperLogLog<8>& hll = m == kSubjects30 ? a.window30 : a.window90;
+                    return fmt::format(
+                        "read records of about {:.0f} distinct subjects in the last {} days; {} "
+                        "(peers at the same point of their {}-day windows)",
+                        hll.estimate(), covered_days(a, t.day, window), norms, window);
+                }
+                case kSensitive30:
+                    return fmt::format(
+                        "read {} of subjects on {} subject-days in the last {} days; {} (peers at "
+                        "the same point of their 30-day windows)",
+                        sensitive_names(sensitive_mask), v, covered_days(a, t.day, 30), norms);
+            }
+            return std::string();
+        });
+    }
+
+    // ---- hours, cadence, applications --------------------------------------------------------
+
+    static float window_share(const float* hours, float total, int how) {
+        const float around = hours[(how + kHoursPerWeek - 1) % kHoursPerWeek] + hours[how] +
+                             hours[(how + 1) % kHoursPerWeek];
+        return around / total;
+    }
+
+    void track_hour(ActorState& a, const Clock& c) {
+        if (c.abs_hour == a.last_abs_hour) return;
+        a.last_abs_hour = c.abs_hour;
+        GroupState& g = groups[a.group_id];
+        std::array<float, kHoursPerWeek> own{};
+        for (int i = 0; i < kHoursPerWeek; ++i) own[i] = a.hours[i];
+        if (g.first_day == kNoDay) g.first_day = c.day;
+        // A week-long profile needs at least two weeks of it.
+        const bool own_known = a.hours_total >= 80 && c.day - a.first_day >= 14;
+        const bool peer_known = g.hours_total >= 400 && c.day - g.first_day >= 14;
+        const float own_share = own_known ? window_share(own.data(), a.hours_total, c.how) : 0;
+        const float peer_share =
+            peer_known ? window_share(g.hours.data(), g.hours_total, c.how) : 0;
+        const bool unusual = (own_known || peer_known) && own_share < 0.004f && peer_share < 0.004f;
+        a.today.unusual_abs_hour = unusual ? c.abs_hour : -1;
+        a.today.unusual_how = unusual ? c.how : -1;
+        if (unusual) {
+            a.today.unusual_own_share = own_share;
+            a.today.unusual_peer_share = peer_share;
+            a.today.unusual_own_hours = a.hours_total;
+        }
+        if (a.hours[c.how] < 0xffff) ++a.hours[c.how];
+        if (++a.hours_total > 4000) {  // halve: bounded counters that favour recent habits
+            a.hours_total = 0;
+            for (auto& h : a.hours) {
+                h = static_cast<std::uint16_t>(h / 2);
+                a.hours_total += h;
+            }
+        }
+        g.hours[c.how] += 1;
+        g.hours_total += 1;
+        if (g.hours_total > 1e6f) {
+            for (float& h : g.hours) h *= 0.5f;
+            g.hours_total *= 0.5f;
+        }
+    }
+
+    std::string hour_text(const ActorState& a) const {
+        static constexpr const char* kDays[] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
+                                                "Friday", "Saturday", "Sunday"};
+        const Today& t = a.today;
+        const int how = t.unusual_how;
+        return fmt::format(
+            "read {} subjects' records on {} between {:02d}:00 and {:02d}:00, hours that hold "
+            "{:.1f}% of this actor's {} active hours and {:.1f}% of the peers' (the hour and its "
+            "neighbours)",
+            t.unusual_subjects, kDays[how / 24], how % 24, (how % 24 + 1) % 24,
+            t.unusual_own_share * 100, t.unusual_own_hours, t.unusual_peer_share * 100);
+    }
+
+    bool machine_normal(const ActorState& a) const {
+        const GroupState& g = groups[a.group_id];
+        if (g.service) return true;
+        if (a.tracked_days >= 10 && a.machine_days >= 0.2f * a.tracked_days) return true;
+        return g.tracked_days >= config.min_peer_days && g.machine_days >= 0.2f * g.tracked_days;
+    }
+
+    void track_cadence(ActorState& a, std::int64_t time_us, std::uint64_t event_id,
+                       std::vector<Alert>& out) {
+        // Gaps are measured between bursts: one lookup often runs a few statements at once.
+        if (a.last_burst_us == 0) {
+            a.last_burst_us = time_us;
+            return;
+        }
+        const double gap = static_cast<double>(time_us - a.last_burst_us) / kMicrosPerSecond;
+        if (gap < 1.0) return;
+        a.last_burst_us = time_us;
+        if (gap > 1800) {
+            a.gaps.reset();
+            a.run_len = 0;
+            return;
+        }
+        a.gaps.add(gap, 0.05);
+        ++a.run_len;
+        add_evidence(a, Detector::machine_like_access, event_id);
+        if (a.run_len < 50 || a.gaps.mean > 600) return;
+        const double cv = std::sqrt(std::max(0.0f, a.gaps.variance)) / a.gaps.mean;
+        if (cv >= 0.3) return;
+        Today& t = a.today;
+        t.machine_like = true;
+        t.machine_run = a.run_len;
+        t.machine_mean_gap = a.gaps.mean;
+        t.machine_cv = static_cast<float>(cv);
+        if (machine_normal(a)) return;
+        raise(a, Detector::machine_like_access, 0.6, time_us, out, [&] {
+            return fmt::format(
+                "{} consecutive reads at a steady {:.1f} s interval (variation {:.0f}%), a "
+                "machine-like cadence on an account whose own and peers' history is human",
+                t.machine_run, t.machine_mean_gap, t.machine_cv * 100);
+        });
+    }
+
+    static int find_or_replace(std::array<std::uint32_t, kAppSlots>& fps,
+                               std::array<std::uint16_t, kAppSlots>& uses, std::uint32_t fp,
+                               bool& is_new) {
+        int weakest = 0;
+        for (int i = 0; i < kAppSlots; ++i) {
+            if (fps[i] == fp) {
+                is_new = false;
+                if (uses[i] < 0xffff) ++uses[i];
+                return i;
+            }
+            if (uses[i] < uses[weakest]) weakest = i;
+        }
+        is_new = true;
+        fps[weakest] = fp;
+        uses[weakest] = 1;
+        return weakest;
+    }
+
+    void track_origin(ActorState& a, const AccessEvent& e, std::int64_t time_us,
+                      std::vector<Alert>& out) {
+        const bool warm = a.active_days >= config.min_history_days;
+        bool new_client = false;
+        if (!e.client_addr.empty()) {
+            find_or_replace(a.clients, a.client_uses, fingerprint32(e.client_addr), new_client);
+        }
+        if (e.application.empty()) return;
+        const std::uint32_t fp = fingerprint32(e.application);
+        bool new_app = false;
+        const int slot = find_or_replace(a.apps, a.app_uses, fp, new_app);
+        a.today.apps_used_mask |= static_cast<std::uint8_t>(1u << slot);
+        if (!warm || !new_app || groups[a.group_id].service) return;
+        const GroupState& g = groups[a.group_id];
+        double peer_days = 0;
+        for (int i = 0; i < kGroupAppSlots; ++i) {
+            if (g.apps[i] == fp) peer_days = g.app_days[i];
+        }
+        const double share = g.actor_days > 0 ? peer_days / g.actor_days : 0;
+        if (share >= 0.02) return;
+        add_evidence(a, Detector::machine_like_access, e.event_id);
+        raise(a, Detector::machine_like_access, new_client ? 0.6 : 0.45, time_us, out, [&] {
+            std::string app;
+            for (char ch : e.application.substr(0, 40)) app += (ch >= 32 && ch < 127) ? ch : '?';
+            return fmt::format(
+                "first use of application '{}' after {} active days{}; peers used it on {:.1f}% "
+                "of their actor-days",
+                app, a.active_days, new_client ? ", from a client address new to this actor" : "",
+                share * 100);
+        });
+    }
+
+    void check_departed_dormant(ActorState& a, std::int64_t time_us, std::int64_t previous_us,
+                                std::uint64_t event_id, std::vector<Alert>& out) {
+        if (a.departed && time_us >= a.departed_time_us) {
+            add_evidence(a, Detector::departed_or_dormant, event_id);
+            const double days = static_cast<double>(time_us - a.departed_time_us) /
+                                (kMicrosPerSecond * kSecondsPerDay);
+            raise(a, Detector::departed_or_dormant, 0.95, time_us, out, [&] {
+                return fmt::format("activity {:.1f} days after the account was marked departed",
+                                   days);
+            });
+            return;
+        }
+        if (previous_us == 0 || a.active_days < config.min_history_days) return;
+        const double silent =
+            static_cast<double>(time_us - previous_us) / (kMicrosPerSecond * kSecondsPerDay);
+        if (silent < config.dormant_days) return;
+        add_evidence(a, Detector::departed_or_dormant, event_id);
+        raise(a, Detector::departed_or_dormant, 0.55, time_us, out, [&] {
+            return fmt::format(
+                "first activity after {:.0f} days of silence (dormancy threshold {} days, {} "
+                "active days before)",
+                silent, config.dormant_days, a.active_days);
+        });
+    }
+
+    // ---- events ----------------------------------------------------------------------------
+
+    void observe_access(const AccessEvent& e, std::vector<Alert>& out) {
+        ActorState& a = actor(e.actor, e.peer_group);
+        const std::int64_t previous = a.last_time_us;
+        const std::int64_t time_us = std::max(e.time_us, previous);
+        const Clock c = clock(time_us);
+        enter_day(a, c.day);
+        a.last_time_us = time_us;
+        Today& t = a.today;
+        check_departed_dormant(a, time_us, previous, e.event_id, out);
+        track_hour(a, c);
+
+        if (e.status == AccessStatus::denied) {
+            ++t.denied;
+            add_evidence(a, Detector::login_abuse, e.event_id);
+            check_metric(a, kDeniedDay, t.denied, time_us, out);
+            return;
+        }
+        if (e.status != AccessStatus::ok) return;
+        ++t.statements;
+        track_cadence(a, time_us, e.event_id, out);
+        track_origin(a, e, time_us, out);
+
+        const std::uint64_t categories = category_mask(e.categories);
+        const bool sensitive = (categories & sensitive_mask) != 0;
+        if (sensitive) t.sensitive_category_mask |= categories & sensitive_mask;
+        const bool check_relations = relations_apply(a);
+        const bool unusual = t.unusual_abs_hour == c.abs_hour;
+        const std::int32_t block = static_cast<std::int32_t>(floor_div(c.day, kBlockDays));
+        HyperLogLog<8>& block_hll = a.blocks[block_slot(block)];
+        bool new_subject = false, new_window = false, new_sensitive = false,
+             new_unexplained = false;
+        for (std::string_view s : e.subjects) {
+            const std::uint64_t h = hash_bytes(s);
+            new_subject |= t.subjects.add(h);
+            block_hll.add(h);
+            new_window |= a.window30.add(h);
+            new_window |= a.window90.add(h);
+            if (sensitive) new_sensitive |= t.sensitive.add(h);
+            if (check_relations &&
+                !relations.covers(mix64(h ^ (std::uint64_t{a.name_id} << 1)), c.day)) {
+                new_unexplained |= t.unexplained.add(h);
+            }
+        }
+        if (unusual) t.unusual_subjects += static_cast<std::uint32_t>(e.subjects.size);
+
+        if (new_subject) {
+            add_evidence(a, Detector::distinct_subjects, e.event_id);
+            check_metric(a, kSubjectsDay, std::round(t.subjects.estimate()), time_us, out);
+        }
+        if (new_window) {
+            check_metric(a, kSubjects30, std::round(window_subjects(a, 30)), time_us, out);
+            check_metric(a, kSubjects90, std::round(window_subjects(a, 90)), time_us, out);
+        }
+        if (sensitive) add_evidence(a, Detector::sensitive_categories, e.event_id);
+        if (new_sensitive) {
+            const auto count = static_cast<std::uint32_t>(std::lround(t.sensitive.estimate()));
+            if (count > t.sensitive_counted) {
+                a.sensitive_block[block_slot(block)] += count - t.sensitive_counted;
+                t.sensitive_counted = count;
+            }
+            check_metric(a, kSensitiveDay, count, time_us, out);
+            check_metric(a, kSensitive30, window_sensitive(a), time_us, out);
+        }
+        if (new_unexplained) {
+            add_evidence(a, Detector::no_business_reason, e.event_id);
+            check_metric(a, kUnexplainedDay, std::round(t.unexplained.estimate()), time_us, out);
+        }
+        const double rows = static_cast<double>(std::max<std::int64_t>(e.rows, 0));
+        if (rows > 0 || e.command == Command::copy) {
+            t.rows += rows;
+            add_evidence(a, Detector::bulk_reading, e.event_id);
+            check_metric(a, kRowsDay, t.rows, time_us, out);
+            if (rows > t.max_statement_rows) {
+                t.max_statement_rows = rows;
+                check_metric(a, kStatementRows, rows, time_us, out);
+            }
+            if (e.command == Command::copy) {
+                ++t.copies;
+                check_metric(a, kCopyDay, t.copies, time_us, out);
+            }
+        }
+        if (unusual && !e.subjects.empty()) {
+            add_evidence(a, Detector::unusual_hours, e.event_id);
+            const double n = t.unusual_subjects;
+            const double strength = std::min(0.75, 0.3 + 0.1 * std::log2(1 + n / 5));
+            raise(a, Detector::unusual_hours, strength, time_us, out, [&] { return hour_text(a); });
+        }
+    }
+
+    void observe_login(const LoginEvent& e, std::vector<Alert>& out) {
+        ActorState& a = actor(e.actor, e.peer_group);
+        const std::int64_t previous = a.last_time_us;
+        const std::int64_t time_us = std::max(e.time_us, previous);
+        enter_day(a, clock(time_us).day);
+        a.last_time_us = time_us;
+        const std::int64_t window = std::int64_t{config.login_window_seconds} * kMicrosPerSecond;
+        if (!e.success) {
+            if (a.login_failures == 0 || time_us - a.last_failure_us > window) {
+                a.login_failures = 0;
+                a.first_failure_us = time_us;
+            }
+            ++a.login_failures;
+            a.last_failure_us = time_us;
+            add_evidence(a, Detector::login_abuse, e.event_id);
+            if (a.login_failures >= 4u * static_cast<std::uint32_t>(config.login_failures)) {
+                const std::uint32_t n = a.login_failures;
+                const double minutes = static_cast<double>(time_us - a.first_failure_us) / 60e6;
+                raise(a, Detector::login_abuse, 0.5, time_us, out, [&] {
+                    return fmt::format("{} failed logins within {:.1f} minutes and no success yet",
+                                       n, minutes);
+                });
+            }
+            return;
+        }
+        check_departed_dormant(a, time_us, previous, e.event_id, out);
+        const std::uint32_t n = a.login_failures;
+        const bool burst = n >= static_cast<std::uint32_t>(config.login_failures) &&
+                           time_us - a.last_failure_us <= window;
+        a.login_failures = 0;
+        if (!burst) return;
+        add_evidence(a, Detector::login_abuse, e.event_id);
+        const double minutes = static_cast<double>(time_us - a.first_failure_us) / 60e6;
+        const double strength =
+            std::min(0.95, 0.7 + 0.1 * std::log2(static_cast<double>(n) / config.login_failures));
+        raise(a, Detector::login_abuse, strength, time_us, out, [&] {
+            return fmt::format("{} failed logins within {:.1f} minutes, then a successful login", n,
+                               minutes);
+        });
+    }
+
+    void observe_relation(const RelationEvent& e) {
+        ActorState& a = actor(e.actor, {});
+        a.has_relations = true;
+        ++groups[a.group_id].relation_events;
+        const std::int32_t day = clock(e.time_us).day;
+        const std::uint64_t key = mix64(hash_bytes(e.subject) ^ (std::uint64_t{a.name_id} << 1));
+        relations.put(key, day + config.relation_ttl_days, day);
+    }
+};
+
+Scorer::Scorer(ScorerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Scorer::~Scorer() = default;
+Scorer::Scorer(Scorer&&) noexcept = default;
+Scorer& Scorer::operator=(Scorer&&) noexcept = default;
+
+void Scorer::observe(const AccessEvent& event, std::vector<Alert>& out) {
+    impl_->observe_access(event, out);
+}
+void Scorer::observe(const LoginEvent& event, std::vector<Alert>& out) {
+    impl_->observe_login(event, out);
+}
+void Scorer::observe(const RelationEvent& event) { impl_->observe_relation(event); }
+
+void Scorer::mark_departed(std::string_view actor, std::int64_t time_us) {
+    ActorState& a = impl_->actor(actor, {});
+    a.departed = true;
+    a.departed_time_us = time_us;
+}
+
+void Scorer::clear_departed(std::string_view actor) {
+    const std::uint32_t id = impl_->actor_names.find(actor);
+    if (id != StringInterner::kAbsent) impl_->actors[id].departed = false;
+}
+
+const ScorerConfig& Scorer::config() const { return impl_->config; }
+
+// ---- state ---------------------------------------------------------------------------------
+
+namespace {
+
+constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
+constexpr std::uint32_t kFormatVersion = 1;
+
+class Writer {
+  public:
+    explicit Writer(std::string& out) : out_(out) {}
+    template <class T>
+    void pod(const T& v) {
+        static_assert(std::is_trivially_copyable_v<T>);
+        out_.append(reinterpret_cast<const char*>(&v), sizeof v);
+    }
+    void bytes(const void* p, std::size_t n) { out_.append(static_cast<const char*>(p), n); }
+    void str(std::string_view s) {
+        pod(static_cast<std::uint32_t>(s.size()));
+        bytes(s.data(), s.size());
+    }
+    void names(const StringInterner& names) {
+        pod(static_cast<std::uint32_t>(names.size()));
+        for (std::uint32_t i = 0; i < names.size(); ++i) str(names.name(i));
+    }
+
+  private:
+    std::string& out_;
+};
+
+class Reader {
+  public:
+    explicit Reader(std::string_view in) : in_(in) {}
+    template <class T>
+    T pod(const char* what) {
+        static_assert(std::is_trivially_copyable_v<T>);
+        T v;
+        std::memcpy(&v, take(sizeof v, what), sizeof v);
+        return v;
+    }
+    const char* take(std::size_t n, const char* what) {
+        if (in_.size() - pos_ < n) {
+            throw StateError(
+                fmt::format("scorer state truncated while reading {} (offset {})", what, pos_));
+        }
+        const char* p = in_.data() + pos_;
+        pos_ += n;
+        return p;
+    }
+    std::uint32_t count(std::size_t element_size, const char* what) {
+        const auto n = pod<std::uint32_t>(what);
+        if (element_size > 0 && n > (in_.size() - pos_) / element_size) {
+            throw StateError(fmt::format("scorer state: {} count {} exceeds the data", what, n));
+        }
+        return n;
+    }
+    void names(StringInterner& names, const char* what) {
+        const std::uint32_t n = count(4, what);
+        for (std::uint32_t i = 0; i < n; ++i) {
+            const std::uint32_t len = count(1, what);
+            const std::string_view s(take(len, what), len);
+            if (names.intern(s) != i) {
+                throw StateError(fmt::format("scorer state: duplicate name in {}", what));
+            }
+        }
+    }
+    bool done() const { return pos_ == in_.size(); }
+
+  private:
+    std::string_view in_;
+    std::size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::string Scorer::save_state() const {
+    const Impl& s = *impl_;
+    std::string out;
+    out.reserve(64 + s.actors.size() * sizeof(ActorState) + s.groups.size() * sizeof(GroupState) +
+                s.relations.entries().size() * sizeof(RelationTable::Entry));
+    Writer w(out);
+    w.bytes(kMagic, sizeof kMagic);
+    w.pod(kFormatVersion);
+    w.pod(static_cast<std::uint32_t>(sizeof(ActorState)));
+    w.pod(static_cast<std::uint32_t>(sizeof(GroupState)));
+    w.names(s.actor_names);
+    w.names(s.group_names);
+    w.names(s.category_names);
+    w.pod(static_cast<std::uint32_t>(s.groups.size()));
+    for (const GroupState& g : s.groups) w.pod(g);
+    w.pod(static_cast<std::uint32_t>(s.actors.size()));
+    for (const ActorState& a : s.actors) w.pod(a);
+    w.pod(static_cast<std::uint32_t>(s.relations.entries().size()));
+    w.bytes(s.relations.entries().data(),
+            s.relations.entries().size() * sizeof(RelationTable::Entry));
+    w.pod(s.alerts_raised);
+    w.pod(s.unknown_categories);
+    return out;
+}
+
+void Scorer::restore_state(std::string_view bytes) {
+    Impl fresh(impl_->config);
+    // Names are restored exactly as saved; the configured sensitive categories are re-applied
+    // afterwards, so a category renamed in the configuration takes effect.
+    fresh.category_names = StringInterner();
+    Reader r(bytes);
+    if (std::memcmp(r.take(sizeof kMagic, "magic"), kMagic, sizeof kMagic) != 0) {
+        throw StateError("not a pii_audit scorer state (bad magic)");
+    }
+    const auto version = r.pod<std::uint32_t>("version");
+    const auto actor_size = r.pod<std::uint32_t>("actor size");
+    const auto group_size = r.pod<std::uint32_t>("group size");
+    if (version != kFormatVersion || actor_size != sizeof(ActorState) ||
+        group_size != sizeof(GroupState)) {
+        throw StateError(fmt::format(
+            "scorer state format {} (actor {} B, group {} B) does not match this build's format {} "
+            "(actor {} B, group {} B); baselines must be relearned",
+            version, actor_size, group_size, kFormatVersion, sizeof(ActorState),
+            sizeof(GroupState)));
+    }
+    r.names(fresh.actor_names, "actor names");
+    r.names(fresh.group_names, "group names");
+    r.names(fresh.category_names, "category names");
+    const std::uint32_t n_groups = r.count(sizeof(GroupState), "groups");
+    if (n_groups != fresh.group_names.size())
+        throw StateError("scorer state: group count mismatch");
+    fresh.groups.resize(n_groups);
+    for (std::uint32_t i = 0; i < n_groups; ++i) {
+        fresh.groups[i] = r.pod<GroupState>("group");
+        if (fresh.groups[i].name_id != i) throw StateError("scorer state: group id out of order");
+        fresh.groups[i].service = fresh.is_service_group(fresh.group_names.name(i));
+    }
+    const std::uint32_t n_actors = r.count(sizeof(ActorState), "actors");
+    if (n_actors != fresh.actor_names.size())
+        throw StateError("scorer state: actor count mismatch");
+    fresh.actors.resize(n_actors);
+    for (std::uint32_t i = 0; i < n_actors; ++i) {
+        fresh.actors[i] = r.pod<ActorState>("actor");
+        if (fresh.actors[i].name_id != i || fresh.actors[i].group_id >= n_groups) {
+            throw StateError("scorer state: actor ids inconsistent");
+        }
+    }
+    const std::uint32_t n_relations = r.count(sizeof(RelationTable::Entry), "relations");
+    if (n_relations != 0 && (n_relations & (n_relations - 1)) != 0) {
+        throw StateError("scorer state: relation table size is not a power of two");
+    }
+    std::vector<RelationTable::Entry> entries(n_relations);
+    if (n_relations > 0) {
+        std::memcpy(entries.data(), r.take(n_relations * sizeof(RelationTable::Entry), "relations"),
+                    n_relations * sizeof(RelationTable::Entry));
+    }
+    fresh.relations.assign(std::move(entries));
+    fresh.alerts_raised = r.pod<std::uint64_t>("alert count");
+    fresh.unknown_categories = r.pod<std::uint64_t>("category count");
+    if (!r.done()) throw StateError("scorer state has trailing bytes");
+    fresh.sensitive_mask = 0;
+    for (const std::string& name : fresh.config.sensitive_categories) {
+        const std::uint32_t bit = fresh.category_names.intern(name);
+        if (bit < 64) fresh.sensitive_mask |= std::uint64_t{1} << bit;
+    }
+    *impl_ = std::move(fresh);
+}
+
+ScorerStats Scorer::stats() const {
+    ScorerStats s;
+    s.actors = impl_->actors.size();
+    s.peer_groups = impl_->groups.size();
+    s.relations = impl_->relations.size();
+    s.bytes_per_actor = sizeof(ActorState);
+    s.state_bytes = save_state().size();
+    s.alerts = impl_->alerts_raised;
+    s.unknown_categories_dropped = impl_->unknown_categories;
+    return s;
+}
+
+}  // namespace pii_audit::analysis

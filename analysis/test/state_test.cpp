@@ -1,0 +1,90 @@
+// Baselines survive a restart: a scorer restored from saved state behaves exactly like one that
+// never stopped, and a damaged state is refused without touching the running scorer.
+#include <gtest/gtest.h>
+
+#include "pii_audit/analysis/replay.h"
+#include "synthetic.h"
+
+namespace pii_audit::analysis {
+namespace {
+
+using testing::at;
+using testing::Sim;
+
+void second_half(Sim& sim) {
+    sim.office_days(30, 50, "clerk", 8, 20);
+    Sim::Read r;
+    r.actor = "clerk1";
+    r.categories = {"verification_code"};
+    for (int i = 0; i < 10; ++i) {
+        r.time = at(50, 10, i);
+        r.subjects = {"v" + std::to_string(i)};
+        sim.access(r);
+    }
+    sim.scorer.mark_departed("clerk2", at(50, 0));
+    r.actor = "clerk2";
+    r.time = at(50, 11);
+    sim.access(r);
+}
+
+std::string all_json(const std::vector<Alert>& alerts) {
+    std::string s;
+    for (const Alert& a : alerts) s += alert_json(a) + "\n";
+    return s;
+}
+
+TEST(State, RestoredScorerContinuesIdentically) {
+    Sim straight(ScorerConfig{}, 3);
+    straight.office_days(0, 30, "clerk", 8, 20);
+    const std::string saved = straight.scorer.save_state();
+
+    Sim resumed(ScorerConfig{}, 3);
+    resumed.office_days(0, 30, "clerk", 8, 20);  // same random draws, then drop the learning
+    resumed.scorer = Scorer();
+    resumed.scorer.restore_state(saved);
+    EXPECT_EQ(resumed.scorer.save_state(), saved);
+
+    straight.alerts.clear();
+    resumed.alerts.clear();
+    second_half(straight);
+    second_half(resumed);
+    EXPECT_FALSE(straight.alerts.empty());
+    EXPECT_EQ(all_json(resumed.alerts), all_json(straight.alerts));
+}
+
+TEST(State, BytesPerActorAreBounded) {
+    Sim sim;
+    sim.office_days(0, 10, "clerk", 4, 200);
+    const ScorerStats s = sim.scorer.stats();
+    EXPECT_EQ(s.actors, 4u);
+    EXPECT_LT(s.bytes_per_actor, 8192u);
+    // State grows with actors and relations, never with events per actor.
+    const std::size_t before = s.state_bytes;
+    sim.office_days(10, 11, "clerk", 4, 2000);
+    EXPECT_LT(sim.scorer.stats().state_bytes, before + 4 * 8192 + 200000);
+}
+
+TEST(State, DamagedStateIsRefusedAndScorerUnchanged) {
+    Sim sim;
+    sim.office_days(0, 10, "clerk", 3, 10);
+    const std::string good = sim.scorer.save_state();
+    Scorer other;
+    other.mark_departed("someone", 0);
+    const std::string other_state = other.save_state();
+
+    EXPECT_THROW(other.restore_state("nonsense"), StateError);
+    EXPECT_THROW(other.restore_state(good.substr(0, good.size() / 2)), StateError);
+    EXPECT_THROW(other.restore_state(good + "x"), StateError);
+    std::string wrong_version = good;
+    wrong_version[8] = 99;
+    try {
+        other.restore_state(wrong_version);
+        FAIL() << "accepted another format version";
+    } catch (const StateError& e) {
+        EXPECT_NE(std::string(e.what()).find("baselines must be relearned"), std::string::npos);
+    }
+    EXPECT_EQ(other.save_state(), other_state);
+}
+
+}  // namespace
+}  // namespace pii_audit::analysis
