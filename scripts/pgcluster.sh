@@ -41,9 +41,10 @@ pgc__bindir() {
     fi
 }
 
-pgc__die() {
+# Print an error. Returns 0 on purpose: callers `return 1` themselves, so that under the
+# caller's `set -e` the failure surfaces at the caller's line (and its ERR trap), not in here.
+pgc__err() {
     echo "pgcluster: $*" >&2
-    return 1
 }
 
 # The OS user that owns and runs the server: postgres when we are root, else ourselves.
@@ -67,7 +68,7 @@ pgc__as_server() {
 
 pgc__abs() {
     local d=$1
-    [[ -n "$d" ]] || { pgc__die "empty directory argument"; return 1; }
+    [[ -n "$d" ]] || { pgc__err "empty directory argument"; return 1; }
     case "$d" in
         /*) printf '%s\n' "$d" ;;
         *) printf '%s/%s\n' "$PWD" "$d" ;;
@@ -77,7 +78,7 @@ pgc__abs() {
 pgc_port() {
     local dir
     dir=$(pgc__abs "${1:-}") || return 1
-    [[ -r "$dir/port" ]] || { pgc__die "no cluster in $dir (missing $dir/port)"; return 1; }
+    [[ -r "$dir/port" ]] || { pgc__err "no cluster in $dir (missing $dir/port)"; return 1; }
     cat "$dir/port"
 }
 
@@ -109,7 +110,8 @@ pgc_free_port() {
             return 0
         fi
     done
-    pgc__die "no free port in 54000..54999"
+    pgc__err "no free port in 54000..54999"
+    return 1
 }
 
 pgc_is_running() {
@@ -133,10 +135,10 @@ pgc_init() {
     if [[ "$port" == auto ]]; then
         port=$(pgc_free_port) || return 1
     fi
-    [[ "$port" =~ ^[0-9]+$ ]] || { pgc__die "bad port '$port'"; return 1; }
+    [[ "$port" =~ ^[0-9]+$ ]] || { pgc__err "bad port '$port'"; return 1; }
     # Unix socket paths are limited to 107 bytes.
     if ((${#dir} + ${#port} + 16 > 107)); then
-        pgc__die "directory path too long for a Unix socket: $dir/sock/.s.PGSQL.$port"
+        pgc__err "directory path too long for a Unix socket: $dir/sock/.s.PGSQL.$port"
         return 1
     fi
 
@@ -151,7 +153,7 @@ pgc_init() {
     if [[ $(id -u) -eq 0 ]]; then
         chown "$user:" "$dir" "$dir/data" "$dir/sock" "$dir/server.log" || return 1
         if ! runuser -u postgres -- test -w "$dir/data"; then
-            pgc__die "user postgres cannot reach $dir (a parent directory is not searchable); use a directory under /tmp"
+            pgc__err "user postgres cannot reach $dir (a parent directory is not searchable); use a directory under /tmp"
             return 1
         fi
     fi
@@ -160,7 +162,7 @@ pgc_init() {
     if ! pgc__as_server "$bindir/initdb" -D "$dir/data" --auth=trust -U postgres \
         --encoding=UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1; then
         cat "$dir/initdb.log" >&2
-        pgc__die "initdb failed in $dir"
+        pgc__err "initdb failed in $dir"
         return 1
     fi
 
@@ -190,7 +192,7 @@ pgc_runtime_conf() {
     local dir line
     dir=$(pgc__abs "${1:-}") || return 1
     shift
-    [[ -d "$dir/data" ]] || { pgc__die "no cluster in $dir"; return 1; }
+    [[ -d "$dir/data" ]] || { pgc__err "no cluster in $dir"; return 1; }
     {
         for line in "$@"; do
             printf '%s\n' "$line"
@@ -207,7 +209,7 @@ pgc_start() {
     dir=$(pgc__abs "${1:-}") || return 1
     opts=${2:-}
     bindir=$(pgc__bindir) || return 1
-    [[ -f "$dir/data/PG_VERSION" ]] || { pgc__die "no cluster in $dir (run pgc_init)"; return 1; }
+    [[ -f "$dir/data/PG_VERSION" ]] || { pgc__err "no cluster in $dir (run pgc_init)"; return 1; }
     if pgc_is_running "$dir"; then
         return 0
     fi
@@ -215,7 +217,7 @@ pgc_start() {
         ${opts:+-o "$opts"} start >/dev/null; then
         echo "---- tail of $dir/server.log ----" >&2
         tail -n 40 "$dir/server.log" >&2 || true
-        pgc__die "the server in $dir did not start"
+        pgc__err "the server in $dir did not start"
         return 1
     fi
 }
@@ -284,7 +286,7 @@ pgc_destroy() {
     dir=$(pgc__abs "${1:-}") || return 1
     [[ -e "$dir" ]] || return 0
     if [[ "$dir" == / ]]; then
-        pgc__die "refusing to remove /"
+        pgc__err "refusing to remove /"
         return 1
     fi
     pgc_stop "$dir" immediate || true

@@ -73,24 +73,26 @@ fi
 # able to reach it.
 cluster=$(mktemp -d /tmp/pii_audit_regress.XXXXXX)
 status=1
-# shellcheck disable=SC2317 # called through the trap
+# shellcheck disable=SC2317 # called through the traps
 finish() {
+    trap '' PIPE # a reader that went away (| head) must not stop the cleanup
     if [[ -f "$cluster/server.log" ]]; then
         cp "$cluster/server.log" "$outdir/server.log" 2>/dev/null || true
     fi
+    pgc_destroy "$cluster" || true
     if ((status != 0)); then
         if [[ -s "$outdir/regression.diffs" ]]; then
             echo "==================== $outdir/regression.diffs ===================="
             cat "$outdir/regression.diffs"
         fi
-        if [[ -f "$cluster/server.log" ]]; then
-            echo "==================== tail of the server log ===================="
-            tail -n 60 "$cluster/server.log"
+        if [[ -f "$outdir/server.log" ]]; then
+            echo "==================== tail of the server log ($outdir/server.log) ===================="
+            tail -n 60 "$outdir/server.log"
         fi
     fi
-    pgc_destroy "$cluster" || true
 }
 trap finish EXIT
+trap 'exit 1' HUP INT TERM PIPE
 
 pgc_init "$cluster" auto "${conf[@]}"
 port=$(pgc_port "$cluster")
