@@ -63,6 +63,7 @@ constexpr int kNumEventColumns = sizeof kEventColumns / sizeof kEventColumns[0];
 
 struct WorkerState {
     Oid events_relid;
+    SPIPlanPtr save_position;  // UPDATE worker_state, prepared once per worker
     int64 next_event_id;
     uint64 persisted_seq;       // highest queue sequence already in the table (this generation)
     uint64 dropped_recorded;    // drops already written as gap events (this generation)
@@ -129,6 +130,11 @@ bool prepare(WorkerState* state) {
                 spi_int64("SELECT last_queue_seq FROM pii_audit.worker_state", 0));
             state->dropped_recorded = static_cast<uint64>(
                 spi_int64("SELECT dropped_recorded FROM pii_audit.worker_state", 0));
+            // A predecessor stopped by SIGTERM marked a clean stop; from now on a crash would
+            // lose queued events again, so the next start must be able to tell.
+            SPI_execute("UPDATE pii_audit.worker_state SET clean_shutdown = false, "
+                        "updated_at = now()",
+                        false, 0);
         } else {
             // Shared memory is new: after a clean stop the queue was empty; after a crash it
             // may have held events, which are gone. The trail says which it was.
@@ -321,13 +327,20 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     table_close(ins.rel, NoLock);
 
     SPI_connect();
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "UPDATE pii_audit.worker_state SET last_queue_seq = %llu, dropped_recorded = %llu, "
-             "updated_at = now()",
-             static_cast<unsigned long long>(next.persisted_seq),
-             static_cast<unsigned long long>(next.dropped_recorded));
-    SPI_execute(sql, false, 0);
+    if (state->save_position == nullptr) {
+        Oid types[2] = {INT8OID, INT8OID};
+        SPIPlanPtr plan = SPI_prepare(
+            "UPDATE pii_audit.worker_state SET last_queue_seq = $1, dropped_recorded = $2, "
+            "updated_at = now()",
+            2, types);
+        if (plan == nullptr || SPI_keepplan(plan) != 0)
+            elog(ERROR, "pii_audit: could not prepare the worker_state update");
+        state->save_position = next.save_position = plan;
+    }
+    Datum position[2] = {Int64GetDatum(static_cast<int64>(next.persisted_seq)),
+                         Int64GetDatum(static_cast<int64>(next.dropped_recorded))};
+    if (SPI_execute_plan(state->save_position, position, nullptr, false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "pii_audit: could not record the worker's position");
     SPI_finish();
 
     PopActiveSnapshot();

@@ -21,6 +21,10 @@ namespace {
 // If the worker has not been draining for this long, waiting for space is pointless (audit
 // database missing, extension not installed there, or a standby): drop and count at once.
 constexpr long kConsumerGoneAfterMs = 10000;
+// Producers wake the worker only once the queue is this full; otherwise it wakes every
+// pii_audit.flush_interval. Waking it for every event costs a signal, a context switch and a tiny
+// transaction per event, which under load halves the throughput of the statements audited.
+constexpr uint64 kWakeWorkerFraction = 4;
 
 struct SharedQueue {
     LWLock* lock;
@@ -142,7 +146,9 @@ bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
         if (ring_of(queue, &queue->ring).push(buffer, static_cast<uint32>(length))) {
             queue->next_seq++;
             queue->enqueued++;
-            Latch* latch = queue->worker_latch;
+            Latch* latch = queue->ring.head - queue->ring.tail >= queue->capacity / kWakeWorkerFraction
+                               ? queue->worker_latch
+                               : nullptr;
             LWLockRelease(queue->lock);
             if (sleeping) ConditionVariableCancelSleep();
             if (latch) SetLatch(latch);

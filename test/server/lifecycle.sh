@@ -118,6 +118,27 @@ check "fast shutdown: every queued event persisted" "$before" \
 check "fast shutdown: no gap recorded" "0" \
     "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap'")"
 
+# 5. A crash after the worker had been restarted by SIGTERM still leaves a gap row: events queued
+#    at the crash are lost and the trail must say so.
+q -d postgres -c 'SELECT pg_terminate_backend(worker_pid) FROM pii_audit.status' >/dev/null
+wait_until postgres "SELECT state = 'running' AND worker_pid IS NOT NULL FROM pii_audit.status" 30 || true
+# Hold the trail's table so the queued read cannot be stored, then crash the server.
+(q -d postgres -c 'BEGIN; LOCK TABLE pii_audit.events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)' \
+    >/dev/null 2>&1 || true) &
+locker=$!
+wait_until postgres "SELECT count(*) = 1 FROM pg_locks WHERE relation = 'pii_audit.events'::regclass AND mode = 'AccessExclusiveLock' AND granted" 30 || true
+q -d app -c 'SELECT name FROM customers WHERE id = 1' >/dev/null
+wait_until postgres "SELECT queue_depth_bytes > 0 FROM pii_audit.status" 10 || true
+locker_pid=$(q -d postgres -c "SELECT pid FROM pg_locks WHERE relation = 'pii_audit.events'::regclass AND mode = 'AccessExclusiveLock' AND granted")
+kill -9 "$locker_pid" 2>/dev/null || runuser -u postgres -- kill -9 "$locker_pid"
+wait "$locker" 2>/dev/null || true
+if wait_until postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE kind = 'gap' AND row_count IS NULL" 60; then
+    check "crash after a worker restart: the trail says events were lost" ok ok
+else
+    check "crash after a worker restart: the trail says events were lost" "a gap row" \
+        "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap'" 2>&1)"
+fi
+
 if ((failures > 0)); then
     echo "--- server log"
     tail -40 "$dir/server.log" || true
