@@ -240,11 +240,24 @@ bool JsonLine::parse_value(JsonValue& out) {
         }
         for (;;) {
             skip_space();
-            if (pos_ >= in_.size() || in_[pos_] != '"') {
-                return fail(pos_, "a string (arrays may hold only strings)");
-            }
+            // Arrays hold strings, or numbers (kept as their text), never a mix.
+            const bool is_string = pos_ < in_.size() && in_[pos_] == '"';
+            const bool is_number =
+                pos_ < in_.size() && (in_[pos_] == '-' || (in_[pos_] >= '0' && in_[pos_] <= '9'));
+            if (out.array_size == 0 && is_number) out.kind = JsonValue::Kind::number_array;
             std::string_view item;
-            if (!parse_string(item)) return false;
+            if (out.kind == JsonValue::Kind::string_array) {
+                if (!is_string)
+                    return fail(pos_, "a string (arrays hold only strings or only numbers)");
+                if (!parse_string(item)) return false;
+            } else {
+                if (!is_number)
+                    return fail(pos_, "a number (arrays hold only strings or only numbers)");
+                const std::size_t start = pos_;
+                JsonValue number;
+                if (!parse_number(number)) return false;
+                item = in_.substr(start, pos_ - start);
+            }
             items_.push_back(item);
             ++out.array_size;
             skip_space();

@@ -138,7 +138,8 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
     auto strings = [&](std::string_view key, Span<std::string_view>& into) {
         const JsonValue* v = line.find(key);
         if (v == nullptr || v->kind == Kind::null) return true;
-        if (v->kind != Kind::string_array) {
+        // Numeric ids are accepted as their text: subject 42 and "42" are the same person.
+        if (v->kind != Kind::string_array && v->kind != Kind::number_array) {
             error = fmt::format("field \"{}\" must be an array of strings", key);
             return false;
         }

@@ -92,6 +92,7 @@ enum Metric : int {
     kSubjects30 = kOwnMetricCount,
     kSubjects90,
     kSensitive30,
+    kUnexplained30,
     kMetricCount
 };
 
@@ -115,7 +116,8 @@ constexpr std::array<MetricSpec, kMetricCount> kMetrics = {{
     {Detector::login_abuse, 3, 2.0, 1.0, true},
     {Detector::distinct_subjects, 30, 1.2, 1.5, true},
     {Detector::distinct_subjects, 60, 1.2, 1.5, true},
-    {Detector::sensitive_categories, 4, 1.5, 1.6, true},
+    {Detector::sensitive_categories, 3, 1.3, 1.6, true},
+    {Detector::no_business_reason, 10, 1.15, 2.0, true},
 }};
 
 std::uint32_t fingerprint32(std::string_view s) {
@@ -133,6 +135,7 @@ struct Today {
     std::uint32_t denied = 0;
     std::uint32_t statements = 0;
     std::uint32_t sensitive_counted = 0;  // part of `sensitive` already added to the block sums
+    std::uint32_t unexplained_counted = 0;
     std::uint32_t unusual_subjects = 0;
     std::int64_t unusual_abs_hour = -1;  // the hour currently judged unusual, if any
     std::int32_t unusual_how = -1;
@@ -140,6 +143,10 @@ struct Today {
     float unusual_peer_share = 0;
     std::uint32_t unusual_own_hours = 0;
     std::uint64_t sensitive_category_mask = 0;
+    std::uint64_t categories_read = 0;     // every category read today
+    std::uint64_t categories_checked = 0;  // judged for rarity today
+    std::uint64_t rare_categories = 0;     // read today, rarely read by this actor and its peers
+    std::uint32_t rare_subjects = 0;
     std::array<float, kMetricCount> norm{};    // max(own, peer) quantile, or -1 when cold
     std::array<float, kMetricCount> limit{};   // value at which the metric fires
     std::array<float, kMetricCount> median{};  // of whichever norm set `norm`
@@ -158,7 +165,6 @@ struct ActorState {
     std::uint32_t name_id = 0;
     std::uint32_t group_id = 0;
     bool departed = false;
-    bool has_relations = false;
     std::int32_t first_day = kNoDay;
     std::int32_t active_days = 0;
     std::int32_t last_active_day = kNoDay;
@@ -170,7 +176,8 @@ struct ActorState {
     std::int64_t last_abs_hour = INT64_MIN;
     std::array<HyperLogLog<8>, kBlocks> blocks;
     std::array<std::int32_t, kBlocks> block_id{};
-    std::array<std::uint32_t, kBlocks> sensitive_block{};
+    std::array<std::uint32_t, kBlocks> sensitive_block{};    // subject-days per block
+    std::array<std::uint32_t, kBlocks> unexplained_block{};  // unexplained subject-days
     HyperLogLog<8> window30;  // unions of blocks, rebuilt each day, then updated in place
     HyperLogLog<8> window90;
     EwMeanVar gaps;
@@ -187,6 +194,7 @@ struct ActorState {
     std::int64_t last_failure_us = 0;
     std::array<std::int32_t, kDetectorCount> last_alert_day{};
     std::array<std::uint8_t, kDetectorCount> last_alert_band{};
+    std::array<std::uint16_t, 64> category_days{};  // active days on which each category was read
     Today today;
 };
 
@@ -199,6 +207,7 @@ struct GroupState {
     // Window norms per day-in-block: a window 3 days into a block is compared with peers' windows
     // 3 days into a block, so partial and complete windows are never mixed.
     std::array<std::array<FineHistogram, kBlockDays>, kMetricCount - kOwnMetricCount> windows;
+    std::array<FineHistogram, kMetricCount> recent;  // the last few days (halved daily)
     std::array<float, kHoursPerWeek> hours{};
     float hours_total = 0;
     float machine_days = 0;
@@ -206,6 +215,8 @@ struct GroupState {
     std::array<std::uint32_t, kGroupAppSlots> apps{};
     std::array<float, kGroupAppSlots> app_days{};
     float actor_days = 0;
+    std::array<float, 64> category_days{};  // decayed actor-days reading each category
+    float category_actor_days = 0;
     std::uint32_t relation_events = 0;
 };
 
@@ -340,8 +351,12 @@ struct Scorer::Impl {
             return actors.back();
         }
         ActorState& a = actors[id];
-        // Role changes move the actor to the new group; its own history stays.
-        if (!group.empty() && group_names.name(a.group_id) != group) a.group_id = group_id(group);
+        // Role changes move the actor to the new group; its own history stays, today's limits
+        // follow the new peers.
+        if (!group.empty() && group_names.name(a.group_id) != group) {
+            a.group_id = group_id(group);
+            if (a.today.day != kNoDay) compute_limits(a);
+        }
         return a;
     }
 
@@ -387,10 +402,13 @@ struct Scorer::Impl {
         return static_cast<int>(((block % kBlocks) + kBlocks) % kBlocks);
     }
 
-    int covered_days(const ActorState& a, std::int32_t day, int window) const {
+    // Days a window ending today spans: the whole blocks before plus today's block so far.
+    static int window_span(std::int32_t day, int window) {
         const int in_block = static_cast<int>(((day % kBlockDays) + kBlockDays) % kBlockDays) + 1;
-        const int span = (window - kBlockDays) + in_block;
-        return std::min(span, day - a.first_day + 1);
+        return (window - kBlockDays) + in_block;
+    }
+    int covered_days(const ActorState& a, std::int32_t day, int window) const {
+        return std::min(window_span(day, window), day - a.first_day + 1);
     }
 
     // Raw counts, not rates: peers are sampled at the end of each 10-day block, when their
@@ -399,14 +417,21 @@ struct Scorer::Impl {
         return (window == 30 ? a.window30 : a.window90).estimate();
     }
 
-    double window_sensitive(const ActorState& a) const {
+    static double window_sum(const ActorState& a,
+                             const std::array<std::uint32_t, kBlocks> ActorState::*blocks) {
         const std::int32_t block = static_cast<std::int32_t>(floor_div(a.today.day, kBlockDays));
         double sum = 0;
         for (std::int32_t b = block - (kBlocks30 - 1); b <= block; ++b) {
             const int slot = block_slot(b);
-            if (a.block_id[slot] == b) sum += a.sensitive_block[slot];
+            if (a.block_id[slot] == b) sum += (a.*blocks)[slot];
         }
         return sum;
+    }
+    static double window_sensitive(const ActorState& a) {
+        return window_sum(a, &ActorState::sensitive_block);
+    }
+    static double window_unexplained(const ActorState& a) {
+        return window_sum(a, &ActorState::unexplained_block);
     }
 
     static int phase_of(std::int32_t day) {
@@ -420,7 +445,9 @@ struct Scorer::Impl {
     }
 
     bool relations_apply(const ActorState& a) const {
-        return a.has_relations || groups[a.group_id].relation_events > 0;
+        // Relations are declared per role (tickets for the call centre, appointments for care
+        // staff); a role without any has no business reasons to check against.
+        return groups[a.group_id].relation_events > 0;
     }
 
     bool own_warm(const ActorState& a, int m) const {
@@ -445,6 +472,8 @@ struct Scorer::Impl {
             for (auto& phases : g.windows) {
                 for (FineHistogram& h : phases) h.decay(f);
             }
+            const float half = static_cast<float>(std::pow(0.5, t.day - g.last_decay_day));
+            for (FineHistogram& h : g.recent) h.decay(half);
             g.last_decay_day = t.day;
         }
         std::array<double, kMetricCount> value{};
@@ -458,13 +487,17 @@ struct Scorer::Impl {
         value[kDeniedDay] = t.denied;
         for (int m = 0; m < kOwnMetricCount; ++m) present[m] = true;
         present[kUnexplainedDay] = relations_apply(a);
-        // Only complete windows teach: a new hire's first weeks are not a 30-day window.
-        if (t.day - a.first_day + 1 >= 30) {
+        // Only windows as long as their day-in-block allows teach: a new hire's first weeks are
+        // not a 30-day window.
+        const int existed = t.day - a.first_day + 1;
+        if (existed >= window_span(t.day, 30)) {
             value[kSubjects30] = std::round(window_subjects(a, 30));
             value[kSensitive30] = window_sensitive(a);
+            value[kUnexplained30] = window_unexplained(a);
             present[kSubjects30] = present[kSensitive30] = true;
+            present[kUnexplained30] = present[kUnexplainedDay];
         }
-        if (t.day - a.first_day + 1 >= 90) {
+        if (existed >= window_span(t.day, 90)) {
             value[kSubjects90] = std::round(window_subjects(a, 90));
             present[kSubjects90] = true;
         }
@@ -472,13 +505,27 @@ struct Scorer::Impl {
         for (int m = 0; m < kMetricCount; ++m) {
             if (!present[m]) continue;
             if (t.anomalous_mask & (1u << static_cast<int>(kMetrics[m].detector))) continue;
+            // A day past the firing limit does not teach either, even if it stayed below the
+            // alert threshold: an insider must not become his peers' norm.
+            if (value[m] >= t.limit[m]) continue;
             if (m < kOwnMetricCount) {
                 a.own[m].decay(own_decay);
                 a.own[m].add(value[m]);
             }
             peer_norm(g, m, t.day).add(value[m]);
+            g.recent[m].add(value[m]);
         }
         g.actor_days += 1;
+        const float peer_f = static_cast<float>(config.peer_decay);
+        for (float& c : g.category_days) c *= peer_f;
+        g.category_actor_days = g.category_actor_days * peer_f + 1;
+        if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::sensitive_categories)))) {
+            for (int c = 0; c < 64; ++c) {
+                if (!(t.categories_read & (std::uint64_t{1} << c))) continue;
+                if (a.category_days[c] < 0xffff) ++a.category_days[c];
+                g.category_days[c] += 1;
+            }
+        }
         if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::machine_like_access)))) {
             a.machine_days = a.machine_days * 0.97f + (t.machine_like ? 1.0f : 0.0f);
             a.tracked_days = a.tracked_days * 0.97f + 1.0f;
@@ -517,6 +564,7 @@ struct Scorer::Impl {
             a.blocks[slot].clear();
             a.block_id[slot] = block;
             a.sensitive_block[slot] = 0;
+            a.unexplained_block[slot] = 0;
         }
         a.window30.clear();
         a.window90.clear();
@@ -526,6 +574,14 @@ struct Scorer::Impl {
             a.window90.merge(a.blocks[s]);
             if (b > block - kBlocks30) a.window30.merge(a.blocks[s]);
         }
+        compute_limits(a);
+    }
+
+    // The norm is the highest of: own percentile, peers' percentile, and what peers did in the
+    // last few days (so a month-end or audit week that moves a whole group is not an alert).
+    void compute_limits(ActorState& a) {
+        Today& t = a.today;
+        const std::int32_t day = t.day;
         const GroupState& g = groups[a.group_id];
         for (int m = 0; m < kMetricCount; ++m) {
             double norm = -1, median = 0;
@@ -535,10 +591,17 @@ struct Scorer::Impl {
             }
             if (peer_warm(g, m, day)) {
                 const FineHistogram& h = peer_norm(g, m, day);
-                const double peer = h.quantile(config.norm_quantile);
+                const double peer = h.quantile(config.peer_quantile);
                 if (peer > norm) {
                     norm = peer;
                     median = h.quantile(0.5);
+                }
+                if (g.recent[m].total() >= 5) {
+                    const double recent = g.recent[m].quantile(0.9);
+                    if (recent > norm) {
+                        norm = recent;
+                        median = g.recent[m].quantile(0.5);
+                    }
                 }
             }
             t.median[m] = static_cast<float>(median);
@@ -624,6 +687,8 @@ struct Scorer::Impl {
         const bool integral = kMetrics[m].integral;
         const double q = config.norm_quantile;
         const std::string qname = fmt::format("{:g}th percentile", q * 100);
+        const double peer_q = config.peer_quantile;
+        const std::string peer_qname = fmt::format("{:.3g}th percentile", peer_q * 100);
         std::string text;
         if (m < kOwnMetricCount) {
             if (own_warm(a, m)) {
@@ -640,8 +705,12 @@ struct Scorer::Impl {
         if (peer_warm(g, m, day)) {
             const FineHistogram& h = peer_norm(g, m, day);
             text += fmt::format("peers' median {}, {} {} over {:.0f} actor-days",
-                                format_value(h.quantile(0.5), integral), qname,
-                                format_value(h.quantile(q), integral), h.total());
+                                format_value(h.quantile(0.5), integral), peer_qname,
+                                format_value(h.quantile(peer_q), integral), h.total());
+            if (g.recent[m].total() >= 5 && g.recent[m].quantile(0.9) > h.quantile(peer_q)) {
+                text += fmt::format(" (in the last days peers' 90th percentile rose to {})",
+                                    format_value(g.recent[m].quantile(0.9), integral));
+            }
         } else {
             text += "peer norm not yet learned";
         }
@@ -666,9 +735,14 @@ struct Scorer::Impl {
         const double norm = t.norm[m];
         // Excess over the norm, as a ratio or in units of the norm's own spread (p99 - median),
         // whichever says more: tight norms (peers' 30-day windows) make +30% remarkable.
+        // A wide norm (median far below the percentile: heavy-tailed work) needs a larger ratio.
         const double spread = std::max<double>(t.norm[m] - t.median[m], spec.min_excess);
-        const double excess =
-            std::max(std::log2((value + 1) / (norm + 1)), (value - norm) / (4 * spread));
+        const double log_width = std::log2((norm + 1) / (t.median[m] + 1));
+        const double ratio =
+            std::log2((value + 1) / (norm + 1)) * std::min(1.0, 3.0 / std::max(log_width, 1e-9));
+        // Window sums are tight (a month averages days out), so a spread there means more.
+        const double spreads = (value - norm) / ((m < kOwnMetricCount ? 4 : 2) * spread);
+        const double excess = std::max(ratio, spreads);
         const double strength = 1 - std::exp2(-spec.weight * excess);
         // Look again only after another quarter of growth; the band rule handles escalation.
         t.limit[m] = static_cast<float>(value * 1.25 + 1);
@@ -705,6 +779,11 @@ struct Scorer::Impl {
                         "(peers at the same point of their {}-day windows)",
                         hll.estimate(), covered_days(a, t.day, window), norms, window);
                 }
+                case kUnexplained30:
+                    return fmt::format(
+                        "looked up subjects with no declared business relation on {} subject-days "
+                        "in the last {} days; {} (peers at the same point of their 30-day windows)",
+                        v, covered_days(a, t.day, 30), norms);
                 case kSensitive30:
                     return fmt::format(
                         "read {} of subjects on {} subject-days in the last {} days; {} (peers at "
@@ -712,6 +791,42 @@ struct Scorer::Impl {
                         sensitive_names(sensitive_mask), v, covered_days(a, t.day, 30), norms);
             }
             return std::string();
+        });
+    }
+
+    // A category the actor's role (almost) never reads, such as travel records in a call centre,
+    // is judged like a highly sensitive one: by how many people's records it was read for today.
+    void check_rare_categories(ActorState& a, std::uint64_t categories, const AccessEvent& e,
+                               std::int64_t time_us, std::vector<Alert>& out) {
+        Today& t = a.today;
+        const GroupState& g = groups[a.group_id];
+        const bool own_known = a.active_days >= config.min_history_days;
+        const bool peer_known = g.category_actor_days >= config.min_peer_days;
+        const std::uint64_t fresh = categories & ~t.categories_checked;
+        if (fresh != 0 && (own_known || peer_known)) {
+            t.categories_checked |= fresh;
+            for (int c = 0; c < 64; ++c) {
+                if (!(fresh & (std::uint64_t{1} << c))) continue;
+                const double own =
+                    own_known ? static_cast<double>(a.category_days[c]) / a.active_days : 0;
+                const double peer = peer_known ? g.category_days[c] / g.category_actor_days : 0;
+                if (own < 0.02 && peer < 0.01) t.rare_categories |= std::uint64_t{1} << c;
+            }
+        }
+        if (!(categories & t.rare_categories)) return;
+        t.rare_subjects += static_cast<std::uint32_t>(std::max<std::size_t>(e.subjects.size, 1));
+        add_evidence(a, Detector::sensitive_categories, e.event_id);
+        const double strength = std::min(0.8, 0.35 + 0.1 * std::log2(1.0 + t.rare_subjects));
+        raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
+            const std::uint64_t rare = t.rare_categories & t.categories_read;
+            int c = 0;
+            while (c < 63 && !(rare & (std::uint64_t{1} << c))) ++c;
+            return fmt::format(
+                "read {} of {} subjects today, a category this actor read on {} of {} active days "
+                "and peers on {:.1f}% of their actor-days",
+                sensitive_names(rare), t.rare_subjects, a.category_days[c], a.active_days,
+                g.category_actor_days > 0 ? 100.0 * g.category_days[c] / g.category_actor_days
+                                          : 0.0);
         });
     }
 
@@ -776,6 +891,8 @@ struct Scorer::Impl {
     bool machine_normal(const ActorState& a) const {
         const GroupState& g = groups[a.group_id];
         if (g.service) return true;
+        // Nothing known yet about the account or its peers: no basis to call it non-human.
+        if (a.tracked_days < 10 && g.tracked_days < config.min_peer_days) return true;
         if (a.tracked_days >= 10 && a.machine_days >= 0.2f * a.tracked_days) return true;
         return g.tracked_days >= config.min_peer_days && g.machine_days >= 0.2f * g.tracked_days;
     }
@@ -917,6 +1034,8 @@ struct Scorer::Impl {
         const std::uint64_t categories = category_mask(e.categories);
         const bool sensitive = (categories & sensitive_mask) != 0;
         if (sensitive) t.sensitive_category_mask |= categories & sensitive_mask;
+        t.categories_read |= categories;
+        check_rare_categories(a, categories, e, time_us, out);
         const bool check_relations = relations_apply(a);
         const bool unusual = t.unusual_abs_hour == c.abs_hour;
         const std::int32_t block = static_cast<std::int32_t>(floor_div(c.day, kBlockDays));
@@ -957,7 +1076,13 @@ struct Scorer::Impl {
         }
         if (new_unexplained) {
             add_evidence(a, Detector::no_business_reason, e.event_id);
-            check_metric(a, kUnexplainedDay, std::round(t.unexplained.estimate()), time_us, out);
+            const auto count = static_cast<std::uint32_t>(std::lround(t.unexplained.estimate()));
+            if (count > t.unexplained_counted) {
+                a.unexplained_block[block_slot(block)] += count - t.unexplained_counted;
+                t.unexplained_counted = count;
+            }
+            check_metric(a, kUnexplainedDay, count, time_us, out);
+            check_metric(a, kUnexplained30, window_unexplained(a), time_us, out);
         }
         const double rows = static_cast<double>(std::max<std::int64_t>(e.rows, 0));
         if (rows > 0 || e.command == Command::copy) {
@@ -1024,7 +1149,6 @@ struct Scorer::Impl {
 
     void observe_relation(const RelationEvent& e) {
         ActorState& a = actor(e.actor, {});
-        a.has_relations = true;
         ++groups[a.group_id].relation_events;
         const std::int32_t day = clock(e.time_us).day;
         const std::uint64_t key = mix64(hash_bytes(e.subject) ^ (std::uint64_t{a.name_id} << 1));

@@ -25,6 +25,12 @@ TEST(JsonLine, ParsesTheReplaySubset) {
     EXPECT_EQ(j.array_items(*arr)[0], "p");
     EXPECT_EQ(j.array_items(*arr)[1], "q\t");
     EXPECT_EQ(j.find("e")->array_size, 0u);
+    ASSERT_TRUE(j.parse(R"({"ids":[4, -2.5e1]})")) << j.error();
+    EXPECT_EQ(j.find("ids")->kind, JsonValue::Kind::number_array);
+    EXPECT_EQ(j.array_items(*j.find("ids"))[1], "-2.5e1");
+    ASSERT_TRUE(j.parse(R"({"ids":[4, -2.5e1]})")) << j.error();
+    EXPECT_EQ(j.find("ids")->kind, JsonValue::Kind::number_array);
+    EXPECT_EQ(j.array_items(*j.find("ids"))[1], "-2.5e1");
     EXPECT_EQ(j.find("missing"), nullptr);
 }
 
@@ -59,8 +65,12 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{R"({"a":"x)", "column 8: expected '\"' closing the string, found end of line"},
         Bad{R"({"a":"\q"})",
             "column 8: expected one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u, found 'q'"},
-        Bad{R"({"a":[1]})",
-            "column 7: expected a string (arrays may hold only strings), found '1'"},
+        Bad{R"({"a":["x",1]})",
+            "column 11: expected a string (arrays hold only strings or only numbers), found '1'"},
+        Bad{R"({"a":[1,"x"]})",
+            "column 9: expected a number (arrays hold only strings or only numbers), found '\"'"},
+        Bad{R"({"a":[1,]})",
+            "column 9: expected a number (arrays hold only strings or only numbers), found ']'"},
         Bad{R"({"a":{"b":1}})",
             "column 6: expected a string, number, boolean, null or array of strings (nested "
             "objects are not supported), found '{'"},

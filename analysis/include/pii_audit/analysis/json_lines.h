@@ -1,5 +1,6 @@
 // A small, strict reader for one JSON object per line: the subset the replay format needs
-// (strings with escapes, numbers, true/false/null, arrays of strings) and nothing else. It keeps
+// (strings with escapes, numbers, true/false/null, arrays of strings or of numbers) and nothing
+// else. It keeps
 // its buffers between lines, so parsing a line does not allocate once they have grown.
 #pragma once
 #include <cstddef>
@@ -13,14 +14,14 @@
 namespace pii_audit::analysis {
 
 struct JsonValue {
-    enum class Kind : std::uint8_t { null, boolean, number, string, string_array };
+    enum class Kind : std::uint8_t { null, boolean, number, string, string_array, number_array };
     Kind kind = Kind::null;
     bool boolean = false;
     bool is_integer = false;   // number written without fraction or exponent
     std::int64_t integer = 0;  // valid when is_integer (and it fits)
     double number = 0;
     std::string_view string;        // valid until the next parse()
-    std::uint32_t array_begin = 0;  // into JsonLine::array_items()
+    std::uint32_t array_begin = 0;  // into JsonLine::array_items(); numbers as their text
     std::uint32_t array_size = 0;
 };
 

@@ -48,15 +48,16 @@ struct ScorerConfig {
     int threshold = 50;          // alerts whose combined score is below are not raised
     int utc_offset_minutes = 0;  // local time for "today" and hour-of-week
     std::vector<std::string> sensitive_categories = {"verification_code", "credential"};
-    double norm_quantile = 0.99;  // "far beyond" starts above this quantile of the norm
-    int min_history_days = 14;    // active days before an actor's own norm is trusted
-    double min_peer_days = 30;    // actor-days before a peer group's norm is trusted
-    double own_decay = 0.985;     // per active day of the actor (memory ~ 65 active days)
-    double peer_decay = 0.985;    // per calendar day for peer-group norms
-    int relation_ttl_days = 30;   // a declared relation explains lookups for this long
-    int dormant_days = 30;        // silence after which activity counts as dormant reuse
-    int repeat_after_days = 7;    // same detector, same or lower severity: stay quiet
-    int login_failures = 5;       // failures within the window before a success
+    double norm_quantile = 0.99;   // "far beyond" starts above this quantile of own history
+    double peer_quantile = 0.995;  // ... and of the peers' (who have many more days)
+    int min_history_days = 14;     // active days before an actor's own norm is trusted
+    double min_peer_days = 30;     // actor-days before a peer group's norm is trusted
+    double own_decay = 0.985;      // per active day of the actor (memory ~ 65 active days)
+    double peer_decay = 0.985;     // per calendar day for peer-group norms
+    int relation_ttl_days = 30;    // a declared relation explains lookups for this long
+    int dormant_days = 30;         // silence after which activity counts as dormant reuse
+    int repeat_after_days = 7;     // same detector, same or lower severity: stay quiet
+    int login_failures = 5;        // failures within the window before a success
     int login_window_seconds = 600;
     std::vector<std::string> service_groups;  // peer groups of machine accounts (cadence is normal)
 };
