@@ -93,6 +93,7 @@ enum Metric : int {
     kSubjects90,
     kSensitive30,
     kUnexplained30,
+    kUnexplainedShare30,  // per mille of the window's subject-days: independent of volume
     kMetricCount
 };
 
@@ -118,6 +119,7 @@ constexpr std::array<MetricSpec, kMetricCount> kMetrics = {{
     {Detector::distinct_subjects, 60, 1.2, 1.5, true},
     {Detector::sensitive_categories, 3, 1.3, 1.6, true},
     {Detector::no_business_reason, 10, 1.15, 2.0, true},
+    {Detector::no_business_reason, 15, 1.15, 2.0, true},
 }};
 
 std::uint32_t fingerprint32(std::string_view s) {
@@ -136,6 +138,7 @@ struct Today {
     std::uint32_t statements = 0;
     std::uint32_t sensitive_counted = 0;  // part of `sensitive` already added to the block sums
     std::uint32_t unexplained_counted = 0;
+    std::uint32_t subjects_counted = 0;
     std::uint32_t unusual_subjects = 0;
     std::int64_t unusual_abs_hour = -1;  // the hour currently judged unusual, if any
     std::int32_t unusual_how = -1;
@@ -178,6 +181,7 @@ struct ActorState {
     std::array<std::int32_t, kBlocks> block_id{};
     std::array<std::uint32_t, kBlocks> sensitive_block{};    // subject-days per block
     std::array<std::uint32_t, kBlocks> unexplained_block{};  // unexplained subject-days
+    std::array<std::uint32_t, kBlocks> subject_block{};      // all subject-days
     HyperLogLog<8> window30;  // unions of blocks, rebuilt each day, then updated in place
     HyperLogLog<8> window90;
     EwMeanVar gaps;
@@ -433,15 +437,28 @@ struct Scorer::Impl {
     static double window_unexplained(const ActorState& a) {
         return window_sum(a, &ActorState::unexplained_block);
     }
+    // Unexplained share of the window's lookups, per mille; < 0 while too few to judge.
+    static double window_unexplained_share(const ActorState& a) {
+        const double all = window_sum(a, &ActorState::subject_block);
+        if (all < 200) return -1;
+        return std::round(1000 * window_unexplained(a) / all);
+    }
 
     static int phase_of(std::int32_t day) {
         return static_cast<int>(((day % kBlockDays) + kBlockDays) % kBlockDays);
     }
+    // A share does not grow with the window's length, so it needs no day-in-block split and
+    // gets fifteen times the samples.
+    static int norm_phase(int m, std::int32_t day) {
+        return m == kUnexplainedShare30 ? 0 : phase_of(day);
+    }
     static FineHistogram& peer_norm(GroupState& g, int m, std::int32_t day) {
-        return m < kOwnMetricCount ? g.daily[m] : g.windows[m - kOwnMetricCount][phase_of(day)];
+        return m < kOwnMetricCount ? g.daily[m]
+                                   : g.windows[m - kOwnMetricCount][norm_phase(m, day)];
     }
     static const FineHistogram& peer_norm(const GroupState& g, int m, std::int32_t day) {
-        return m < kOwnMetricCount ? g.daily[m] : g.windows[m - kOwnMetricCount][phase_of(day)];
+        return m < kOwnMetricCount ? g.daily[m]
+                                   : g.windows[m - kOwnMetricCount][norm_phase(m, day)];
     }
 
     bool relations_apply(const ActorState& a) const {
@@ -496,6 +513,9 @@ struct Scorer::Impl {
             value[kUnexplained30] = window_unexplained(a);
             present[kSubjects30] = present[kSensitive30] = true;
             present[kUnexplained30] = present[kUnexplainedDay];
+            value[kUnexplainedShare30] = window_unexplained_share(a);
+            present[kUnexplainedShare30] =
+                present[kUnexplainedDay] && value[kUnexplainedShare30] >= 0;
         }
         if (existed >= window_span(t.day, 90)) {
             value[kSubjects90] = std::round(window_subjects(a, 90));
@@ -565,6 +585,7 @@ struct Scorer::Impl {
             a.block_id[slot] = block;
             a.sensitive_block[slot] = 0;
             a.unexplained_block[slot] = 0;
+            a.subject_block[slot] = 0;
         }
         a.window30.clear();
         a.window90.clear();
@@ -779,6 +800,13 @@ struct Scorer::Impl {
                         "(peers at the same point of their {}-day windows)",
                         hll.estimate(), covered_days(a, t.day, window), norms, window);
                 }
+                case kUnexplainedShare30:
+                    return fmt::format(
+                        "{:.1f}% of the subjects looked up in the last {} days had no declared "
+                        "business relation ({} of {} subject-days); {} (in per mille; peers at the "
+                        "same point of their 30-day windows)",
+                        value / 10, covered_days(a, t.day, 30), window_unexplained(a),
+                        window_sum(a, &ActorState::subject_block), norms);
                 case kUnexplained30:
                     return fmt::format(
                         "looked up subjects with no declared business relation on {} subject-days "
@@ -1058,7 +1086,12 @@ struct Scorer::Impl {
 
         if (new_subject) {
             add_evidence(a, Detector::distinct_subjects, e.event_id);
-            check_metric(a, kSubjectsDay, std::round(t.subjects.estimate()), time_us, out);
+            const auto count = static_cast<std::uint32_t>(std::lround(t.subjects.estimate()));
+            if (count > t.subjects_counted) {
+                a.subject_block[block_slot(block)] += count - t.subjects_counted;
+                t.subjects_counted = count;
+            }
+            check_metric(a, kSubjectsDay, count, time_us, out);
         }
         if (new_window) {
             check_metric(a, kSubjects30, std::round(window_subjects(a, 30)), time_us, out);
@@ -1083,6 +1116,8 @@ struct Scorer::Impl {
             }
             check_metric(a, kUnexplainedDay, count, time_us, out);
             check_metric(a, kUnexplained30, window_unexplained(a), time_us, out);
+            const double share = window_unexplained_share(a);
+            if (share >= 0) check_metric(a, kUnexplainedShare30, share, time_us, out);
         }
         const double rows = static_cast<double>(std::max<std::int64_t>(e.rows, 0));
         if (rows > 0 || e.command == Command::copy) {

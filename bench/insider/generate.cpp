@@ -38,7 +38,11 @@ struct Settings {
     double maternal_visits = 16;
     double clerk_code_rate = 0.004;  // counter clerks legitimately read a code now and then
     double agent_code_rate = 0.35;   // call centre verifies callers: reads codes all day
-    double walkin_rate = 0.07;       // lookups without a ticket or appointment
+    // Travel records are read by the back office (expense and travel audits); set this above 0
+    // to make the call centre read them too, which hides the colleague's category.
+    double agent_travel_rate = 0;
+    double back_office_travel_rate = 0.1;
+    double walkin_rate = 0.07;  // lookups without a ticket or appointment
     double back_office_credential_rate = 0.05;
     int new_hires = 6;
     int role_changes = 3;
@@ -324,7 +328,8 @@ class Generator {
         if (st.departed_day >= 0 && d >= st.departed_day) return false;
         if (d >= st.leave_from && d < st.leave_to) return false;
         const int wd = d % 7;
-        switch (st.role) {
+        const bool moved = st.role_change_day >= 0 && d >= st.role_change_day;
+        switch (moved ? Role::back_office : st.role) {
             case Role::service:
                 return true;
             case Role::agent:
@@ -337,7 +342,8 @@ class Generator {
     }
 
     void lookups(const Staff& st, int d, double median, const std::vector<std::string>& categories,
-                 const char* sensitive, double sensitive_rate, const char* relation_name) {
+                 const char* sensitive, double sensitive_rate, const char* relation_name,
+                 const char* occasional = nullptr, double occasional_rate = 0) {
         double count = rng_.lognormal(median, 0.3);
         if (month_end(d)) count *= 1.3;
         const bool saturday_morning = st.role == Role::clerk && d % 7 == 5;
@@ -360,6 +366,7 @@ class Generator {
                 relation(st, t - (60 + rng_.below(600)) * 1000000LL, who);
             std::vector<std::string> cats = categories;
             if (sensitive && rng_.chance(sensitive_rate)) cats.push_back(sensitive);
+            if (occasional && rng_.chance(occasional_rate)) cats.push_back(occasional);
             access(st, d, t, relation_name, cats, {who}, 1);
             if (rng_.chance(0.5)) {  // the detail screen: a second statement seconds later
                 access(st, d, t + (2 + rng_.below(20)) * 1000000LL, "accounts", {"bank_account"},
@@ -384,6 +391,7 @@ class Generator {
                 subjects.push_back(person(rng_.below(st.pool_size)));
             std::vector<std::string> cats = {"name", "id_number", "bank_account"};
             if (rng_.chance(s_.back_office_credential_rate)) cats.push_back("credential");
+            if (rng_.chance(s_.back_office_travel_rate)) cats.push_back("travel");
             access(st, d, t, "accounts", cats, subjects, rows);
         }
     }
@@ -429,7 +437,7 @@ class Generator {
                     break;
                 case Role::agent:
                     lookups(st, d, s_.agent_calls, {"name", "phone"}, "verification_code",
-                            s_.agent_code_rate, "customers");
+                            s_.agent_code_rate, "customers", "travel", s_.agent_travel_rate);
                     break;
                 case Role::maternal:
                     lookups(st, d, s_.maternal_visits,
@@ -605,6 +613,8 @@ void set_option(Settings& s, const std::string& assignment) {
         {"maternal_visits", &s.maternal_visits},
         {"clerk_code_rate", &s.clerk_code_rate},
         {"agent_code_rate", &s.agent_code_rate},
+        {"agent_travel_rate", &s.agent_travel_rate},
+        {"back_office_travel_rate", &s.back_office_travel_rate},
         {"walkin_rate", &s.walkin_rate},
         {"back_office_credential_rate", &s.back_office_credential_rate}};
     std::map<std::string, int*> ints = {{"days", &s.days},
