@@ -5,6 +5,7 @@
 #include "pii_audit_internal.h"
 
 extern "C" {
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -31,6 +32,9 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 
@@ -40,6 +44,8 @@ constexpr size_t kBatchBytes = 4 * 1024 * 1024;
 constexpr long kNotReadyRetryMs = 2000;
 constexpr long kShutdownQuietMs = 200;     // after SIGTERM, leave once no event came for this long
 constexpr long kShutdownMaxMs = 10000;     // ... or after this, whatever still arrives
+
+constexpr int kWorkerNiceIncrement = 10;
 
 volatile sig_atomic_t shutdown_requested = false;
 
@@ -183,22 +189,39 @@ Datum text_array(std::string_view list, int encoding) {
     return PointerGetDatum(construct_array(items, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+// Rows are buffered into slots and written with table_multi_insert: one WAL record per heap page
+// instead of one per row, which is most of what storing an event costs.
+constexpr int kMultiInsertRows = 1000;
+
 struct Inserter {
     Relation rel;
     EState* estate;
     ResultRelInfo* result;
-    TupleTableSlot* slot;
+    TupleTableSlot* slots[kMultiInsertRows];
+    int buffered;
+    BulkInsertState bulk;
     CommandId cid;
     TimestampTz now;
 };
 
+void flush_rows(Inserter& ins) {
+    if (ins.buffered == 0) return;
+    table_multi_insert(ins.rel, ins.slots, ins.buffered, ins.cid, 0, ins.bulk);
+    for (int i = 0; i < ins.buffered; ++i) {
+        ExecInsertIndexTuples(ins.result, ins.slots[i], ins.estate, false, false, nullptr, NIL);
+        ExecClearTuple(ins.slots[i]);
+    }
+    ins.buffered = 0;
+}
+
 void insert_row(Inserter& ins, Datum* values, bool* nulls) {
-    ExecClearTuple(ins.slot);
-    memcpy(ins.slot->tts_values, values, sizeof(Datum) * kNumEventColumns);
-    memcpy(ins.slot->tts_isnull, nulls, sizeof(bool) * kNumEventColumns);
-    ExecStoreVirtualTuple(ins.slot);
-    table_tuple_insert(ins.rel, ins.slot, ins.cid, 0, nullptr);
-    ExecInsertIndexTuples(ins.result, ins.slot, ins.estate, false, false, nullptr, NIL);
+    TupleTableSlot*& slot = ins.slots[ins.buffered];
+    if (slot == nullptr) slot = MakeSingleTupleTableSlot(RelationGetDescr(ins.rel), &TTSOpsVirtual);
+    ExecClearTuple(slot);
+    memcpy(slot->tts_values, values, sizeof(Datum) * kNumEventColumns);
+    memcpy(slot->tts_isnull, nulls, sizeof(bool) * kNumEventColumns);
+    ExecStoreVirtualTuple(slot);
+    if (++ins.buffered == kMultiInsertRows) flush_rows(ins);
 }
 
 void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
@@ -281,13 +304,13 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     PushActiveSnapshot(GetTransactionSnapshot());
     pgstat_report_activity(STATE_RUNNING, "pii_audit: persisting audit events");
 
-    Inserter ins{};
+    Inserter& ins = *static_cast<Inserter*>(palloc0(sizeof(Inserter)));
     ins.rel = table_open(state->events_relid, RowExclusiveLock);
     ins.estate = CreateExecutorState();
     ins.result = makeNode(ResultRelInfo);
     InitResultRelInfo(ins.result, ins.rel, 1, nullptr, 0);
     ExecOpenIndices(ins.result, false);
-    ins.slot = MakeSingleTupleTableSlot(RelationGetDescr(ins.rel), &TTSOpsVirtual);
+    ins.bulk = GetBulkInsertState();
     ins.cid = GetCurrentCommandId(true);
     ins.now = GetCurrentTimestamp();
 
@@ -321,7 +344,10 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         next.dropped_recorded = dropped;
     }
 
-    ExecDropSingleTupleTableSlot(ins.slot);
+    flush_rows(ins);
+    for (TupleTableSlot* slot : ins.slots)
+        if (slot) ExecDropSingleTupleTableSlot(slot);
+    FreeBulkInsertState(ins.bulk);
     ExecCloseIndices(ins.result);
     FreeExecutorState(ins.estate);
     table_close(ins.rel, NoLock);
@@ -386,6 +412,14 @@ extern "C" void pii_audit_worker_main(Datum) {
     pqsignal(SIGTERM, handle_sigterm);
     BackgroundWorkerUnblockSignals();
     pii_audit_capture_suppressed = true;
+    // Storing the trail is background work: it must not take CPU from the queries it audits.
+    // Foreground statements that ping-pong with their clients are latency-bound, and on a
+    // small machine a worker at the same priority delays every round trip. With a lower
+    // priority it runs in the gaps; the queue absorbs bursts, and if it ever fills, backends
+    // wait for it (pii_audit.on_queue_full), so the worker is never starved for good.
+    errno = 0;
+    if (nice(kWorkerNiceIncrement) == -1 && errno != 0)
+        ereport(LOG, (errmsg("pii_audit worker could not lower its scheduling priority: %m")));
 
     before_shmem_exit(on_worker_exit, 0);
     pii_audit_queue_attach_worker(MyLatch, MyProcPid);
@@ -396,8 +430,10 @@ extern "C" void pii_audit_worker_main(Datum) {
     pgstat_report_appname("pii_audit worker");
 
     char* buffer = static_cast<char*>(MemoryContextAlloc(TopMemoryContext, kBatchBytes));
-    MemoryContext batch_context =
-        AllocSetContextCreate(TopMemoryContext, "pii_audit batch", ALLOCSET_DEFAULT_SIZES);
+    // A large keeper block survives every reset, so batches do not map and unmap memory.
+    MemoryContext batch_context = AllocSetContextCreate(TopMemoryContext, "pii_audit batch",
+                                                        8 * 1024 * 1024, 8 * 1024 * 1024,
+                                                        8 * 1024 * 1024);
     WorkerState state{};
     bool ready = false;
     TimestampTz shutdown_since = 0;
