@@ -197,9 +197,9 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
             if (!text("peer_group", false, e.peer_group) ||
                 !text("application", false, e.application) ||
                 !text("client_addr", false, e.client_addr) ||
-                !text("relation", false, e.relation) || !text("command", false, command) ||
-                !text("status", false, status) || !strings("categories", e.categories) ||
-                !strings("subjects", e.subjects)) {
+                !text("relation", false, e.relation) || !text("session", false, e.session) ||
+                !text("command", false, command) || !text("status", false, status) ||
+                !strings("categories", e.categories) || !strings("subjects", e.subjects)) {
                 return false;
             }
             Span<std::string_view> columns;

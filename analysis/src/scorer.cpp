@@ -88,6 +88,7 @@ enum Metric : int {
     kCopyDay,
     kUnexplainedDay,
     kDeniedDay,
+    kSessionRows,  // the day's largest session (rows), when events name their session
     kOwnMetricCount,
     kSubjects30 = kOwnMetricCount,
     kSubjects90,
@@ -115,6 +116,7 @@ constexpr std::array<MetricSpec, kMetricCount> kMetrics = {{
     {Detector::bulk_reading, 1, 2.0, 1.0, true},
     {Detector::no_business_reason, 3, 1.5, 2.0, true},
     {Detector::login_abuse, 3, 2.0, 1.0, true},
+    {Detector::bulk_reading, 500, 2.0, 0.8, true},
     {Detector::distinct_subjects, 30, 1.2, 1.5, true},
     {Detector::distinct_subjects, 60, 1.2, 1.5, true},
     {Detector::sensitive_categories, 3, 1.3, 1.6, true},
@@ -133,6 +135,9 @@ struct Today {
     HyperLogLog<7> unexplained;
     double rows = 0;
     double max_statement_rows = 0;
+    std::uint32_t session = 0;  // fingerprint of the current session; 0: none named
+    double session_rows = 0;
+    double max_session_rows = 0;
     std::uint32_t copies = 0;
     std::uint32_t denied = 0;
     std::uint32_t statements = 0;
@@ -296,6 +301,19 @@ class RelationTable {
     std::size_t count_ = 0;
 };
 
+// Failed logins per client address, across accounts: credential stuffing tries many accounts a
+// few times each, which counting per account misses. A fixed table, so an attack cannot grow it.
+struct AddressFailures {
+    std::uint32_t address = 0;  // fingerprint; 0 marks an empty slot
+    std::uint32_t failures = 0;
+    std::int64_t first_us = 0;
+    std::int64_t last_us = 0;
+    std::array<std::uint32_t, 8> accounts{};  // distinct accounts tried (the first 8)
+    std::uint32_t account_count = 0;
+};
+constexpr int kAddressSlots = 1024;
+constexpr int kAddressProbe = 8;
+
 std::string format_value(double v, bool integral) {
     if (integral || v >= 100) return fmt::format("{:.0f}", v);
     return fmt::format("{:.1f}", v);
@@ -311,6 +329,7 @@ struct Scorer::Impl {
     std::vector<ActorState> actors;
     std::vector<GroupState> groups;
     RelationTable relations;
+    std::array<AddressFailures, kAddressSlots> addresses{};
     std::uint64_t sensitive_mask = 0;
     std::uint64_t alerts_raised = 0;
     std::uint64_t unknown_categories = 0;
@@ -502,7 +521,9 @@ struct Scorer::Impl {
         value[kCopyDay] = t.copies;
         value[kUnexplainedDay] = std::round(t.unexplained.estimate());
         value[kDeniedDay] = t.denied;
+        value[kSessionRows] = t.max_session_rows;
         for (int m = 0; m < kOwnMetricCount; ++m) present[m] = true;
+        present[kSessionRows] = t.session != 0;
         present[kUnexplainedDay] = relations_apply(a);
         // Only windows as long as their day-in-block allows teach: a new hire's first weeks are
         // not a 30-day window.
@@ -781,6 +802,10 @@ struct Scorer::Impl {
                 case kStatementRows:
                     return fmt::format(
                         "read {} rows in one statement (largest statement of a day: {})", v, norms);
+                case kSessionRows:
+                    return fmt::format(
+                        "read {} rows in one session today (largest session of a day: {})", v,
+                        norms);
                 case kCopyDay:
                     return fmt::format("ran COPY on labelled columns {} times today; {}", v, norms);
                 case kUnexplainedDay:
@@ -1128,6 +1153,19 @@ struct Scorer::Impl {
                 t.max_statement_rows = rows;
                 check_metric(a, kStatementRows, rows, time_us, out);
             }
+            if (!e.session.empty()) {
+                // Sessions are counted within the local day; one that spans midnight starts over.
+                const std::uint32_t fp = fingerprint32(e.session);
+                if (fp != t.session) {
+                    t.session = fp;
+                    t.session_rows = 0;
+                }
+                t.session_rows += rows;
+                if (t.session_rows > t.max_session_rows) {
+                    t.max_session_rows = t.session_rows;
+                    check_metric(a, kSessionRows, t.session_rows, time_us, out);
+                }
+            }
             if (e.command == Command::copy) {
                 ++t.copies;
                 check_metric(a, kCopyDay, t.copies, time_us, out);
@@ -1155,6 +1193,7 @@ struct Scorer::Impl {
             }
             ++a.login_failures;
             a.last_failure_us = time_us;
+            track_address_failure(e, time_us, window);
             add_evidence(a, Detector::login_abuse, e.event_id);
             if (a.login_failures >= 4u * static_cast<std::uint32_t>(config.login_failures)) {
                 const std::uint32_t n = a.login_failures;
@@ -1167,6 +1206,20 @@ struct Scorer::Impl {
             return;
         }
         check_departed_dormant(a, time_us, previous, e.event_id, out);
+        if (const AddressFailures* f = address_entry(e.client_addr, time_us, false);
+            f != nullptr && time_us - f->last_us <= window &&
+            f->failures >= 2u * static_cast<std::uint32_t>(config.login_failures) &&
+            f->account_count >= 3) {
+            add_evidence(a, Detector::login_abuse, e.event_id);
+            const std::uint32_t failures = f->failures, accounts = f->account_count;
+            const double minutes = static_cast<double>(time_us - f->first_us) / 60e6;
+            raise(a, Detector::login_abuse, 0.8, time_us, out, [&] {
+                return fmt::format(
+                    "successful login from a client address that had {} failed logins against {}{} "
+                    "accounts within {:.1f} minutes",
+                    failures, accounts >= 8 ? "at least " : "", accounts, minutes);
+            });
+        }
         const std::uint32_t n = a.login_failures;
         const bool burst = n >= static_cast<std::uint32_t>(config.login_failures) &&
                            time_us - a.last_failure_us <= window;
@@ -1180,6 +1233,44 @@ struct Scorer::Impl {
             return fmt::format("{} failed logins within {:.1f} minutes, then a successful login", n,
                                minutes);
         });
+    }
+
+    // The entry for this address, claiming the stalest of its probe window if it has none.
+    AddressFailures* address_entry(std::string_view client, std::int64_t time_us, bool claim) {
+        if (client.empty()) return nullptr;
+        const std::uint32_t fp = fingerprint32(client);
+        const std::size_t start = fp % kAddressSlots;
+        AddressFailures* stalest = nullptr;
+        for (int i = 0; i < kAddressProbe; ++i) {
+            AddressFailures& slot =
+                addresses[(start + static_cast<std::size_t>(i)) % kAddressSlots];
+            if (slot.address == fp) return &slot;
+            if (stalest == nullptr || slot.last_us < stalest->last_us) stalest = &slot;
+        }
+        if (!claim) return nullptr;
+        *stalest = AddressFailures{};
+        stalest->address = fp;
+        stalest->first_us = time_us;
+        return stalest;
+    }
+
+    void track_address_failure(const LoginEvent& e, std::int64_t time_us, std::int64_t window) {
+        AddressFailures* f = address_entry(e.client_addr, time_us, true);
+        if (f == nullptr) return;
+        if (time_us - f->last_us > window) {  // a new burst
+            const std::uint32_t address = f->address;
+            *f = AddressFailures{};
+            f->address = address;
+            f->first_us = time_us;
+        }
+        ++f->failures;
+        f->last_us = time_us;
+        const std::uint32_t account = fingerprint32(e.actor);
+        const auto end = f->accounts.begin() + f->account_count;
+        if (f->account_count < f->accounts.size() &&
+            std::find(f->accounts.begin(), end, account) == end) {
+            f->accounts[f->account_count++] = account;
+        }
     }
 
     void observe_relation(const RelationEvent& e) {
@@ -1311,6 +1402,7 @@ std::string Scorer::save_state() const {
     w.pod(static_cast<std::uint32_t>(s.relations.entries().size()));
     w.bytes(s.relations.entries().data(),
             s.relations.entries().size() * sizeof(RelationTable::Entry));
+    w.pod(s.addresses);
     w.pod(s.alerts_raised);
     w.pod(s.unknown_categories);
     return out;
@@ -1368,6 +1460,7 @@ void Scorer::restore_state(std::string_view bytes) {
                     n_relations * sizeof(RelationTable::Entry));
     }
     fresh.relations.assign(std::move(entries));
+    fresh.addresses = r.pod<std::array<AddressFailures, kAddressSlots>>("login addresses");
     fresh.alerts_raised = r.pod<std::uint64_t>("alert count");
     fresh.unknown_categories = r.pod<std::uint64_t>("category count");
     if (!r.done()) throw StateError("scorer state has trailing bytes");

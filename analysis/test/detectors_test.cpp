@@ -206,6 +206,48 @@ TEST_F(Detectors, BulkStatementAndCopy) {
     EXPECT_NE(first(out, Detector::bulk_reading)->explanation.find("COPY"), std::string::npos);
 }
 
+TEST(DetectorsSessions, OneSessionFarBeyondItsNorm) {
+    // Analysts run ~10 sessions a day of ~400 rows each. One day a single session reads 3,000
+    // rows while the day's total stays ordinary.
+    Sim sim;
+    auto session = [&](const std::string& actor, int day, int index, int statements, int rows) {
+        std::vector<Alert> got;
+        Sim::Read r;
+        r.actor = actor;
+        r.group = "analyst";
+        r.categories = {"name"};
+        r.session = actor + "-" + std::to_string(day) + "-" + std::to_string(index);
+        r.subjects = {};
+        for (int i = 0; i < statements; ++i) {
+            r.time = at(day, 9 + index % 8, 5 * i, index);
+            r.rows = rows;
+            auto out = sim.access(r);
+            got.insert(got.end(), out.begin(), out.end());
+        }
+        return got;
+    };
+    for (int day = 0; day < kWarmDays; ++day) {
+        if (!testing::weekday(day)) continue;
+        for (int p = 0; p < 10; ++p) {
+            for (int k = 0; k < 10; ++k)
+                session("analyst" + std::to_string(p), day, k, 4, 90 + (p * 7 + k * 13 + day) % 40);
+        }
+    }
+    ASSERT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+    std::vector<Alert> got = session("analyst3", kWarmDays, 0, 30, 100);
+    for (int k = 1; k < 3; ++k) session("analyst3", kWarmDays, k, 4, 100);
+    const Alert* alert = first(got, Detector::bulk_reading);
+    ASSERT_NE(alert, nullptr) << describe(sim.alerts);
+    // First at 1,700 rows (medium), once more when it reaches the high band; nothing else.
+    ASSERT_EQ(sim.alerts.size(), 2u) << describe(sim.alerts);
+    for (const Alert& a : sim.alerts) {
+        EXPECT_EQ(a.detector, Detector::bulk_reading);
+        EXPECT_NE(a.explanation.find("rows in one session today"), std::string::npos)
+            << a.explanation;
+    }
+    EXPECT_LT(sim.alerts[0].severity, sim.alerts[1].severity);
+}
+
 TEST_F(Detectors, UnusualHours) {
     // Sunday 03:00-04:00: neither this clerk nor any peer has ever worked then.
     const int sunday = kWarmDays + 6;
@@ -339,6 +381,29 @@ TEST_F(Detectors, FailedLoginBurstThenSuccess) {
     sim.login(at(kWarmDays, 8, 0), "clerk17", false);
     sim.login(at(kWarmDays, 8, 1), "clerk17", false);
     EXPECT_TRUE(sim.login(at(kWarmDays, 8, 2), "clerk17", true).empty());
+}
+
+TEST_F(Detectors, StuffingAcrossAccountsFromOneAddress) {
+    // Two tries per account against ten accounts from one address, then one works.
+    const std::string attacker = "198.51.100.9";
+    int second = 0;
+    for (int p = 0; p < 10; ++p) {
+        for (int k = 0; k < 2; ++k) {
+            EXPECT_TRUE(sim.login(at(kWarmDays, 23, 0, second++), "clerk" + std::to_string(p),
+                                  false, attacker)
+                            .empty());
+        }
+    }
+    auto out = sim.login(at(kWarmDays, 23, 1), "clerk19", true, attacker);
+    const Alert* alert = first(out, Detector::login_abuse);
+    ASSERT_NE(alert, nullptr) << describe(sim.alerts);
+    EXPECT_EQ(alert->actor, "clerk19");
+    EXPECT_NE(alert->explanation.find("successful login from a client address that had 20 failed "
+                                      "logins against at least 8 accounts within 1.0 minutes"),
+              std::string::npos)
+        << alert->explanation;
+    // The same colleague logging in from the office is not affected.
+    EXPECT_TRUE(sim.login(at(kWarmDays, 23, 2), "clerk18", true, "10.0.0.1").empty());
 }
 
 TEST_F(Detectors, PermissionDeniedAttempts) {

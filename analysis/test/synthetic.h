@@ -35,6 +35,7 @@ class Sim {
         AccessStatus status = AccessStatus::ok;
         std::string application = "counter-app";
         std::string client = "10.0.0.1";
+        std::string session;
     };
 
     std::vector<Alert> access(const Read& r) {
@@ -47,6 +48,7 @@ class Sim {
         e.peer_group = r.group;
         e.application = r.application;
         e.client_addr = r.client;
+        e.session = r.session;
         e.relation = "customers";
         e.command = r.command;
         e.categories = {cats.data(), cats.size()};

@@ -329,14 +329,15 @@ class Generator {
         if (d >= st.leave_from && d < st.leave_to) return false;
         const int wd = d % 7;
         const bool moved = st.role_change_day >= 0 && d >= st.role_change_day;
-        switch (moved ? Role::back_office : st.role) {
+        const Role role = moved ? Role::back_office : st.role;
+        switch (role) {
             case Role::service:
                 return true;
             case Role::agent:
                 return (d + static_cast<int>(st.name.back())) % 7 < 5;  // rota, holidays too
             default:
                 if (holiday(d)) return false;
-                if (wd == 5) return st.role == Role::clerk && st.saturdays;
+                if (wd == 5) return role == Role::clerk && st.saturdays;
                 return wd < 5;
         }
     }

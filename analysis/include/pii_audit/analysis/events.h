@@ -33,6 +33,8 @@ struct AccessEvent {
     std::string_view application;
     std::string_view client_addr;
     std::string_view relation;
+    std::string_view
+        session;  // any stable id of the connection (e.g. pid + backend start); may be empty
     Command command = Command::select;
     Span<std::string_view> categories;  // category names of the columns read
     Span<std::string_view> subjects;    // opaque ids of the people whose rows were read
