@@ -119,11 +119,42 @@ std::string format_iso8601(std::int64_t time_us) {
                        (rem / 60) % 60, rem % 60);
 }
 
+namespace {
+
+// The keys the replay format knows; one pass over a line's fields finds them all.
+constexpr std::string_view kKeys[] = {
+    "kind",    "time",     "actor",    "peer_group", "application", "client_addr",
+    "command", "relation", "session",  "columns",    "categories",  "subjects",
+    "rows",    "status",   "event_id", "success",    "subject"};
+constexpr std::size_t kKeyCount = sizeof kKeys / sizeof kKeys[0];
+
+std::size_t key_index(std::string_view key) {
+    for (std::size_t i = 0; i < kKeyCount; ++i) {
+        // Length and first byte rule out almost every candidate before a full compare.
+        if (kKeys[i].size() == key.size() && kKeys[i][0] == key[0] && kKeys[i] == key) return i;
+    }
+    return kKeyCount;
+}
+
+}  // namespace
+
 bool decode_record(const JsonLine& line, Record& out, std::string& error) {
     out = Record();
     using Kind = JsonValue::Kind;
+    const JsonValue* found[kKeyCount] = {};
+    for (const JsonField& f : line.fields()) {
+        if (f.key.empty()) continue;
+        const std::size_t i = key_index(f.key);
+        if (i < kKeyCount) found[i] = &f.value;
+    }
+    auto find = [&](std::string_view key) -> const JsonValue* {
+        for (std::size_t i = 0; i < kKeyCount; ++i) {
+            if (kKeys[i] == key) return found[i];
+        }
+        return nullptr;
+    };
     auto text = [&](std::string_view key, bool required, std::string_view& into) {
-        const JsonValue* v = line.find(key);
+        const JsonValue* v = find(key);
         if (v == nullptr || v->kind == Kind::null) {
             if (required) error = fmt::format("missing field \"{}\" (a string)", key);
             return !required;
@@ -136,7 +167,7 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
         return true;
     };
     auto strings = [&](std::string_view key, Span<std::string_view>& into) {
-        const JsonValue* v = line.find(key);
+        const JsonValue* v = find(key);
         if (v == nullptr || v->kind == Kind::null) return true;
         // Numeric ids are accepted as their text: subject 42 and "42" are the same person.
         if (v->kind != Kind::string_array && v->kind != Kind::number_array) {
@@ -179,7 +210,7 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
         return false;
     }
     std::uint64_t event_id = 0;
-    if (const JsonValue* v = line.find("event_id"); v != nullptr && v->kind != Kind::null) {
+    if (const JsonValue* v = find("event_id"); v != nullptr && v->kind != Kind::null) {
         if (v->kind != Kind::number || !v->is_integer || v->integer < 0) {
             error = "field \"event_id\" must be a non-negative integer";
             return false;
@@ -228,7 +259,7 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
                     "field \"status\" must be \"ok\", \"denied\" or \"error\", not \"{}\"", status);
                 return false;
             }
-            if (const JsonValue* v = line.find("rows"); v != nullptr && v->kind != Kind::null) {
+            if (const JsonValue* v = find("rows"); v != nullptr && v->kind != Kind::null) {
                 if (v->kind != Kind::number || !v->is_integer || v->integer < 0) {
                     error = "field \"rows\" must be a non-negative integer";
                     return false;
@@ -248,7 +279,7 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
                 !text("client_addr", false, e.client_addr)) {
                 return false;
             }
-            const JsonValue* v = line.find("success");
+            const JsonValue* v = find("success");
             if (v == nullptr || v->kind != Kind::boolean) {
                 error = "field \"success\" must be true or false";
                 return false;
