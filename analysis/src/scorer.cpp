@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <type_traits>
 
 #include "interner.h"
@@ -1282,7 +1283,44 @@ struct Scorer::Impl {
     }
 };
 
-Scorer::Scorer(ScorerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+namespace {
+
+// Settings come from GUCs and command lines: say what is allowed, not just that it failed.
+void validate(const ScorerConfig& c) {
+    auto check = [](bool ok, std::string_view name, std::string_view allowed, double value) {
+        if (!ok) {
+            throw std::invalid_argument(
+                fmt::format("scorer setting {} must be {}, not {:g}", name, allowed, value));
+        }
+    };
+    check(c.threshold >= 0 && c.threshold <= 100, "threshold", "0-100", c.threshold);
+    check(std::abs(c.utc_offset_minutes) <= 18 * 60, "utc_offset_minutes", "-1080 to 1080",
+          c.utc_offset_minutes);
+    check(c.norm_quantile >= 0.5 && c.norm_quantile < 1, "norm_quantile", "in [0.5, 1)",
+          c.norm_quantile);
+    check(c.peer_quantile >= 0.5 && c.peer_quantile < 1, "peer_quantile", "in [0.5, 1)",
+          c.peer_quantile);
+    check(c.min_history_days >= 1, "min_history_days", "at least 1", c.min_history_days);
+    check(c.min_peer_days >= 1, "min_peer_days", "at least 1", c.min_peer_days);
+    check(c.own_decay > 0 && c.own_decay <= 1, "own_decay", "in (0, 1]", c.own_decay);
+    check(c.peer_decay > 0 && c.peer_decay <= 1, "peer_decay", "in (0, 1]", c.peer_decay);
+    check(c.relation_ttl_days >= 1, "relation_ttl_days", "at least 1", c.relation_ttl_days);
+    check(c.dormant_days >= 1, "dormant_days", "at least 1", c.dormant_days);
+    check(c.repeat_after_days >= 1, "repeat_after_days", "at least 1", c.repeat_after_days);
+    check(c.login_failures >= 1, "login_failures", "at least 1", c.login_failures);
+    check(c.login_window_seconds >= 1, "login_window_seconds", "at least 1",
+          c.login_window_seconds);
+    check(c.sensitive_categories.size() <= 64, "sensitive_categories",
+          "at most 64 names (categories share a 64-bit mask)",
+          static_cast<double>(c.sensitive_categories.size()));
+}
+
+}  // namespace
+
+Scorer::Scorer(ScorerConfig config) {
+    validate(config);
+    impl_ = std::make_unique<Impl>(std::move(config));
+}
 Scorer::~Scorer() = default;
 Scorer::Scorer(Scorer&&) noexcept = default;
 Scorer& Scorer::operator=(Scorer&&) noexcept = default;

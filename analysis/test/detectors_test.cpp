@@ -458,6 +458,20 @@ TEST(DetectorsCold, NothingFiresWithoutAnyNorm) {
     EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
 }
 
+TEST(ScorerConfig, InvalidSettingsSayWhatIsAllowed) {
+    ScorerConfig c;
+    c.threshold = 150;
+    try {
+        Scorer s(c);
+        FAIL() << "accepted threshold 150";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_STREQ(e.what(), "scorer setting threshold must be 0-100, not 150");
+    }
+    c = ScorerConfig();
+    c.peer_decay = 0;
+    EXPECT_THROW(Scorer{c}, std::invalid_argument);
+}
+
 TEST(DetectorsThreshold, ThresholdSuppressesWeakerAlerts) {
     for (int threshold : {50, 99}) {
         ScorerConfig config;

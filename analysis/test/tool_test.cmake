@@ -37,3 +37,23 @@ execute_process(COMMAND ${TOOL} --replay ${DATA}/departed_and_stuffing.jsonl --t
 if(NOT rc EQUAL 64)
   message(FATAL_ERROR "out-of-range threshold: expected usage status 64, got ${rc}")
 endif()
+
+# Baselines carried over a restart: the departure marked in the first part still counts after
+# --save-state / --load-state.
+set(work ${CMAKE_CURRENT_BINARY_DIR}/tool_test_state)
+file(MAKE_DIRECTORY ${work})
+execute_process(COMMAND ${TOOL} --replay ${DATA}/restart_first_part.jsonl --save-state ${work}/state.bin
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out STREQUAL "")
+  message(FATAL_ERROR "first part: status ${rc}, output '${out}', stderr: ${err}")
+endif()
+execute_process(COMMAND ${TOOL} --replay ${DATA}/restart_second_part.jsonl --load-state ${work}/state.bin
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "activity 3.1 days after the account was marked departed")
+  message(FATAL_ERROR "second part after restore: status ${rc}, output '${out}', stderr: ${err}")
+endif()
+execute_process(COMMAND ${TOOL} --replay ${DATA}/restart_second_part.jsonl --load-state ${DATA}/bad_line_3.jsonl
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "not a pii_audit scorer state")
+  message(FATAL_ERROR "a non-state file must be refused with status 1: ${rc} ${err}")
+endif()

@@ -79,6 +79,7 @@ struct ScorerStats {
 
 class Scorer {
   public:
+    // Throws std::invalid_argument naming the setting and its allowed range.
     explicit Scorer(ScorerConfig config = {});
     ~Scorer();
     Scorer(Scorer&&) noexcept;
