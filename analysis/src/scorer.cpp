@@ -509,6 +509,8 @@ struct Scorer::Impl {
             for (auto& phases : g.windows) {
                 for (FineHistogram& h : phases) h.decay(f);
             }
+            for (float& c : g.category_days) c *= f;
+            g.category_actor_days *= f;
             const float half = static_cast<float>(std::pow(0.5, t.day - g.last_decay_day));
             for (FineHistogram& h : g.recent) h.decay(half);
             g.last_decay_day = t.day;
@@ -558,9 +560,7 @@ struct Scorer::Impl {
             g.recent[m].add(value[m]);
         }
         g.actor_days += 1;
-        const float peer_f = static_cast<float>(config.peer_decay);
-        for (float& c : g.category_days) c *= peer_f;
-        g.category_actor_days = g.category_actor_days * peer_f + 1;
+        g.category_actor_days += 1;
         if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::sensitive_categories)))) {
             for (int c = 0; c < 64; ++c) {
                 if (!(t.categories_read & (std::uint64_t{1} << c))) continue;
