@@ -509,8 +509,14 @@ struct Scorer::Impl {
             for (auto& phases : g.windows) {
                 for (FineHistogram& h : phases) h.decay(f);
             }
+            // Everything a group remembers forgets at the same pace, per calendar day, so that
+            // shares (of days with a category, an application, a machine cadence) stay shares.
             for (float& c : g.category_days) c *= f;
             g.category_actor_days *= f;
+            for (float& d : g.app_days) d *= f;
+            g.actor_days *= f;
+            g.machine_days *= f;
+            g.tracked_days *= f;
             const float half = static_cast<float>(std::pow(0.5, t.day - g.last_decay_day));
             for (FineHistogram& h : g.recent) h.decay(half);
             g.last_decay_day = t.day;
@@ -571,8 +577,8 @@ struct Scorer::Impl {
         if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::machine_like_access)))) {
             a.machine_days = a.machine_days * 0.97f + (t.machine_like ? 1.0f : 0.0f);
             a.tracked_days = a.tracked_days * 0.97f + 1.0f;
-            g.machine_days = g.machine_days * 0.995f + (t.machine_like ? 1.0f : 0.0f);
-            g.tracked_days = g.tracked_days * 0.995f + 1.0f;
+            g.machine_days += t.machine_like ? 1.0f : 0.0f;
+            g.tracked_days += 1.0f;
             for (int s = 0; s < kAppSlots; ++s) {
                 if (t.apps_used_mask & (1u << s)) add_group_app(g, a.apps[s]);
             }
@@ -584,7 +590,6 @@ struct Scorer::Impl {
     static void add_group_app(GroupState& g, std::uint32_t fp) {
         int weakest = 0;
         for (int i = 0; i < kGroupAppSlots; ++i) {
-            g.app_days[i] *= 0.999f;
             if (g.apps[i] == fp) {
                 g.app_days[i] += 1;
                 return;
