@@ -126,8 +126,14 @@ bool prepare(WorkerState* state) {
     } else {
         state->events_relid = events;
         SPI_connect();
+        // The last id is kept with the batch that wrote it; looking past it also covers a trail
+        // restored from a dump (then last_event_id is 0 and this is one full scan).
         state->next_event_id =
-            spi_int64("SELECT coalesce(max(event_id), 0) FROM pii_audit.events", 0) + 1;
+            spi_int64("SELECT coalesce(max(e.event_id), s.last_event_id) FROM "
+                      "pii_audit.worker_state s LEFT JOIN pii_audit.events e "
+                      "ON e.event_id > s.last_event_id GROUP BY s.last_event_id",
+                      0) +
+            1;
         uint64 generation = pii_audit_queue_generation();
         int64 stored_generation =
             spi_int64("SELECT generation FROM pii_audit.worker_state", -1);
@@ -354,17 +360,18 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
 
     SPI_connect();
     if (state->save_position == nullptr) {
-        Oid types[2] = {INT8OID, INT8OID};
+        Oid types[3] = {INT8OID, INT8OID, INT8OID};
         SPIPlanPtr plan = SPI_prepare(
             "UPDATE pii_audit.worker_state SET last_queue_seq = $1, dropped_recorded = $2, "
-            "updated_at = now()",
-            2, types);
+            "last_event_id = $3, updated_at = now()",
+            3, types);
         if (plan == nullptr || SPI_keepplan(plan) != 0)
             elog(ERROR, "pii_audit: could not prepare the worker_state update");
         state->save_position = next.save_position = plan;
     }
-    Datum position[2] = {Int64GetDatum(static_cast<int64>(next.persisted_seq)),
-                         Int64GetDatum(static_cast<int64>(next.dropped_recorded))};
+    Datum position[3] = {Int64GetDatum(static_cast<int64>(next.persisted_seq)),
+                         Int64GetDatum(static_cast<int64>(next.dropped_recorded)),
+                         Int64GetDatum(next.next_event_id - 1)};
     if (SPI_execute_plan(state->save_position, position, nullptr, false, 0) != SPI_OK_UPDATE)
         elog(ERROR, "pii_audit: could not record the worker's position");
     SPI_finish();

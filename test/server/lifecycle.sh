@@ -118,7 +118,21 @@ check "fast shutdown: every queued event persisted" "$before" \
 check "fast shutdown: no gap recorded" "0" \
     "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap'")"
 
-# 5. A crash after the worker had been restarted by SIGTERM still leaves a gap row: events queued
+# 5. A trail restored from a dump comes without the worker's position: the worker must continue
+#    after the highest event_id it finds, never reuse one.
+q -d postgres -c 'UPDATE pii_audit.worker_state SET last_event_id = 0' \
+    -c 'SELECT pg_terminate_backend(worker_pid) FROM pii_audit.status' >/dev/null
+wait_until postgres "SELECT state = 'running' AND worker_pid IS NOT NULL FROM pii_audit.status" 30 || true
+q -d app -c 'SELECT name FROM customers WHERE id = 2' >/dev/null
+if wait_until postgres "SELECT count(*) = count(DISTINCT event_id) AND max(event_id) = count(*) FROM pii_audit.events" 30 &&
+    wait_until postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE database_name = 'app' AND query_text LIKE 'SELECT name FROM customers WHERE id = \$1' AND event_time > now() - interval '1 minute' AND row_count = 1 AND event_id = (SELECT max(event_id) FROM pii_audit.events WHERE kind = 'read')" 30; then
+    check "lost worker position: ids continue, gapless and unique" ok ok
+else
+    check "lost worker position: ids continue, gapless and unique" "gapless unique ids" \
+        "$(q -d postgres -c 'SELECT count(*), count(DISTINCT event_id), max(event_id) FROM pii_audit.events')"
+fi
+
+# 6. A crash after the worker had been restarted by SIGTERM still leaves a gap row: events queued
 #    at the crash are lost and the trail must say so.
 q -d postgres -c 'SELECT pg_terminate_backend(worker_pid) FROM pii_audit.status' >/dev/null
 wait_until postgres "SELECT state = 'running' AND worker_pid IS NOT NULL FROM pii_audit.status" 30 || true
