@@ -248,7 +248,6 @@ List* note_read(List* reads, Oid relid, const Bitmapset* selected, bool all_colu
     bool whole_row =
         all_columns || bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, selected);
     RelationRead* read = nullptr;
-    bool has_category = false;
     for (int i = 0; i < labels->ncolumns; ++i) {
         const LabelledColumn& column = labels->columns[i];
         if (!whole_row &&
@@ -273,10 +272,8 @@ List* note_read(List* reads, Oid relid, const Bitmapset* selected, bool all_colu
         for (int at = 0; at < column.categories_len; at += strlen(column.categories + at) + 1) {
             append_item(&read->categories, column.categories + at,
                         strlen(column.categories + at));
-            has_category = true;
         }
     }
-    (void)has_category;
     return reads;
 }
 
@@ -290,6 +287,18 @@ List* drop_reads_without_category(List* reads) {
         if (read->categories.len > 0) kept = lappend(kept, read);
     }
     return kept;
+}
+
+// The one statement a (possibly multi-statement) source string holds, by its parse location:
+// stmt_location -1 means unknown, stmt_len 0 means "to the end".
+void statement_slice(const char* source, int location, int stmt_len, const char** text,
+                     int* len) {
+    *text = source ? source : "";
+    *len = strlen(*text);
+    if (location >= 0 && location <= *len) {
+        *len = stmt_len > 0 && stmt_len <= *len - location ? stmt_len : *len - location;
+        *text += location;
+    }
 }
 
 bool capture_enabled() {
@@ -335,18 +344,15 @@ void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     reads = drop_reads_without_category(reads);
     if (reads == NIL) return;
 
-    const char* text = query_desc->sourceText ? query_desc->sourceText : "";
-    int len = strlen(text);
+    const char* text;
+    int len;
     const char* command = command_name(query_desc->operation);
     if (wrapped.active) {
         command = wrapped.command;
         text = wrapped.text;
         len = wrapped.text_len;
-    } else if (stmt->stmt_location >= 0 && stmt->stmt_location <= len) {
-        text += stmt->stmt_location;
-        len = stmt->stmt_len > 0 && stmt->stmt_len <= len - stmt->stmt_location
-                  ? stmt->stmt_len
-                  : len - stmt->stmt_location;
+    } else {
+        statement_slice(query_desc->sourceText, stmt->stmt_location, stmt->stmt_len, &text, &len);
     }
     MemoryContext old = MemoryContextSwitchTo(query_desc->estate->es_query_cxt);
     StatementAudit* audit = new_audit(reads, command, text, len, stmt->queryId);
@@ -478,14 +484,9 @@ void audit_process_utility(PlannedStmt* pstmt, const char* query_string, bool re
     bool saved_copy = copy_table_recorded;
     const char* wrapped_command = capture_enabled() ? wrapper_command(stmt) : nullptr;
     if (wrapped_command) {
-        const char* text = query_string ? query_string : "";
-        int len = strlen(text);
-        if (pstmt->stmt_location >= 0 && pstmt->stmt_location <= len) {
-            text += pstmt->stmt_location;
-            len = pstmt->stmt_len > 0 && pstmt->stmt_len <= len - pstmt->stmt_location
-                      ? pstmt->stmt_len
-                      : len - pstmt->stmt_location;
-        }
+        const char* text;
+        int len;
+        statement_slice(query_string, pstmt->stmt_location, pstmt->stmt_len, &text, &len);
         wrapper = UtilityWrapper{true, nesting_level, wrapped_command, text, len};
         if (IsA(stmt, CopyStmt) && castNode(CopyStmt, stmt)->relation != nullptr &&
             castNode(CopyStmt, stmt)->query == nullptr) {
