@@ -1,0 +1,268 @@
+// SHA-256 and HMAC written from FIPS 180-4 and RFC 2104; distinct-subject counting.
+#include "pii_audit/subject_hash.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace pii_audit {
+
+namespace {
+
+constexpr std::uint32_t kRound[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+constexpr std::uint32_t kInitial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+inline std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+inline std::uint64_t rotl64(std::uint64_t x, int n) { return (x << n) | (x >> (64 - n)); }
+
+inline std::uint64_t fmix64(std::uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+constexpr int kHllPrecision = 14;
+constexpr size_t kHllRegisters = size_t{1} << kHllPrecision;
+
+}  // namespace
+
+// ---------------------------------------------------------------- SHA-256
+
+void Sha256::reset() noexcept {
+    std::memcpy(state_, kInitial, sizeof state_);
+    buffered_ = 0;
+    total_ = 0;
+}
+
+void Sha256::compress(const std::uint8_t* block) noexcept {
+    std::uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+        w[i] = (std::uint32_t{block[4 * i]} << 24) | (std::uint32_t{block[4 * i + 1]} << 16) |
+               (std::uint32_t{block[4 * i + 2]} << 8) | std::uint32_t{block[4 * i + 3]};
+    for (int i = 16; i < 64; ++i) {
+        std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    std::uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
+    std::uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
+    for (int i = 0; i < 64; ++i) {
+        std::uint32_t s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
+        std::uint32_t ch = (e & f) ^ (~e & g);
+        std::uint32_t t1 = h + s1 + ch + kRound[i] + w[i];
+        std::uint32_t s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
+        std::uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
+        std::uint32_t t2 = s0 + maj;
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    state_[0] += a;
+    state_[1] += b;
+    state_[2] += c;
+    state_[3] += d;
+    state_[4] += e;
+    state_[5] += f;
+    state_[6] += g;
+    state_[7] += h;
+}
+
+void Sha256::update(const void* data, size_t len) noexcept {
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    total_ += len;
+    if (buffered_ > 0) {
+        size_t take = std::min(len, sizeof buffer_ - buffered_);
+        std::memcpy(buffer_ + buffered_, p, take);
+        buffered_ += take;
+        p += take;
+        len -= take;
+        if (buffered_ < sizeof buffer_) return;
+        compress(buffer_);
+        buffered_ = 0;
+    }
+    for (; len >= 64; p += 64, len -= 64) compress(p);
+    std::memcpy(buffer_, p, len);
+    buffered_ = len;
+}
+
+std::array<std::uint8_t, 32> Sha256::finish() noexcept {
+    std::uint64_t bits = total_ * 8;
+    std::uint8_t pad[72] = {0x80};
+    size_t pad_len = (buffered_ < 56 ? 56 : 120) - buffered_;
+    for (int i = 0; i < 8; ++i) pad[pad_len + i] = static_cast<std::uint8_t>(bits >> (56 - 8 * i));
+    update(pad, pad_len + 8);
+    std::array<std::uint8_t, 32> out;
+    for (int i = 0; i < 8; ++i)
+        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<std::uint8_t>(state_[i] >> (24 - 8 * j));
+    return out;
+}
+
+std::array<std::uint8_t, 32> hmac_sha256(std::string_view key, std::string_view message) noexcept {
+    std::uint8_t block[64] = {};
+    if (key.size() > sizeof block) {
+        Sha256 h;
+        h.update(key.data(), key.size());
+        auto digest = h.finish();
+        std::memcpy(block, digest.data(), digest.size());
+    } else {
+        std::memcpy(block, key.data(), key.size());
+    }
+    std::uint8_t pad[64];
+    Sha256 inner, outer;
+    for (size_t i = 0; i < 64; ++i) pad[i] = block[i] ^ 0x36;
+    inner.update(pad, 64);
+    inner.update(message.data(), message.size());
+    auto inner_digest = inner.finish();
+    for (size_t i = 0; i < 64; ++i) pad[i] = block[i] ^ 0x5c;
+    outer.update(pad, 64);
+    outer.update(inner_digest.data(), inner_digest.size());
+    return outer.finish();
+}
+
+// ---------------------------------------------------------------- keyed subject hash
+
+SubjectHasher::SubjectHasher(std::string_view key) noexcept {
+    if (key.size() != kSubjectKeyBytes) return;
+    std::uint8_t pad[64] = {};
+    for (size_t i = 0; i < 64; ++i) pad[i] = (i < key.size() ? static_cast<std::uint8_t>(key[i]) : 0) ^ 0x36;
+    inner_.update(pad, 64);
+    for (size_t i = 0; i < 64; ++i) pad[i] = (i < key.size() ? static_cast<std::uint8_t>(key[i]) : 0) ^ 0x5c;
+    outer_.update(pad, 64);
+    valid_ = true;
+}
+
+std::int64_t SubjectHasher::hash(std::string_view identifier) const noexcept {
+    Sha256 inner = inner_;
+    inner.update(identifier.data(), identifier.size());
+    auto inner_digest = inner.finish();
+    Sha256 outer = outer_;
+    outer.update(inner_digest.data(), inner_digest.size());
+    auto digest = outer.finish();
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | digest[i];
+    return static_cast<std::int64_t>(v);
+}
+
+// ---------------------------------------------------------------- distinct counting
+
+std::uint64_t subject_fingerprint(std::string_view identifier) noexcept {
+    const auto* p = reinterpret_cast<const unsigned char*>(identifier.data());
+    size_t len = identifier.size();
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ (len * 0xff51afd7ed558ccdULL);
+    while (len >= 8) {
+        std::uint64_t k;
+        std::memcpy(&k, p, 8);
+        h = rotl64(h ^ (k * 0x87c37b91114253d5ULL), 31) * 0x4cf5ad432745937fULL;
+        p += 8;
+        len -= 8;
+    }
+    std::uint64_t tail = 0;
+    for (size_t i = 0; i < len; ++i) tail |= std::uint64_t{p[i]} << (8 * i);
+    h = rotl64(h ^ (tail * 0x87c37b91114253d5ULL), 31) * 0x4cf5ad432745937fULL;
+    return fmix64(h);
+}
+
+SubjectSet::SubjectSet(const SubjectHasher* hasher, size_t store_limit, size_t exact_limit)
+    : hasher_(hasher),
+      store_limit_(store_limit),
+      exact_limit_(std::max(exact_limit, store_limit)) {}
+
+void SubjectSet::add(std::string_view identifier) {
+    std::uint64_t fp = subject_fingerprint(identifier);
+    if (!hll_.empty()) {
+        hll_add(fp);
+        return;
+    }
+    if (!insert_fingerprint(fp)) return;
+    if (stored_.size() < store_limit_ && hasher_ != nullptr && hasher_->valid())
+        stored_.push_back(hasher_->hash(identifier));
+    if (distinct_ >= exact_limit_) switch_to_estimate();
+}
+
+bool SubjectSet::insert_fingerprint(std::uint64_t fp) {
+    if (fp == 0) {
+        if (zero_seen_) return false;
+        zero_seen_ = true;
+        ++distinct_;
+        return true;
+    }
+    if ((distinct_ + 1) * 2 > table_.size()) grow();
+    size_t mask = table_.size() - 1;
+    for (size_t i = fp & mask;; i = (i + 1) & mask) {
+        if (table_[i] == fp) return false;
+        if (table_[i] == 0) {
+            table_[i] = fp;
+            ++distinct_;
+            return true;
+        }
+    }
+}
+
+void SubjectSet::grow() {
+    std::vector<std::uint64_t> bigger(table_.empty() ? 64 : table_.size() * 2, 0);
+    size_t mask = bigger.size() - 1;
+    for (std::uint64_t fp : table_) {
+        if (fp == 0) continue;
+        size_t i = fp & mask;
+        while (bigger[i] != 0) i = (i + 1) & mask;
+        bigger[i] = fp;
+    }
+    table_.swap(bigger);
+}
+
+void SubjectSet::hll_add(std::uint64_t fp) noexcept {
+    size_t index = fp >> (64 - kHllPrecision);
+    std::uint64_t rest = (fp << kHllPrecision) | (std::uint64_t{1} << (kHllPrecision - 1));
+    auto rank = static_cast<std::uint8_t>(__builtin_clzll(rest) + 1);
+    if (rank > hll_[index]) hll_[index] = rank;
+}
+
+void SubjectSet::switch_to_estimate() {
+    hll_.assign(kHllRegisters, 0);
+    for (std::uint64_t fp : table_)
+        if (fp != 0) hll_add(fp);
+    if (zero_seen_) hll_add(0);
+    std::vector<std::uint64_t>().swap(table_);
+}
+
+std::uint64_t SubjectSet::count() const noexcept {
+    if (hll_.empty()) return distinct_;
+    double sum = 0;
+    size_t zeros = 0;
+    for (std::uint8_t r : hll_) {
+        sum += std::ldexp(1.0, -r);
+        zeros += r == 0;
+    }
+    const double m = static_cast<double>(kHllRegisters);
+    double estimate = (0.7213 / (1 + 1.079 / m)) * m * m / sum;
+    if (estimate <= 2.5 * m && zeros > 0) estimate = m * std::log(m / static_cast<double>(zeros));
+    // Exact counting ran up to exact_limit_: the estimate never reports fewer.
+    return std::max<std::uint64_t>(static_cast<std::uint64_t>(std::llround(estimate)), exact_limit_);
+}
+
+size_t SubjectSet::memory_bytes() const noexcept {
+    return table_.capacity() * sizeof(std::uint64_t) + hll_.capacity() +
+           stored_.capacity() * sizeof(std::int64_t);
+}
+
+}  // namespace pii_audit

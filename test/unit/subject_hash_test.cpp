@@ -1,0 +1,151 @@
+// Keyed subject hashes and distinct-subject counting.
+#include "pii_audit/subject_hash.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+using pii_audit::hmac_sha256;
+using pii_audit::Sha256;
+using pii_audit::SubjectHasher;
+using pii_audit::SubjectSet;
+
+std::string hex(const std::array<std::uint8_t, 32>& d) {
+    std::string out;
+    char buf[3];
+    for (auto b : d) {
+        snprintf(buf, sizeof buf, "%02x", b);
+        out += buf;
+    }
+    return out;
+}
+
+std::string sha(std::string_view s) {
+    Sha256 h;
+    h.update(s.data(), s.size());
+    return hex(h.finish());
+}
+
+TEST(Sha256, StandardVectors) {
+    EXPECT_EQ(sha(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    EXPECT_EQ(sha("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    EXPECT_EQ(sha("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+              "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    EXPECT_EQ(sha(std::string(1000000, 'a')),
+              "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Sha256, SplitUpdatesMatchOneUpdate) {
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += static_cast<char>('a' + i % 26);
+    for (size_t cut = 0; cut <= text.size(); cut += 7) {
+        Sha256 h;
+        h.update(text.data(), cut);
+        h.update(text.data() + cut, text.size() - cut);
+        EXPECT_EQ(hex(h.finish()), sha(text)) << "cut at " << cut;
+    }
+}
+
+TEST(HmacSha256, Rfc4231Vectors) {
+    EXPECT_EQ(hex(hmac_sha256(std::string(20, '\x0b'), "Hi There")),
+              "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    EXPECT_EQ(hex(hmac_sha256("Jefe", "what do ya want for nothing?")),
+              "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    EXPECT_EQ(hex(hmac_sha256(std::string(131, '\xaa'),
+                              "Test Using Larger Than Block-Size Key - Hash Key First")),
+              "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+TEST(SubjectHasher, IsTheFirstEightBytesOfTheHmac) {
+    std::string key(32, '\0');
+    for (int i = 0; i < 32; ++i) key[i] = static_cast<char>(i * 7 + 1);
+    SubjectHasher hasher(key);
+    ASSERT_TRUE(hasher.valid());
+    for (const std::string& id : std::vector<std::string>{"", "5", "13800138000", std::string(200, 'x')}) {
+        auto digest = hmac_sha256(key, id);
+        std::uint64_t expected = 0;
+        for (int i = 0; i < 8; ++i) expected = (expected << 8) | digest[i];
+        EXPECT_EQ(static_cast<std::uint64_t>(hasher.hash(id)), expected) << id;
+    }
+}
+
+TEST(SubjectHasher, RefusesAKeyOfTheWrongSize) {
+    EXPECT_FALSE(SubjectHasher("short").valid());
+    EXPECT_FALSE(SubjectHasher(std::string(33, 'k')).valid());
+    EXPECT_FALSE(SubjectHasher().valid());
+}
+
+TEST(SubjectHasher, DifferentKeysGiveDifferentHashes) {
+    SubjectHasher a(std::string(32, 'a')), b(std::string(32, 'b'));
+    EXPECT_NE(a.hash("13800138000"), b.hash("13800138000"));
+    EXPECT_EQ(a.hash("13800138000"), a.hash("13800138000"));
+}
+
+TEST(SubjectSet, CountsDistinctAndStoresTheFirstOnes) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet set(&hasher, 3, 1000);
+    for (int round = 0; round < 3; ++round)
+        for (std::string id : {"a", "b", "c", "d", "e"}) set.add(id);
+    EXPECT_EQ(set.count(), 5u);
+    EXPECT_FALSE(set.estimated());
+    EXPECT_TRUE(set.truncated());
+    ASSERT_EQ(set.stored().size(), 3u);
+    EXPECT_EQ(set.stored()[0], hasher.hash("a"));
+    EXPECT_EQ(set.stored()[2], hasher.hash("c"));
+}
+
+TEST(SubjectSet, NothingReadIsZeroAndNotTruncated) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet set(&hasher, 10, 100);
+    EXPECT_EQ(set.count(), 0u);
+    EXPECT_FALSE(set.truncated());
+    EXPECT_TRUE(set.stored().empty());
+}
+
+TEST(SubjectSet, WithoutAValidKeyCountsButStoresNothing) {
+    SubjectHasher none;
+    SubjectSet set(&none, 10, 100);
+    set.add("a");
+    set.add("b");
+    EXPECT_EQ(set.count(), 2u);
+    EXPECT_TRUE(set.stored().empty());
+}
+
+TEST(SubjectSet, ExactForAMillionDistinctSubjects) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet set(&hasher, 1000, 4u << 20);
+    for (int i = 1; i <= 1000000; ++i) set.add(std::to_string(i));
+    for (int i = 1; i <= 1000; ++i) set.add(std::to_string(i));  // repeats
+    EXPECT_EQ(set.count(), 1000000u);
+    EXPECT_FALSE(set.estimated());
+    EXPECT_EQ(set.stored().size(), 1000u);
+    std::set<std::int64_t> unique(set.stored().begin(), set.stored().end());
+    EXPECT_EQ(unique.size(), 1000u);
+    EXPECT_LE(set.memory_bytes(), 40u << 20);
+}
+
+TEST(SubjectSet, PastTheExactLimitMemoryStopsGrowingAndTheCountIsAnEstimate) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet set(&hasher, 100, 10000);
+    for (int i = 0; i < 300000; ++i) set.add("subject-" + std::to_string(i));
+    EXPECT_TRUE(set.estimated());
+    EXPECT_TRUE(set.truncated());
+    EXPECT_LE(set.memory_bytes(), 64u * 1024);
+    double ratio = static_cast<double>(set.count()) / 300000.0;
+    EXPECT_GT(ratio, 0.95);
+    EXPECT_LT(ratio, 1.05);
+}
+
+TEST(SubjectFingerprint, SpreadsSimilarKeys) {
+    std::set<std::uint64_t> seen;
+    for (int i = 0; i < 200000; ++i) seen.insert(pii_audit::subject_fingerprint(std::to_string(i)));
+    EXPECT_EQ(seen.size(), 200000u);
+    EXPECT_NE(pii_audit::subject_fingerprint(""), pii_audit::subject_fingerprint(std::string(1, '\0')));
+}
+
+}  // namespace
