@@ -112,6 +112,12 @@ void define_settings() {
         "Off: the statement proceeds, a WARNING is logged and the failure is counted in "
         "pii_audit.status.",
         &pii_audit_fail_on_error, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "pii_audit.max_subjects_per_event",
+        "Most subject hashes stored per event; the exact subject count is always stored.",
+        "Above this the event is marked subjects_truncated. 0 stores counts only.",
+        &pii_audit_max_subjects_per_event, 1000, 0, 100000, PGC_SUSET, 0, nullptr, nullptr,
+        nullptr);
     MarkGUCPrefixReserved("pii_audit");
 }
 
@@ -128,6 +134,8 @@ extern "C" void _PG_init(void) {
     pii_audit_request_shmem();
     pii_audit_label_cache_init();
     pii_audit_install_capture_hooks();
+    pii_audit_load_subject_key();
+    pii_audit_install_subject_hooks();
     pii_audit_register_label_provider();
     pii_audit_register_worker();
 }

@@ -50,6 +50,7 @@ struct LabelledColumn {
 struct LabelCacheEntry {
     Oid relid;           // hash key
     bool has_categories; // some column carries at least one category: reads are audited
+    bool has_subject_key; // some column is labelled subject_key: reads record whose rows
     int ncolumns;
     LabelledColumn* columns;  // sorted by attnum
     char* qualified_name;
@@ -62,6 +63,24 @@ struct LabelCacheEntry {
 // covers every partition) and its descendants', matched by column name.
 const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid);
 void pii_audit_label_cache_init(void);
+
+// ---- subjects (capture/subject_capture.cpp) ----
+extern int pii_audit_max_subjects_per_event;
+struct PlanState;
+struct SubjectTracker;
+// At postmaster start: read (or create) the secret that keys subject hashes.
+void pii_audit_load_subject_key(void);
+bool pii_audit_subject_key_loaded(void);
+// HMAC-SHA-256 of an identifier under the server's key, first 8 bytes.
+int64 pii_audit_subject_hash(const char* data, size_t len);
+void pii_audit_install_subject_hooks(void);
+// A subject set for one relation of one statement, in the current memory context. Taps the
+// scans under root that read read_relid (or its partitions); false if none has a subject key.
+SubjectTracker* pii_audit_subjects_begin(void);
+bool pii_audit_subjects_tap(PlanState* root, Oid read_relid, SubjectTracker* tracker);
+void pii_audit_subjects_fill(SubjectTracker* tracker, pii_audit::EventView& event);
+// Frees the set and unhooks its taps; call before the plan's memory goes (idempotent).
+void pii_audit_subjects_release(SubjectTracker* tracker);
 
 // ---- transport (transport/shmem_queue.cpp) ----
 void pii_audit_request_shmem(void);

@@ -105,8 +105,16 @@ CREATE TABLE pii_audit.events (
     query_text text,
     query_truncated boolean,
     nesting_level integer,
-    detail text
+    detail text,
+    -- Whose rows were read (relations with a subject_key column; NULL otherwise): the number
+    -- of distinct subjects, and the keyed hashes of up to pii_audit.max_subjects_per_event.
+    subject_count bigint,
+    subjects bigint[],
+    subjects_truncated boolean,
+    subject_count_estimated boolean
 );
+-- Hashes do not compress; skip the attempt when a long list goes out of line.
+ALTER TABLE pii_audit.events ALTER COLUMN subjects SET STORAGE EXTERNAL;
 -- The trail is append-only and both columns grow with the physical order of rows, so BRIN
 -- indexes serve "everything after event N" and time ranges at a fraction of a btree's cost on
 -- every insert (measured: a btree primary key took ~9% of audited lookup throughput). The single
@@ -152,7 +160,7 @@ CREATE VIEW pii_audit.access_log AS
 SELECT event_id, event_time, database_name, session_user_name, current_user_name, end_user,
        application_name, client_addr, command, relation, columns, categories, row_count,
        query_id, query_text, status, kind, backend_pid, nesting_level, query_truncated,
-       recorded_at, detail
+       recorded_at, detail, subject_count, subjects_truncated, subject_count_estimated
 FROM pii_audit.events;
 COMMENT ON VIEW pii_audit.access_log IS
     'one row per statement execution per relation whose labelled columns it read; also label changes and gaps (kind)';
@@ -195,3 +203,137 @@ REVOKE ALL ON pii_audit.access_log, pii_audit.label_changes, pii_audit.status,
 GRANT SELECT ON pii_audit.access_log, pii_audit.label_changes, pii_audit.status,
                 pii_audit.labelled_columns TO pii_audit_officer;
 GRANT SELECT ON pii_audit.labelled_columns TO pii_audit_admin;
+
+-- ---------------------------------------------------------------- data subjects
+-- Subject identifiers are never stored: events hold HMAC-SHA-256 hashes keyed by a secret in
+-- the data directory (pii_audit_subject.key). These functions hash on the server's side.
+CREATE FUNCTION pii_audit.subject_hash(identifier text) RETURNS bigint
+    LANGUAGE c STRICT STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_subject_hash_sql';
+COMMENT ON FUNCTION pii_audit.subject_hash(text) IS
+    'the keyed hash pii_audit stores for a subject identifier (the text of a subject_key column)';
+
+CREATE FUNCTION pii_audit.subject_access(identifier text, since timestamptz DEFAULT NULL,
+                                         until timestamptz DEFAULT NULL)
+RETURNS TABLE (event_id bigint, event_time timestamptz, database_name text,
+               session_user_name text, current_user_name text, end_user text,
+               application_name text, client_addr inet, command text, relation text,
+               columns text[], categories text[], row_count bigint, subject_count bigint,
+               query_text text, status text, match text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h bigint;
+BEGIN
+    IF identifier IS NULL THEN
+        RAISE EXCEPTION 'identifier must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the value of the subject_key column, e.g. a phone number or customer id, as text.';
+    END IF;
+    IF since IS NOT NULL AND until IS NOT NULL AND since > until THEN
+        RAISE EXCEPTION 'time range is reversed: since (%) is after until (%)', since, until
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    h := pii_audit.subject_hash(identifier);
+    RETURN QUERY
+    SELECT e.event_id, e.event_time, e.database_name, e.session_user_name, e.current_user_name,
+           e.end_user, e.application_name, e.client_addr, e.command, e.relation, e.columns,
+           e.categories, e.row_count, e.subject_count, e.query_text, e.status,
+           CASE WHEN e.subjects @> ARRAY[h] THEN 'recorded'
+                ELSE 'possible: the statement read more subjects than were recorded' END
+    FROM pii_audit.events e
+    WHERE e.kind = 'read' AND e.subject_count IS NOT NULL
+      AND (e.subjects @> ARRAY[h] OR e.subjects_truncated)
+      AND (since IS NULL OR e.event_time >= since)
+      AND (until IS NULL OR e.event_time < until)
+    ORDER BY e.event_id;
+END
+$$;
+COMMENT ON FUNCTION pii_audit.subject_access(text, timestamptz, timestamptz) IS
+    'every recorded read of rows about one person (by subject_key value), across all keyed tables';
+
+CREATE FUNCTION pii_audit.breach_scope(who text, since timestamptz, until timestamptz)
+RETURNS TABLE (subject_hash bigint, identifier text, relations text[], reads bigint,
+               categories text[], first_read timestamptz, last_read timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel record;
+    key record;
+    truncated_events bigint;
+BEGIN
+    IF who IS NULL OR since IS NULL OR until IS NULL THEN
+        RAISE EXCEPTION 'who, since and until must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'who is a role or a pii_audit.end_user; since and until bound the time range.';
+    END IF;
+    IF since > until THEN
+        RAISE EXCEPTION 'time range is reversed: since (%) is after until (%)', since, until
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = who)
+       AND NOT EXISTS (SELECT FROM pii_audit.events e WHERE e.end_user = who) THEN
+        RAISE EXCEPTION 'no role or end user named "%"', who
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'who is a role name or a value applications set in pii_audit.end_user.';
+    END IF;
+
+    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_events (
+        subject_hash bigint, relation text, relation_oid oid, database_name text,
+        categories text[], event_time timestamptz) ON COMMIT DROP;
+    TRUNCATE pii_audit_breach_events;
+    INSERT INTO pii_audit_breach_events
+    SELECT s.h, e.relation, e.relation_oid, e.database_name, e.categories, e.event_time
+    FROM pii_audit.events e CROSS JOIN LATERAL unnest(e.subjects) AS s(h)
+    WHERE e.kind = 'read' AND e.subject_count IS NOT NULL
+      AND (e.end_user = who OR (e.end_user IS NULL AND (e.current_user_name = who OR e.session_user_name = who)))
+      AND e.event_time >= since AND e.event_time < until;
+
+    SELECT count(*) INTO truncated_events FROM pii_audit.events e
+    WHERE e.kind = 'read' AND e.subjects_truncated
+      AND (e.end_user = who OR (e.end_user IS NULL AND (e.current_user_name = who OR e.session_user_name = who)))
+      AND e.event_time >= since AND e.event_time < until;
+    IF truncated_events > 0 THEN
+        RAISE WARNING '% statements by "%" in this range read more subjects than were recorded; the list below is incomplete', truncated_events, who
+            USING HINT = 'See subject_count in pii_audit.access_log; raise pii_audit.max_subjects_per_event to record more.';
+    END IF;
+
+    -- Live identifiers: hash the key columns of each keyed table read in this database.
+    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_ids (subject_hash bigint, identifier text)
+        ON COMMIT DROP;
+    TRUNCATE pii_audit_breach_ids;
+    FOR rel IN SELECT DISTINCT b.relation_oid FROM pii_audit_breach_events b
+               WHERE b.database_name = current_database()
+                 AND EXISTS (SELECT FROM pg_class c WHERE c.oid = b.relation_oid) LOOP
+        FOR key IN SELECT a.attname FROM pg_seclabel s
+                   JOIN pg_attribute a ON a.attrelid = s.objoid AND a.attnum = s.objsubid
+                   WHERE s.provider = 'pii' AND s.classoid = 'pg_class'::regclass
+                     AND s.objoid = rel.relation_oid AND NOT a.attisdropped
+                     AND EXISTS (SELECT FROM unnest(string_to_array(s.label, ',')) t
+                                 WHERE lower(btrim(t)) = 'subject_key') LOOP
+            EXECUTE format(
+                'INSERT INTO pii_audit_breach_ids
+                 SELECT DISTINCT h, v FROM (SELECT k::text AS v, pii_audit.subject_hash(k::text) AS h
+                                            FROM %s AS t(k) WHERE k IS NOT NULL) x
+                 WHERE h IN (SELECT subject_hash FROM pii_audit_breach_events)',
+                format('(SELECT %I FROM %s)', key.attname, rel.relation_oid::regclass));
+        END LOOP;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT b.subject_hash,
+           (SELECT min(i.identifier) FROM pii_audit_breach_ids i WHERE i.subject_hash = b.subject_hash),
+           array_agg(DISTINCT b.relation ORDER BY b.relation),
+           count(*),
+           ARRAY(SELECT DISTINCT c FROM pii_audit_breach_events b2, unnest(b2.categories) c
+                 WHERE b2.subject_hash = b.subject_hash ORDER BY c),
+           min(b.event_time), max(b.event_time)
+    FROM pii_audit_breach_events b
+    GROUP BY b.subject_hash
+    ORDER BY min(b.event_time), b.subject_hash;
+END
+$$;
+COMMENT ON FUNCTION pii_audit.breach_scope(text, timestamptz, timestamptz) IS
+    'the distinct people whose rows a role or end user read in a time range: a notification list';
+
+REVOKE ALL ON FUNCTION pii_audit.subject_hash(text), pii_audit.subject_access(text, timestamptz, timestamptz),
+                       pii_audit.breach_scope(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.subject_hash(text), pii_audit.subject_access(text, timestamptz, timestamptz),
+                          pii_audit.breach_scope(text, timestamptz, timestamptz) TO pii_audit_officer;

@@ -7,8 +7,12 @@ extern "C" {
 #include "access/parallel.h"
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "nodes/makefuncs.h"
 #include "commands/copy.h"
 #include "executor/executor.h"
 #include "common/ip.h"
@@ -63,6 +67,7 @@ struct RelationRead {
     const char* relation;
     StringInfoData columns;
     StringInfoData categories;
+    SubjectTracker* subjects;  // the relation has a subject key: whose rows were read
 };
 
 enum AuditState { AUDIT_PENDING, AUDIT_EMITTING, AUDIT_DONE };
@@ -206,21 +211,30 @@ void emit(StatementAudit* audit, pii_audit::EventStatus status, bool allow_wait,
         event.field[pii_audit::kCategories] =
             std::string_view(read->categories.data, read->categories.len);
         event.field[pii_audit::kQueryText] = std::string_view(audit->query_text, audit->query_len);
+        pii_audit_subjects_fill(read->subjects, event);
         if (!pii_audit_enqueue(event, allow_wait) && lost) *lost = true;
     }
+}
+
+void release_subjects(StatementAudit* audit) {
+    ListCell* cell;
+    foreach (cell, audit->reads)
+        pii_audit_subjects_release(static_cast<RelationRead*>(lfirst(cell))->subjects);
 }
 
 void on_statement_context_reset(void* arg) {
     auto* audit = static_cast<StatementAudit*>(arg);
     unlink_audit(audit);
-    if (audit->state == AUDIT_DONE) return;
-    // The estate lives in this context and is freed only after the callbacks ran.
-    if (audit->in_run) audit->rows += audit->estate->es_processed;
-    // The statement ended in an error (or its emit was interrupted): it read all the same.
-    auto status = audit->state == AUDIT_EMITTING ? pii_audit::EventStatus::kCompleted
-                                                 : pii_audit::EventStatus::kFailed;
-    audit->state = AUDIT_DONE;
-    emit(audit, status, false, nullptr);
+    if (audit->state != AUDIT_DONE) {
+        // The estate lives in this context and is freed only after the callbacks ran.
+        if (audit->in_run) audit->rows += audit->estate->es_processed;
+        // The statement ended in an error (or its emit was interrupted): it read all the same.
+        auto status = audit->state == AUDIT_EMITTING ? pii_audit::EventStatus::kCompleted
+                                                     : pii_audit::EventStatus::kFailed;
+        audit->state = AUDIT_DONE;
+        emit(audit, status, false, nullptr);
+    }
+    release_subjects(audit);
 }
 
 StatementAudit* find_audit(EState* estate) {
@@ -361,6 +375,12 @@ void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     audit->callback.arg = audit;
     MemoryContextRegisterResetCallback(query_desc->estate->es_query_cxt, &audit->callback);
     link_audit(audit);
+    foreach (cell, audit->reads) {
+        auto* read = static_cast<RelationRead*>(lfirst(cell));
+        if (!pii_audit_label_cache_lookup(read->relid)->has_subject_key) continue;
+        read->subjects = pii_audit_subjects_begin();
+        (void)pii_audit_subjects_tap(query_desc->planstate, read->relid, read->subjects);
+    }
     MemoryContextSwitchTo(old);
     if (audit->query_text == nullptr) report_capture_failure("normalizing the statement failed");
 }
@@ -461,6 +481,60 @@ StatementAudit* capture_copy_table(CopyStmt* copy, const char* text, int len) {
     return audit;
 }
 
+// COPY table TO reads rows without the executor, so no scan could be tapped for subjects. For a
+// table with a subject key it runs as COPY (SELECT columns FROM ONLY table) TO instead: the
+// same rows and columns (all but generated ones when none are named), the same privileges,
+// and row-level security applies as PostgreSQL applies it to COPY anyway.
+PlannedStmt* copy_through_executor(PlannedStmt* pstmt) {
+    auto* copy = castNode(CopyStmt, pstmt->utilityStmt);
+    if (copy->is_from || copy->relation == nullptr || copy->query != nullptr) return nullptr;
+    Oid relid = RangeVarGetRelid(copy->relation, AccessShareLock, true);
+    if (!OidIsValid(relid) || relid < FirstNormalObjectId || get_rel_relkind(relid) != RELKIND_RELATION)
+        return nullptr;
+    const LabelCacheEntry* labels = pii_audit_label_cache_lookup(relid);
+    if (!labels->has_subject_key || !labels->has_categories) return nullptr;
+
+    List* targets = NIL;
+    auto add_target = [&](const char* name) {
+        ColumnRef* ref = makeNode(ColumnRef);
+        ref->fields = list_make1(makeString(pstrdup(name)));
+        ref->location = -1;
+        ResTarget* target = makeNode(ResTarget);
+        target->val = reinterpret_cast<Node*>(ref);
+        target->location = -1;
+        targets = lappend(targets, target);
+    };
+    if (copy->attlist != NIL) {
+        ListCell* cell;
+        foreach (cell, copy->attlist) add_target(strVal(lfirst(cell)));
+    } else {
+        HeapTuple tuple;
+        for (AttrNumber attnum = 1;; ++attnum) {
+            tuple = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+            if (!HeapTupleIsValid(tuple)) break;
+            auto* attr = reinterpret_cast<Form_pg_attribute>(GETSTRUCT(tuple));
+            if (!attr->attisdropped && attr->attgenerated == '\0') add_target(NameStr(attr->attname));
+            ReleaseSysCache(tuple);
+        }
+    }
+    if (targets == NIL) return nullptr;
+    RangeVar* from = makeRangeVar(get_namespace_name(get_rel_namespace(relid)),
+                                  get_rel_name(relid), -1);
+    from->inh = false;
+    SelectStmt* select = makeNode(SelectStmt);
+    select->targetList = targets;
+    select->fromClause = list_make1(from);
+
+    CopyStmt* rewritten = static_cast<CopyStmt*>(copyObjectImpl(copy));
+    rewritten->relation = nullptr;
+    rewritten->attlist = NIL;
+    rewritten->query = reinterpret_cast<Node*>(select);
+    PlannedStmt* result = makeNode(PlannedStmt);
+    *result = *pstmt;
+    result->utilityStmt = reinterpret_cast<Node*>(rewritten);
+    return result;
+}
+
 const char* wrapper_command(Node* stmt) {
     switch (nodeTag(stmt)) {
         case T_CopyStmt:
@@ -475,7 +549,22 @@ const char* wrapper_command(Node* stmt) {
     }
 }
 
+void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, bool read_only_tree,
+                                 ProcessUtilityContext context, ParamListInfo params,
+                                 QueryEnvironment* query_env, DestReceiver* dest,
+                                 QueryCompletion* qc);
+
 void audit_process_utility(PlannedStmt* pstmt, const char* query_string, bool read_only_tree,
+                           ProcessUtilityContext context, ParamListInfo params,
+                           QueryEnvironment* query_env, DestReceiver* dest, QueryCompletion* qc) {
+    PlannedStmt* through_executor = nullptr;
+    if (capture_enabled() && IsA(pstmt->utilityStmt, CopyStmt))
+        through_executor = copy_through_executor(pstmt);
+    audit_process_utility_inner(through_executor ? through_executor : pstmt, query_string,
+                                read_only_tree, context, params, query_env, dest, qc);
+}
+
+void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, bool read_only_tree,
                            ProcessUtilityContext context, ParamListInfo params,
                            QueryEnvironment* query_env, DestReceiver* dest, QueryCompletion* qc) {
     Node* stmt = pstmt->utilityStmt;

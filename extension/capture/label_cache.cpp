@@ -209,6 +209,7 @@ LabelCacheEntry build_entry(Oid relid, MemoryContext scratch) {
             column.categories = list.data;
             column.categories_len = list.len;
             built.has_categories |= list.len > 0;
+            built.has_subject_key |= column.subject_key;
         }
         char* schema = get_namespace_name(get_rel_namespace(relid));
         char* name = get_rel_name(relid);

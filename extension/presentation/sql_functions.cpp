@@ -67,3 +67,21 @@ Datum pii_audit_status(PG_FUNCTION_ARGS) {
     values[10] = BoolGetDatum(pii_audit_enabled);
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
+
+// pii_audit.subject_hash(text): the hash events store for a subject identifier.
+extern "C" {
+PGDLLEXPORT Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_subject_hash_sql);
+}
+
+Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS) {
+    if (!pii_audit_subject_key_loaded())
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("pii_audit has no subject key, so subject hashes cannot be computed"),
+                 errdetail("The key file pii_audit_subject.key in the data directory was missing, "
+                           "unreadable or damaged when the server started; see the server log."),
+                 errhint("Restore the key file from a backup and restart the server.")));
+    text* identifier = PG_GETARG_TEXT_PP(0);
+    PG_RETURN_INT64(pii_audit_subject_hash(VARDATA_ANY(identifier), VARSIZE_ANY_EXHDR(identifier)));
+}

@@ -28,11 +28,15 @@ enum EventField : int {
     kCategories,
     kQueryText,
     kDetail,
+    kSubjects,  // keyed subject hashes, 8 bytes each in host order (see subject_hash.h)
     kFieldCount
 };
 
 inline constexpr std::uint32_t kFlagQueryTruncated = 1u << 0;
 inline constexpr std::uint32_t kFlagClientAddrSet = 1u << 1;
+inline constexpr std::uint32_t kFlagSubjectsTracked = 1u << 2;    // the relation has a subject key
+inline constexpr std::uint32_t kFlagSubjectsTruncated = 1u << 3;  // more subjects than hashes
+inline constexpr std::uint32_t kFlagSubjectCountEstimated = 1u << 4;
 
 struct EventHeader {
     std::uint32_t magic;
@@ -43,6 +47,7 @@ struct EventHeader {
     std::int64_t event_time;   // PostgreSQL TimestampTz: microseconds since 2000-01-01 UTC
     std::int64_t row_count;
     std::int64_t query_id;
+    std::int64_t subject_count;  // distinct subjects read (kFlagSubjectsTracked)
     std::uint32_t relation_oid;
     std::int32_t backend_pid;
     std::int32_t source_encoding;  // the reading database's encoding (PostgreSQL's enum value)

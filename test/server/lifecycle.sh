@@ -153,6 +153,38 @@ else
         "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap'" 2>&1)"
 fi
 
+# 7. The subject key: created at first start, private to the server's OS user, stable across
+#    restarts; never in the log or the trail; a damaged key loses hashes, not events.
+fresh_cluster "shared_preload_libraries = 'pii_audit'" "pii_audit.flush_interval = 50"
+q -d postgres -c 'CREATE EXTENSION pii_audit' -c "$schema"
+key="$dir/data/pii_audit_subject.key"
+check "subject key: created, 32 bytes, owner-only" "32 600 postgres" \
+    "$(stat -c '%s %a %U' "$key" 2>&1)"
+first=$(q -d postgres -c "SELECT pii_audit.subject_hash('13842')")
+q -d postgres -c 'SELECT name FROM customers WHERE id = 42' >/dev/null
+wait_until postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE subject_count = 1" 30 || true
+pgc_restart "$dir" >/dev/null
+check "subject key: the same hashes after a restart" "$first" \
+    "$(q -d postgres -c "SELECT pii_audit.subject_hash('13842')")"
+check "subject key: events recorded before the restart still match" "1" \
+    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.subject_access('13842') WHERE match = 'recorded'")"
+leaks=$(grep -c -e '13842' -e "$(od -An -tx1 "$key" | tr -d ' \n' | cut -c1-16)" "$dir/server.log" || true)
+check "subject key: no identifier or key bytes in the server log" "0" "$leaks"
+pgc_stop "$dir" >/dev/null
+printf 'short' >"$key"
+pgc_start "$dir" >/dev/null
+contains "damaged key: the log says so" "is not exactly 32 bytes" "$(cat "$dir/server.log")"
+out=$(q -d postgres -c "SELECT pii_audit.subject_hash('13842')" 2>&1 || true)
+contains "damaged key: hashing refuses with a reason" "has no subject key" "$out"
+q -d postgres -c 'SELECT name FROM customers WHERE id = 43' >/dev/null
+if wait_until postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE subject_count = 1 AND subjects = '{}' AND subjects_truncated" 30; then
+    check "damaged key: the read is recorded with its count, without hashes" ok ok
+else
+    check "damaged key: the read is recorded with its count, without hashes" "1 row" \
+        "$(q -d postgres -c 'SELECT subject_count, subjects, subjects_truncated FROM pii_audit.events ORDER BY event_id DESC LIMIT 1' 2>&1)"
+fi
+check "damaged key: the file is left for the DBA to restore" "5" "$(stat -c '%s' "$key")"
+
 if ((failures > 0)); then
     echo "--- server log"
     tail -40 "$dir/server.log" || true
