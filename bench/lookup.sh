@@ -10,6 +10,9 @@
 #   plain      shared_preload_libraries = ''           (PostgreSQL alone)
 #   pii_audit  shared_preload_libraries = 'pii_audit'  (name and phone labelled; every lookup
 #                                                       becomes an event stored in the trail)
+#   subjects   shared_preload_libraries = 'pii_audit'  (as pii_audit, and id is also labelled
+#                                                       subject_key: each event records whose
+#                                                       row was read, as a keyed hash)
 #   pgaudit    shared_preload_libraries = 'pgaudit'    (object audit of the same read through
 #                                                       pgaudit.role; one log line per lookup)
 # Every configuration change is a server restart; after each restart the table and its index
@@ -22,7 +25,9 @@
 # Environment: ROUNDS (5), DURATION (20), WARMUP (3), CLIENTS (2), JOBS (CLIENTS),
 # ROWS (1000000), CONFIGS ("plain pii_audit pgaudit"), KEEP=1 keeps the cluster directory.
 # The extension must be installed; if it is not, scripts/build.sh is run first.
-# With the defaults the whole run takes about 8 minutes on 2 cores.
+# After each round's pgbench, COPY customers TO '/dev/null' (the whole table) is timed once, and
+# the medians are printed on a line starting "copy seconds (median):".
+# With the defaults the whole run takes about 12 minutes on 2 cores.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,7 +40,7 @@ WARMUP=${WARMUP:-3}
 CLIENTS=${CLIENTS:-2}
 JOBS=${JOBS:-$CLIENTS}
 ROWS=${ROWS:-1000000}
-CONFIGS=${CONFIGS:-"plain pii_audit pgaudit"}
+CONFIGS=${CONFIGS:-"plain pii_audit subjects pgaudit"}
 KEEP=${KEEP:-0}
 read -r -a configs <<<"$CONFIGS"
 for v in ROUNDS DURATION WARMUP CLIENTS JOBS ROWS; do
@@ -47,7 +52,7 @@ pkglibdir=$("$bindir/pg_config" --pkglibdir)
 for c in "${configs[@]}"; do
     case "$c" in
         plain) ;;
-        pii_audit)
+        pii_audit | subjects)
             if [[ ! -f "$pkglibdir/pii_audit.so" ]]; then
                 echo "bench: pii_audit is not installed; running scripts/build.sh"
                 "$repo/scripts/build.sh"
@@ -57,7 +62,7 @@ for c in "${configs[@]}"; do
             [[ -f "$pkglibdir/pgaudit.so" ]] || "$repo/scripts/install-deps.sh"
             ;;
         *)
-            echo "bench: unknown configuration '$c' (plain, pii_audit, pgaudit)" >&2
+            echo "bench: unknown configuration '$c' (plain, pii_audit, subjects, pgaudit)" >&2
             exit 2
             ;;
     esac
@@ -80,6 +85,7 @@ trap 'exit 1' HUP INT TERM PIPE
 spl_for() {
     case "$1" in
         plain) echo "" ;;
+        subjects) echo "pii_audit" ;;
         *) echo "$1" ;;
     esac
 }
@@ -131,7 +137,7 @@ GRANT SELECT (name, phone) ON customers TO auditor;
 SQL
 echo "bench: loaded $ROWS rows in $((SECONDS - t0)) s"
 
-if [[ " ${configs[*]} " == *" pii_audit "* ]]; then
+if [[ " ${configs[*]} " == *" pii_audit "* || " ${configs[*]} " == *" subjects "* ]]; then
     # The labels need the provider, so the extension is created while it is preloaded. In the
     # other configurations the labels just sit in the catalog.
     restart_with pii_audit
@@ -166,20 +172,32 @@ run_pgbench() {
 }
 
 failures=0
-declare -A tps
+declare -A tps copy_s
 for ((r = 1; r <= ROUNDS; r++)); do
     for c in "${configs[@]}"; do
         restart_with "$c"
+        case "$c" in
+            pii_audit) psql_b -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS NULL" ;;
+            subjects) psql_b -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key'" ;;
+        esac
         psql_b -q -At -c "SELECT pg_prewarm('customers'), pg_prewarm('customers_pkey')" >/dev/null
         log_start=$(stat -c %s "$dir/server.log")
         run_pgbench "$WARMUP" >/dev/null
         result=$(run_pgbench "$DURATION")
         read -r t n <<<"$result"
         tps[$c,$r]=$t
-        printf 'round %d  %-10s tps=%10.1f  transactions=%s\n' "$r" "$c" "$t" "$n"
+        # One bulk export per round: COPY of the whole table, as pg_dump or a thief would.
+        copy_start=$(date +%s.%N)
+        psql_b -q -c "COPY customers TO '/dev/null'"
+        copy_s[$c,$r]=$(awk -v a="$copy_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+        printf 'round %d  %-10s tps=%10.1f  transactions=%s  copy=%ss\n' "$r" "$c" "$t" "$n" "${copy_s[$c,$r]}"
         case "$c" in
-            pii_audit)
+            pii_audit | subjects)
                 psql_b -x -c 'SELECT * FROM pii_audit.status' | sed 's/^/    /'
+                sleep 1  # the worker stores the COPY's event within flush_interval
+                last=$(psql_b -At -c "SELECT row_count || ' rows, ' || coalesce(subject_count::text, 'no') || ' subjects'
+                    FROM pii_audit.events WHERE command = 'COPY' ORDER BY event_id DESC LIMIT 1")
+                echo "    trail: the round's COPY read $last"
                 dropped=$(psql_b -At -c "SELECT coalesce(sum(value::numeric), 0)
                     FROM pii_audit.status s, jsonb_each_text(to_jsonb(s))
                     WHERE key LIKE '%dropped%' AND value ~ '^[0-9]+$'")
@@ -238,6 +256,14 @@ if [[ " ${configs[*]} " == *" plain "* ]]; then
 fi
 echo
 echo "$summary"
+
+copy_summary="copy seconds (median):"
+for c in "${configs[@]}"; do
+    vals=""
+    for ((r = 1; r <= ROUNDS; r++)); do vals+="${copy_s[$c,$r]} "; done
+    copy_summary+=" $c=$(median <<<"$vals")"
+done
+echo "$copy_summary"
 
 if ((failures)); then
     echo "bench: $failures check(s) failed, see above" >&2

@@ -128,7 +128,7 @@ banner "who read what: pii_audit.access_log"
 pgc_psql "$DEMO_DIR" <<'SQL'
 \pset footer on
 SELECT event_id, end_user, current_user_name, command, relation, columns, categories,
-       row_count, status, query_text
+       row_count, subject_count AS subjects, status, query_text
 FROM pii_audit.access_log
 ORDER BY event_id;
 SQL
@@ -143,6 +143,21 @@ SELECT r.end_user, count(*) AS statements, sum(r.row_count) AS rows_read,
 FROM reads r
 GROUP BY r.end_user
 ORDER BY statements DESC;
+SQL
+
+banner "one customer asks who read her data: pii_audit.subject_access"
+pgc_psql "$DEMO_DIR" <<'SQL'
+SELECT event_time::time(0) AS at, end_user, application_name, relation, categories, query_text
+FROM pii_audit.subject_access('13800130042')
+ORDER BY event_id;
+SQL
+
+banner "whose codes did clerk-0999 see? pii_audit.breach_scope (a notification list)"
+pgc_psql "$DEMO_DIR" <<'SQL'
+\pset footer on
+SELECT identifier, relations, reads, categories
+FROM pii_audit.breach_scope('clerk-0999', now() - interval '1 hour', now() + interval '1 minute')
+ORDER BY identifier LIMIT 5;
 SQL
 
 banner "queue health: pii_audit.status"

@@ -134,8 +134,11 @@ fi
 
 # 6. A crash after the worker had been restarted by SIGTERM still leaves a gap row: events queued
 #    at the crash are lost and the trail must say so.
+old_worker=$(q -d postgres -c 'SELECT worker_pid FROM pii_audit.status')
 q -d postgres -c 'SELECT pg_terminate_backend(worker_pid) FROM pii_audit.status' >/dev/null
-wait_until postgres "SELECT state = 'running' AND worker_pid IS NOT NULL FROM pii_audit.status" 30 || true
+# The new worker must have taken over (marked its run unclean) before the table is locked,
+# or it would still be waiting for the lock when the server crashes.
+wait_until postgres "SELECT s.state = 'running' AND s.worker_pid <> $old_worker AND NOT w.clean_shutdown FROM pii_audit.status s, pii_audit.worker_state w" 30 || true
 # Hold the trail's table so the queued read cannot be stored, then crash the server.
 (q -d postgres -c 'BEGIN; LOCK TABLE pii_audit.events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)' \
     >/dev/null 2>&1 || true) &
