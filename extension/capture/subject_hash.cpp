@@ -25,20 +25,6 @@ constexpr std::uint32_t kInitial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54
                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
 inline std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-inline std::uint64_t rotl64(std::uint64_t x, int n) { return (x << n) | (x >> (64 - n)); }
-
-inline std::uint64_t fmix64(std::uint64_t k) {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
-
-constexpr int kHllPrecision = 14;
-constexpr size_t kHllRegisters = size_t{1} << kHllPrecision;
-
 }  // namespace
 
 // ---------------------------------------------------------------- SHA-256
@@ -165,32 +151,15 @@ std::int64_t SubjectHasher::hash(std::string_view identifier) const noexcept {
 
 // ---------------------------------------------------------------- distinct counting
 
-std::uint64_t subject_fingerprint(std::string_view identifier) noexcept {
-    const auto* p = reinterpret_cast<const unsigned char*>(identifier.data());
-    size_t len = identifier.size();
-    std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ (len * 0xff51afd7ed558ccdULL);
-    while (len >= 8) {
-        std::uint64_t k;
-        std::memcpy(&k, p, 8);
-        h = rotl64(h ^ (k * 0x87c37b91114253d5ULL), 31) * 0x4cf5ad432745937fULL;
-        p += 8;
-        len -= 8;
-    }
-    std::uint64_t tail = 0;
-    for (size_t i = 0; i < len; ++i) tail |= std::uint64_t{p[i]} << (8 * i);
-    h = rotl64(h ^ (tail * 0x87c37b91114253d5ULL), 31) * 0x4cf5ad432745937fULL;
-    return fmix64(h);
-}
-
 SubjectSet::SubjectSet(const SubjectHasher* hasher, size_t store_limit, size_t exact_limit)
     : hasher_(hasher),
       store_limit_(store_limit),
       exact_limit_(std::max(exact_limit, store_limit)) {}
 
 void SubjectSet::add(std::string_view identifier) {
-    std::uint64_t fp = subject_fingerprint(identifier);
-    if (!hll_.empty()) {
-        hll_add(fp);
+    std::uint64_t fp = hash_bytes(identifier);
+    if (hll_) {
+        hll_->add(fp);
         return;
     }
     if (!insert_fingerprint(fp)) return;
@@ -230,38 +199,23 @@ void SubjectSet::grow() {
     table_.swap(bigger);
 }
 
-void SubjectSet::hll_add(std::uint64_t fp) noexcept {
-    size_t index = fp >> (64 - kHllPrecision);
-    std::uint64_t rest = (fp << kHllPrecision) | (std::uint64_t{1} << (kHllPrecision - 1));
-    auto rank = static_cast<std::uint8_t>(__builtin_clzll(rest) + 1);
-    if (rank > hll_[index]) hll_[index] = rank;
-}
-
 void SubjectSet::switch_to_estimate() {
-    hll_.assign(kHllRegisters, 0);
+    hll_ = std::make_unique<HyperLogLog<14>>();
     for (std::uint64_t fp : table_)
-        if (fp != 0) hll_add(fp);
-    if (zero_seen_) hll_add(0);
+        if (fp != 0) hll_->add(fp);
+    if (zero_seen_) hll_->add(0);
     std::vector<std::uint64_t>().swap(table_);
 }
 
 std::uint64_t SubjectSet::count() const noexcept {
-    if (hll_.empty()) return distinct_;
-    double sum = 0;
-    size_t zeros = 0;
-    for (std::uint8_t r : hll_) {
-        sum += std::ldexp(1.0, -r);
-        zeros += r == 0;
-    }
-    const double m = static_cast<double>(kHllRegisters);
-    double estimate = (0.7213 / (1 + 1.079 / m)) * m * m / sum;
-    if (estimate <= 2.5 * m && zeros > 0) estimate = m * std::log(m / static_cast<double>(zeros));
+    if (!hll_) return distinct_;
     // Exact counting ran up to exact_limit_: the estimate never reports fewer.
-    return std::max<std::uint64_t>(static_cast<std::uint64_t>(std::llround(estimate)), exact_limit_);
+    return std::max<std::uint64_t>(static_cast<std::uint64_t>(std::llround(hll_->estimate())),
+                                   exact_limit_);
 }
 
 size_t SubjectSet::memory_bytes() const noexcept {
-    return table_.capacity() * sizeof(std::uint64_t) + hll_.capacity() +
+    return table_.capacity() * sizeof(std::uint64_t) + (hll_ ? sizeof(*hll_) : 0) +
            stored_.capacity() * sizeof(std::int64_t);
 }
 

@@ -5,15 +5,17 @@
 // server's secret; without it a stored hash cannot be tested against guessed identifiers.
 //
 // While a statement runs, SubjectSet counts distinct subjects exactly with a cheap unkeyed
-// fingerprint per row, and computes the keyed hash only for the first `store_limit` distinct
+// fingerprint per row (hash_bytes, never stored), and computes the keyed hash only for the first `store_limit` distinct
 // subjects it keeps. Past a memory bound it switches to a HyperLogLog estimate and says so.
 #pragma once
 
 #include "pii_audit/pg_free.h"
+#include "pii_audit/sketches.h"
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 #include <vector>
 
@@ -63,7 +65,7 @@ public:
     void add(std::string_view identifier);
 
     std::uint64_t count() const noexcept;
-    bool estimated() const noexcept { return !hll_.empty(); }
+    bool estimated() const noexcept { return hll_ != nullptr; }
     bool truncated() const noexcept { return count() > stored_.size(); }
     const std::vector<std::int64_t>& stored() const noexcept { return stored_; }
     // Bytes of heap memory held (for tests and limits).
@@ -73,7 +75,6 @@ private:
     bool insert_fingerprint(std::uint64_t fp);
     void grow();
     void switch_to_estimate();
-    void hll_add(std::uint64_t fp) noexcept;
 
     const SubjectHasher* hasher_;
     size_t store_limit_;
@@ -81,11 +82,8 @@ private:
     std::vector<std::uint64_t> table_;  // open addressing; 0 marks an empty slot
     size_t distinct_ = 0;
     bool zero_seen_ = false;            // fingerprint 0 is kept out of the table
-    std::vector<std::uint8_t> hll_;     // HyperLogLog registers once exact counting stopped
+    std::unique_ptr<HyperLogLog<14>> hll_;  // once exact counting stopped (16 kB)
     std::vector<std::int64_t> stored_;
 };
-
-// The unkeyed 64-bit fingerprint used for distinct counting (never stored anywhere).
-std::uint64_t subject_fingerprint(std::string_view identifier) noexcept;
 
 }  // namespace pii_audit

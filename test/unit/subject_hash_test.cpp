@@ -143,9 +143,9 @@ TEST(SubjectSet, PastTheExactLimitMemoryStopsGrowingAndTheCountIsAnEstimate) {
 
 TEST(SubjectFingerprint, SpreadsSimilarKeys) {
     std::set<std::uint64_t> seen;
-    for (int i = 0; i < 200000; ++i) seen.insert(pii_audit::subject_fingerprint(std::to_string(i)));
+    for (int i = 0; i < 200000; ++i) seen.insert(pii_audit::hash_bytes(std::to_string(i)));
     EXPECT_EQ(seen.size(), 200000u);
-    EXPECT_NE(pii_audit::subject_fingerprint(""), pii_audit::subject_fingerprint(std::string(1, '\0')));
+    EXPECT_NE(pii_audit::hash_bytes(""), pii_audit::hash_bytes(std::string(1, '\0')));
 }
 
 }  // namespace
