@@ -21,17 +21,26 @@ $$;
 CREATE TABLE seen (last_event_id bigint NOT NULL);
 INSERT INTO seen VALUES (0);
 
--- The events recorded since the previous call, without the fields that change between runs.
-CREATE FUNCTION new_events()
-RETURNS TABLE (kind text, command text, relation text, columns text[], categories text[],
-               row_count bigint, status text, end_user text, query_text text)
-LANGUAGE plpgsql AS $$
+-- Waits for the trail, moves the mark to its last event and returns where the mark was.
+CREATE FUNCTION advance_seen() RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     since bigint;
 BEGIN
     PERFORM wait_for_trail();
     SELECT last_event_id INTO since FROM seen;
     UPDATE seen SET last_event_id = coalesce((SELECT max(event_id) FROM pii_audit.events), 0);
+    RETURN since;
+END
+$$;
+
+-- The events recorded since the previous call, without the fields that change between runs.
+CREATE FUNCTION new_events()
+RETURNS TABLE (kind text, command text, relation text, columns text[], categories text[],
+               row_count bigint, status text, end_user text, query_text text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    since bigint := advance_seen();
+BEGIN
     RETURN QUERY
         SELECT e.kind, e.command, e.relation, e.columns, e.categories, e.row_count, e.status,
                e.end_user, e.query_text

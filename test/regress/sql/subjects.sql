@@ -28,11 +28,8 @@ RETURNS TABLE (command text, relation text, row_count bigint, subject_count bigi
                truncated boolean, subjects text[])
 LANGUAGE plpgsql AS $$
 DECLARE
-    since bigint;
+    since bigint := advance_seen();
 BEGIN
-    PERFORM wait_for_trail();
-    SELECT last_event_id INTO since FROM seen;
-    UPDATE seen SET last_event_id = coalesce((SELECT max(event_id) FROM pii_audit.events), 0);
     RETURN QUERY
         SELECT e.command, e.relation, e.row_count, e.subject_count, e.subjects_truncated,
                ARRAY(SELECT coalesce(k.identifier, '?') FROM unnest(e.subjects) s(h)
