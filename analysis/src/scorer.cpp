@@ -142,6 +142,7 @@ struct Today {
     std::uint32_t copies = 0;
     std::uint32_t denied = 0;
     std::uint32_t statements = 0;
+    std::uint32_t sensitive_statements = 0;
     std::uint32_t sensitive_counted = 0;  // part of `sensitive` already added to the block sums
     std::uint32_t unexplained_counted = 0;
     std::uint32_t subjects_counted = 0;
@@ -228,6 +229,13 @@ struct GroupState {
     std::array<float, 64> category_days{};  // decayed actor-days reading each category
     float category_actor_days = 0;
     std::uint32_t relation_events = 0;
+    // Who in the group was active today, and how many of them read a sensitive category: before
+    // any norm is learned (a fresh installation), colleagues working the same day are the norm.
+    std::int32_t today_day = kNoDay;
+    std::uint32_t today_actors = 0;
+    std::uint32_t today_sensitive_actors = 0;
+    std::uint32_t today_statements = 0;
+    std::uint32_t today_sensitive_statements = 0;
 };
 
 static_assert(std::is_trivially_copyable_v<ActorState>);
@@ -313,6 +321,11 @@ struct AddressFailures {
     std::uint32_t account_count = 0;
 };
 constexpr int kAddressSlots = 1024;
+// Cold start (no learned norm): distinct subjects of sensitive categories in a day before the
+// same-day comparison with colleagues speaks, and how many colleagues must be active.
+constexpr std::uint32_t kColdSensitiveMin = 10;
+constexpr std::uint32_t kColdMinColleagues = 2;
+constexpr std::uint32_t kColdMinStatements = 100;  // colleagues' statements today; at most 1% sensitive
 constexpr int kAddressProbe = 8;
 
 std::string format_value(double v, bool integral) {
@@ -605,6 +618,15 @@ struct Scorer::Impl {
         Today& t = a.today;
         t.day = day;
         if (a.first_day == kNoDay) a.first_day = day;
+        GroupState& g = groups[a.group_id];
+        if (g.today_day == kNoDay || day > g.today_day) {
+            g.today_day = day;
+            g.today_actors = 0;
+            g.today_sensitive_actors = 0;
+            g.today_statements = 0;
+            g.today_sensitive_statements = 0;
+        }
+        if (g.today_day == day) ++g.today_actors;
         const std::int32_t block = static_cast<std::int32_t>(floor_div(day, kBlockDays));
         const int slot = block_slot(block);
         if (a.block_id[slot] != block) {
@@ -853,6 +875,36 @@ struct Scorer::Impl {
         });
     }
 
+    // Cold start: neither the actor nor its peers have a learned norm for sensitive reads yet
+    // (a fresh installation, a new group). Colleagues active the same day stand in for the norm:
+    // one person reading many people's verification codes while (almost) none of the others
+    // read any is the Nanning clerk's pattern, and it must not wait weeks for a baseline.
+    void check_cold_sensitive(ActorState& a, std::uint32_t count, std::int64_t time_us,
+                              std::vector<Alert>& out) {
+        const GroupState& g = groups[a.group_id];
+        const Today& t = a.today;
+        if (g.today_day != t.day || count < kColdSensitiveMin) return;
+        // Colleagues must have done enough work today for "they read none" to mean something:
+        // early in the morning nobody has read anything yet.
+        const std::uint32_t others = g.today_actors > 0 ? g.today_actors - 1 : 0;
+        const std::uint32_t statements = g.today_statements - std::min(g.today_statements, t.statements);
+        const std::uint32_t sensitive =
+            g.today_sensitive_statements - std::min(g.today_sensitive_statements, t.sensitive_statements);
+        if (others < kColdMinColleagues || statements < kColdMinStatements ||
+            sensitive * 100 > statements) {
+            return;
+        }
+        const double strength =
+            std::min(0.95, 1 - std::exp2(-(static_cast<double>(count) - kColdSensitiveMin / 2.0) /
+                                         kColdSensitiveMin));
+        raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
+            return fmt::format(
+                "read {} of {} subjects today; no norm learned yet for this actor or its peers, "
+                "and {} of {} colleagues' {} statements today read any",
+                sensitive_names(t.sensitive_category_mask), count, sensitive, others, statements);
+        });
+    }
+
     // A category the actor's role (almost) never reads, such as travel records in a call centre,
     // is judged like a highly sensitive one: by how many people's records it was read for today.
     void check_rare_categories(ActorState& a, std::uint64_t categories, const AccessEvent& e,
@@ -1093,6 +1145,11 @@ struct Scorer::Impl {
         const std::uint64_t categories = category_mask(e.categories);
         const bool sensitive = (categories & sensitive_mask) != 0;
         if (sensitive) t.sensitive_category_mask |= categories & sensitive_mask;
+        t.sensitive_statements += sensitive;
+        if (GroupState& g = groups[a.group_id]; g.today_day == c.day) {
+            ++g.today_statements;
+            g.today_sensitive_statements += sensitive;
+        }
         t.categories_read |= categories;
         check_rare_categories(a, categories, e, time_us, out);
         const bool check_relations = relations_apply(a);
@@ -1132,11 +1189,14 @@ struct Scorer::Impl {
         if (new_sensitive) {
             const auto count = static_cast<std::uint32_t>(std::lround(t.sensitive.estimate()));
             if (count > t.sensitive_counted) {
+                GroupState& g = groups[a.group_id];
+                if (t.sensitive_counted == 0 && g.today_day == t.day) ++g.today_sensitive_actors;
                 a.sensitive_block[block_slot(block)] += count - t.sensitive_counted;
                 t.sensitive_counted = count;
             }
             check_metric(a, kSensitiveDay, count, time_us, out);
             check_metric(a, kSensitive30, window_sensitive(a), time_us, out);
+            if (t.norm[kSensitiveDay] < 0) check_cold_sensitive(a, count, time_us, out);
         }
         if (new_unexplained) {
             add_evidence(a, Detector::no_business_reason, e.event_id);
@@ -1356,7 +1416,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 1;
+constexpr std::uint32_t kFormatVersion = 2;
 
 class Writer {
   public:

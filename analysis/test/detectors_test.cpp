@@ -458,6 +458,76 @@ TEST(DetectorsCold, NothingFiresWithoutAnyNorm) {
     EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
 }
 
+// A fresh installation: no norm anywhere. Colleagues working the same day stand in for it.
+TEST(DetectorsCold, CodesReadWhileColleaguesReadNoneOnTheFirstDay) {
+    Sim sim;
+    for (int p = 0; p < 4; ++p) sim.office_day(0, "clerk" + std::to_string(p), "clerk", 25);
+    Sim::Read r;
+    r.actor = "clerk9";
+    r.categories = {"phone", "verification_code"};
+    std::vector<Alert> got;
+    int read_when_alerted = 0;
+    for (int i = 0; i < 30; ++i) {
+        r.time = at(0, 11, i);
+        r.subjects = {"walkin-" + std::to_string(i)};
+        auto out = sim.access(r);
+        if (!out.empty() && got.empty()) read_when_alerted = i + 1;
+        got.insert(got.end(), out.begin(), out.end());
+    }
+    ASSERT_FALSE(got.empty()) << describe(sim.alerts);
+    EXPECT_EQ(got[0].detector, Detector::sensitive_categories);
+    EXPECT_EQ(got[0].actor, "clerk9");
+    EXPECT_LE(read_when_alerted, 20);
+    EXPECT_NE(got[0].explanation.find("no norm learned yet for this actor or its peers, and 0 of "
+                                      "4 colleagues' 100 statements today read any"),
+              std::string::npos)
+        << got[0].explanation;
+    EXPECT_GE(got.back().score, 70) << describe(got);  // 30 people's codes: high by then
+    EXPECT_EQ(sim.alerts_for("clerk0").size(), 0u);
+}
+
+TEST(DetectorsCold, NoColdAlertWhenColleaguesReadTheSameCategory) {
+    Sim sim;
+    Sim::Read r;
+    r.categories = {"phone", "verification_code"};
+    for (int p = 0; p < 5; ++p) {
+        r.actor = "agent" + std::to_string(p);
+        for (int i = 0; i < 30; ++i) {
+            r.time = at(0, 9 + p, i);
+            r.subjects = {r.actor + "-c" + std::to_string(i)};
+            sim.access(r);
+        }
+    }
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
+TEST(DetectorsCold, EarlyInTheDayColleaguesHaveNotWorkedEnoughToCompare) {
+    Sim sim;
+    for (int p = 0; p < 4; ++p) sim.office_day(0, "clerk" + std::to_string(p), "clerk", 5);
+    Sim::Read r;
+    r.actor = "clerk9";
+    r.categories = {"phone", "verification_code"};
+    for (int i = 0; i < 40; ++i) {
+        r.time = at(0, 8, i);
+        r.subjects = {"walkin-" + std::to_string(i)};
+        sim.access(r);
+    }
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
+TEST(DetectorsCold, AloneOnTheFirstDayProvesNothing) {
+    Sim sim;
+    Sim::Read r;
+    r.actor = "only";
+    r.categories = {"phone", "verification_code"};
+    for (int i = 0; i < 40; ++i) {
+        r.time = at(0, 10, i);
+        r.subjects = {"c" + std::to_string(i)};
+        sim.access(r);
+    }
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
 TEST(ScorerConfig, InvalidSettingsSayWhatIsAllowed) {
     ScorerConfig c;
     c.threshold = 150;
