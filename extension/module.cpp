@@ -26,6 +26,11 @@ int pii_audit_max_query_length = 4096;
 int pii_audit_flush_interval_ms = 200;
 bool pii_audit_fail_on_error = false;
 bool pii_audit_loaded_at_startup = false;
+bool pii_audit_scoring = true;
+int pii_audit_alert_threshold = 50;
+int pii_audit_baseline_save_interval_s = 300;
+char* pii_audit_highly_sensitive_categories = nullptr;
+char* pii_audit_service_peer_groups = nullptr;
 
 namespace {
 
@@ -68,6 +73,53 @@ bool check_database(char** newval, void**, GucSource) {
         return false;
     }
     return true;
+}
+
+// Comma-separated names; with categories, each must be a category name (the table itself is
+// in the audit database, which a setting check cannot read).
+bool check_name_list(const char* setting, const char* value, bool category_syntax) {
+    if (value == nullptr) return true;
+    int count = 0;
+    const char* p = value;
+    while (*p) {
+        while (*p == ' ' || *p == ',') ++p;
+        if (!*p) break;
+        const char* start = p;
+        while (*p && *p != ',') ++p;
+        const char* end = p;
+        while (end > start && end[-1] == ' ') --end;
+        size_t len = static_cast<size_t>(end - start);
+        if (category_syntax) {
+            bool ok = len > 0 && len < NAMEDATALEN && start[0] >= 'a' && start[0] <= 'z';
+            for (size_t i = 0; ok && i < len; ++i) {
+                char c = start[i];
+                ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+            }
+            if (!ok) {
+                GUC_check_errdetail("%s lists category names (lowercase letters, digits and "
+                                    "underscores, starting with a letter), separated by commas; "
+                                    "\"%.*s\" is not one.",
+                                    setting, static_cast<int>(len), start);
+                return false;
+            }
+        } else if (len >= 128) {
+            GUC_check_errdetail("%s lists peer group names of at most 127 bytes.", setting);
+            return false;
+        }
+        if (++count > 64) {
+            GUC_check_errdetail("%s lists at most 64 names.", setting);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool check_sensitive_categories(char** newval, void**, GucSource) {
+    return check_name_list("pii_audit.highly_sensitive_categories", *newval, true);
+}
+
+bool check_service_groups(char** newval, void**, GucSource) {
+    return check_name_list("pii_audit.service_peer_groups", *newval, false);
 }
 
 void define_settings() {
@@ -117,6 +169,34 @@ void define_settings() {
         "Most subject hashes stored per event; the exact subject count is always stored.",
         "Above this the event is marked subjects_truncated. 0 stores counts only.",
         &pii_audit_max_subjects_per_event, 1000, 0, 100000, PGC_SUSET, 0, nullptr, nullptr,
+        nullptr);
+    DefineCustomBoolVariable(
+        "pii_audit.scoring", "Scores every stored event for insider patterns and raises alerts.",
+        "Off: events are stored but not learned from; pii_audit.alerts gets nothing new.",
+        &pii_audit_scoring, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "pii_audit.alert_threshold",
+        "Lowest combined risk score (0-100) that raises an alert.",
+        "Severity bands: low below 40, medium 40-69, high 70-89, critical 90 and above.",
+        &pii_audit_alert_threshold, 50, 0, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "pii_audit.baseline_save_interval",
+        "How often the worker saves learned baselines to pii_audit.scorer_state.",
+        "After a crash, events stored since the last save are learned again from the trail.",
+        &pii_audit_baseline_save_interval_s, 300, 10, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr,
+        nullptr, nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.highly_sensitive_categories",
+        "Categories whose reads are judged on their own (verification codes, credentials).",
+        "Comma-separated category names.", &pii_audit_highly_sensitive_categories,
+        "verification_code, credential", PGC_SIGHUP, 0, check_sensitive_categories, nullptr,
+        nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.service_peer_groups",
+        "Peer groups of machine accounts, whose regular cadence is not suspicious.",
+        "Comma-separated peer group names (login roles unless pii_audit.peer_groups maps "
+        "actors elsewhere).",
+        &pii_audit_service_peer_groups, "", PGC_SIGHUP, 0, check_service_groups, nullptr,
         nullptr);
     MarkGUCPrefixReserved("pii_audit");
 }

@@ -32,9 +32,17 @@ extern int pii_audit_max_query_length;
 extern int pii_audit_flush_interval_ms;
 extern bool pii_audit_fail_on_error;
 extern bool pii_audit_loaded_at_startup;
+// Insider scoring in the worker (storage/scoring.cpp).
+extern bool pii_audit_scoring;
+extern int pii_audit_alert_threshold;
+extern int pii_audit_baseline_save_interval_s;
+extern char* pii_audit_highly_sensitive_categories;
+extern char* pii_audit_service_peer_groups;
 
 // ---- capture (capture/*.cpp) ----
 void pii_audit_install_capture_hooks(void);
+// Connection attempts (successful or failed) become login events (capture/login_capture.cpp).
+void pii_audit_install_login_hook(void);
 void pii_audit_register_label_provider(void);
 // Set in the background worker: its own statements are never audited.
 extern bool pii_audit_capture_suppressed;
@@ -118,6 +126,22 @@ bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch);
 void pii_audit_queue_release(const QueueBatch& batch, uint64 persisted);
 uint64 pii_audit_queue_dropped(void);
 bool pii_audit_queue_empty(void);
+// Peer groups or departed accounts changed (a committed transaction): the worker reloads them.
+void pii_audit_scorer_inputs_bump(void);
+uint64 pii_audit_scorer_inputs_generation(void);
+
+// ---- insider scoring in the worker (storage/scoring.cpp) ----
+// Inside a transaction: restore saved baselines and learn again what the trail stored after
+// them, up to last_event_id.
+void pii_audit_scoring_start(int64 last_event_id);
+// Inside the batch transaction: feed one stored event; then store the alerts it raised (with
+// NOTIFY) before commit and log them after commit. (A batch that fails ends the worker, and
+// with it the scorer's memory: the next worker restores baselines and learns again.)
+void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event);
+void pii_audit_scoring_store_alerts(void);
+void pii_audit_scoring_after_commit(void);
+// Outside a transaction, between batches: reloads, periodic (or forced) save of baselines.
+void pii_audit_scoring_maintain(int64 last_event_id, bool force_save);
 
 // ---- storage (storage/worker.cpp) ----
 void pii_audit_register_worker(void);

@@ -86,8 +86,10 @@ CREATE TABLE pii_audit.events (
     event_id bigint NOT NULL,
     event_time timestamptz NOT NULL,
     recorded_at timestamptz NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('read', 'label_change', 'gap')),
-    status text NOT NULL CHECK (status IN ('completed', 'failed', 'lost')),
+    kind text NOT NULL CHECK (kind IN ('read', 'label_change', 'gap', 'login')),
+    -- read: completed, failed (the statement ended in an error) or denied (refused for lack of
+    -- privileges before it read anything); login: completed or failed; gap: lost.
+    status text NOT NULL CHECK (status IN ('completed', 'failed', 'denied', 'lost')),
     database_name text NOT NULL,
     session_user_name text,
     current_user_name text,
@@ -161,9 +163,17 @@ SELECT event_id, event_time, database_name, session_user_name, current_user_name
        application_name, client_addr, command, relation, columns, categories, row_count,
        query_id, query_text, status, kind, backend_pid, nesting_level, query_truncated,
        recorded_at, detail, subject_count, subjects_truncated, subject_count_estimated
-FROM pii_audit.events;
+FROM pii_audit.events WHERE kind <> 'login';
 COMMENT ON VIEW pii_audit.access_log IS
     'one row per statement execution per relation whose labelled columns it read; also label changes and gaps (kind)';
+
+-- Connection attempts (ClientAuthentication hook): failures are what credential stuffing leaves.
+CREATE VIEW pii_audit.login_log AS
+SELECT event_id, event_time, database_name, session_user_name AS user_name, application_name,
+       client_addr, backend_pid, status, recorded_at
+FROM pii_audit.events WHERE kind = 'login';
+COMMENT ON VIEW pii_audit.login_log IS
+    'one row per connection attempt that reached authentication: completed (logged in) or failed';
 
 CREATE VIEW pii_audit.label_changes AS
 SELECT event_id, event_time, session_user_name, current_user_name, relation, columns[1] AS column_name,
@@ -199,9 +209,9 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = s.objoid AND a.attnum = s.objsubi
 WHERE s.provider = 'pii' AND s.classoid = 'pg_catalog.pg_class'::regclass AND s.objsubid > 0;
 
 REVOKE ALL ON pii_audit.access_log, pii_audit.label_changes, pii_audit.status,
-              pii_audit.labelled_columns FROM PUBLIC;
+              pii_audit.labelled_columns, pii_audit.login_log FROM PUBLIC;
 GRANT SELECT ON pii_audit.access_log, pii_audit.label_changes, pii_audit.status,
-                pii_audit.labelled_columns TO pii_audit_officer;
+                pii_audit.labelled_columns, pii_audit.login_log TO pii_audit_officer;
 GRANT SELECT ON pii_audit.labelled_columns TO pii_audit_admin;
 
 -- ---------------------------------------------------------------- data subjects
@@ -337,3 +347,155 @@ REVOKE ALL ON FUNCTION pii_audit.subject_hash(text), pii_audit.subject_access(te
                        pii_audit.breach_scope(text, timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pii_audit.subject_hash(text), pii_audit.subject_access(text, timestamptz, timestamptz),
                           pii_audit.breach_scope(text, timestamptz, timestamptz) TO pii_audit_officer;
+
+-- ---------------------------------------------------------------- insider detection
+-- The background worker scores every stored event (see README, "Insider detection") and writes
+-- alerts here in the same transaction as the events that raised them.
+CREATE TABLE pii_audit.alerts (
+    alert_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alert_time timestamptz NOT NULL,   -- time of the event that raised the alert
+    raised_at timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL,               -- the end user if the application named one, else the role
+    peer_group text NOT NULL,
+    detector text NOT NULL CHECK (detector IN ('sensitive_categories', 'distinct_subjects',
+        'no_business_reason', 'bulk_reading', 'unusual_hours', 'departed_or_dormant',
+        'machine_like_access', 'login_abuse')),
+    score integer NOT NULL CHECK (score BETWEEN 0 AND 100),
+    severity text NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+    explanation text NOT NULL,
+    evidence bigint[] NOT NULL,        -- event_ids in pii_audit.events, oldest first
+    status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'acknowledged', 'closed')),
+    status_by text,                    -- the officer who last changed status
+    status_at timestamptz,
+    note text,
+    -- After a crash the worker re-scores events stored since its last saved baseline; the same
+    -- alert must not appear twice.
+    UNIQUE (actor, detector, alert_time, severity)
+);
+COMMENT ON TABLE pii_audit.alerts IS
+    'explained insider alerts; officers change status and note only';
+
+-- Officers may change status and note (column privileges); who and when are filled in here,
+-- and nothing else about an alert may change, for anyone.
+CREATE FUNCTION pii_audit._alert_review() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE' THEN
+        RAISE EXCEPTION 'pii_audit alerts cannot be deleted or truncated'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Close an alert instead: UPDATE pii_audit.alerts SET status = ''closed'', note = ''...''.';
+    END IF;
+    IF (NEW.alert_id, NEW.alert_time, NEW.raised_at, NEW.actor, NEW.peer_group, NEW.detector,
+        NEW.score, NEW.severity, NEW.explanation, NEW.evidence)
+       IS DISTINCT FROM
+       (OLD.alert_id, OLD.alert_time, OLD.raised_at, OLD.actor, OLD.peer_group, OLD.detector,
+        OLD.score, OLD.severity, OLD.explanation, OLD.evidence) THEN
+        RAISE EXCEPTION 'only status and note of a pii_audit alert can be changed'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status OR NEW.note IS DISTINCT FROM OLD.note THEN
+        NEW.status_by := current_user;
+        NEW.status_at := now();
+    ELSE
+        NEW.status_by := OLD.status_by;
+        NEW.status_at := OLD.status_at;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER alerts_review BEFORE UPDATE OR DELETE ON pii_audit.alerts
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._alert_review();
+CREATE TRIGGER alerts_no_truncate BEFORE TRUNCATE ON pii_audit.alerts
+    FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._alert_review();
+ALTER TABLE pii_audit.alerts ENABLE ALWAYS TRIGGER alerts_review;
+ALTER TABLE pii_audit.alerts ENABLE ALWAYS TRIGGER alerts_no_truncate;
+
+-- Peer groups: by default an actor's peers are the others who log in with the same role. The DBA
+-- maps actors (roles or end users) to other groups here.
+CREATE TABLE pii_audit.peer_groups (
+    actor text PRIMARY KEY CHECK (actor <> ''),
+    peer_group text NOT NULL CHECK (peer_group <> '')
+);
+COMMENT ON TABLE pii_audit.peer_groups IS
+    'actor -> peer group for insider scoring; actors not listed are grouped by login role';
+
+-- Accounts whose owner left: any later activity is a critical alert.
+CREATE TABLE pii_audit.departed (
+    actor text PRIMARY KEY,
+    departed_at timestamptz NOT NULL,
+    marked_by text NOT NULL,
+    cleared_at timestamptz,     -- set by clear_departed (a mistaken mark, or the person returned)
+    cleared_by text
+);
+
+-- The worker's learned baselines, saved every pii_audit.baseline_save_interval and at shutdown.
+CREATE TABLE pii_audit.scorer_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    scored_upto bigint,          -- last event_id the saved state has learned from
+    saved_at timestamptz,
+    state bytea                  -- opaque, versioned by the scorer library
+);
+ALTER TABLE pii_audit.scorer_state ALTER COLUMN state SET STORAGE EXTERNAL;
+INSERT INTO pii_audit.scorer_state DEFAULT VALUES;
+
+-- Tells the worker that peer groups or departed accounts changed, once the transaction commits.
+CREATE FUNCTION pii_audit._scorer_inputs_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'pii_audit_scorer_inputs_changed';
+CREATE TRIGGER peer_groups_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON pii_audit.peer_groups FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._scorer_inputs_changed();
+CREATE TRIGGER departed_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON pii_audit.departed FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._scorer_inputs_changed();
+
+CREATE FUNCTION pii_audit.mark_departed(who text, since timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF who IS NULL OR btrim(who) = '' THEN
+        RAISE EXCEPTION 'who must name a role or an end user'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the role name or the pii_audit.end_user value of the person who left.';
+    END IF;
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO pii_audit.departed AS d (actor, departed_at, marked_by)
+    VALUES (who, since, session_user)
+    ON CONFLICT (actor) DO UPDATE
+        SET departed_at = EXCLUDED.departed_at, marked_by = EXCLUDED.marked_by,
+            cleared_at = NULL, cleared_by = NULL;
+END
+$$;
+COMMENT ON FUNCTION pii_audit.mark_departed(text, timestamptz) IS
+    'any activity of this role or end user after since raises a critical departed_or_dormant alert';
+
+CREATE FUNCTION pii_audit.clear_departed(who text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'who must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE pii_audit.departed SET cleared_at = now(), cleared_by = session_user
+    WHERE actor = who AND cleared_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '"%" is not marked as departed', who
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See pii_audit.departed.';
+    END IF;
+END
+$$;
+
+REVOKE ALL ON pii_audit.alerts, pii_audit.peer_groups, pii_audit.departed, pii_audit.scorer_state
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION pii_audit._scorer_inputs_changed(), pii_audit.mark_departed(text, timestamptz),
+    pii_audit.clear_departed(text) FROM PUBLIC;
+GRANT SELECT ON pii_audit.alerts, pii_audit.peer_groups, pii_audit.departed TO pii_audit_officer;
+GRANT UPDATE (status, note) ON pii_audit.alerts TO pii_audit_officer;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pii_audit.peer_groups TO pii_audit_admin;
+GRANT SELECT ON pii_audit.departed TO pii_audit_admin;
+GRANT EXECUTE ON FUNCTION pii_audit.mark_departed(text, timestamptz), pii_audit.clear_departed(text)
+    TO pii_audit_admin;
+
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.alerts', '');
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.peer_groups', '');
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.departed', '');

@@ -626,7 +626,6 @@ struct Scorer::Impl {
             g.today_statements = 0;
             g.today_sensitive_statements = 0;
         }
-        if (g.today_day == day) ++g.today_actors;
         const std::int32_t block = static_cast<std::int32_t>(floor_div(day, kBlockDays));
         const int slot = block_slot(block);
         if (a.block_id[slot] != block) {
@@ -1138,6 +1137,8 @@ struct Scorer::Impl {
             return;
         }
         if (e.status != AccessStatus::ok) return;
+        // Colleagues are those who read something today (a login alone does not count).
+        if (t.statements == 0 && groups[a.group_id].today_day == c.day) ++groups[a.group_id].today_actors;
         ++t.statements;
         track_cadence(a, time_us, e.event_id, out);
         track_origin(a, e, time_us, out);

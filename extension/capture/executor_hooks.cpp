@@ -344,8 +344,8 @@ void report_capture_failure(const char* what) {
                          : "The statement proceeded; see capture_errors in pii_audit.status.")));
 }
 
-void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
-    PlannedStmt* stmt = query_desc->plannedstmt;
+// The labelled columns the statement's range table reads, one entry per relation.
+List* statement_reads(PlannedStmt* stmt) {
     List* reads = NIL;
     ListCell* cell;
     foreach (cell, stmt->rtable) {
@@ -355,19 +355,31 @@ void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
             continue;
         reads = note_read(reads, rte->relid, rte->selectedCols, false);
     }
-    reads = drop_reads_without_category(reads);
+    return drop_reads_without_category(reads);
+}
+
+void statement_text(QueryDesc* query_desc, const UtilityWrapper& wrapped, const char** command,
+                    const char** text, int* len) {
+    PlannedStmt* stmt = query_desc->plannedstmt;
+    *command = command_name(query_desc->operation);
+    if (wrapped.active) {
+        *command = wrapped.command;
+        *text = wrapped.text;
+        *len = wrapped.text_len;
+    } else {
+        statement_slice(query_desc->sourceText, stmt->stmt_location, stmt->stmt_len, text, len);
+    }
+}
+
+void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
+    PlannedStmt* stmt = query_desc->plannedstmt;
+    List* reads = statement_reads(stmt);
     if (reads == NIL) return;
 
+    const char* command;
     const char* text;
     int len;
-    const char* command = command_name(query_desc->operation);
-    if (wrapped.active) {
-        command = wrapped.command;
-        text = wrapped.text;
-        len = wrapped.text_len;
-    } else {
-        statement_slice(query_desc->sourceText, stmt->stmt_location, stmt->stmt_len, &text, &len);
-    }
+    statement_text(query_desc, wrapped, &command, &text, &len);
     MemoryContext old = MemoryContextSwitchTo(query_desc->estate->es_query_cxt);
     StatementAudit* audit = new_audit(reads, command, text, len, stmt->queryId);
     audit->estate = query_desc->estate;
@@ -375,6 +387,7 @@ void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     audit->callback.arg = audit;
     MemoryContextRegisterResetCallback(query_desc->estate->es_query_cxt, &audit->callback);
     link_audit(audit);
+    ListCell* cell;
     foreach (cell, audit->reads) {
         auto* read = static_cast<RelationRead*>(lfirst(cell));
         if (!pii_audit_label_cache_lookup(read->relid)->has_subject_key) continue;
@@ -385,7 +398,60 @@ void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     if (audit->query_text == nullptr) report_capture_failure("normalizing the statement failed");
 }
 
+// A statement refused for lack of privileges never reaches capture_statement. Trying to read
+// personal data one may not read is itself a signal (insider detection), so the attempt is
+// recorded with status denied and no rows. Called with the error already flushed; a failure
+// here is counted and swallowed so that the user still sees the original error.
+void record_denied(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
+    MemoryContext caller = CurrentMemoryContext;
+    PG_TRY();
+    {
+        List* reads = statement_reads(query_desc->plannedstmt);
+        if (reads != NIL) {
+            const char* command;
+            const char* text;
+            int len;
+            statement_text(query_desc, wrapped, &command, &text, &len);
+            StatementAudit* audit =
+                new_audit(reads, command, text, len, query_desc->plannedstmt->queryId);
+            if (audit->query_text == nullptr) audit->query_len = 0;
+            audit->state = AUDIT_DONE;
+            emit(audit, pii_audit::EventStatus::kDenied, false, nullptr);
+        }
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        FlushErrorState();
+        pii_audit_count_capture_error();
+    }
+    PG_END_TRY();
+}
+
 // ---------------------------------------------------------------- hooks
+
+void start_executor(QueryDesc* query_desc, int eflags, const UtilityWrapper& wrapped) {
+    MemoryContext caller = CurrentMemoryContext;
+    PG_TRY();
+    {
+        if (prev_executor_start)
+            prev_executor_start(query_desc, eflags);
+        else
+            standard_ExecutorStart(query_desc, eflags);
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        ErrorData* error = CopyErrorData();
+        if (error->sqlerrcode != ERRCODE_INSUFFICIENT_PRIVILEGE || !capture_enabled() ||
+            (eflags & EXEC_FLAG_EXPLAIN_ONLY))
+            PG_RE_THROW();
+        FlushErrorState();
+        record_denied(query_desc, wrapped);
+        ReThrowError(error);
+    }
+    PG_END_TRY();
+}
 
 void audit_executor_start(QueryDesc* query_desc, int eflags) {
     UtilityWrapper wrapped{};
@@ -393,10 +459,7 @@ void audit_executor_start(QueryDesc* query_desc, int eflags) {
         wrapped = wrapper;
         wrapper.active = false;
     }
-    if (prev_executor_start)
-        prev_executor_start(query_desc, eflags);
-    else
-        standard_ExecutorStart(query_desc, eflags);
+    start_executor(query_desc, eflags, wrapped);
 
     if (!capture_enabled() || (eflags & EXEC_FLAG_EXPLAIN_ONLY)) return;
     if (wrapped.active && copy_table_recorded) return;
@@ -669,4 +732,5 @@ void pii_audit_install_capture_hooks(void) {
     prev_process_utility = ProcessUtility_hook;
     ProcessUtility_hook = audit_process_utility;
     CacheRegisterSyscacheCallback(AUTHOID, on_role_change, 0);
+    pii_audit_install_login_hook();
 }

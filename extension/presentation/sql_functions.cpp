@@ -85,3 +85,37 @@ Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS) {
     text* identifier = PG_GETARG_TEXT_PP(0);
     PG_RETURN_INT64(pii_audit_subject_hash(VARDATA_ANY(identifier), VARSIZE_ANY_EXHDR(identifier)));
 }
+
+// Trigger on pii_audit.peer_groups and pii_audit.departed: once the transaction commits, the
+// worker reloads both (an uncommitted change must not reach the scorer, a committed one must
+// not wait for a timer).
+extern "C" {
+#include "access/xact.h"
+#include "commands/trigger.h"
+PGDLLEXPORT Datum pii_audit_scorer_inputs_changed(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_scorer_inputs_changed);
+}
+
+namespace {
+bool scorer_inputs_dirty = false;
+bool scorer_callback_registered = false;
+
+void scorer_inputs_xact_callback(XactEvent event, void*) {
+    if (event == XACT_EVENT_COMMIT && scorer_inputs_dirty) pii_audit_scorer_inputs_bump();
+    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+        event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+        scorer_inputs_dirty = false;
+}
+}  // namespace
+
+Datum pii_audit_scorer_inputs_changed(PG_FUNCTION_ARGS) {
+    if (!CALLED_AS_TRIGGER(fcinfo))
+        ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                        errmsg("pii_audit._scorer_inputs_changed() may only be called as a trigger")));
+    if (!scorer_callback_registered) {
+        RegisterXactCallback(scorer_inputs_xact_callback, nullptr);
+        scorer_callback_registered = true;
+    }
+    scorer_inputs_dirty = true;
+    return PointerGetDatum(nullptr);
+}

@@ -167,9 +167,12 @@ bool prepare(WorkerState* state) {
             SPI_execute(sql, false, 0);
         }
         SPI_finish();
+        pii_audit_scoring_start(state->next_event_id - 1);
+        pii_audit_scoring_store_alerts();
     }
     PopActiveSnapshot();
     CommitTransactionCommand();
+    if (ready) pii_audit_scoring_after_commit();
     return ready;
 }
 
@@ -251,7 +254,7 @@ private:
 
 struct BatchDatums {
     FieldDatums field[pii_audit::kFieldCount];
-    Datum kind_read, kind_label_change, status_completed, status_failed;
+    Datum kind_read, kind_label_change, kind_login, status_completed, status_failed, status_denied;
 
     Datum text(const pii_audit::EventView& event, pii_audit::EventField f) {
         return field[f].get<FieldDatums::Kind::kText>(event.field[f], event.header.source_encoding);
@@ -311,13 +314,18 @@ void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView&
     Datum values[kNumEventColumns];
     bool nulls[kNumEventColumns] = {};
     auto kind = static_cast<EventKind>(event.header.kind);
-    values[0] = Int64GetDatum(state->next_event_id++);
+    const int64 event_id = state->next_event_id++;
+    values[0] = Int64GetDatum(event_id);
     values[1] = TimestampTzGetDatum(event.header.event_time);
     values[2] = TimestampTzGetDatum(ins.now);
-    values[3] = kind == EventKind::kLabelChange ? d.kind_label_change : d.kind_read;
-    values[4] = static_cast<EventStatus>(event.header.status) == EventStatus::kCompleted
-                    ? d.status_completed
-                    : d.status_failed;
+    values[3] = kind == EventKind::kLabelChange ? d.kind_label_change
+                : kind == EventKind::kLogin     ? d.kind_login
+                                                : d.kind_read;
+    switch (static_cast<EventStatus>(event.header.status)) {
+        case EventStatus::kCompleted: values[4] = d.status_completed; break;
+        case EventStatus::kDenied: values[4] = d.status_denied; break;
+        default: values[4] = d.status_failed; break;
+    }
     values[5] = d.text(event, kDatabaseName);
     values[6] = d.text(event, kSessionUser);
     values[7] = d.text(event, kCurrentUser);
@@ -339,6 +347,10 @@ void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView&
     values[20] = BoolGetDatum((event.header.flags & kFlagQueryTruncated) != 0);
     values[21] = Int32GetDatum(event.header.nesting_level);
     values[22] = d.nullable_text(event, kDetail, &nulls[22]);
+    if (kind == EventKind::kLogin) {
+        // A connection attempt reads no relation and runs no statement.
+        for (int i = 13; i <= 21; ++i) nulls[i] = true;
+    }
     bool tracked = (event.header.flags & kFlagSubjectsTracked) != 0;
     for (int i = 23; i <= 26; ++i) nulls[i] = !tracked;
     if (tracked) {
@@ -348,6 +360,7 @@ void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView&
         values[26] = BoolGetDatum((event.header.flags & kFlagSubjectCountEstimated) != 0);
     }
     insert_row(ins, values, nulls);
+    pii_audit_scoring_observe(event_id, event);
 }
 
 // A row that says events are missing here, and how many (or that the count is unknown).
@@ -396,6 +409,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     ins.datums = new (palloc(sizeof(BatchDatums))) BatchDatums();
     ins.datums->kind_read = CStringGetTextDatum("read");
     ins.datums->kind_label_change = CStringGetTextDatum("label_change");
+    ins.datums->kind_login = CStringGetTextDatum("login");
+    ins.datums->status_denied = CStringGetTextDatum("denied");
     ins.datums->status_completed = CStringGetTextDatum("completed");
     ins.datums->status_failed = CStringGetTextDatum("failed");
 
@@ -437,6 +452,9 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     FreeExecutorState(ins.estate);
     table_close(ins.rel, NoLock);
 
+    // Alerts commit with the events that raised them.
+    pii_audit_scoring_store_alerts();
+
     SPI_connect();
     if (state->save_position == nullptr) {
         Oid types[3] = {INT8OID, INT8OID, INT8OID};
@@ -457,6 +475,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
 
     PopActiveSnapshot();
     CommitTransactionCommand();
+    pii_audit_scoring_after_commit();
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextSwitchTo(old);
     MemoryContextReset(batch_context);
@@ -551,6 +570,8 @@ extern "C" void pii_audit_worker_main(Datum) {
             bool more = false;
             uint64 records = flush_once(&state, buffer, batch_context, &more);
             pii_audit_queue_set_ready(true);
+            // Learning (reloads, saving baselines) only between batches, never during one.
+            if (!more) pii_audit_scoring_maintain(state.next_event_id - 1, false);
             TimestampTz now = GetCurrentTimestamp();
             if (records > 0) last_record_at = now;
             if (more) wait_ms = 0;
@@ -561,6 +582,7 @@ extern "C" void pii_audit_worker_main(Datum) {
                 bool quiet = !more && pii_audit_queue_empty() &&
                              TimestampDifferenceExceeds(last_record_at, now, kShutdownQuietMs);
                 if (quiet || TimestampDifferenceExceeds(shutdown_since, now, kShutdownMaxMs)) {
+                    pii_audit_scoring_maintain(state.next_event_id - 1, true);
                     if (pii_audit_queue_empty()) mark_clean_shutdown();
                     proc_exit(1);
                 }

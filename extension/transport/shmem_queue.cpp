@@ -37,6 +37,7 @@ struct SharedQueue {
     uint64 persisted;
     uint64 dropped;
     pg_atomic_uint64 capture_errors;
+    pg_atomic_uint64 scorer_inputs;  // bumped when peer groups or departed accounts change
     int worker_pid;
     Latch* worker_latch;
     bool worker_ready;
@@ -79,6 +80,7 @@ void startup_shmem() {
         queue->next_seq = 1;
         queue->generation = static_cast<uint64>(GetCurrentTimestamp());
         pg_atomic_init_u64(&queue->capture_errors, 0);
+        pg_atomic_init_u64(&queue->scorer_inputs, 0);
     }
     LWLockRelease(AddinShmemInitLock);
 }
@@ -260,4 +262,17 @@ bool pii_audit_queue_empty(void) {
     bool empty = queue->ring.head == queue->ring.tail;
     LWLockRelease(queue->lock);
     return empty;
+}
+
+void pii_audit_scorer_inputs_bump(void) {
+    if (queue == nullptr) return;
+    pg_atomic_fetch_add_u64(&queue->scorer_inputs, 1);
+    LWLockAcquire(queue->lock, LW_SHARED);
+    Latch* latch = queue->worker_latch;
+    LWLockRelease(queue->lock);
+    if (latch) SetLatch(latch);
+}
+
+uint64 pii_audit_scorer_inputs_generation(void) {
+    return queue ? pg_atomic_read_u64(&queue->scorer_inputs) : 0;
 }

@@ -10,8 +10,10 @@
 
 namespace pii_audit {
 
-enum class EventKind : std::uint8_t { kRead = 1, kLabelChange = 2 };
-enum class EventStatus : std::uint8_t { kCompleted = 1, kFailed = 2 };
+// kLogin: a connection attempt (ClientAuthentication hook); status kCompleted when it succeeded.
+enum class EventKind : std::uint8_t { kRead = 1, kLabelChange = 2, kLogin = 3 };
+// kDenied: the statement was refused for lack of privileges before it read anything.
+enum class EventStatus : std::uint8_t { kCompleted = 1, kFailed = 2, kDenied = 3 };
 
 // String fields, in wire order. List fields (columns, categories) hold items each followed by a
 // NUL byte, because a column name may contain any other character.

@@ -47,7 +47,7 @@ int64_t max_event_id(Connection& conn) {
 testing::AssertionResult trail_is_gapless_and_ordered(Connection& conn) {
     Result r = conn.exec(
         "SELECT count(*), coalesce(min(event_id), 0), coalesce(max(event_id), 0), "
-        "count(DISTINCT event_id) FROM pii_audit.access_log");
+        "count(DISTINCT event_id) FROM pii_audit.events");
     int64_t count = r.int64(0, 0), min = r.int64(0, 1), max = r.int64(0, 2),
             distinct = r.int64(0, 3);
     if (count == 0) return testing::AssertionFailure() << "the trail is empty";
@@ -57,7 +57,7 @@ testing::AssertionResult trail_is_gapless_and_ordered(Connection& conn) {
                << " min=" << min << " max=" << max << " distinct=" << distinct;
     int64_t backwards = conn.int64(
         "SELECT count(*) FROM (SELECT recorded_at, "
-        "  lag(recorded_at) OVER (ORDER BY event_id) AS previous FROM pii_audit.access_log) s "
+        "  lag(recorded_at) OVER (ORDER BY event_id) AS previous FROM pii_audit.events) s "
         "WHERE recorded_at < previous");
     if (backwards != 0)
         return testing::AssertionFailure()

@@ -66,6 +66,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 pgc_init "$main_cluster" auto "shared_preload_libraries = 'pii_audit'"
+# Members of pii_it_password_users must give a password (failed-login tests); everyone else
+# keeps trust. The group is created by the tests; hba resolves it at each connection.
+hba="$main_cluster/data/pg_hba.conf"
+{ echo "local all +pii_it_password_users scram-sha-256"; cat "$hba"; } > "$hba.new"
+cat "$hba.new" > "$hba" && rm -f "$hba.new"
 pgc_start "$main_cluster"
 
 pgc_init "$drop_cluster" auto \

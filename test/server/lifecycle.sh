@@ -4,7 +4,9 @@
 #   2. a missing audit database: reads neither fail nor hang, the status says why, and the
 #      queued events arrive once the database and extension exist;
 #   3. labels survive pg_dump/restore, and pg_dump's own reads are in the trail;
-#   4. a fast shutdown flushes the queue: every read issued before it is in the trail.
+#   4. a fast shutdown flushes the queue: every read issued before it is in the trail;
+#   5.-7. the worker's position, crashes, the subject key (see each section);
+#   8. insider baselines survive a clean stop and a crash.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
@@ -73,8 +75,8 @@ out=$(q -d postgres -c "SET statement_timeout = '20s'" \
     -c 'SELECT count(*) FROM (SELECT name FROM customers WHERE id = 1) s' \
     -c 'SELECT count(*) FROM (SELECT phone FROM customers WHERE id = 2) s' 2>&1 || true)
 check "missing database: reads succeed" "$(printf '1\n1')" "$out"
-# Two label changes and two reads.
-check "missing database: events wait in the queue" "4" \
+# Two label changes, two reads, and the logins of four psql sessions (this one included).
+check "missing database: events wait in the queue" "8" \
     "$(q -d postgres -c 'SELECT events_enqueued - events_persisted FROM pii_audit.status')"
 q -d postgres -c 'CREATE DATABASE trail'
 q -d trail -c 'CREATE EXTENSION pii_audit'
@@ -187,6 +189,32 @@ else
         "$(q -d postgres -c 'SELECT subject_count, subjects, subjects_truncated FROM pii_audit.events ORDER BY event_id DESC LIMIT 1' 2>&1)"
 fi
 check "damaged key: the file is left for the DBA to restore" "5" "$(stat -c '%s' "$key")"
+
+# 8. Insider baselines: saved at a clean stop and restored at start; after a crash the events
+#    stored since the last save are learned again from the trail, without duplicate alerts.
+fresh_cluster "shared_preload_libraries = 'pii_audit'" "pii_audit.flush_interval = 50"
+q -d postgres -c 'CREATE EXTENSION pii_audit' -c "$schema"
+for i in $(seq 1 50); do echo "SELECT name FROM customers WHERE id = $i;"; done | q -d postgres >/dev/null
+wait_until postgres "SELECT queue_depth_bytes = 0 FROM pii_audit.status" 30 || true
+last=$(q -d postgres -c 'SELECT max(event_id) FROM pii_audit.events')
+pgc_stop "$dir" fast >/dev/null
+pgc_start "$dir" >/dev/null
+check "baselines: saved at a clean stop, up to the last event" "t|t" \
+    "$(q -d postgres -c "SELECT length(state) > 1000, scored_upto >= $last FROM pii_audit.scorer_state")"
+for i in $(seq 1 20); do echo "SELECT phone FROM customers WHERE id = $i;"; done | q -d postgres >/dev/null
+wait_until postgres "SELECT queue_depth_bytes = 0 FROM pii_audit.status" 30 || true
+worker=$(q -d postgres -c 'SELECT worker_pid FROM pii_audit.status')
+kill -9 "$worker" 2>/dev/null || runuser -u postgres -- kill -9 "$worker"
+if wait_until postgres "SELECT state = 'running' FROM pii_audit.status" 60; then
+    sleep 1
+    contains "baselines: after a crash, stored events are learned again" \
+        "learned again from" "$(cat "$dir/server.log")"
+else
+    check "baselines: the worker is back after a crash" running \
+        "$(q -d postgres -c 'SELECT state FROM pii_audit.status' 2>&1)"
+fi
+check "baselines: restored without complaint" "0" \
+    "$(grep -c 'were not restored\|insider scoring stopped' "$dir/server.log" || true)"
 
 if ((failures > 0)); then
     echo "--- server log"

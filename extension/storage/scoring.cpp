@@ -1,0 +1,653 @@
+// Insider scoring inside the background worker. Every event the worker stores is also fed to the
+// PostgreSQL-free scorer (analysis/); alerts go into pii_audit.alerts in the same transaction as
+// the events that raised them, with NOTIFY pii_audit_alerts, and a WARNING line in the server log
+// once committed. Baselines are saved to pii_audit.scorer_state now and then; after a restart the
+// events stored since the last save are learned again from the trail (alerts they raise again
+// are recognised by the alerts table's unique key).
+//
+// The scorer is C++ that may throw (allocation); every call into it is behind a wall that turns
+// an exception into "scoring is off until the next reload", with a WARNING. Persisting events
+// never depends on it.
+#include "pii_audit_internal.h"
+
+#include "pii_audit/analysis/scorer.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgtime.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace {
+
+namespace analysis = pii_audit::analysis;
+
+// PostgreSQL timestamps count from 2000-01-01, the scorer from 1970-01-01.
+constexpr int64 kUnixToPostgresMicros =
+    int64{POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE} * SECS_PER_DAY * USECS_PER_SEC;
+// Learning again after a restart reads the trail; beyond this many events the oldest are skipped
+// (their norms are lost, nothing else).
+constexpr int64 kCatchUpMaxEvents = 5000000;
+constexpr int kCatchUpChunk = 10000;
+
+struct StoredAlert {
+    int64 alert_id;
+    analysis::Alert alert;
+};
+
+struct ScoringState {
+    std::unique_ptr<analysis::Scorer> scorer;
+    bool started = false;       // restored and caught up in this process
+    bool broken = false;        // an exception stopped scoring until settings are reloaded
+    int64 scored_upto = 0;      // last event id fed (or skipped)
+    int64 saved_upto = -1;      // scored_upto of the last saved state
+    TimestampTz last_save = 0;
+    uint64 inputs_generation = 0;
+    // The settings the scorer was built with; a reload that changes them rebuilds it.
+    int threshold = -1;
+    int utc_offset_minutes = 0;
+    std::string sensitive;
+    std::string service;
+    std::unordered_map<std::string, std::string> peer_groups;  // actor -> peer group
+    std::unordered_set<std::string> departed;  // as applied to the scorer
+    std::vector<analysis::Alert> pending;      // raised in the open batch transaction
+    std::vector<StoredAlert> stored;           // inserted, to be logged after commit
+    // Reused per event: views into the batch buffer or into palloc'd rows.
+    std::vector<std::string_view> categories;
+    std::vector<std::string_view> subjects;
+    SPIPlanPtr insert_alert = nullptr;
+};
+
+ScoringState* scoring = nullptr;
+
+char failure[256];
+
+// Runs fn; a C++ exception turns scoring off (until a reload) and is reported after the catch.
+template <class Fn>
+bool guarded(const char* what, Fn&& fn) noexcept {
+    failure[0] = '\0';
+    try {
+        fn();
+        return true;
+    } catch (const std::exception& e) {
+        snprintf(failure, sizeof failure, "%s: %s", what, e.what());
+    } catch (...) {
+        snprintf(failure, sizeof failure, "%s: unknown exception", what);
+    }
+    return false;
+}
+
+void report_failure() {
+    scoring->broken = true;
+    ereport(WARNING, (errmsg("pii_audit: insider scoring stopped: %s", failure),
+                      errdetail("Events are still stored; they are not scored."),
+                      errhint("Reload the configuration (pg_reload_conf()) to start scoring "
+                              "again, with baselines from the last save.")));
+}
+
+std::vector<std::string> split_names(const char* list) {
+    std::vector<std::string> names;
+    std::string current;
+    for (const char* p = list ? list : ""; ; ++p) {
+        if (*p == ',' || *p == '\0') {
+            size_t b = current.find_first_not_of(' ');
+            size_t e = current.find_last_not_of(' ');
+            if (b != std::string::npos) names.push_back(current.substr(b, e - b + 1));
+            current.clear();
+            if (*p == '\0') break;
+        } else {
+            current += *p;
+        }
+    }
+    return names;
+}
+
+int current_utc_offset_minutes() {
+    pg_time_t now = static_cast<pg_time_t>(time(nullptr));
+    struct pg_tm* tm = session_timezone ? pg_localtime(&now, session_timezone) : nullptr;
+    return tm ? static_cast<int>(tm->tm_gmtoff / 60) : 0;
+}
+
+bool settings_changed() {
+    return scoring->threshold != pii_audit_alert_threshold ||
+           scoring->utc_offset_minutes != current_utc_offset_minutes() ||
+           scoring->sensitive != (pii_audit_highly_sensitive_categories
+                                      ? pii_audit_highly_sensitive_categories
+                                      : "") ||
+           scoring->service != (pii_audit_service_peer_groups ? pii_audit_service_peer_groups : "");
+}
+
+// Builds the scorer from the settings, carrying over what the previous one learned.
+bool build_scorer(const std::string* state_bytes) {
+    scoring->threshold = pii_audit_alert_threshold;
+    scoring->utc_offset_minutes = current_utc_offset_minutes();
+    scoring->sensitive =
+        pii_audit_highly_sensitive_categories ? pii_audit_highly_sensitive_categories : "";
+    scoring->service = pii_audit_service_peer_groups ? pii_audit_service_peer_groups : "";
+    bool ok = guarded("building the scorer", [&] {
+        analysis::ScorerConfig config;
+        config.threshold = scoring->threshold;
+        config.utc_offset_minutes = scoring->utc_offset_minutes;
+        config.sensitive_categories = split_names(scoring->sensitive.c_str());
+        config.service_groups = split_names(scoring->service.c_str());
+        auto fresh = std::make_unique<analysis::Scorer>(config);
+        std::string carried = scoring->scorer ? scoring->scorer->save_state() : std::string();
+        if (state_bytes) carried = *state_bytes;
+        if (!carried.empty()) {
+            try {
+                fresh->restore_state(carried);
+            } catch (const analysis::StateError& e) {
+                // Saved by another version of the scorer: start learning again.
+                snprintf(failure, sizeof failure, "%s", e.what());
+            }
+        }
+        scoring->scorer = std::move(fresh);
+        scoring->departed.clear();  // re-applied from the table by the caller
+    });
+    if (!ok) {
+        report_failure();
+        return false;
+    }
+    if (failure[0] != '\0')
+        ereport(WARNING, (errmsg("pii_audit: saved insider baselines were not restored: %s",
+                                 failure),
+                          errdetail("Scoring starts learning again from new events.")));
+    scoring->broken = false;
+    return true;
+}
+
+// ---------------------------------------------------------------- inputs from tables
+
+std::string text_of(HeapTuple tuple, TupleDesc desc, int column, bool* isnull) {
+    Datum d = SPI_getbinval(tuple, desc, column, isnull);
+    if (*isnull) return std::string();
+    text* t = DatumGetTextPP(d);
+    return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+// Reads pii_audit.peer_groups and pii_audit.departed (inside a transaction, SPI connected).
+void load_inputs() {
+    std::unordered_map<std::string, std::string> groups;
+    if (SPI_execute("SELECT actor, peer_group FROM pii_audit.peer_groups", true, 0) ==
+        SPI_OK_SELECT) {
+        for (uint64 i = 0; i < SPI_processed; ++i) {
+            bool n1, n2;
+            std::string actor = text_of(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &n1);
+            std::string group = text_of(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &n2);
+            if (!n1 && !n2) groups.emplace(std::move(actor), std::move(group));
+        }
+    }
+    struct Mark {
+        std::string actor;
+        TimestampTz since;
+        bool cleared;
+    };
+    std::vector<Mark> marks;
+    if (SPI_execute("SELECT actor, departed_at, cleared_at IS NOT NULL FROM pii_audit.departed",
+                    true, 0) == SPI_OK_SELECT) {
+        for (uint64 i = 0; i < SPI_processed; ++i) {
+            bool isnull;
+            Mark m;
+            m.actor = text_of(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+            m.since = DatumGetTimestampTz(
+                SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+            m.cleared = DatumGetBool(
+                SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+            marks.push_back(std::move(m));
+        }
+    }
+    scoring->peer_groups = std::move(groups);
+    if (!scoring->scorer) return;
+    if (!guarded("applying departed accounts", [&] {
+            for (const Mark& m : marks) {
+                bool applied = scoring->departed.count(m.actor) > 0;
+                if (!m.cleared && !applied) {
+                    scoring->scorer->mark_departed(m.actor, m.since + kUnixToPostgresMicros);
+                    scoring->departed.insert(m.actor);
+                } else if (m.cleared) {
+                    scoring->scorer->clear_departed(m.actor);
+                    scoring->departed.erase(m.actor);
+                }
+            }
+        }))
+        report_failure();
+}
+
+// ---------------------------------------------------------------- feeding events
+
+analysis::Command command_of(std::string_view c) {
+    if (c == "SELECT") return analysis::Command::select;
+    if (c == "COPY") return analysis::Command::copy;
+    if (c == "INSERT") return analysis::Command::insert;
+    if (c == "UPDATE") return analysis::Command::update;
+    if (c == "DELETE") return analysis::Command::delete_;
+    return analysis::Command::other;
+}
+
+std::string_view peer_group_of(std::string_view actor, std::string_view role) {
+    if (!scoring->peer_groups.empty()) {
+        auto it = scoring->peer_groups.find(std::string(actor));
+        if (it != scoring->peer_groups.end()) return it->second;
+    }
+    return role;
+}
+
+// Names arrive in the encoding of the database where they were read; the alerts table (and the
+// peer group mapping) use the audit database's.
+std::string_view in_audit_encoding(std::string_view value, int encoding) {
+    if (value.empty() || encoding == GetDatabaseEncoding() || encoding == PG_SQL_ASCII)
+        return value;
+    char* converted = reinterpret_cast<char*>(pg_do_encoding_conversion(
+        reinterpret_cast<unsigned char*>(const_cast<char*>(value.data())),
+        static_cast<int>(value.size()), encoding, GetDatabaseEncoding()));
+    return std::string_view(converted, strlen(converted));
+}
+
+// What one stored event says, independent of where it came from (queue record or trail row).
+struct EventFacts {
+    int64 event_id;
+    TimestampTz time;
+    pii_audit::EventKind kind;
+    pii_audit::EventStatus status;
+    std::string_view session_user, end_user, application, client_addr, command, relation;
+    int32 backend_pid;
+    int64 rows;
+    // categories and subjects are in scoring->categories / scoring->subjects
+};
+
+void feed(const EventFacts& f) {
+    ScoringState& s = *scoring;
+    s.scored_upto = f.event_id;
+    std::string_view actor = f.end_user.empty() ? f.session_user : f.end_user;
+    if (actor.empty()) return;
+    std::string_view group = peer_group_of(actor, f.session_user);
+    const int64 time_us = f.time + kUnixToPostgresMicros;
+    if (f.kind == pii_audit::EventKind::kLogin) {
+        analysis::LoginEvent e;
+        e.time_us = time_us;
+        e.event_id = static_cast<std::uint64_t>(f.event_id);
+        e.actor = actor;
+        e.peer_group = group;
+        e.client_addr = f.client_addr;
+        e.success = f.status == pii_audit::EventStatus::kCompleted;
+        s.scorer->observe(e, s.pending);
+        return;
+    }
+    if (f.kind != pii_audit::EventKind::kRead) return;
+    char session[24];
+    snprintf(session, sizeof session, "%d", f.backend_pid);
+    analysis::AccessEvent e;
+    e.time_us = time_us;
+    e.event_id = static_cast<std::uint64_t>(f.event_id);
+    e.actor = actor;
+    e.peer_group = group;
+    e.application = f.application;
+    e.client_addr = f.client_addr;
+    e.relation = f.relation;
+    e.session = session;
+    e.command = command_of(f.command);
+    e.categories = {s.categories.data(), s.categories.size()};
+    e.subjects = {s.subjects.data(), s.subjects.size()};
+    e.rows = f.rows;
+    e.status = f.status == pii_audit::EventStatus::kCompleted ? analysis::AccessStatus::ok
+               : f.status == pii_audit::EventStatus::kDenied  ? analysis::AccessStatus::denied
+                                                               : analysis::AccessStatus::error;
+    s.scorer->observe(e, s.pending);
+}
+
+bool scoring_active() {
+    return scoring != nullptr && scoring->started && !scoring->broken && pii_audit_scoring &&
+           scoring->scorer != nullptr;
+}
+
+// ---------------------------------------------------------------- catching up from the trail
+
+bool catch_up_from_trail(int64 last_event_id) {
+    ScoringState& s = *scoring;
+    if (last_event_id - s.scored_upto > kCatchUpMaxEvents) {
+        ereport(LOG, (errmsg("pii_audit: %lld events were stored since insider baselines were "
+                             "last saved; only the latest %lld are learned again",
+                             static_cast<long long>(last_event_id - s.scored_upto),
+                             static_cast<long long>(kCatchUpMaxEvents))));
+        s.scored_upto = last_event_id - kCatchUpMaxEvents;
+    }
+    Oid types[1] = {INT8OID};
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT event_id, event_time, kind, status, session_user_name, end_user, "
+             "application_name, host(client_addr), backend_pid, command, relation, categories, "
+             "row_count, subjects FROM pii_audit.events WHERE event_id > $1 "
+             "AND kind IN ('read', 'login') ORDER BY event_id LIMIT %d",
+             kCatchUpChunk);
+    SPIPlanPtr plan = SPI_prepare(sql, 1, types);
+    if (plan == nullptr) return false;
+    int64 learned = 0;
+    MemoryContext rows_context =
+        AllocSetContextCreate(CurrentMemoryContext, "pii_audit catch-up", ALLOCSET_DEFAULT_SIZES);
+    for (;;) {
+        Datum arg[1] = {Int64GetDatum(s.scored_upto)};
+        if (SPI_execute_plan(plan, arg, nullptr, true, 0) != SPI_OK_SELECT) return false;
+        if (SPI_processed == 0) break;
+        SPITupleTable* table = SPI_tuptable;
+        uint64 n = SPI_processed;
+        for (uint64 i = 0; i < n; ++i) {
+            MemoryContext old = MemoryContextSwitchTo(rows_context);
+            HeapTuple row = table->vals[i];
+            TupleDesc desc = table->tupdesc;
+            bool isnull;
+            auto column_text = [&](int col) -> std::string_view {
+                bool null;
+                Datum d = SPI_getbinval(row, desc, col, &null);
+                if (null) return std::string_view();
+                char* c = TextDatumGetCString(d);
+                return std::string_view(c, strlen(c));
+            };
+            EventFacts f{};
+            f.event_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+            f.time = DatumGetTimestampTz(SPI_getbinval(row, desc, 2, &isnull));
+            f.kind = column_text(3) == "login" ? pii_audit::EventKind::kLogin : pii_audit::EventKind::kRead;
+            std::string_view status = column_text(4);
+            f.status = status == "completed" ? pii_audit::EventStatus::kCompleted
+                       : status == "denied"  ? pii_audit::EventStatus::kDenied
+                                             : pii_audit::EventStatus::kFailed;
+            f.session_user = column_text(5);
+            f.end_user = column_text(6);
+            f.application = column_text(7);
+            f.client_addr = column_text(8);
+            Datum pid = SPI_getbinval(row, desc, 9, &isnull);
+            f.backend_pid = isnull ? 0 : DatumGetInt32(pid);
+            f.command = column_text(10);
+            f.relation = column_text(11);
+            s.categories.clear();
+            Datum cats = SPI_getbinval(row, desc, 12, &isnull);
+            if (!isnull) {
+                Datum* items;
+                bool* nulls;
+                int count;
+                deconstruct_array(DatumGetArrayTypeP(cats), TEXTOID, -1, false, TYPALIGN_INT,
+                                  &items, &nulls, &count);
+                for (int k = 0; k < count; ++k) {
+                    if (nulls[k]) continue;
+                    char* c = TextDatumGetCString(items[k]);
+                    s.categories.emplace_back(c, strlen(c));
+                }
+            }
+            Datum rows = SPI_getbinval(row, desc, 13, &isnull);
+            f.rows = isnull ? 0 : DatumGetInt64(rows);
+            s.subjects.clear();
+            Datum subjects = SPI_getbinval(row, desc, 14, &isnull);
+            if (!isnull) {
+                Datum* items;
+                bool* nulls;
+                int count;
+                deconstruct_array(DatumGetArrayTypeP(subjects), INT8OID, sizeof(int64),
+                                  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &items, &nulls, &count);
+                // The same 8 bytes the queue record carries (host order).
+                int64* packed = static_cast<int64*>(palloc(sizeof(int64) * (count > 0 ? count : 1)));
+                for (int k = 0; k < count; ++k) {
+                    packed[k] = DatumGetInt64(items[k]);
+                    s.subjects.emplace_back(reinterpret_cast<const char*>(&packed[k]),
+                                            sizeof(int64));
+                }
+            }
+            MemoryContextSwitchTo(old);
+            if (!guarded("learning from the trail", [&] { feed(f); })) {
+                report_failure();
+                MemoryContextDelete(rows_context);
+                return false;
+            }
+            MemoryContextReset(rows_context);
+            ++learned;
+        }
+        SPI_freetuptable(table);
+    }
+    MemoryContextDelete(rows_context);
+    s.scored_upto = std::max(s.scored_upto, last_event_id);
+    if (learned > 0)
+        ereport(LOG, (errmsg("pii_audit: learned again from %lld stored events after a restart",
+                             static_cast<long long>(learned))));
+    return true;
+}
+
+void save_baselines() {
+    ScoringState& s = *scoring;
+    std::string bytes;
+    if (!guarded("saving baselines", [&] { bytes = s.scorer->save_state(); })) {
+        report_failure();
+        return;
+    }
+    bytea* value = static_cast<bytea*>(palloc(VARHDRSZ + bytes.size()));
+    SET_VARSIZE(value, VARHDRSZ + bytes.size());
+    memcpy(VARDATA(value), bytes.data(), bytes.size());
+    std::string().swap(bytes);
+    Oid types[2] = {INT8OID, BYTEAOID};
+    Datum args[2] = {Int64GetDatum(s.scored_upto), PointerGetDatum(value)};
+    if (SPI_execute_with_args("UPDATE pii_audit.scorer_state SET scored_upto = $1, "
+                              "saved_at = now(), state = $2",
+                              2, types, args, nullptr, false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "pii_audit: could not save insider baselines");
+    s.saved_upto = s.scored_upto;
+    s.last_save = GetCurrentTimestamp();
+}
+
+void in_transaction(void (*fn)()) {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    fn();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+}
+
+// Inputs are reloaded on every maintenance transaction that runs: they are small.
+bool reload_inputs_pending() { return scoring_active(); }
+
+}  // namespace
+
+// Inside the worker's start-up transaction (SPI not connected). last_event_id: the highest id
+// in the trail.
+void pii_audit_scoring_start(int64 last_event_id) {
+    if (scoring == nullptr) {
+        void* memory = MemoryContextAlloc(TopMemoryContext, sizeof(ScoringState));
+        scoring = new (memory) ScoringState();
+    }
+    ScoringState& s = *scoring;
+    s.started = false;
+    if (!pii_audit_scoring) {
+        s.scored_upto = last_event_id;
+        return;
+    }
+    SPI_connect();
+    bool have_state = false;
+    std::string state;
+    int64 saved_upto = -1;
+    if (SPI_execute("SELECT scored_upto, state FROM pii_audit.scorer_state", true, 1) ==
+            SPI_OK_SELECT &&
+        SPI_processed == 1) {
+        bool null_upto, null_state;
+        Datum upto = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_upto);
+        Datum bytes = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_state);
+        if (!null_upto) saved_upto = DatumGetInt64(upto);
+        if (!null_state) {
+            bytea* b = DatumGetByteaPP(bytes);
+            have_state = guarded("reading saved baselines", [&] {
+                state.assign(VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+            });
+        }
+    }
+    s.scorer.reset();
+    if (!build_scorer(have_state ? &state : nullptr)) {
+        SPI_finish();
+        return;
+    }
+    std::string().swap(state);
+    load_inputs();
+    s.inputs_generation = pii_audit_scorer_inputs_generation();
+    // Never saved: a fresh installation (or scoring newly switched on) learns from now on.
+    s.scored_upto = saved_upto >= 0 ? saved_upto : last_event_id;
+    s.saved_upto = saved_upto;
+    s.started = true;
+    if (!catch_up_from_trail(last_event_id)) {
+        if (!s.broken) {
+            snprintf(failure, sizeof failure, "reading the trail failed");
+            report_failure();
+        }
+    }
+    s.last_save = GetCurrentTimestamp();
+    SPI_finish();
+}
+
+// In the batch transaction, after the event was inserted with this id.
+void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event) {
+    if (scoring == nullptr) return;
+    if (!scoring_active()) {
+        scoring->scored_upto = event_id;
+        return;
+    }
+    ScoringState& s = *scoring;
+    const int encoding = event.header.source_encoding;
+    EventFacts f{};
+    f.event_id = event_id;
+    f.time = event.header.event_time;
+    f.kind = static_cast<pii_audit::EventKind>(event.header.kind);
+    f.status = static_cast<pii_audit::EventStatus>(event.header.status);
+    f.session_user = in_audit_encoding(event.field[pii_audit::kSessionUser], encoding);
+    f.end_user = in_audit_encoding(event.field[pii_audit::kEndUser], encoding);
+    f.application = event.field[pii_audit::kApplicationName];
+    f.client_addr = event.field[pii_audit::kClientAddr];
+    f.command = event.field[pii_audit::kCommand];
+    f.relation = event.field[pii_audit::kRelation];
+    f.backend_pid = event.header.backend_pid;
+    f.rows = event.header.row_count;
+    bool ok = guarded("scoring an event", [&] {
+        s.categories.clear();
+        pii_audit::for_each_list_item(event.field[pii_audit::kCategories],
+                                      [&](std::string_view c) { s.categories.push_back(c); });
+        s.subjects.clear();
+        std::string_view packed = event.field[pii_audit::kSubjects];
+        for (size_t at = 0; at + sizeof(int64) <= packed.size(); at += sizeof(int64))
+            s.subjects.push_back(packed.substr(at, sizeof(int64)));
+        feed(f);
+    });
+    if (!ok) report_failure();
+}
+
+// In the batch transaction, before commit: the alerts raised by this batch's events.
+void pii_audit_scoring_store_alerts(void) {
+    if (scoring == nullptr || scoring->pending.empty()) return;
+    ScoringState& s = *scoring;
+    SPI_connect();
+    if (s.insert_alert == nullptr) {
+        Oid types[8] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
+                        INT4OID,        TEXTOID, TEXTOID, INT8ARRAYOID};
+        SPIPlanPtr plan = SPI_prepare(
+            "WITH a AS (INSERT INTO pii_audit.alerts (alert_time, actor, peer_group, detector, "
+            "score, severity, explanation, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT (actor, detector, alert_time, severity) DO NOTHING RETURNING alert_id) "
+            "SELECT alert_id, pg_catalog.pg_notify('pii_audit_alerts', alert_id::text) FROM a",
+            8, types);
+        if (plan == nullptr || SPI_keepplan(plan) != 0)
+            elog(ERROR, "pii_audit: could not prepare the alert insert");
+        s.insert_alert = plan;
+    }
+    for (analysis::Alert& alert : s.pending) {
+        std::string_view detector = analysis::detector_name(alert.detector);
+        std::string_view severity = analysis::severity_name(alert.severity);
+        Datum* evidence =
+            static_cast<Datum*>(palloc(sizeof(Datum) * (alert.evidence.empty() ? 1 : alert.evidence.size())));
+        for (size_t i = 0; i < alert.evidence.size(); ++i)
+            evidence[i] = Int64GetDatum(static_cast<int64>(alert.evidence[i]));
+        Datum args[8] = {
+            TimestampTzGetDatum(alert.time_us - kUnixToPostgresMicros),
+            PointerGetDatum(cstring_to_text_with_len(alert.actor.data(), alert.actor.size())),
+            PointerGetDatum(
+                cstring_to_text_with_len(alert.peer_group.data(), alert.peer_group.size())),
+            PointerGetDatum(cstring_to_text_with_len(detector.data(), detector.size())),
+            Int32GetDatum(alert.score),
+            PointerGetDatum(cstring_to_text_with_len(severity.data(), severity.size())),
+            PointerGetDatum(
+                cstring_to_text_with_len(alert.explanation.data(), alert.explanation.size())),
+            PointerGetDatum(construct_array(evidence, static_cast<int>(alert.evidence.size()),
+                                            INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+                                            TYPALIGN_DOUBLE)),
+        };
+        if (SPI_execute_plan(s.insert_alert, args, nullptr, false, 0) != SPI_OK_SELECT)
+            elog(ERROR, "pii_audit: could not store an alert");
+        if (SPI_processed == 1) {
+            bool isnull;
+            int64 id = DatumGetInt64(
+                SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+            if (!guarded("keeping an alert", [&] { s.stored.push_back({id, std::move(alert)}); }))
+                report_failure();
+        }
+    }
+    s.pending.clear();
+    SPI_finish();
+}
+
+// After the batch committed: one WARNING line per new alert. Names and numbers only: the
+// explanation never holds a subject's identifier.
+void pii_audit_scoring_after_commit(void) {
+    if (scoring == nullptr) return;
+    for (const StoredAlert& a : scoring->stored) {
+        std::string_view detector = analysis::detector_name(a.alert.detector);
+        std::string_view severity = analysis::severity_name(a.alert.severity);
+        ereport(WARNING,
+                (errmsg("pii_audit alert %lld: %s (peer group %s), %.*s, score %d (%.*s): %s",
+                        static_cast<long long>(a.alert_id), a.alert.actor.c_str(),
+                        a.alert.peer_group.c_str(), static_cast<int>(detector.size()),
+                        detector.data(), a.alert.score, static_cast<int>(severity.size()),
+                        severity.data(), a.alert.explanation.c_str())));
+    }
+    scoring->stored.clear();
+}
+
+// Between batches, outside any transaction: settings reloads, changed peer groups or departed
+// accounts, the periodic save of baselines, and a restart of scoring that was off or failed.
+// last_event_id: the highest id in the trail.
+void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
+    if (scoring == nullptr || !pii_audit_scoring) return;
+    ScoringState& s = *scoring;
+    if (!s.started || s.broken) {
+        // From the last saved baselines, learning again what was stored since.
+        static int64 restart_upto;
+        restart_upto = last_event_id;
+        in_transaction([] {
+            pii_audit_scoring_start(restart_upto);
+            pii_audit_scoring_store_alerts();
+        });
+        pii_audit_scoring_after_commit();
+        return;
+    }
+    bool rebuild = settings_changed();
+    bool reload = rebuild || s.inputs_generation != pii_audit_scorer_inputs_generation();
+    bool save = s.scored_upto != s.saved_upto &&
+                (force_save || TimestampDifferenceExceeds(
+                                   s.last_save, GetCurrentTimestamp(),
+                                   pii_audit_baseline_save_interval_s * 1000));
+    if (!rebuild && !reload && !save) return;
+    if (rebuild && !build_scorer(nullptr)) return;
+    s.inputs_generation = pii_audit_scorer_inputs_generation();
+    in_transaction([] {
+        SPI_connect();
+        if (reload_inputs_pending()) load_inputs();
+        if (scoring_active() && scoring->scored_upto != scoring->saved_upto) save_baselines();
+        SPI_finish();
+    });
+}
