@@ -100,6 +100,16 @@ SELECT count(*), max(sent_at) FROM sms_codes;
 SELECT id FROM customers WHERE id < 10;
 SQL
 
+echo "a morning's ordinary work: three more clerks look up 40 customers each (no codes)"
+for clerk in 0201 0202 0203; do
+    {
+        echo "SET pii_audit.end_user = 'clerk-$clerk';"
+        for n in $(seq 1 40); do
+            echo "SELECT name, phone FROM customers WHERE id = $(( (10#$clerk * 7 + n * 13) % 200 + 1 ));"
+        done
+    } | as_counter_app
+done
+
 echo "clerk-0999 reads the latest SMS verification code of 30 customers, one after the other"
 {
     echo "SET pii_audit.end_user = 'clerk-0999';"
@@ -159,6 +169,14 @@ SELECT identifier, relations, reads, categories
 FROM pii_audit.breach_scope('clerk-0999', now() - interval '1 hour', now() + interval '1 minute')
 ORDER BY identifier LIMIT 5;
 SQL
+
+banner "insider alerts raised by the worker: pii_audit.alerts"
+pgc_psql "$DEMO_DIR" <<'SQL'
+\pset footer on
+SELECT alert_id, actor, peer_group, detector, score, severity, explanation
+FROM pii_audit.alerts ORDER BY alert_id;
+SQL
+echo "(each alert also went out as NOTIFY pii_audit_alerts and as a WARNING line in $DEMO_DIR/server.log)"
 
 banner "queue health: pii_audit.status"
 pgc_psql "$DEMO_DIR" -x -c 'SELECT * FROM pii_audit.status'
