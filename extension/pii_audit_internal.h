@@ -142,6 +142,7 @@ void pii_audit_scoring_store_alerts(void);
 void pii_audit_scoring_after_commit(void);
 // Outside a transaction, between batches: reloads, periodic (or forced) save of baselines.
 void pii_audit_scoring_maintain(int64 last_event_id, bool force_save);
+void pii_audit_scoring_config_reloaded(void);
 
 // ---- storage (storage/worker.cpp) ----
 void pii_audit_register_worker(void);

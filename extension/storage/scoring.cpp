@@ -14,6 +14,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -21,6 +22,7 @@ extern "C" {
 #include "pgtime.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -55,6 +57,9 @@ struct ScoringState {
     std::unique_ptr<analysis::Scorer> scorer;
     bool started = false;       // restored and caught up in this process
     bool broken = false;        // an exception stopped scoring until settings are reloaded
+    bool warned_not_installed = false;
+    TimestampTz last_start_attempt = 0;
+    bool reloaded = false;  // the configuration was reloaded since the last start attempt
     int64 scored_upto = 0;      // last event id fed (or skipped)
     int64 saved_upto = -1;      // scored_upto of the last saved state
     TimestampTz last_save = 0;
@@ -97,8 +102,9 @@ void report_failure() {
     scoring->broken = true;
     ereport(WARNING, (errmsg("pii_audit: insider scoring stopped: %s", failure),
                       errdetail("Events are still stored; they are not scored."),
-                      errhint("Reload the configuration (pg_reload_conf()) to start scoring "
-                              "again, with baselines from the last save.")));
+                      errhint("Scoring restarts from the last saved baselines on a configuration "
+                              "reload (pg_reload_conf()), or by itself after 10 minutes.")));
+    scoring->last_start_attempt = GetCurrentTimestamp();
 }
 
 std::vector<std::string> split_names(const char* list) {
@@ -473,6 +479,19 @@ void pii_audit_scoring_start(int64 last_event_id) {
         s.scored_upto = last_event_id;
         return;
     }
+    // An installation whose SQL objects predate scoring: store events, score nothing.
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("alerts", nsp)) ||
+        !OidIsValid(get_relname_relid("scorer_state", nsp))) {
+        if (!s.warned_not_installed)
+            ereport(WARNING,
+                    (errmsg("pii_audit: insider scoring is off: the audit database lacks "
+                            "pii_audit.alerts or pii_audit.scorer_state"),
+                     errhint("Update the extension in database \"%s\".", pii_audit_database)));
+        s.warned_not_installed = true;
+        s.scored_upto = last_event_id;
+        return;
+    }
     SPI_connect();
     bool have_state = false;
     std::string state;
@@ -625,6 +644,16 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
     if (scoring == nullptr || !pii_audit_scoring) return;
     ScoringState& s = *scoring;
     if (!s.started || s.broken) {
+        // Missing tables are looked for again every 10 s. After a failure, scoring restarts
+        // on a configuration reload, or by itself after 10 minutes (a failure that repeats
+        // then costs a WARNING every 10 minutes, never the storing of events).
+        TimestampTz now = GetCurrentTimestamp();
+        bool retry = s.reloaded ||
+                     TimestampDifferenceExceeds(s.last_start_attempt, now,
+                                                s.broken ? 600000 : 10000);
+        if (!retry) return;
+        s.reloaded = false;
+        s.last_start_attempt = now;
         // From the last saved baselines, learning again what was stored since.
         static int64 restart_upto;
         restart_upto = last_event_id;
@@ -650,4 +679,9 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
         if (scoring_active() && scoring->scored_upto != scoring->saved_upto) save_baselines();
         SPI_finish();
     });
+}
+
+// The worker reloaded its configuration (SIGHUP).
+void pii_audit_scoring_config_reloaded(void) {
+    if (scoring != nullptr) scoring->reloaded = true;
 }

@@ -556,6 +556,7 @@ extern "C" void pii_audit_worker_main(Datum) {
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
+            pii_audit_scoring_config_reloaded();
         }
         long wait_ms = pii_audit_flush_interval_ms;
         if (!ready) {
