@@ -31,6 +31,8 @@ int pii_audit_alert_threshold = 50;
 int pii_audit_baseline_save_interval_s = 300;
 char* pii_audit_highly_sensitive_categories = nullptr;
 char* pii_audit_service_peer_groups = nullptr;
+char* pii_audit_business_relations_query = nullptr;
+int pii_audit_business_relations_interval_s = 30;
 
 namespace {
 
@@ -198,6 +200,18 @@ void define_settings() {
         "actors elsewhere).",
         &pii_audit_service_peer_groups, "", PGC_SIGHUP, 0, check_service_groups, nullptr,
         nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.business_relations_query",
+        "Query giving actor-subject business relations (tickets, appointments) for scoring.",
+        "Run by the worker in the audit database; returns (actor text, subject text, "
+        "since timestamptz) and receives $1 timestamptz, the latest since already loaded "
+        "(NULL at first). Empty: no relations, lookups are not checked for a reason.",
+        &pii_audit_business_relations_query, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "pii_audit.business_relations_interval",
+        "How often the worker runs pii_audit.business_relations_query.", nullptr,
+        &pii_audit_business_relations_interval_s, 30, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
+        nullptr, nullptr);
     MarkGUCPrefixReserved("pii_audit");
 }
 

@@ -38,6 +38,8 @@ extern int pii_audit_alert_threshold;
 extern int pii_audit_baseline_save_interval_s;
 extern char* pii_audit_highly_sensitive_categories;
 extern char* pii_audit_service_peer_groups;
+extern char* pii_audit_business_relations_query;
+extern int pii_audit_business_relations_interval_s;
 
 // ---- capture (capture/*.cpp) ----
 void pii_audit_install_capture_hooks(void);
@@ -106,6 +108,22 @@ struct PiiAuditStatus {
     bool worker_ready;
 };
 void pii_audit_read_status(PiiAuditStatus* out);
+
+// What the worker's insider scoring is doing, published after each maintenance step and batch.
+struct ScorerStatus {
+    char state[48];        // off, starting, running, stopped after a failure, not installed
+    int64 actors;
+    int64 peer_groups;
+    int64 relations;
+    int64 state_bytes;     // size of the last saved baselines
+    int64 scored_upto;     // last event id learned from
+    int64 alerts_raised;   // since the worker started
+    TimestampTz last_save;
+    TimestampTz relations_loaded_at;
+    char last_error[256];  // the last scoring or relations-query failure; empty when none
+};
+void pii_audit_publish_scorer_status(const ScorerStatus& status);
+void pii_audit_read_scorer_status(ScorerStatus* out);
 
 // Encodes and queues one event. allow_wait: may sleep for space (never during abort cleanup or
 // transaction callbacks). Returns false when the event was dropped (and counted).

@@ -485,8 +485,21 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON pii_audit.alerts, pii_audit.peer_groups, pii_audit.departed, pii_audit.scorer_state
-    FROM PUBLIC;
+CREATE FUNCTION pii_audit._scorer_status(
+    OUT state text, OUT actors bigint, OUT peer_groups bigint, OUT relations bigint,
+    OUT state_bytes bigint, OUT scored_upto bigint, OUT alerts_raised bigint,
+    OUT last_save timestamptz, OUT relations_loaded_at timestamptz, OUT last_error text,
+    OUT alert_threshold integer)
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'pii_audit_scorer_status';
+CREATE VIEW pii_audit.scorer_status AS SELECT * FROM pii_audit._scorer_status();
+COMMENT ON VIEW pii_audit.scorer_status IS
+    'what insider scoring in the worker is doing: state, actors, relations, last save, last error';
+
+REVOKE ALL ON pii_audit.alerts, pii_audit.peer_groups, pii_audit.departed, pii_audit.scorer_state,
+    pii_audit.scorer_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION pii_audit._scorer_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit._scorer_status() TO pii_audit_officer;
+GRANT SELECT ON pii_audit.scorer_status TO pii_audit_officer;
 REVOKE ALL ON FUNCTION pii_audit._scorer_inputs_changed(), pii_audit.mark_departed(text, timestamptz),
     pii_audit.clear_departed(text) FROM PUBLIC;
 GRANT SELECT ON pii_audit.alerts, pii_audit.peer_groups, pii_audit.departed TO pii_audit_officer;

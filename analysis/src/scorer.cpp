@@ -206,6 +206,7 @@ struct ActorState {
     std::array<std::int32_t, kDetectorCount> last_alert_day{};
     std::array<std::uint8_t, kDetectorCount> last_alert_band{};
     std::array<std::uint16_t, 64> category_days{};  // active days on which each category was read
+    std::uint32_t relation_events = 0;  // declared relations naming this actor
     Today today;
 };
 
@@ -392,6 +393,9 @@ struct Scorer::Impl {
         // follow the new peers.
         if (!group.empty() && group_names.name(a.group_id) != group) {
             a.group_id = group_id(group);
+            // Relations declared before the actor's group was known (a ticket opened before
+            // the clerk's first read) make the new group's lookups checkable too.
+            groups[a.group_id].relation_events += a.relation_events;
             if (a.today.day != kNoDay) compute_limits(a);
         }
         return a;
@@ -1343,6 +1347,7 @@ struct Scorer::Impl {
     void observe_relation(const RelationEvent& e) {
         ActorState& a = actor(e.actor, {});
         ++groups[a.group_id].relation_events;
+        ++a.relation_events;
         const std::int32_t day = clock(e.time_us).day;
         const std::uint64_t key = mix64(hash_bytes(e.subject) ^ (std::uint64_t{a.name_id} << 1));
         relations.put(key, day + config.relation_ttl_days, day);
@@ -1417,7 +1422,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 2;
+constexpr std::uint32_t kFormatVersion = 3;
 
 class Writer {
   public:
@@ -1576,13 +1581,13 @@ void Scorer::restore_state(std::string_view bytes) {
     *impl_ = std::move(fresh);
 }
 
-ScorerStats Scorer::stats() const {
+ScorerStats Scorer::stats(bool with_state_size) const {
     ScorerStats s;
     s.actors = impl_->actors.size();
     s.peer_groups = impl_->groups.size();
     s.relations = impl_->relations.size();
     s.bytes_per_actor = sizeof(ActorState);
-    s.state_bytes = save_state().size();
+    s.state_bytes = with_state_size ? save_state().size() : 0;
     s.alerts = impl_->alerts_raised;
     s.unknown_categories_dropped = impl_->unknown_categories;
     return s;

@@ -159,6 +159,48 @@ TEST_F(Detectors, LookupsWithoutBusinessReason) {
     EXPECT_TRUE(sim.alerts_for("clerk4").empty()) << describe(sim.alerts);
 }
 
+// In the server, relations come from a query that knows actors but not their peer groups: every
+// ticket here names its clerk before the clerk's first read says which group he is in.
+TEST(DetectorsRelations, RelationsDeclaredBeforeTheGroupIsKnownStillCount) {
+    Sim sim;
+    constexpr int kDesks = 20;
+    for (int p = 0; p < kDesks; ++p) {
+        const std::string desk = "desk" + std::to_string(p);
+        for (int c = 0; c < 300; ++c)
+            sim.relation(at(0, 0), desk, desk + "-cust-" + std::to_string(c));
+    }
+    std::mt19937_64 rng(11);
+    std::uniform_int_distribution<int> pick(0, 299), minute(0, 479);
+    for (int day = 0; day < 28; ++day) {
+        if (!testing::weekday(day)) continue;
+        for (int p = 0; p < kDesks; ++p) {
+            std::vector<int> minutes(25);
+            for (int& m : minutes) m = minute(rng);
+            std::sort(minutes.begin(), minutes.end());
+            for (int m : minutes) {
+                Sim::Read r;
+                r.actor = "desk" + std::to_string(p);
+                r.group = "front_desk";
+                r.time = at(day, 1) + std::int64_t{m} * 60 * 1000000;
+                r.subjects = {r.actor + "-cust-" + std::to_string(pick(rng))};
+                sim.access(r);
+            }
+        }
+    }
+    ASSERT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+    Sim::Read r;
+    r.actor = "desk3";
+    r.group = "front_desk";
+    std::vector<Alert> got;
+    for (int i = 0; i < 8; ++i) {
+        r.time = at(28, 3, 5 * i);
+        r.subjects = {"walkin-" + std::to_string(i)};
+        auto out = sim.access(r);
+        got.insert(got.end(), out.begin(), out.end());
+    }
+    EXPECT_NE(first(got, Detector::no_business_reason), nullptr) << describe(sim.alerts);
+}
+
 TEST_F(Detectors, FewUnexplainedLookupsADayAddUpOverAMonth) {
     // Three people a day without a ticket: within daily norms, beyond the peers' month.
     int extra = 0;

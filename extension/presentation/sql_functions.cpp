@@ -119,3 +119,34 @@ Datum pii_audit_scorer_inputs_changed(PG_FUNCTION_ARGS) {
     scorer_inputs_dirty = true;
     return PointerGetDatum(nullptr);
 }
+
+// pii_audit.scorer_status: what the worker's insider scoring is doing.
+extern "C" {
+PGDLLEXPORT Datum pii_audit_scorer_status(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_scorer_status);
+}
+
+Datum pii_audit_scorer_status(PG_FUNCTION_ARGS) {
+    TupleDesc tupdesc;
+    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "pii_audit_scorer_status: return type must be a row type");
+    ScorerStatus status;
+    pii_audit_read_scorer_status(&status);
+    Datum values[11];
+    bool nulls[11] = {};
+    values[0] = CStringGetTextDatum(pii_audit_scoring ? status.state : "off");
+    values[1] = Int64GetDatum(status.actors);
+    values[2] = Int64GetDatum(status.peer_groups);
+    values[3] = Int64GetDatum(status.relations);
+    values[4] = Int64GetDatum(status.state_bytes);
+    values[5] = Int64GetDatum(status.scored_upto);
+    values[6] = Int64GetDatum(status.alerts_raised);
+    values[7] = TimestampTzGetDatum(status.last_save);
+    nulls[7] = status.last_save == 0;
+    values[8] = TimestampTzGetDatum(status.relations_loaded_at);
+    nulls[8] = status.relations_loaded_at == 0;
+    values[9] = CStringGetTextDatum(status.last_error);
+    nulls[9] = status.last_error[0] == '\0';
+    values[10] = Int32GetDatum(pii_audit_alert_threshold);
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

@@ -14,6 +14,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -60,6 +61,15 @@ struct ScoringState {
     bool warned_not_installed = false;
     TimestampTz last_start_attempt = 0;
     bool reloaded = false;  // the configuration was reloaded since the last start attempt
+    // Declared business relations (pii_audit.business_relations_query).
+    std::string relations_query;     // the query whose rows were loaded so far
+    TimestampTz relations_since = 0;  // latest `since` loaded; 0 with relations_loaded false
+    bool relations_loaded = false;
+    TimestampTz relations_last_run = 0;
+    bool relations_failing = false;   // a WARNING was given; the next success says so
+    int64 saved_bytes = 0;
+    int64 alerts_raised = 0;
+    char last_error[256] = "";
     int64 scored_upto = 0;      // last event id fed (or skipped)
     int64 saved_upto = -1;      // scored_upto of the last saved state
     TimestampTz last_save = 0;
@@ -98,8 +108,12 @@ bool guarded(const char* what, Fn&& fn) noexcept {
     return false;
 }
 
+void publish();
+
 void report_failure() {
     scoring->broken = true;
+    strlcpy(scoring->last_error, failure, sizeof scoring->last_error);
+    publish();
     ereport(WARNING, (errmsg("pii_audit: insider scoring stopped: %s", failure),
                       errdetail("Events are still stored; they are not scored."),
                       errhint("Scoring restarts from the last saved baselines on a configuration "
@@ -322,6 +336,33 @@ bool scoring_active() {
            scoring->scorer != nullptr;
 }
 
+// Tells pii_audit.scorer_status what scoring is doing.
+void publish() {
+    ScoringState& s = *scoring;
+    ScorerStatus out{};
+    const char* state = !pii_audit_scoring       ? "off"
+                        : s.warned_not_installed && !s.started ? "not installed"
+                        : s.broken               ? "stopped after a failure"
+                        : s.started              ? "running"
+                                                 : "starting";
+    strlcpy(out.state, state, sizeof out.state);
+    if (s.scorer) {
+        analysis::ScorerStats stats{};
+        if (guarded("reading scorer statistics", [&] { stats = s.scorer->stats(false); })) {
+            out.actors = static_cast<int64>(stats.actors);
+            out.peer_groups = static_cast<int64>(stats.peer_groups);
+            out.relations = static_cast<int64>(stats.relations);
+        }
+    }
+    out.state_bytes = s.saved_bytes;
+    out.scored_upto = s.scored_upto;
+    out.alerts_raised = s.alerts_raised;
+    out.last_save = s.saved_upto >= 0 ? s.last_save : 0;
+    out.relations_loaded_at = s.relations_loaded ? s.relations_last_run : 0;
+    strlcpy(out.last_error, s.last_error, sizeof out.last_error);
+    pii_audit_publish_scorer_status(out);
+}
+
 // ---------------------------------------------------------------- catching up from the trail
 
 bool catch_up_from_trail(int64 last_event_id) {
@@ -438,6 +479,7 @@ void save_baselines() {
         report_failure();
         return;
     }
+    s.saved_bytes = static_cast<int64>(bytes.size());
     bytea* value = static_cast<bytea*>(palloc(VARHDRSZ + bytes.size()));
     SET_VARSIZE(value, VARHDRSZ + bytes.size());
     memcpy(VARDATA(value), bytes.data(), bytes.size());
@@ -450,6 +492,115 @@ void save_baselines() {
         elog(ERROR, "pii_audit: could not save insider baselines");
     s.saved_upto = s.scored_upto;
     s.last_save = GetCurrentTimestamp();
+}
+
+// Runs pii_audit.business_relations_query (inside a transaction, SPI connected) and feeds the
+// rows it returns as declared relations. The DBA's query may fail or return the wrong shape:
+// it runs in a subtransaction, and a failure is a WARNING, never the end of the worker.
+void load_relations(const char* query) {
+    ScoringState& s = *scoring;
+    if (s.relations_query != query) {
+        s.relations_query = query;
+        s.relations_loaded = false;
+        s.relations_since = 0;
+    }
+    if (!pii_audit_subject_key_loaded()) {
+        if (!s.relations_failing)
+            ereport(WARNING, (errmsg("pii_audit: business relations are not loaded: the server "
+                                     "has no subject key to hash their subjects with")));
+        s.relations_failing = true;
+        return;
+    }
+    MemoryContext caller = CurrentMemoryContext;
+    ResourceOwner owner = CurrentResourceOwner;
+    volatile int64 loaded = 0;
+    volatile bool scorer_failed = false;
+    BeginInternalSubTransaction(nullptr);
+    MemoryContextSwitchTo(caller);
+    PG_TRY();
+    {
+        Oid types[1] = {TIMESTAMPTZOID};
+        Datum args[1] = {TimestampTzGetDatum(s.relations_since)};
+        char nulls[2] = {s.relations_loaded ? ' ' : 'n', '\0'};
+        int rc = SPI_execute_with_args(query, 1, types, args, nulls, true, 0);
+        if (rc != SPI_OK_SELECT)
+            ereport(ERROR, (errmsg("it is not a query returning rows")));
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        if (desc->natts != 3 || SPI_gettypeid(desc, 3) != TIMESTAMPTZOID)
+            ereport(ERROR,
+                    (errmsg("it must return three columns (actor, subject, since timestamptz)")));
+        TimestampTz latest = s.relations_since;
+        for (uint64 i = 0; i < SPI_processed; ++i) {
+            HeapTuple row = SPI_tuptable->vals[i];
+            bool null_since;
+            Datum since = SPI_getbinval(row, desc, 3, &null_since);
+            char* actor = SPI_getvalue(row, desc, 1);
+            char* subject = SPI_getvalue(row, desc, 2);
+            if (actor == nullptr || subject == nullptr || null_since || actor[0] == '\0')
+                continue;
+            // The same keyed hash the events carry for this subject identifier.
+            int64 hash = pii_audit_subject_hash(subject, strlen(subject));
+            analysis::RelationEvent e;
+            e.time_us = DatumGetTimestampTz(since) + kUnixToPostgresMicros;
+            e.actor = actor;
+            e.subject = std::string_view(reinterpret_cast<const char*>(&hash), sizeof hash);
+            if (!guarded("learning business relations", [&] { s.scorer->observe(e); })) {
+                scorer_failed = true;
+                break;
+            }
+            if (DatumGetTimestampTz(since) > latest) latest = DatumGetTimestampTz(since);
+            loaded = loaded + 1;
+        }
+        s.relations_since = latest;
+        s.relations_loaded = true;
+        ReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller);
+        CurrentResourceOwner = owner;
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        ErrorData* error = CopyErrorData();
+        FlushErrorState();
+        RollbackAndReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller);
+        CurrentResourceOwner = owner;
+        if (!s.relations_failing)
+            ereport(WARNING,
+                    (errmsg("pii_audit: pii_audit.business_relations_query failed: %s",
+                            error->message),
+                     errdetail("Lookups are judged with the relations loaded so far; the query "
+                               "is tried again every pii_audit.business_relations_interval."),
+                     errhint("The query runs in database \"%s\", receives $1 timestamptz "
+                             "(NULL at first) and returns (actor, subject, since timestamptz).",
+                             pii_audit_database)));
+        s.relations_failing = true;
+        snprintf(s.last_error, sizeof s.last_error, "business_relations_query: %s",
+                 error->message);
+        FreeErrorData(error);
+        return;
+    }
+    PG_END_TRY();
+    if (scorer_failed) {
+        report_failure();
+        return;
+    }
+    if (s.relations_failing) {
+        ereport(LOG, (errmsg("pii_audit: pii_audit.business_relations_query works again")));
+        s.last_error[0] = '\0';
+    }
+    s.relations_failing = false;
+    if (loaded > 0)
+        ereport(DEBUG1, (errmsg("pii_audit: loaded %lld business relations",
+                                static_cast<long long>(loaded))));
+}
+
+bool relations_due() {
+    const char* query = pii_audit_business_relations_query;
+    if (query == nullptr || query[0] == '\0' || !scoring_active()) return false;
+    if (scoring->relations_query != query) return true;
+    return TimestampDifferenceExceeds(scoring->relations_last_run, GetCurrentTimestamp(),
+                                      pii_audit_business_relations_interval_s * 1000);
 }
 
 void in_transaction(void (*fn)()) {
@@ -466,6 +617,10 @@ bool reload_inputs_pending() { return scoring_active(); }
 
 }  // namespace
 
+namespace {
+void start_scoring(int64 last_event_id);
+}
+
 // Inside the worker's start-up transaction (SPI not connected). last_event_id: the highest id
 // in the trail.
 void pii_audit_scoring_start(int64 last_event_id) {
@@ -475,6 +630,16 @@ void pii_audit_scoring_start(int64 last_event_id) {
     }
     ScoringState& s = *scoring;
     s.started = false;
+    s.relations_loaded = false;
+    s.relations_query.clear();
+    start_scoring(last_event_id);
+    publish();
+}
+
+namespace {
+
+void start_scoring(int64 last_event_id) {
+    ScoringState& s = *scoring;
     if (!pii_audit_scoring) {
         s.scored_upto = last_event_id;
         return;
@@ -531,6 +696,8 @@ void pii_audit_scoring_start(int64 last_event_id) {
     s.last_save = GetCurrentTimestamp();
     SPI_finish();
 }
+
+}  // namespace
 
 // In the batch transaction, after the event was inserted with this id.
 void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event) {
@@ -612,6 +779,7 @@ void pii_audit_scoring_store_alerts(void) {
             bool isnull;
             int64 id = DatumGetInt64(
                 SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+            ++s.alerts_raised;
             if (!guarded("keeping an alert", [&] { s.stored.push_back({id, std::move(alert)}); }))
                 report_failure();
         }
@@ -634,6 +802,7 @@ void pii_audit_scoring_after_commit(void) {
                         detector.data(), a.alert.score, static_cast<int>(severity.size()),
                         severity.data(), a.alert.explanation.c_str())));
     }
+    if (!scoring->stored.empty()) publish();
     scoring->stored.clear();
 }
 
@@ -666,19 +835,26 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
     }
     bool rebuild = settings_changed();
     bool reload = rebuild || s.inputs_generation != pii_audit_scorer_inputs_generation();
+    bool relations = relations_due();
     bool save = s.scored_upto != s.saved_upto &&
                 (force_save || TimestampDifferenceExceeds(
                                    s.last_save, GetCurrentTimestamp(),
                                    pii_audit_baseline_save_interval_s * 1000));
-    if (!rebuild && !reload && !save) return;
+    if (!rebuild && !reload && !save && !relations) return;
     if (rebuild && !build_scorer(nullptr)) return;
     s.inputs_generation = pii_audit_scorer_inputs_generation();
+    if (relations) s.relations_last_run = GetCurrentTimestamp();
+    static bool run_relations, run_save;
+    run_relations = relations;
+    run_save = save;
     in_transaction([] {
         SPI_connect();
         if (reload_inputs_pending()) load_inputs();
-        if (scoring_active() && scoring->scored_upto != scoring->saved_upto) save_baselines();
+        if (run_relations && scoring_active()) load_relations(pii_audit_business_relations_query);
+        if (run_save && scoring_active()) save_baselines();
         SPI_finish();
     });
+    publish();
 }
 
 // The worker reloaded its configuration (SIGHUP).

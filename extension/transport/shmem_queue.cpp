@@ -38,6 +38,7 @@ struct SharedQueue {
     uint64 dropped;
     pg_atomic_uint64 capture_errors;
     pg_atomic_uint64 scorer_inputs;  // bumped when peer groups or departed accounts change
+    ScorerStatus scorer;             // under lock
     int worker_pid;
     Latch* worker_latch;
     bool worker_ready;
@@ -275,4 +276,20 @@ void pii_audit_scorer_inputs_bump(void) {
 
 uint64 pii_audit_scorer_inputs_generation(void) {
     return queue ? pg_atomic_read_u64(&queue->scorer_inputs) : 0;
+}
+
+void pii_audit_publish_scorer_status(const ScorerStatus& status) {
+    if (queue == nullptr) return;
+    LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+    queue->scorer = status;
+    LWLockRelease(queue->lock);
+}
+
+void pii_audit_read_scorer_status(ScorerStatus* out) {
+    memset(out, 0, sizeof *out);
+    if (queue == nullptr) return;
+    LWLockAcquire(queue->lock, LW_SHARED);
+    *out = queue->scorer;
+    LWLockRelease(queue->lock);
+    if (out->state[0] == '\0') strlcpy(out->state, "not started", sizeof out->state);
 }

@@ -262,3 +262,82 @@ TEST_F(Insider, PermissionDeniedReadIsRecordedAsDenied) {
 
 }  // namespace
 }  // namespace pii_it
+
+namespace pii_it {
+namespace {
+
+// Declared business relations: the DBA's query is run by the worker; a bad one is reported in
+// pii_audit.scorer_status and never stops the worker.
+class BusinessRelations : public testing::Test {
+  protected:
+    void SetUp() override {
+        admin_ = std::make_unique<Connection>(main_cluster());
+        admin_->exec("SET client_min_messages = warning");
+        ensure_customers_schema(*admin_);
+        admin_->exec_script(
+            "CREATE TABLE IF NOT EXISTS public.it_tickets (clerk text, customer_phone text, "
+            "  opened_at timestamptz DEFAULT now());");
+    }
+    void TearDown() override {
+        admin_->exec("ALTER SYSTEM RESET pii_audit.business_relations_query");
+        admin_->exec("ALTER SYSTEM RESET pii_audit.business_relations_interval");
+        admin_->exec("SELECT pg_reload_conf()");
+    }
+    void set_query(const std::string& query) {
+        admin_->exec("ALTER SYSTEM SET pii_audit.business_relations_query = " +
+                     quote_literal(query));
+        admin_->exec("ALTER SYSTEM SET pii_audit.business_relations_interval = '1s'");
+        admin_->exec("SELECT pg_reload_conf()");
+    }
+    std::unique_ptr<Connection> admin_;
+};
+
+TEST_F(BusinessRelations, TicketsAreLoadedAndABadQueryIsReportedNotFatal) {
+    EXPECT_EQ(admin_->text("SELECT state FROM pii_audit.scorer_status"), "running");
+    const int64_t before = admin_->int64("SELECT relations FROM pii_audit.scorer_status");
+    const std::string clerk = unique_marker("ticket-clerk");
+    admin_->exec("INSERT INTO public.it_tickets (clerk, customer_phone) SELECT $1, phone "
+                 "FROM public.customers WHERE id <= 5",
+                 {clerk});
+    set_query(
+        "SELECT clerk, customer_phone, opened_at FROM public.it_tickets "
+        "WHERE opened_at > coalesce($1, now() - interval '30 days')");
+    EXPECT_TRUE(poll_until(std::chrono::seconds(10), [&] {
+        return admin_->int64("SELECT relations FROM pii_audit.scorer_status") >= before + 5;
+    })) << admin_->text("SELECT row(s.*)::text FROM pii_audit.scorer_status s");
+    EXPECT_EQ(admin_->text("SELECT coalesce(last_error, '') FROM pii_audit.scorer_status"), "");
+    // Only new rows are asked for afterwards ($1): five more tickets, five more relations.
+    const int64_t loaded = admin_->int64("SELECT relations FROM pii_audit.scorer_status");
+    admin_->exec("INSERT INTO public.it_tickets (clerk, customer_phone) SELECT $1, phone "
+                 "FROM public.customers WHERE id BETWEEN 6 AND 10",
+                 {clerk});
+    EXPECT_TRUE(poll_until(std::chrono::seconds(10), [&] {
+        return admin_->int64("SELECT relations FROM pii_audit.scorer_status") == loaded + 5;
+    })) << admin_->text("SELECT row(s.*)::text FROM pii_audit.scorer_status s");
+
+    // Wrong shape, then a query that fails: reported, and events are still stored.
+    set_query("SELECT 1");
+    EXPECT_TRUE(poll_until(std::chrono::seconds(10), [&] {
+        return admin_->text("SELECT coalesce(last_error, '') FROM pii_audit.scorer_status")
+                   .find("three columns") != std::string::npos;
+    })) << admin_->text("SELECT row(s.*)::text FROM pii_audit.scorer_status s");
+    set_query("SELECT clerk, customer_phone, opened_at FROM public.no_such_table");
+    EXPECT_TRUE(poll_until(std::chrono::seconds(10), [&] {
+        return admin_->text("SELECT coalesce(last_error, '') FROM pii_audit.scorer_status")
+                   .find("no_such_table") != std::string::npos;
+    })) << admin_->text("SELECT row(s.*)::text FROM pii_audit.scorer_status s");
+    EXPECT_EQ(admin_->text("SELECT state FROM pii_audit.scorer_status"), "running");
+    const std::string reader = unique_marker("after-bad-query");
+    admin_->exec("SET pii_audit.end_user = " + quote_literal(reader));
+    admin_->exec("SELECT phone FROM customers WHERE id = 3");
+    admin_->exec("RESET pii_audit.end_user");
+    bool drained = false;
+    wait_for_drain(*admin_, 0, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained);
+    EXPECT_EQ(admin_->int64("SELECT count(*) FROM pii_audit.access_log WHERE end_user = $1",
+                            {reader}),
+              1);
+}
+
+}  // namespace
+}  // namespace pii_it

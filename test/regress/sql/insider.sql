@@ -91,6 +91,14 @@ INSERT INTO pii_audit.peer_groups VALUES ('clerk-0500', 'counter_clerk');
 RESET ROLE;
 SELECT pii_audit._scorer_inputs_changed();
 
+-- What scoring is doing, for officers.
+SET ROLE insider_officer;
+SELECT state, alert_threshold, scored_upto > 0 AS learning, last_error FROM pii_audit.scorer_status;
+RESET ROLE;
+SET ROLE insider_denied;
+SELECT state FROM pii_audit.scorer_status;
+RESET ROLE;
+
 -- Scoring settings: reloadable, superuser-only, validated.
 SHOW pii_audit.scoring;
 SHOW pii_audit.alert_threshold;
@@ -105,6 +113,8 @@ ALTER SYSTEM SET pii_audit.service_peer_groups = 'batch, ';
 ALTER SYSTEM RESET pii_audit.service_peer_groups;
 ALTER SYSTEM SET pii_audit.baseline_save_interval = '5s';
 ALTER SYSTEM SET pii_audit.scoring = maybe;
+ALTER SYSTEM SET pii_audit.business_relations_interval = 0;
+SHOW pii_audit.business_relations_query;
 SET ROLE insider_admin;
 ALTER SYSTEM SET pii_audit.scoring = off;
 RESET ROLE;

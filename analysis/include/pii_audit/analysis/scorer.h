@@ -113,7 +113,8 @@ class Scorer {
     std::string save_state() const;
     void restore_state(std::string_view bytes);
 
-    ScorerStats stats() const;
+    // with_state_size: also serialise the state to measure it (costly with many actors).
+    ScorerStats stats(bool with_state_size = true) const;
     const ScorerConfig& config() const;
 
   private:
