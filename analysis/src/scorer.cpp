@@ -207,6 +207,7 @@ struct ActorState {
     std::array<std::uint8_t, kDetectorCount> last_alert_band{};
     std::array<std::uint16_t, 64> category_days{};  // active days on which each category was read
     std::uint32_t relation_events = 0;  // declared relations naming this actor
+    bool group_known = false;           // seen with a peer group (not just named by a relation)
     Today today;
 };
 
@@ -383,6 +384,7 @@ struct Scorer::Impl {
             ActorState a;
             a.name_id = id;
             a.group_id = group_id(group.empty() ? std::string_view("default") : group);
+            a.group_known = !group.empty();
             a.last_alert_day.fill(kNoDay);
             a.block_id.fill(kNoDay);
             actors.push_back(a);
@@ -394,10 +396,12 @@ struct Scorer::Impl {
         if (!group.empty() && group_names.name(a.group_id) != group) {
             a.group_id = group_id(group);
             // Relations declared before the actor's group was known (a ticket opened before
-            // the clerk's first read) make the new group's lookups checkable too.
-            groups[a.group_id].relation_events += a.relation_events;
+            // the clerk's first read) make the group's lookups checkable too. A role change
+            // does not: the new role's work need not come with tickets.
+            if (!a.group_known) groups[a.group_id].relation_events += a.relation_events;
             if (a.today.day != kNoDay) compute_limits(a);
         }
+        if (!group.empty()) a.group_known = true;
         return a;
     }
 
