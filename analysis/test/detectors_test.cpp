@@ -500,6 +500,22 @@ TEST(DetectorsCold, NothingFiresWithoutAnyNorm) {
     EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
 }
 
+// `actor` reads the verification codes of `n` walk-in customers, one a minute from `hour`:00 on
+// `day`; returns the alerts raised.
+std::vector<Alert> read_codes(Sim& sim, const std::string& actor, int day, int hour, int n) {
+    Sim::Read r;
+    r.actor = actor;
+    r.categories = {"phone", "verification_code"};
+    std::vector<Alert> got;
+    for (int i = 0; i < n; ++i) {
+        r.time = at(day, hour, i);
+        r.subjects = {"walkin-" + std::to_string(i)};
+        auto out = sim.access(r);
+        got.insert(got.end(), out.begin(), out.end());
+    }
+    return got;
+}
+
 // A fresh installation: no norm anywhere. Colleagues working the same day stand in for it.
 TEST(DetectorsCold, CodesReadWhileColleaguesReadNoneOnTheFirstDay) {
     Sim sim;
@@ -546,27 +562,13 @@ TEST(DetectorsCold, NoColdAlertWhenColleaguesReadTheSameCategory) {
 TEST(DetectorsCold, EarlyInTheDayColleaguesHaveNotWorkedEnoughToCompare) {
     Sim sim;
     for (int p = 0; p < 4; ++p) sim.office_day(0, "clerk" + std::to_string(p), "clerk", 5);
-    Sim::Read r;
-    r.actor = "clerk9";
-    r.categories = {"phone", "verification_code"};
-    for (int i = 0; i < 40; ++i) {
-        r.time = at(0, 8, i);
-        r.subjects = {"walkin-" + std::to_string(i)};
-        sim.access(r);
-    }
+    read_codes(sim, "clerk9", 0, 8, 40);
     EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
 }
 
 TEST(DetectorsCold, AloneOnTheFirstDayProvesNothing) {
     Sim sim;
-    Sim::Read r;
-    r.actor = "only";
-    r.categories = {"phone", "verification_code"};
-    for (int i = 0; i < 40; ++i) {
-        r.time = at(0, 10, i);
-        r.subjects = {"c" + std::to_string(i)};
-        sim.access(r);
-    }
+    read_codes(sim, "only", 0, 10, 40);
     EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
 }
 

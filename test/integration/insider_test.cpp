@@ -84,12 +84,19 @@ std::optional<AlertRow> alert_by_id(Connection& conn, int64_t id) {
     return a;
 }
 
+// A superuser connection to the main cluster with the test schema in place; IF NOT EXISTS
+// notices are kept out of the test output.
+std::unique_ptr<Connection> admin_connection() {
+    auto admin = std::make_unique<Connection>(main_cluster());
+    admin->exec("SET client_min_messages = warning");
+    ensure_customers_schema(*admin);
+    return admin;
+}
+
 class Insider : public testing::Test {
   protected:
     void SetUp() override {
-        admin_ = std::make_unique<Connection>(main_cluster());
-        admin_->exec("SET client_min_messages = warning");
-        ensure_customers_schema(*admin_);
+        admin_ = admin_connection();
         admin_->exec_script(
             "CREATE TABLE IF NOT EXISTS public.sms_codes (phone text PRIMARY KEY, code text);"
             "INSERT INTO public.sms_codes SELECT phone, lpad((id * 7919 % 1000000)::text, 6, '0') "
@@ -271,9 +278,7 @@ namespace {
 class BusinessRelations : public testing::Test {
   protected:
     void SetUp() override {
-        admin_ = std::make_unique<Connection>(main_cluster());
-        admin_->exec("SET client_min_messages = warning");
-        ensure_customers_schema(*admin_);
+        admin_ = admin_connection();
         admin_->exec_script(
             "CREATE TABLE IF NOT EXISTS public.it_tickets (clerk text, customer_phone text, "
             "  opened_at timestamptz DEFAULT now());");

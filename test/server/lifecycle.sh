@@ -115,8 +115,9 @@ for i in $(seq 1 200); do echo "SELECT name FROM customers WHERE id = $((i % 100
 before=$(q -d postgres -c 'SELECT events_enqueued FROM pii_audit.status')
 pgc_stop "$dir" fast >/dev/null
 pgc_start "$dir" >/dev/null
+# (Events of the restarted server, such as this check's own login, do not count.)
 check "fast shutdown: every queued event persisted" "$before" \
-    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind <> 'gap'")"
+    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind <> 'gap' AND event_time < pg_postmaster_start_time()")"
 check "fast shutdown: no gap recorded" "0" \
     "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap'")"
 
