@@ -163,6 +163,9 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save);
 void pii_audit_scoring_config_reloaded(void);
 
 // ---- storage (storage/worker.cpp) ----
+// Text of an event in the audit database's encoding, never failing: characters it cannot
+// represent (and invalid bytes) become '?'. May return value's own bytes (not NUL-terminated).
+const char* pii_audit_in_audit_encoding(std::string_view value, int source_encoding, int* out_len);
 void pii_audit_register_worker(void);
 extern "C" PGDLLEXPORT void pii_audit_worker_main(Datum arg);
 

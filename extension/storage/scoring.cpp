@@ -271,12 +271,10 @@ std::string_view peer_group_of(std::string_view actor, std::string_view role) {
 // Names arrive in the encoding of the database where they were read; the alerts table (and the
 // peer group mapping) use the audit database's.
 std::string_view in_audit_encoding(std::string_view value, int encoding) {
-    if (value.empty() || encoding == GetDatabaseEncoding() || encoding == PG_SQL_ASCII)
-        return value;
-    char* converted = reinterpret_cast<char*>(pg_do_encoding_conversion(
-        reinterpret_cast<unsigned char*>(const_cast<char*>(value.data())),
-        static_cast<int>(value.size()), encoding, GetDatabaseEncoding()));
-    return std::string_view(converted, strlen(converted));
+    if (value.empty()) return value;
+    int len = 0;
+    const char* text = pii_audit_in_audit_encoding(value, encoding, &len);
+    return std::string_view(text, static_cast<size_t>(len));
 }
 
 // What one stored event says, independent of where it came from (queue record or trail row).

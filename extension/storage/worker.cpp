@@ -11,6 +11,7 @@ extern "C" {
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "lib/stringinfo.h"
 #include "commands/dbcommands.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -121,10 +122,14 @@ bool prepare(WorkerState* state) {
                              pii_audit_database)));
         state->warned_not_installed = true;
     } else if (!events_table_matches(events)) {
-        ereport(WARNING, (errmsg("pii_audit: table pii_audit.events does not have the columns "
-                                 "this version of pii_audit writes"),
-                          errhint("ALTER EXTENSION pii_audit UPDATE in database \"%s\".",
-                                  pii_audit_database)));
+        if (!state->warned_not_installed)
+            ereport(WARNING, (errmsg("pii_audit: table pii_audit.events does not have the columns "
+                                     "this version of pii_audit writes"),
+                              errdetail("Audit events wait in the shared-memory queue; once it is "
+                                        "full they are dropped and counted."),
+                              errhint("ALTER EXTENSION pii_audit UPDATE in database \"%s\".",
+                                      pii_audit_database)));
+        state->warned_not_installed = true;
         ready = false;
     } else {
         state->events_relid = events;
@@ -176,14 +181,27 @@ bool prepare(WorkerState* state) {
     return ready;
 }
 
+// Keeps the characters of [s, s+len) that are valid in `encoding` and puts '?' for each byte
+// that is not.
+void append_valid(StringInfo out, const char* s, int len, int encoding) {
+    while (len > 0) {
+        int n = static_cast<unsigned char>(*s) < 0x80 ? (*s ? 1 : -1)
+                                                      : pg_encoding_verifymbchar(encoding, s, len);
+        if (n > 0) {
+            appendBinaryStringInfo(out, s, n);
+        } else {
+            appendStringInfoChar(out, '?');
+            n = 1;
+        }
+        s += n;
+        len -= n;
+    }
+}
+
 Datum text_datum(std::string_view value, int source_encoding) {
-    int target = GetDatabaseEncoding();
-    if (source_encoding == target || source_encoding == PG_SQL_ASCII || target == PG_SQL_ASCII)
-        return PointerGetDatum(cstring_to_text_with_len(value.data(), value.size()));
-    char* converted = reinterpret_cast<char*>(pg_do_encoding_conversion(
-        reinterpret_cast<unsigned char*>(const_cast<char*>(value.data())),
-        static_cast<int>(value.size()), source_encoding, target));
-    return PointerGetDatum(cstring_to_text(converted));
+    int len = 0;
+    const char* text = pii_audit_in_audit_encoding(value, source_encoding, &len);
+    return PointerGetDatum(cstring_to_text_with_len(text, len));
 }
 
 Datum text_array(std::string_view list, int encoding) {
@@ -498,6 +516,52 @@ void mark_clean_shutdown() {
 }
 
 }  // namespace
+
+// Text from another database (or from a connection's startup packet) may hold characters the
+// audit database's encoding cannot represent, or bytes that are no characters at all. Storing
+// must not fail on them: the batch would fail, and the worker would retry it forever while the
+// queue filled. What cannot be stored becomes '?'.
+const char* pii_audit_in_audit_encoding(std::string_view value, int source_encoding, int* out_len) {
+    const int target = GetDatabaseEncoding();
+    const char* data = value.data();
+    const char* const end = value.data() + value.size();
+    const int len = static_cast<int>(value.size());
+    if (target == PG_SQL_ASCII ||
+        ((source_encoding == target || source_encoding == PG_SQL_ASCII) &&
+         pg_verify_mbstr(target, data, len, true))) {
+        *out_len = len;
+        return data;
+    }
+    StringInfoData out;
+    initStringInfo(&out);
+    Oid proc = source_encoding == target || source_encoding == PG_SQL_ASCII
+                   ? InvalidOid
+                   : FindDefaultConversionProc(source_encoding, target);
+    if (!OidIsValid(proc)) {
+        append_valid(&out, data, len, target);
+    } else {
+        char* buffer =
+            static_cast<char*>(palloc(static_cast<Size>(len) * MAX_CONVERSION_GROWTH + 1));
+        while (data < end) {
+            int rest = static_cast<int>(end - data);
+            int done = pg_do_encoding_conversion_buf(
+                proc, source_encoding, target,
+                reinterpret_cast<unsigned char*>(const_cast<char*>(data)), rest,
+                reinterpret_cast<unsigned char*>(buffer), rest * MAX_CONVERSION_GROWTH + 1, true);
+            appendStringInfoString(&out, buffer);
+            data += done;
+            if (done < rest) {
+                // No equivalent, or invalid bytes: skip the character if its length is known.
+                appendStringInfoChar(&out, '?');
+                int skip = pg_encoding_verifymbchar(source_encoding, data, static_cast<int>(end - data));
+                data += skip > 0 ? skip : 1;
+            }
+        }
+        pfree(buffer);
+    }
+    *out_len = out.len;
+    return out.data;
+}
 
 void pii_audit_register_worker(void) {
     BackgroundWorker worker{};

@@ -6,7 +6,8 @@
 #   3. labels survive pg_dump/restore, and pg_dump's own reads are in the trail;
 #   4. a fast shutdown flushes the queue: every read issued before it is in the trail;
 #   5.-7. the worker's position, crashes, the subject key (see each section);
-#   8. insider baselines survive a clean stop and a crash.
+#   8. insider baselines survive a clean stop and a crash;
+#   9. text the audit database's encoding cannot hold is stored as '?', never retried forever.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
@@ -216,6 +217,28 @@ else
 fi
 check "baselines: restored without complaint" "0" \
     "$(grep -c 'were not restored\|insider scoring stopped' "$dir/server.log" || true)"
+
+# 9. Text the audit database cannot store (a UTF-8 table name, a LATIN1 trail) becomes '?'
+#    instead of failing the batch, which the worker would retry forever while the queue filled.
+fresh_cluster "shared_preload_libraries = 'pii_audit'" "pii_audit.database = 'trail'" \
+    "pii_audit.flush_interval = 50"
+q -d postgres -c "CREATE DATABASE trail ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+q -d trail -c 'CREATE EXTENSION pii_audit'
+q -d postgres -c 'CREATE EXTENSION pii_audit' -c "$schema" \
+    -c 'CREATE TABLE "客户" (id int, phone text)' -c "INSERT INTO \"客户\" VALUES (1, '138')" \
+    -c "SECURITY LABEL FOR pii ON COLUMN \"客户\".phone IS 'phone'"
+q -d postgres -c 'SELECT phone FROM "客户"' -c 'SELECT name FROM customers WHERE id = 5' >/dev/null
+if wait_until trail "SELECT count(*) = 2 FROM pii_audit.access_log WHERE kind = 'read'" 30; then
+    check "unconvertible text: stored with '?'" 'public."??"|{phone}' \
+        "$(q -d trail -c "SELECT relation, columns FROM pii_audit.access_log WHERE kind = 'read' ORDER BY event_id LIMIT 1")"
+    check "unconvertible text: the next event is stored too" "public.customers" \
+        "$(q -d trail -c "SELECT relation FROM pii_audit.access_log WHERE kind = 'read' ORDER BY event_id DESC LIMIT 1")"
+else
+    check "unconvertible text: events still arrive" "2 reads" \
+        "$(q -d trail -c "SELECT count(*) FROM pii_audit.access_log WHERE kind = 'read'" 2>&1)"
+fi
+check "unconvertible text: no conversion error" "0" \
+    "$(grep -c 'has no equivalent in encoding\|invalid byte sequence' "$dir/server.log" || true)"
 
 if ((failures > 0)); then
     echo "--- server log"
