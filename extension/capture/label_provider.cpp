@@ -5,6 +5,12 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_seclabel.h"
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -15,6 +21,8 @@ extern "C" {
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -33,6 +41,7 @@ struct PendingLabelChange {
     char* categories;
     int categories_len;
     char* detail;
+    const char* command;  // static text
     char* query_text;
     int query_len;
     bool query_truncated;
@@ -54,7 +63,7 @@ void emit_pending(pii_audit::EventStatus status) {
         if (change->query_truncated) event.header.flags |= pii_audit::kFlagQueryTruncated;
         pii_audit_fill_identity(event);
         pii_audit_apply_identity(change->identity, event);
-        event.field[pii_audit::kCommand] = "SECURITY LABEL";
+        event.field[pii_audit::kCommand] = change->command;
         event.field[pii_audit::kRelation] = change->relation;
         std::string_view column(change->column, strlen(change->column) + 1);
         event.field[pii_audit::kColumns] = column;
@@ -150,6 +159,94 @@ void validate_target(const ObjectAddress* object) {
                                "tables, materialized views and foreign tables")));
 }
 
+// Records a label change of column `attnum` of `relid`, emitted when the transaction ends.
+void queue_change(Oid relid, int attnum, const char* categories, size_t categories_len,
+                  const char* detail, const char* command) {
+    MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+    auto* change = static_cast<PendingLabelChange*>(palloc0(sizeof(PendingLabelChange)));
+    change->time = GetCurrentTimestamp();
+    change->relid = relid;
+    change->relation =
+        quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+    change->column = pstrdup(get_attname(relid, static_cast<AttrNumber>(attnum), false));
+    if (categories_len > 0) {
+        change->categories = static_cast<char*>(palloc(categories_len));
+        memcpy(change->categories, categories, categories_len);
+        change->categories_len = static_cast<int>(categories_len);
+    }
+    change->detail = pstrdup(detail);
+    change->command = command;
+    if (debug_query_string)
+        change->query_text = pii_audit_normalize(debug_query_string, strlen(debug_query_string),
+                                                 &change->query_len, &change->query_truncated);
+    pii_audit_capture_identity(&change->identity);
+    pending_changes = lappend(pending_changes, change);
+    MemoryContextSwitchTo(old);
+
+    if (!xact_callback_registered) {
+        RegisterXactCallback(on_xact_event, nullptr);
+        xact_callback_registered = true;
+    }
+}
+
+// Dropping a labelled column (or its table) removes its label with it: the trail must say so,
+// or a label could vanish without a trace.
+void record_dropped_label(Oid relid, int attnum, const char* what) {
+    ObjectAddress column = {RelationRelationId, relid, attnum};
+    char* label = GetSecurityLabel(&column, "pii");
+    if (label == nullptr) return;
+    size_t label_len = strlen(label);
+    char* categories = static_cast<char*>(palloc(label_len + 1));
+    size_t categories_len = 0;
+    bool subject_key = false;
+    char error[256];
+    if (!pii_audit::parse_label_into(label, categories, label_len + 1, &categories_len,
+                                     &subject_key, error, sizeof error))
+        categories_len = 0;
+    queue_change(relid, attnum, categories, categories_len,
+                 psprintf("%s with its label (was '%s')", what, label), "DROP");
+}
+
+object_access_hook_type prev_object_access = nullptr;
+
+void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id,
+                      void* arg) {
+    if (prev_object_access) prev_object_access(access, class_id, object_id, sub_id, arg);
+    if (access != OAT_DROP || class_id != RelationRelationId || object_id < FirstNormalObjectId)
+        return;
+    char relkind = get_rel_relkind(object_id);
+    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
+        relkind != RELKIND_MATVIEW && relkind != RELKIND_FOREIGN_TABLE)
+        return;
+    // Labels exist only where the extension is installed; skip the catalog lookups elsewhere.
+    if (!OidIsValid(get_extension_oid("pii_audit", true))) return;
+    if (sub_id > 0) {
+        record_dropped_label(object_id, sub_id, "column dropped");
+        return;
+    }
+    // The table's labelled columns, from pg_seclabel (collected first, recorded after the scan).
+    List* attnums = NIL;
+    Relation seclabel = table_open(SecLabelRelationId, AccessShareLock);
+    ScanKeyData keys[2];
+    ScanKeyInit(&keys[0], Anum_pg_seclabel_objoid, BTEqualStrategyNumber, F_OIDEQ,
+                ObjectIdGetDatum(object_id));
+    ScanKeyInit(&keys[1], Anum_pg_seclabel_classoid, BTEqualStrategyNumber, F_OIDEQ,
+                ObjectIdGetDatum(RelationRelationId));
+    SysScanDesc scan = systable_beginscan(seclabel, SecLabelObjectIndexId, true, nullptr, 2, keys);
+    while (HeapTuple tuple = systable_getnext(scan)) {
+        auto* row = reinterpret_cast<FormData_pg_seclabel*>(GETSTRUCT(tuple));
+        bool isnull = true;
+        Datum provider =
+            heap_getattr(tuple, Anum_pg_seclabel_provider, RelationGetDescr(seclabel), &isnull);
+        if (row->objsubid > 0 && !isnull && strcmp(TextDatumGetCString(provider), "pii") == 0)
+            attnums = lappend_int(attnums, row->objsubid);
+    }
+    systable_endscan(scan);
+    table_close(seclabel, AccessShareLock);
+    ListCell* cell;
+    foreach (cell, attnums) record_dropped_label(object_id, lfirst_int(cell), "table dropped");
+}
+
 void pii_label_hook(const ObjectAddress* object, const char* label) {
     validate_target(object);
     check_may_change_labels();
@@ -191,39 +288,23 @@ void pii_label_hook(const ObjectAddress* object, const char* label) {
     }
 
     char* previous = GetSecurityLabel(object, "pii");
-    MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-    auto* change = static_cast<PendingLabelChange*>(palloc0(sizeof(PendingLabelChange)));
-    change->time = GetCurrentTimestamp();
-    change->relid = object->objectId;
-    change->relation = quote_qualified_identifier(
-        get_namespace_name(get_rel_namespace(object->objectId)), get_rel_name(object->objectId));
-    change->column = pstrdup(get_attname(object->objectId, object->objectSubId, false));
-    if (categories_len > 0) {
-        change->categories = static_cast<char*>(palloc(categories_len));
-        memcpy(change->categories, categories, categories_len);
-        change->categories_len = static_cast<int>(categories_len);
-    }
+    const char* detail;
     if (label == nullptr)
-        change->detail = psprintf("label removed (was '%s')", previous ? previous : "");
+        detail = psprintf("label removed (was '%s')", previous ? previous : "");
     else if (previous == nullptr)
-        change->detail = psprintf("label set to '%s'", label);
+        detail = psprintf("label set to '%s'", label);
     else
-        change->detail = psprintf("label changed from '%s' to '%s'", previous, label);
-    if (debug_query_string)
-        change->query_text = pii_audit_normalize(debug_query_string, strlen(debug_query_string),
-                                                 &change->query_len, &change->query_truncated);
-    pii_audit_capture_identity(&change->identity);
-    pending_changes = lappend(pending_changes, change);
-    MemoryContextSwitchTo(old);
-
-    if (!xact_callback_registered) {
-        RegisterXactCallback(on_xact_event, nullptr);
-        xact_callback_registered = true;
-    }
+        detail = psprintf("label changed from '%s' to '%s'", previous, label);
+    queue_change(object->objectId, object->objectSubId, categories, categories_len, detail,
+                 "SECURITY LABEL");
     // Every backend re-reads this relation's labels (and its partitions' through their family).
     CacheInvalidateRelcacheByRelid(object->objectId);
 }
 
 }  // namespace
 
-void pii_audit_register_label_provider(void) { register_label_provider("pii", pii_label_hook); }
+void pii_audit_register_label_provider(void) {
+    register_label_provider("pii", pii_label_hook);
+    prev_object_access = object_access_hook;
+    object_access_hook = on_object_access;
+}

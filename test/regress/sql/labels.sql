@@ -64,3 +64,19 @@ SECURITY LABEL FOR pii ON COLUMN loyalty.card IS NULL;
 DELETE FROM pii_audit.categories WHERE name = 'loyalty_id';
 SELECT count(*) AS builtin_categories FROM pii_audit.categories WHERE builtin;
 SELECT count(*) FROM new_events();
+
+-- Dropping a labelled column, or its table, takes the label with it: the trail says so.
+CREATE TABLE leaving (id int, phone text, code text, note text);
+SECURITY LABEL FOR pii ON COLUMN leaving.phone IS 'phone, subject_key';
+SECURITY LABEL FOR pii ON COLUMN leaving.code IS 'verification_code';
+SELECT count(*) FROM new_events();
+ALTER TABLE leaving DROP COLUMN note;
+ALTER TABLE leaving DROP COLUMN code;
+BEGIN;
+DROP TABLE leaving;
+ROLLBACK;
+DROP TABLE leaving;
+SELECT wait_for_trail();
+SELECT e.command, e.relation, e.columns, e.categories, e.status, e.detail
+FROM pii_audit.access_log e, seen WHERE e.event_id > seen.last_event_id ORDER BY e.event_id;
+SELECT count(*) FROM new_events();
