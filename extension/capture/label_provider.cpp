@@ -42,6 +42,8 @@ struct PendingLabelChange {
     int categories_len;
     char* detail;
     const char* command;  // static text
+    SubTransactionId subxact;  // the subtransaction that made it (its parent once that commits)
+    bool rolled_back;          // a ROLLBACK TO SAVEPOINT undid it
     char* query_text;
     int query_len;
     bool query_truncated;
@@ -57,7 +59,8 @@ void emit_pending(pii_audit::EventStatus status) {
         auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
         pii_audit::EventView event;
         event.header.kind = static_cast<uint8>(pii_audit::EventKind::kLabelChange);
-        event.header.status = static_cast<uint8>(status);
+        event.header.status = static_cast<uint8>(
+            change->rolled_back ? pii_audit::EventStatus::kFailed : status);
         event.header.event_time = change->time;
         event.header.relation_oid = change->relid;
         if (change->query_truncated) event.header.flags |= pii_audit::kFlagQueryTruncated;
@@ -92,6 +95,22 @@ void on_xact_event(XactEvent event, void*) {
             break;
         default:
             break;
+    }
+}
+
+// Savepoints: a change undone by ROLLBACK TO SAVEPOINT did not happen, even if the transaction
+// commits; one in a released savepoint belongs to the enclosing (sub)transaction.
+void on_subxact_event(SubXactEvent event, SubTransactionId subxact, SubTransactionId parent,
+                      void*) {
+    if (pending_changes == NIL) return;
+    ListCell* cell;
+    foreach (cell, pending_changes) {
+        auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
+        if (change->subxact != subxact) continue;
+        if (event == SUBXACT_EVENT_COMMIT_SUB)
+            change->subxact = parent;
+        else if (event == SUBXACT_EVENT_ABORT_SUB)
+            change->rolled_back = true;
     }
 }
 
@@ -176,6 +195,7 @@ void queue_change(Oid relid, int attnum, const char* categories, size_t categori
     }
     change->detail = pstrdup(detail);
     change->command = command;
+    change->subxact = GetCurrentSubTransactionId();
     if (debug_query_string)
         change->query_text = pii_audit_normalize(debug_query_string, strlen(debug_query_string),
                                                  &change->query_len, &change->query_truncated);
@@ -185,6 +205,7 @@ void queue_change(Oid relid, int attnum, const char* categories, size_t categori
 
     if (!xact_callback_registered) {
         RegisterXactCallback(on_xact_event, nullptr);
+        RegisterSubXactCallback(on_subxact_event, nullptr);
         xact_callback_registered = true;
     }
 }
