@@ -23,7 +23,8 @@
 # TPS). It exits non-zero if pii_audit reports dropped events or pgaudit logged too little.
 #
 # Environment: ROUNDS (5), DURATION (20), WARMUP (3), CLIENTS (2), JOBS (CLIENTS),
-# ROWS (1000000), CONFIGS ("plain pii_audit pgaudit"), KEEP=1 keeps the cluster directory.
+# ROWS (1000000), CONFIGS ("plain pii_audit subjects pgaudit"; pii_audit@2MB sets the queue
+# size of that configuration), KEEP=1 keeps the cluster directory.
 # The extension must be installed; if it is not, scripts/build.sh is run first.
 # After each round's pgbench, COPY customers TO '/dev/null' (the whole table) is timed once, and
 # the medians are printed on a line starting "copy seconds (median):".
@@ -49,8 +50,16 @@ done
 
 bindir=$(pgc__bindir)
 pkglibdir=$("$bindir/pg_config" --pkglibdir)
+# A configuration may carry a queue size: pii_audit@2MB is pii_audit with pii_audit.queue_size =
+# '2MB' (likewise subjects@...).
+base_of() { echo "${1%%@*}"; }
+queue_of() { if [[ "$1" == *@* ]]; then echo "${1#*@}"; fi; }
 for c in "${configs[@]}"; do
-    case "$c" in
+    if [[ -n "$(queue_of "$c")" && ! "$(queue_of "$c")" =~ ^[0-9]+(kB|MB|GB)$ ]]; then
+        echo "bench: bad queue size in '$c' (e.g. pii_audit@2MB)" >&2
+        exit 2
+    fi
+    case "$(base_of "$c")" in
         plain) ;;
         pii_audit | subjects)
             if [[ ! -f "$pkglibdir/pii_audit.so" ]]; then
@@ -83,10 +92,10 @@ trap cleanup EXIT
 trap 'exit 1' HUP INT TERM PIPE
 
 spl_for() {
-    case "$1" in
+    case "$(base_of "$1")" in
         plain) echo "" ;;
         subjects) echo "pii_audit" ;;
-        *) echo "$1" ;;
+        *) base_of "$1" ;;
     esac
 }
 
@@ -103,7 +112,10 @@ psql_b() { pgc_psql "$dir" -d bench "$@"; }
 
 restart_with() {
     pgc_stop "$dir"
-    pgc_runtime_conf "$dir" "shared_preload_libraries = '$(spl_for "$1")'"
+    local queue
+    queue=$(queue_of "$1")
+    pgc_runtime_conf "$dir" "shared_preload_libraries = '$(spl_for "$1")'" \
+        ${queue:+"pii_audit.queue_size = '$queue'"}
     pgc_start "$dir"
 }
 
@@ -176,7 +188,7 @@ declare -A tps copy_s
 for ((r = 1; r <= ROUNDS; r++)); do
     for c in "${configs[@]}"; do
         restart_with "$c"
-        case "$c" in
+        case "$(base_of "$c")" in
             pii_audit) psql_b -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS NULL" ;;
             subjects) psql_b -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key'" ;;
         esac
@@ -191,7 +203,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         psql_b -q -c "COPY customers TO '/dev/null'"
         copy_s[$c,$r]=$(awk -v a="$copy_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
         printf 'round %d  %-10s tps=%10.1f  transactions=%s  copy=%ss\n' "$r" "$c" "$t" "$n" "${copy_s[$c,$r]}"
-        case "$c" in
+        case "$(base_of "$c")" in
             pii_audit | subjects)
                 psql_b -x -c 'SELECT * FROM pii_audit.status' | sed 's/^/    /'
                 sleep 1  # the worker stores the COPY's event within flush_interval
