@@ -77,43 +77,29 @@ bool check_database(char** newval, void**, GucSource) {
     return true;
 }
 
-// Comma-separated names; with categories, each must be a category name (the table itself is
-// in the audit database, which a setting check cannot read).
+// Comma-separated names; with categories, each must have a category name's form (the table
+// itself is in the audit database, which a setting check cannot read).
 bool check_name_list(const char* setting, const char* value, bool category_syntax) {
     if (value == nullptr) return true;
     int count = 0;
-    const char* p = value;
-    while (*p) {
-        while (*p == ' ' || *p == ',') ++p;
-        if (!*p) break;
-        const char* start = p;
-        while (*p && *p != ',') ++p;
-        const char* end = p;
-        while (end > start && end[-1] == ' ') --end;
-        size_t len = static_cast<size_t>(end - start);
-        if (category_syntax) {
-            bool ok = len > 0 && len < NAMEDATALEN && start[0] >= 'a' && start[0] <= 'z';
-            for (size_t i = 0; ok && i < len; ++i) {
-                char c = start[i];
-                ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-            }
-            if (!ok) {
-                GUC_check_errdetail("%s lists category names (lowercase letters, digits and "
-                                    "underscores, starting with a letter), separated by commas; "
-                                    "\"%.*s\" is not one.",
-                                    setting, static_cast<int>(len), start);
-                return false;
-            }
-        } else if (len >= 128) {
+    bool ok = true;
+    pii_audit::for_each_listed_name(value, [&](std::string_view name) {
+        if (!ok) return;
+        if (category_syntax && !pii_audit::is_category_name(name)) {
+            GUC_check_errdetail("%s lists category names (lowercase letters, digits and "
+                                "underscores, starting with a letter), separated by commas; "
+                                "\"%.*s\" is not one.",
+                                setting, static_cast<int>(name.size()), name.data());
+            ok = false;
+        } else if (!category_syntax && name.size() >= 128) {
             GUC_check_errdetail("%s lists peer group names of at most 127 bytes.", setting);
-            return false;
-        }
-        if (++count > 64) {
+            ok = false;
+        } else if (++count > 64) {
             GUC_check_errdetail("%s lists at most 64 names.", setting);
-            return false;
+            ok = false;
         }
-    }
-    return true;
+    });
+    return ok;
 }
 
 bool check_sensitive_categories(char** newval, void**, GucSource) {

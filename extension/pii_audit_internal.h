@@ -163,6 +163,9 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save);
 void pii_audit_scoring_config_reloaded(void);
 
 // ---- storage (storage/worker.cpp) ----
+// Start (with a snapshot) and commit one of the worker's transactions.
+void pii_audit_worker_begin_transaction(void);
+void pii_audit_worker_commit_transaction(void);
 // Text of an event in the audit database's encoding, never failing: characters it cannot
 // represent (and invalid bytes) become '?'. May return value's own bytes (not NUL-terminated).
 const char* pii_audit_in_audit_encoding(std::string_view value, int source_encoding, int* out_len);

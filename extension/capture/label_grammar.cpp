@@ -18,15 +18,15 @@ std::string_view trim(std::string_view s) {
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool valid_token(std::string_view t) {
+}  // namespace
+
+bool is_category_name(std::string_view t) noexcept {
     if (t.empty() || t.size() > kMaxTokenLength) return false;
     if (!(t[0] >= 'a' && t[0] <= 'z')) return false;
     return std::all_of(t.begin(), t.end(), [](char c) {
         return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
     });
 }
-
-}  // namespace
 
 LabelParseResult parse_label(std::string_view text) {
     LabelParseResult result;
@@ -51,7 +51,7 @@ LabelParseResult parse_label(std::string_view text) {
                 position);
             return result;
         }
-        if (!valid_token(token)) {
+        if (!is_category_name(token)) {
             result.error = fmt::format(
                 "\"{}\" is not a valid pii label token: category names are letters, digits and "
                 "underscores, start with a letter and are at most {} characters",

@@ -25,7 +25,6 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 }
 
@@ -121,20 +120,9 @@ void report_failure() {
     scoring->last_start_attempt = GetCurrentTimestamp();
 }
 
-std::vector<std::string> split_names(const char* list) {
+std::vector<std::string> split_names(const std::string& list) {
     std::vector<std::string> names;
-    std::string current;
-    for (const char* p = list ? list : ""; ; ++p) {
-        if (*p == ',' || *p == '\0') {
-            size_t b = current.find_first_not_of(' ');
-            size_t e = current.find_last_not_of(' ');
-            if (b != std::string::npos) names.push_back(current.substr(b, e - b + 1));
-            current.clear();
-            if (*p == '\0') break;
-        } else {
-            current += *p;
-        }
-    }
+    pii_audit::for_each_listed_name(list, [&](std::string_view name) { names.emplace_back(name); });
     return names;
 }
 
@@ -164,8 +152,8 @@ bool build_scorer(const std::string* state_bytes) {
         analysis::ScorerConfig config;
         config.threshold = scoring->threshold;
         config.utc_offset_minutes = scoring->utc_offset_minutes;
-        config.sensitive_categories = split_names(scoring->sensitive.c_str());
-        config.service_groups = split_names(scoring->service.c_str());
+        config.sensitive_categories = split_names(scoring->sensitive);
+        config.service_groups = split_names(scoring->service);
         auto fresh = std::make_unique<analysis::Scorer>(config);
         std::string carried = scoring->scorer ? scoring->scorer->save_state() : std::string();
         if (state_bytes) carried = *state_bytes;
@@ -601,41 +589,6 @@ bool relations_due() {
                                       pii_audit_business_relations_interval_s * 1000);
 }
 
-void in_transaction(void (*fn)()) {
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    PushActiveSnapshot(GetTransactionSnapshot());
-    fn();
-    PopActiveSnapshot();
-    CommitTransactionCommand();
-}
-
-// Inputs are reloaded on every maintenance transaction that runs: they are small.
-bool reload_inputs_pending() { return scoring_active(); }
-
-}  // namespace
-
-namespace {
-void start_scoring(int64 last_event_id);
-}
-
-// Inside the worker's start-up transaction (SPI not connected). last_event_id: the highest id
-// in the trail.
-void pii_audit_scoring_start(int64 last_event_id) {
-    if (scoring == nullptr) {
-        void* memory = MemoryContextAlloc(TopMemoryContext, sizeof(ScoringState));
-        scoring = new (memory) ScoringState();
-    }
-    ScoringState& s = *scoring;
-    s.started = false;
-    s.relations_loaded = false;
-    s.relations_query.clear();
-    start_scoring(last_event_id);
-    publish();
-}
-
-namespace {
-
 void start_scoring(int64 last_event_id) {
     ScoringState& s = *scoring;
     if (!pii_audit_scoring) {
@@ -659,13 +612,16 @@ void start_scoring(int64 last_event_id) {
     bool have_state = false;
     std::string state;
     int64 saved_upto = -1;
-    if (SPI_execute("SELECT scored_upto, state FROM pii_audit.scorer_state", true, 1) ==
+    TimestampTz saved_at = 0;
+    if (SPI_execute("SELECT scored_upto, state, saved_at FROM pii_audit.scorer_state", true, 1) ==
             SPI_OK_SELECT &&
         SPI_processed == 1) {
-        bool null_upto, null_state;
+        bool null_upto, null_state, null_at;
         Datum upto = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_upto);
         Datum bytes = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_state);
+        Datum at = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &null_at);
         if (!null_upto) saved_upto = DatumGetInt64(upto);
+        if (!null_at) saved_at = DatumGetTimestampTz(at);
         if (!null_state) {
             bytea* b = DatumGetByteaPP(bytes);
             have_state = guarded("reading saved baselines", [&] {
@@ -691,11 +647,28 @@ void start_scoring(int64 last_event_id) {
             report_failure();
         }
     }
-    s.last_save = GetCurrentTimestamp();
+    // When the saved baselines were written (scorer_status.last_save); never saved: now, so
+    // that the first save comes one interval after the start.
+    s.last_save = saved_at != 0 ? saved_at : GetCurrentTimestamp();
     SPI_finish();
 }
 
 }  // namespace
+
+// Inside the worker's start-up transaction (SPI not connected). last_event_id: the highest id
+// in the trail.
+void pii_audit_scoring_start(int64 last_event_id) {
+    if (scoring == nullptr) {
+        void* memory = MemoryContextAlloc(TopMemoryContext, sizeof(ScoringState));
+        scoring = new (memory) ScoringState();
+    }
+    ScoringState& s = *scoring;
+    s.started = false;
+    s.relations_loaded = false;
+    s.relations_query.clear();
+    start_scoring(last_event_id);
+    publish();
+}
 
 // In the batch transaction, after the event was inserted with this id.
 void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event) {
@@ -822,12 +795,10 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
         s.reloaded = false;
         s.last_start_attempt = now;
         // From the last saved baselines, learning again what was stored since.
-        static int64 restart_upto;
-        restart_upto = last_event_id;
-        in_transaction([] {
-            pii_audit_scoring_start(restart_upto);
-            pii_audit_scoring_store_alerts();
-        });
+        pii_audit_worker_begin_transaction();
+        pii_audit_scoring_start(last_event_id);
+        pii_audit_scoring_store_alerts();
+        pii_audit_worker_commit_transaction();
         pii_audit_scoring_after_commit();
         return;
     }
@@ -839,19 +810,17 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
                                    s.last_save, GetCurrentTimestamp(),
                                    pii_audit_baseline_save_interval_s * 1000));
     if (!rebuild && !reload && !save && !relations) return;
+    // A rebuilt scorer has forgotten the departed accounts: reload re-applies them.
     if (rebuild && !build_scorer(nullptr)) return;
     s.inputs_generation = pii_audit_scorer_inputs_generation();
     if (relations) s.relations_last_run = GetCurrentTimestamp();
-    static bool run_relations, run_save;
-    run_relations = relations;
-    run_save = save;
-    in_transaction([] {
-        SPI_connect();
-        if (reload_inputs_pending()) load_inputs();
-        if (run_relations && scoring_active()) load_relations(pii_audit_business_relations_query);
-        if (run_save && scoring_active()) save_baselines();
-        SPI_finish();
-    });
+    pii_audit_worker_begin_transaction();
+    SPI_connect();
+    if (reload && scoring_active()) load_inputs();
+    if (relations && scoring_active()) load_relations(pii_audit_business_relations_query);
+    if (save && scoring_active()) save_baselines();
+    SPI_finish();
+    pii_audit_worker_commit_transaction();
     publish();
 }
 

@@ -104,9 +104,7 @@ bool events_table_matches(Oid relid) {
 // Finds the trail's tables and where the last run stopped. False while the extension is not
 // installed in the audit database.
 bool prepare(WorkerState* state) {
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    PushActiveSnapshot(GetTransactionSnapshot());
+    pii_audit_worker_begin_transaction();
     Oid nsp = get_namespace_oid("pii_audit", true);
     Oid events = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
     Oid worker_state = OidIsValid(nsp) ? get_relname_relid("worker_state", nsp) : InvalidOid;
@@ -175,8 +173,7 @@ bool prepare(WorkerState* state) {
         pii_audit_scoring_start(state->next_event_id - 1);
         pii_audit_scoring_store_alerts();
     }
-    PopActiveSnapshot();
-    CommitTransactionCommand();
+    pii_audit_worker_commit_transaction();
     if (ready) pii_audit_scoring_after_commit();
     return ready;
 }
@@ -410,9 +407,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     if (!have_records && !have_gap) return 0;
 
     MemoryContext old = MemoryContextSwitchTo(batch_context);
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    PushActiveSnapshot(GetTransactionSnapshot());
+    pii_audit_worker_begin_transaction();
     pgstat_report_activity(STATE_RUNNING, "pii_audit: persisting audit events");
 
     Inserter& ins = *static_cast<Inserter*>(palloc0(sizeof(Inserter)));
@@ -491,8 +486,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         elog(ERROR, "pii_audit: could not record the worker's position");
     SPI_finish();
 
-    PopActiveSnapshot();
-    CommitTransactionCommand();
+    pii_audit_worker_commit_transaction();
     pii_audit_scoring_after_commit();
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextSwitchTo(old);
@@ -504,18 +498,27 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
 }
 
 void mark_clean_shutdown() {
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    PushActiveSnapshot(GetTransactionSnapshot());
+    pii_audit_worker_begin_transaction();
     SPI_connect();
     SPI_execute("UPDATE pii_audit.worker_state SET clean_shutdown = true, updated_at = now()",
                 false, 0);
     SPI_finish();
-    PopActiveSnapshot();
-    CommitTransactionCommand();
+    pii_audit_worker_commit_transaction();
 }
 
 }  // namespace
+
+// The worker's own transactions: a statement start time (for now()) and a snapshot.
+void pii_audit_worker_begin_transaction(void) {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+void pii_audit_worker_commit_transaction(void) {
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+}
 
 // Text from another database (or from a connection's startup packet) may hold characters the
 // audit database's encoding cannot represent, or bytes that are no characters at all. Storing

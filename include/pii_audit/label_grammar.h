@@ -32,6 +32,27 @@ bool parse_label_into(std::string_view text, char* categories, std::size_t capac
                       std::size_t* categories_len, bool* subject_key, char* error,
                       std::size_t error_capacity) noexcept;
 
+// Whether `token` has the form of a category name (or subject_key): a lowercase letter, then
+// lowercase letters, digits and underscores, at most kMaxTokenLength bytes.
+bool is_category_name(std::string_view token) noexcept;
+
+// Calls visit(item) for each item of a comma-separated list of names (settings such as
+// pii_audit.highly_sensitive_categories), with the spaces around it removed; empty items are
+// skipped. Allocates nothing.
+template <typename Visit>
+void for_each_listed_name(std::string_view list, Visit&& visit) {
+    std::size_t start = 0;
+    while (start <= list.size()) {
+        std::size_t comma = list.find(',', start);
+        if (comma == std::string_view::npos) comma = list.size();
+        std::string_view item = list.substr(start, comma - start);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+        if (!item.empty()) visit(item);
+        start = comma + 1;
+    }
+}
+
 // The canonical spelling ("phone, subject_key"), used when a label is shown back to a user.
 std::string format_label(const ParsedLabel& label);
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
+#include <vector>
 
 using pii_audit::parse_label;
 
@@ -84,4 +86,25 @@ TEST(LabelGrammar, ParseIntoReportsErrorsWithinCapacity) {
     EXPECT_FALSE(pii_audit::parse_label_into("bad token", out, sizeof out, &len, &key, error,
                                              sizeof error));
     EXPECT_EQ(strlen(error), sizeof error - 1);  // cut, still terminated
+}
+
+TEST(NameList, ItemsAreTrimmedAndEmptyOnesSkipped) {
+    std::vector<std::string> seen;
+    pii_audit::for_each_listed_name(" verification_code,, credential ,",
+                                    [&](std::string_view n) { seen.emplace_back(n); });
+    EXPECT_EQ(seen, (std::vector<std::string>{"verification_code", "credential"}));
+    seen.clear();
+    pii_audit::for_each_listed_name("", [&](std::string_view n) { seen.emplace_back(n); });
+    EXPECT_TRUE(seen.empty());
+}
+
+TEST(NameList, CategoryNameForm) {
+    EXPECT_TRUE(pii_audit::is_category_name("verification_code"));
+    EXPECT_TRUE(pii_audit::is_category_name("a1_b"));
+    EXPECT_FALSE(pii_audit::is_category_name("Credential"));
+    EXPECT_FALSE(pii_audit::is_category_name("bank account"));
+    EXPECT_FALSE(pii_audit::is_category_name("1phone"));
+    EXPECT_FALSE(pii_audit::is_category_name(""));
+    EXPECT_FALSE(pii_audit::is_category_name(std::string(64, 'a')));
+    EXPECT_TRUE(pii_audit::is_category_name(std::string(63, 'a')));
 }
