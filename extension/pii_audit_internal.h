@@ -184,6 +184,9 @@ struct ReaderIdentity {
     char application_name[NAMEDATALEN];
 };
 void pii_audit_capture_identity(ReaderIdentity* identity);
+// A client's numeric address as inet accepts it; "" for a Unix socket or when it cannot be said.
+void pii_audit_format_client_addr(const struct sockaddr_storage* addr, int salen, char* out,
+                                  size_t size);
 void pii_audit_apply_identity(const ReaderIdentity& identity, pii_audit::EventView& event);
 
 // Normalizes [text, text+len) into palloc'd memory; *truncated tells whether it was cut.

@@ -143,16 +143,10 @@ void learn_backend_identity() {
     strlcpy(database_name, db ? db : "", sizeof database_name);
     client_addr[0] = '\0';
     // The backend status entry holds the client's address (libpq-be.h would drag in GSSAPI).
-    if (MyBEEntry && MyBEEntry->st_clientaddr.salen > 0 &&
-        MyBEEntry->st_clientaddr.addr.ss_family != AF_UNIX) {
-        char host[NI_MAXHOST];
-        if (pg_getnameinfo_all(&MyBEEntry->st_clientaddr.addr, MyBEEntry->st_clientaddr.salen, host,
-                               sizeof host, nullptr, 0, NI_NUMERICHOST) == 0) {
-            char* zone = strchr(host, '%');  // inet does not take IPv6 zone ids
-            if (zone) *zone = '\0';
-            strlcpy(client_addr, host, sizeof client_addr);
-        }
-    }
+    if (MyBEEntry)
+        pii_audit_format_client_addr(&MyBEEntry->st_clientaddr.addr,
+                                     static_cast<int>(MyBEEntry->st_clientaddr.salen), client_addr,
+                                     sizeof client_addr);
     backend_identity_known = true;
 }
 
@@ -676,6 +670,16 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
 }
 
 }  // namespace
+
+void pii_audit_format_client_addr(const struct sockaddr_storage* addr, int salen, char* out,
+                                  size_t size) {
+    out[0] = '\0';
+    if (salen <= 0 || addr->ss_family == AF_UNIX) return;
+    char host[NI_MAXHOST];
+    if (pg_getnameinfo_all(addr, salen, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0) return;
+    if (char* zone = strchr(host, '%')) *zone = '\0';  // inet does not take IPv6 zone ids
+    strlcpy(out, host, size);
+}
 
 void pii_audit_capture_identity(ReaderIdentity* identity) {
     learn_backend_identity();

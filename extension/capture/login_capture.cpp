@@ -7,7 +7,6 @@
 // libpq-be.h), so its layout does not depend on the GSSAPI headers, which need not be installed.
 #undef ENABLE_GSS
 extern "C" {
-#include "common/ip.h"
 #include "libpq/auth.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
@@ -15,7 +14,6 @@ extern "C" {
 }
 
 #include <netdb.h>
-#include <sys/socket.h>
 
 namespace {
 
@@ -26,14 +24,9 @@ void record_login(Port* port, int status) {
     // it prompts. That is not a failed attempt.
     if (status != STATUS_OK && status != STATUS_ERROR) return;
     if (!pii_audit_enabled || port == nullptr) return;
-    char client_addr[NI_MAXHOST] = "";
-    if (port->raddr.salen > 0 && port->raddr.addr.ss_family != AF_UNIX &&
-        pg_getnameinfo_all(&port->raddr.addr, port->raddr.salen, client_addr, sizeof client_addr,
-                           nullptr, 0, NI_NUMERICHOST) == 0) {
-        if (char* zone = strchr(client_addr, '%')) *zone = '\0';
-    } else {
-        client_addr[0] = '\0';
-    }
+    char client_addr[NI_MAXHOST];
+    pii_audit_format_client_addr(&port->raddr.addr, static_cast<int>(port->raddr.salen),
+                                 client_addr, sizeof client_addr);
     pii_audit::EventView event;
     event.header.kind = static_cast<uint8>(pii_audit::EventKind::kLogin);
     event.header.status = static_cast<uint8>(status == STATUS_OK ? pii_audit::EventStatus::kCompleted
