@@ -152,6 +152,12 @@ void check_may_change_labels() {
              errhint("GRANT pii_audit_admin TO the role that manages labels.")));
 }
 
+// The kinds of relation whose columns may carry pii labels.
+bool can_carry_labels(char relkind) {
+    return relkind == RELKIND_RELATION || relkind == RELKIND_PARTITIONED_TABLE ||
+           relkind == RELKIND_MATVIEW || relkind == RELKIND_FOREIGN_TABLE;
+}
+
 void validate_target(const ObjectAddress* object) {
     if (object->classId != RelationRelationId || object->objectSubId == 0)
         ereport(ERROR,
@@ -171,8 +177,7 @@ void validate_target(const ObjectAddress* object) {
                  errmsg("pii labels cannot be placed on view columns"),
                  errhint("Label the base table's columns: reads through a view are audited on "
                          "the tables it reads.")));
-    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
-        relkind != RELKIND_MATVIEW && relkind != RELKIND_FOREIGN_TABLE)
+    if (!can_carry_labels(relkind))
         ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
                         errmsg("pii labels can only be placed on columns of tables, partitioned "
                                "tables, materialized views and foreign tables")));
@@ -212,10 +217,7 @@ void queue_change(Oid relid, int attnum, const char* categories, size_t categori
 
 // Dropping a labelled column (or its table) removes its label with it: the trail must say so,
 // or a label could vanish without a trace.
-void record_dropped_label(Oid relid, int attnum, const char* what) {
-    ObjectAddress column = {RelationRelationId, relid, attnum};
-    char* label = GetSecurityLabel(&column, "pii");
-    if (label == nullptr) return;
+void record_dropped_label(Oid relid, int attnum, const char* label, const char* what) {
     size_t label_len = strlen(label);
     char* categories = static_cast<char*>(palloc(label_len + 1));
     size_t categories_len = 0;
@@ -235,18 +237,18 @@ void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int 
     if (prev_object_access) prev_object_access(access, class_id, object_id, sub_id, arg);
     if (access != OAT_DROP || class_id != RelationRelationId || object_id < FirstNormalObjectId)
         return;
-    char relkind = get_rel_relkind(object_id);
-    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
-        relkind != RELKIND_MATVIEW && relkind != RELKIND_FOREIGN_TABLE)
-        return;
+    if (!can_carry_labels(get_rel_relkind(object_id))) return;
     // Labels exist only where the extension is installed; skip the catalog lookups elsewhere.
     if (!OidIsValid(get_extension_oid("pii_audit", true))) return;
     if (sub_id > 0) {
-        record_dropped_label(object_id, sub_id, "column dropped");
+        ObjectAddress column = {RelationRelationId, object_id, sub_id};
+        if (char* label = GetSecurityLabel(&column, "pii"))
+            record_dropped_label(object_id, sub_id, label, "column dropped");
         return;
     }
     // The table's labelled columns, from pg_seclabel (collected first, recorded after the scan).
     List* attnums = NIL;
+    List* labels = NIL;
     Relation seclabel = table_open(SecLabelRelationId, AccessShareLock);
     ScanKeyData keys[2];
     ScanKeyInit(&keys[0], Anum_pg_seclabel_objoid, BTEqualStrategyNumber, F_OIDEQ,
@@ -256,16 +258,24 @@ void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int 
     SysScanDesc scan = systable_beginscan(seclabel, SecLabelObjectIndexId, true, nullptr, 2, keys);
     while (HeapTuple tuple = systable_getnext(scan)) {
         auto* row = reinterpret_cast<FormData_pg_seclabel*>(GETSTRUCT(tuple));
-        bool isnull = true;
-        Datum provider =
-            heap_getattr(tuple, Anum_pg_seclabel_provider, RelationGetDescr(seclabel), &isnull);
-        if (row->objsubid > 0 && !isnull && strcmp(TextDatumGetCString(provider), "pii") == 0)
+        bool provider_null = true, label_null = true;
+        Datum provider = heap_getattr(tuple, Anum_pg_seclabel_provider,
+                                      RelationGetDescr(seclabel), &provider_null);
+        Datum label =
+            heap_getattr(tuple, Anum_pg_seclabel_label, RelationGetDescr(seclabel), &label_null);
+        if (row->objsubid > 0 && !provider_null && !label_null &&
+            strcmp(TextDatumGetCString(provider), "pii") == 0) {
             attnums = lappend_int(attnums, row->objsubid);
+            labels = lappend(labels, TextDatumGetCString(label));
+        }
     }
     systable_endscan(scan);
     table_close(seclabel, AccessShareLock);
-    ListCell* cell;
-    foreach (cell, attnums) record_dropped_label(object_id, lfirst_int(cell), "table dropped");
+    ListCell* attnum;
+    ListCell* label;
+    forboth (attnum, attnums, label, labels)
+        record_dropped_label(object_id, lfirst_int(attnum), static_cast<char*>(lfirst(label)),
+                             "table dropped");
 }
 
 void pii_label_hook(const ObjectAddress* object, const char* label) {
