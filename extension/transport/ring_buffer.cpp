@@ -21,6 +21,20 @@ void RingBuffer::copy_out(std::uint64_t position, void* dst, std::uint64_t n) co
 bool RingBuffer::push(const void* record, std::uint32_t length) {
     if (length > max_record()) return false;
     std::uint64_t need = footprint(length);
+    std::uint64_t offset = state_->head % capacity_;
+    if (offset != 0 && offset + need > hot_span_) {
+        // Past the hot span: go back to the start if the consumer has already released the
+        // start (the skipped bytes count as used until it passes them). If it has not, keep
+        // writing on; the whole capacity takes the burst.
+        std::uint64_t start = state_->head - offset + capacity_;
+        if (start + need - state_->tail <= capacity_) {
+            std::uint32_t skip = kSkipToStart;
+            char marker[kPrefix] = {};
+            std::memcpy(marker, &skip, sizeof skip);
+            copy_in(state_->head, marker, kPrefix);  // offset is aligned, so the prefix fits
+            state_->head = start;
+        }
+    }
     if (capacity_ - used() < need) return false;
     char prefix[kPrefix] = {};
     std::memcpy(prefix, &length, sizeof length);
@@ -39,6 +53,10 @@ std::size_t RingBuffer::peek(std::uint64_t from, char* out, std::size_t out_capa
         copy_out(position, prefix, kPrefix);
         std::uint32_t length;
         std::memcpy(&length, prefix, sizeof length);
+        if (length == kSkipToStart) {
+            position += capacity_ - position % capacity_;
+            continue;
+        }
         std::uint64_t need = footprint(length);
         if (copied + need > out_capacity) break;
         std::memcpy(out + copied, prefix, kPrefix);

@@ -21,10 +21,14 @@ namespace {
 // If the worker has not been draining for this long, waiting for space is pointless (audit
 // database missing, extension not installed there, or a standby): drop and count at once.
 constexpr long kConsumerGoneAfterMs = 10000;
-// Producers wake the worker only once the queue is this full; otherwise it wakes every
-// pii_audit.flush_interval. Waking it for every event costs a signal, a context switch and a tiny
-// transaction per event, which under load halves the throughput of the statements audited.
+// Producers wake the worker only once this much is queued (a quarter of the queue, or half the
+// hot span, whichever is less); otherwise it wakes every pii_audit.flush_interval. Waking it for
+// every event costs a signal, a context switch and a tiny transaction per event, which under load
+// halves the throughput of the statements audited.
 constexpr uint64 kWakeWorkerFraction = 4;
+// While the worker keeps up, events are written to the first kHotSpanBytes of the ring only (see
+// ring_buffer.h); queues smaller than twice that use their whole capacity.
+constexpr uint64 kHotSpanBytes = 2 * 1024 * 1024;
 
 struct SharedQueue {
     LWLock* lock;
@@ -58,8 +62,16 @@ uint64 ring_capacity() {
 
 Size shmem_size() { return add_size(offsetof(SharedQueue, data), ring_capacity()); }
 
+uint64 hot_span(uint64 capacity) { return capacity >= 2 * kHotSpanBytes ? kHotSpanBytes : capacity; }
+
+uint64 wake_threshold(uint64 capacity) {
+    uint64 quarter = capacity / kWakeWorkerFraction;
+    uint64 half_hot = hot_span(capacity) / 2;
+    return quarter < half_hot ? quarter : half_hot;
+}
+
 pii_audit::RingBuffer ring_of(SharedQueue* q, pii_audit::RingState* state) {
-    return pii_audit::RingBuffer(q->data, q->capacity, state);
+    return pii_audit::RingBuffer(q->data, q->capacity, state, hot_span(q->capacity));
 }
 
 void request_shmem() {
@@ -121,8 +133,7 @@ void pii_audit_count_capture_error(void) {
 
 bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
     if (queue == nullptr) return false;
-    const uint64 max_record = pii_audit::RingBuffer(queue->data, queue->capacity, &queue->ring)
-                                  .max_record();
+    const uint64 max_record = ring_of(queue, &queue->ring).max_record();
     size_t length = pii_audit::encoded_size(event);
     if (length > max_record) {
         // Only a statement text or column list of extreme size gets here: keep the event.
@@ -149,7 +160,7 @@ bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
         if (ring_of(queue, &queue->ring).push(buffer, static_cast<uint32>(length))) {
             queue->next_seq++;
             queue->enqueued++;
-            Latch* latch = queue->ring.head - queue->ring.tail >= queue->capacity / kWakeWorkerFraction
+            Latch* latch = queue->ring.head - queue->ring.tail >= wake_threshold(queue->capacity)
                                ? queue->worker_latch
                                : nullptr;
             LWLockRelease(queue->lock);
@@ -229,8 +240,6 @@ void pii_audit_queue_set_ready(bool ready) {
 uint64 pii_audit_queue_generation(void) { return queue->generation; }
 
 bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch) {
-    // Producers write only past head and never before tail, so once head is read the bytes
-    // between tail and head are stable and can be copied without holding the lock.
     pii_audit::RingState snapshot;
     LWLockAcquire(queue->lock, LW_SHARED);
     snapshot = queue->ring;

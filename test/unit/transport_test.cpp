@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <deque>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -82,6 +84,98 @@ TEST(RingBuffer, PeekStopsAtWholeRecordsAndDoesNotRelease) {
     EXPECT_EQ(ring.used(), 5u * 24);  // nothing released until the consumer says so
     ring.release(next);
     EXPECT_EQ(ring.used(), 3u * 24);
+}
+
+TEST(RingBuffer, HotSpanKeepsWritesAtTheStartWhileTheConsumerKeepsUp) {
+    std::vector<char> data(4096);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state, 512);
+    std::uint64_t furthest = 0;
+    for (int i = 0; i < 1000; ++i) {
+        std::string a = "event-" + std::to_string(i);
+        ASSERT_TRUE(ring.push(a.data(), a.size()));
+        if (i % 3 == 2) {
+            EXPECT_EQ(drain(ring, state, 4096).size(), 3u) << i;
+            EXPECT_EQ(ring.used(), 0u);
+        }
+        std::uint64_t offset = state.head % data.size();
+        furthest = offset > furthest ? offset : furthest;
+    }
+    // 1,000 records of ~24 bytes went through; none was written past the hot span.
+    EXPECT_LE(furthest, 512u);
+    EXPECT_GT(state.head, 4u * data.size());
+}
+
+TEST(RingBuffer, HotSpanStillTakesABurstInTheWholeCapacity) {
+    std::vector<char> data(1024);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state, 128);
+    std::string record(20, 'r');  // footprint 32
+    int pushed = 0;
+    while (ring.push(record.data(), record.size())) ++pushed;
+    EXPECT_EQ(pushed, 1024 / 32);  // the consumer never released anything: no going back
+    EXPECT_EQ(drain(ring, state, 4096).size(), static_cast<std::size_t>(pushed));
+    // Now the start is free: the next records go back to it, and the skip is invisible.
+    ASSERT_TRUE(ring.push("after", 5));
+    EXPECT_EQ(state.head % data.size(), 16u);
+    EXPECT_EQ(drain(ring, state, 4096), (std::vector<std::string>{"after"}));
+}
+
+TEST(RingBuffer, GoesBackOnlyWhenTheStartIsReleased) {
+    std::vector<char> data(512);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state, 128);
+    std::string record(20, 'x');  // footprint 32
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(ring.push(record.data(), record.size()));
+    // 160 bytes written, nothing released: the sixth record may not overwrite the first.
+    ASSERT_TRUE(ring.push("sixth", 5));
+    EXPECT_EQ(state.head, 6u * 32 - 16);
+    std::vector<std::string> all = drain(ring, state, 4096);
+    ASSERT_EQ(all.size(), 6u);
+    EXPECT_EQ(all.back(), "sixth");
+    ASSERT_TRUE(ring.push("seventh", 7));
+    EXPECT_EQ(state.head, 512u + 16);  // went back to the start, past the skip marker
+    EXPECT_EQ(drain(ring, state, 4096), (std::vector<std::string>{"seventh"}));
+}
+
+// Random pushes and partial drains against a FIFO model: whatever the hot span does, every
+// record accepted comes out once, whole and in order, and an empty ring accepts any record.
+TEST(RingBuffer, HotSpanNeverLosesOrReordersRecords) {
+    for (std::uint64_t hot : {64u, 200u, 1024u, 4096u}) {
+        std::vector<char> data(4096);
+        RingState state{};
+        RingBuffer ring(data.data(), data.size(), &state, hot);
+        std::mt19937 rng(static_cast<unsigned>(hot));
+        std::deque<std::string> expected;
+        int counter = 0;
+        for (int step = 0; step < 20000; ++step) {
+            if (rng() % 3 != 0) {
+                std::string r = std::to_string(counter) + ":" +
+                                std::string(rng() % 300, static_cast<char>('a' + counter % 26));
+                bool was_empty = ring.used() == 0;
+                if (ring.push(r.data(), r.size())) {
+                    expected.push_back(r);
+                    ++counter;
+                } else {
+                    ASSERT_FALSE(was_empty) << "an empty ring refused a record, hot=" << hot;
+                }
+            } else {
+                std::size_t room = 64 + rng() % 1024;
+                for (const std::string& got : drain(ring, state, room)) {
+                    ASSERT_FALSE(expected.empty());
+                    ASSERT_EQ(got, expected.front()) << "hot=" << hot << " step=" << step;
+                    expected.pop_front();
+                }
+            }
+            ASSERT_LE(ring.used(), data.size());
+        }
+        for (const std::string& got : drain(ring, state, 1 << 20)) {
+            ASSERT_EQ(got, expected.front());
+            expected.pop_front();
+        }
+        EXPECT_TRUE(expected.empty()) << "hot=" << hot;
+        EXPECT_GT(counter, 5000) << "hot=" << hot;
+    }
 }
 
 TEST(EventRecord, RoundTrip) {
