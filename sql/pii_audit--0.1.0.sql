@@ -120,7 +120,8 @@ ALTER TABLE pii_audit.events ALTER COLUMN subjects SET STORAGE EXTERNAL;
 -- The trail is append-only and both columns grow with the physical order of rows, so BRIN
 -- indexes serve "everything after event N" and time ranges at a fraction of a btree's cost on
 -- every insert (measured: a btree primary key took ~9% of audited lookup throughput). The single
--- writer guarantees event_id is unique.
+-- writer guarantees event_id is unique. The worker summarises each range once it is full (see
+-- worker.cpp: autosummarize cannot keep up with the trail and floods the log).
 CREATE INDEX events_event_id_brin ON pii_audit.events USING brin (event_id);
 CREATE INDEX events_event_time_brin ON pii_audit.events USING brin (event_time);
 

@@ -252,6 +252,54 @@ TEST_F(ConcurrentReads, EveryReadIsRecordedExactlyOnceWithGaplessIds) {
     expect_exact_trail(load, prefix);
 }
 
+// The trail's BRIN indexes only narrow a query to the ranges that are summarised; an
+// unsummarised range is read in full by every query. The worker summarises each range once it is
+// full, so a query for the newest events reads at most the last two ranges (a range is 128
+// pages, about 3,000 events; the load writes 16,000), however long the trail.
+TEST_F(ConcurrentReads, TrailIndexRangesAreSummarisedAsTheyFill) {
+    const std::string prefix = unique_marker("brin");
+    ReadLoad load(prefix, {});
+    load.start();
+    load.join();
+    ASSERT_EQ(load.errors(), "");
+    bool drained = false;
+    AuditStatus after = wait_for_drain(*admin_, before_.events_enqueued, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained) << describe(after);
+    Connection& c = *admin_;
+    ASSERT_GE(c.int64("SELECT pg_relation_size('pii_audit.events') / 8192"), 4 * 128)
+        << "the trail is too small for this test to say anything";
+    c.exec("SET enable_seqscan = off");
+    // Heap pages a query for the 100 newest events reads through each index.
+    auto pages_read = [&](const std::string& condition) -> int64_t {
+        Result plan = c.exec("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+                             "SELECT count(*) FROM pii_audit.events WHERE " + condition);
+        for (int i = 0; i < plan.rows(); ++i) {
+            std::string line = plan.text(i, 0);
+            size_t at = line.find("lossy=");
+            if (at != std::string::npos) return std::stoll(line.substr(at + 6));
+        }
+        ADD_FAILURE() << "no bitmap heap scan in the plan of " << condition;
+        return -1;
+    };
+    const int64_t newest = max_event_id(c);
+    const std::string by_id = "event_id > " + std::to_string(newest - 100);
+    const std::string by_time =
+        "event_time > '" +
+        c.text("SELECT event_time FROM pii_audit.events WHERE event_id = $1",
+               {std::to_string(newest - 100)}) +
+        "'";
+    // The worker looks once a second, between batches.
+    int64_t id_pages = -1, time_pages = -1;
+    poll_until(std::chrono::seconds(10), [&] {
+        id_pages = pages_read(by_id);
+        time_pages = pages_read(by_time);
+        return id_pages <= 2 * 128 && time_pages <= 2 * 128;
+    });
+    EXPECT_LE(id_pages, 2 * 128) << "full ranges of the event_id index were left unsummarised";
+    EXPECT_LE(time_pages, 2 * 128) << "full ranges of the event_time index were left unsummarised";
+    EXPECT_GT(id_pages, 0);
+}
+
 // The worker is stopped (SIGTERM, through pg_terminate_backend) twice while clients read; the
 // postmaster restarts it and the new worker must carry on where the old one stopped.
 TEST_F(ConcurrentReads, WorkerStoppedDuringLoadLosesAndDuplicatesNothing) {
