@@ -22,7 +22,7 @@
 # (each ratio is the median over rounds of that round's TPS divided by the same round's plain
 # TPS). It exits non-zero if pii_audit reports dropped events or pgaudit logged too little.
 #
-# Environment: ROUNDS (5), DURATION (20), WARMUP (3), CLIENTS (2), JOBS (CLIENTS),
+# Environment: ROUNDS (5), DURATION (20), WARMUP (10), CLIENTS (2), JOBS (CLIENTS),
 # ROWS (1000000), CONFIGS ("plain pii_audit subjects pgaudit"; pii_audit@2MB sets the queue
 # size of that configuration), KEEP=1 keeps the cluster directory.
 # The extension must be installed; if it is not, scripts/build.sh is run first.
@@ -37,7 +37,7 @@ source "$repo/scripts/pgcluster.sh"
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-20}
-WARMUP=${WARMUP:-3}
+WARMUP=${WARMUP:-10}
 CLIENTS=${CLIENTS:-2}
 JOBS=${JOBS:-$CLIENTS}
 ROWS=${ROWS:-1000000}
