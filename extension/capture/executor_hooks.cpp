@@ -708,11 +708,68 @@ void pii_audit_fill_identity(pii_audit::EventView& event) {
     }
 }
 
+namespace {
+
+// The same few statements run again and again (prepared statements, functions): their
+// normalized text is remembered, keyed by the exact source text and the settings the result
+// depends on. Round-robin replacement; entries live in malloc'd memory for the backend's life
+// (a failed allocation only means no caching). Normalizing was the largest part of
+// pii_audit's own time in a backend running a prepared lookup.
+struct NormalizedCacheEntry {
+    char* source;  // the source text, then the normalized text and its NUL, in one allocation
+    int source_len;
+    int normalized_len;
+    int max_bytes;
+    bool standard_strings;
+    bool truncated;
+};
+constexpr int kNormalizedCacheSize = 16;
+constexpr int kNormalizedCacheMaxSource = 8192;
+NormalizedCacheEntry normalized_cache[kNormalizedCacheSize];
+int normalized_cache_next = 0;
+
+const NormalizedCacheEntry* cached_normalized(const char* text, int len, int max_bytes) {
+    for (const NormalizedCacheEntry& e : normalized_cache)
+        if (e.source != nullptr && e.source_len == len && e.max_bytes == max_bytes &&
+            e.standard_strings == standard_conforming_strings &&
+            memcmp(e.source, text, static_cast<size_t>(len)) == 0)
+            return &e;
+    return nullptr;
+}
+
+void remember_normalized(const char* text, int len, int max_bytes, const char* normalized,
+                         int normalized_len, bool truncated) {
+    if (len > kNormalizedCacheMaxSource) return;
+    NormalizedCacheEntry& e = normalized_cache[normalized_cache_next];
+    size_t size = static_cast<size_t>(len) + static_cast<size_t>(normalized_len) + 1;
+    auto* memory = static_cast<char*>(realloc(e.source, size));
+    if (memory == nullptr) return;  // realloc failed: the old entry is untouched and valid
+    normalized_cache_next = (normalized_cache_next + 1) % kNormalizedCacheSize;
+    memcpy(memory, text, static_cast<size_t>(len));
+    memcpy(memory + len, normalized, static_cast<size_t>(normalized_len) + 1);
+    e.source = memory;
+    e.source_len = len;
+    e.normalized_len = normalized_len;
+    e.max_bytes = max_bytes;
+    e.standard_strings = standard_conforming_strings;
+    e.truncated = truncated;
+}
+
+}  // namespace
+
 char* pii_audit_normalize(const char* text, int len, int* out_len, bool* truncated) {
-    size_t max_bytes = static_cast<size_t>(pii_audit_max_query_length);
-    char* out = static_cast<char*>(palloc(max_bytes + 1));
+    const int max_bytes = pii_audit_max_query_length;
+    if (const NormalizedCacheEntry* hit = cached_normalized(text, len, max_bytes)) {
+        char* out = static_cast<char*>(palloc(static_cast<size_t>(hit->normalized_len) + 1));
+        memcpy(out, hit->source + hit->source_len, static_cast<size_t>(hit->normalized_len) + 1);
+        *out_len = hit->normalized_len;
+        *truncated = hit->truncated;
+        return out;
+    }
+    char* out = static_cast<char*>(palloc(static_cast<size_t>(max_bytes) + 1));
     size_t n = 0;
-    if (!normalize_noexcept(text, static_cast<size_t>(len), max_bytes, out, &n, truncated)) {
+    if (!normalize_noexcept(text, static_cast<size_t>(len), static_cast<size_t>(max_bytes), out,
+                            &n, truncated)) {
         pfree(out);
         *out_len = 0;
         return nullptr;
@@ -721,6 +778,7 @@ char* pii_audit_normalize(const char* text, int len, int* out_len, bool* truncat
     if (*truncated && GetDatabaseEncoding() != PG_UTF8) n = pg_mbcliplen(out, n, n);
     out[n] = '\0';
     *out_len = static_cast<int>(n);
+    remember_normalized(text, len, max_bytes, out, *out_len, *truncated);
     return out;
 }
 

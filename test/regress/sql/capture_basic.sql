@@ -28,3 +28,17 @@ RESET pii_audit.end_user;
 SELECT name /* customer 13800000012 */ FROM customers WHERE phone = E'1380000\x30012' OR id = 12 -- 12
   OR address = $$street 12$$;
 SELECT * FROM new_events();
+-- The same text means different statements under standard_conforming_strings on and off: a
+-- backslash ends the first literal, or escapes its quote and the rest is a comment. The text
+-- of a statement seen before is reused, but never across that setting.
+SET escape_string_warning = off;
+SELECT name FROM customers WHERE id = 13 AND name <> 'x\' AND name <> ' --'
+;
+SET standard_conforming_strings = off;
+SELECT name FROM customers WHERE id = 13 AND name <> 'x\' AND name <> ' --'
+;
+RESET standard_conforming_strings;
+SELECT name FROM customers WHERE id = 13 AND name <> 'x\' AND name <> ' --'
+;
+RESET escape_string_warning;
+SELECT query_text FROM new_events();
