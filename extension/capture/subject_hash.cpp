@@ -5,6 +5,11 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
 namespace pii_audit {
 
 namespace {
@@ -25,7 +30,77 @@ constexpr std::uint32_t kInitial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54
                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
 inline std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+#if defined(__x86_64__)
+// The SHA extensions (Intel SHA-NI, also on AMD since Zen) do two rounds per instruction: a
+// keyed subject hash takes ~60 ns instead of ~500 ns, which is one per audited single-row
+// lookup. The registers hold the state as ABEF and CDGH (A in the highest lane), the order
+// the instructions expect.
+bool cpu_has_sha_extensions() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool ssse3 = (c & bit_SSSE3) != 0, sse41 = (c & bit_SSE4_1) != 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return ssse3 && sse41 && (b & bit_SHA) != 0;
+}
+
+__attribute__((target("sha,sse4.1,ssse3"))) void compress_with_sha_extensions(
+    std::uint32_t state[8], const std::uint8_t* block) {
+    const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i dcba = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[0]));
+    __m128i hgfe = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[4]));
+    __m128i badc = _mm_shuffle_epi32(dcba, 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(badc, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, badc, 0xF0);
+    const __m128i abef_before = abef, cdgh_before = cdgh;
+
+    __m128i w[4];  // the message schedule, four words per group, a ring of the last four groups
+    for (int group = 0; group < 16; ++group) {
+        __m128i words;
+        if (group < 4) {
+            words = _mm_shuffle_epi8(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * group)), byte_swap);
+        } else {
+            // w[t] = w[t-16] + s0(w[t-15]) + w[t-7] + s1(w[t-2]) for four t at once.
+            __m128i partial = _mm_sha256msg1_epu32(w[group % 4], w[(group + 1) % 4]);
+            partial = _mm_add_epi32(partial,
+                                    _mm_alignr_epi8(w[(group + 3) % 4], w[(group + 2) % 4], 4));
+            words = _mm_sha256msg2_epu32(partial, w[(group + 3) % 4]);
+        }
+        w[group % 4] = words;
+        __m128i keyed = _mm_add_epi32(
+            words, _mm_loadu_si128(reinterpret_cast<const __m128i*>(&kRound[4 * group])));
+        // Two rounds make the old A, B, E, F the new C, D, G, H, so the result of the first
+        // pair of rounds lands in the CDGH register and after the second the roles are back.
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, keyed);
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(keyed, 0x0E));
+    }
+    abef = _mm_add_epi32(abef, abef_before);
+    cdgh = _mm_add_epi32(cdgh, cdgh_before);
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[0]), _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[4]), _mm_alignr_epi8(dchg, feba, 8));
+}
+
+bool use_sha_extensions = cpu_has_sha_extensions();
+#else
+bool use_sha_extensions = false;
+#endif
 }  // namespace
+
+namespace detail {
+bool sha256_use_cpu_extensions(bool enable) noexcept {
+    bool before = use_sha_extensions;
+#if defined(__x86_64__)
+    use_sha_extensions = enable && cpu_has_sha_extensions();
+#else
+    (void)enable;
+#endif
+    return before;
+}
+}  // namespace detail
 
 // ---------------------------------------------------------------- SHA-256
 
@@ -36,6 +111,12 @@ void Sha256::reset() noexcept {
 }
 
 void Sha256::compress(const std::uint8_t* block) noexcept {
+#if defined(__x86_64__)
+    if (use_sha_extensions) {
+        compress_with_sha_extensions(state_, block);
+        return;
+    }
+#endif
     std::uint32_t w[64];
     for (int i = 0; i < 16; ++i)
         w[i] = (std::uint32_t{block[4 * i]} << 24) | (std::uint32_t{block[4 * i + 1]} << 16) |

@@ -39,6 +39,12 @@ private:
 
 std::array<std::uint8_t, 32> hmac_sha256(std::string_view key, std::string_view message) noexcept;
 
+namespace detail {
+// SHA-256 uses the CPU's SHA extensions when it has them. Tests switch them off (false) to
+// check the portable code too; returns whether they were in use before.
+bool sha256_use_cpu_extensions(bool enable) noexcept;
+}  // namespace detail
+
 inline constexpr size_t kSubjectKeyBytes = 32;
 
 // HMAC-SHA-256 with the key's inner and outer pads absorbed once.

@@ -31,7 +31,20 @@ std::string sha(std::string_view s) {
     return hex(h.finish());
 }
 
-TEST(Sha256, StandardVectors) {
+// Every SHA-256 test runs twice: with the CPU's SHA extensions (where the machine has them) and
+// with the portable code.
+class Sha256Both : public testing::TestWithParam<bool> {
+  protected:
+    void SetUp() override { before_ = pii_audit::detail::sha256_use_cpu_extensions(GetParam()); }
+    void TearDown() override { pii_audit::detail::sha256_use_cpu_extensions(before_); }
+    bool before_ = false;
+};
+INSTANTIATE_TEST_SUITE_P(Sha256, Sha256Both, testing::Values(true, false),
+                         [](const testing::TestParamInfo<bool>& info) {
+                             return info.param ? "CpuExtensions" : "Portable";
+                         });
+
+TEST_P(Sha256Both, StandardVectors) {
     EXPECT_EQ(sha(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     EXPECT_EQ(sha("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     EXPECT_EQ(sha("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
@@ -40,7 +53,7 @@ TEST(Sha256, StandardVectors) {
               "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
-TEST(Sha256, SplitUpdatesMatchOneUpdate) {
+TEST_P(Sha256Both, SplitUpdatesMatchOneUpdate) {
     std::string text;
     for (int i = 0; i < 300; ++i) text += static_cast<char>('a' + i % 26);
     for (size_t cut = 0; cut <= text.size(); cut += 7) {
@@ -51,7 +64,7 @@ TEST(Sha256, SplitUpdatesMatchOneUpdate) {
     }
 }
 
-TEST(HmacSha256, Rfc4231Vectors) {
+TEST_P(Sha256Both, HmacRfc4231Vectors) {
     EXPECT_EQ(hex(hmac_sha256(std::string(20, '\x0b'), "Hi There")),
               "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
     EXPECT_EQ(hex(hmac_sha256("Jefe", "what do ya want for nothing?")),
@@ -59,6 +72,22 @@ TEST(HmacSha256, Rfc4231Vectors) {
     EXPECT_EQ(hex(hmac_sha256(std::string(131, '\xaa'),
                               "Test Using Larger Than Block-Size Key - Hash Key First")),
               "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+// The two implementations agree on every length around the block and padding boundaries.
+TEST(Sha256, CpuExtensionsAndPortableCodeAgree) {
+    std::vector<std::string> hardware, portable;
+    for (bool use : {true, false}) {
+        bool before = pii_audit::detail::sha256_use_cpu_extensions(use);
+        std::vector<std::string>& out = use ? hardware : portable;
+        std::string text;
+        for (int n = 0; n < 300; ++n) {
+            out.push_back(sha(text));
+            text += static_cast<char>((n * 131 + 7) % 256);
+        }
+        pii_audit::detail::sha256_use_cpu_extensions(before);
+    }
+    EXPECT_EQ(hardware, portable);
 }
 
 TEST(SubjectHasher, IsTheFirstEightBytesOfTheHmac) {
