@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # lookup.sh: the speed benchmark. How much does auditing cost a point lookup of personal data?
 #
-# One throwaway PostgreSQL 15 cluster, one database with customers(id, name, phone, id_number,
-# address) holding ROWS (1,000,000) rows, and pgbench running
+# One throwaway PostgreSQL 15 cluster per configuration, each with a database holding
+# customers(id, name, phone, id_number, address), ROWS (1,000,000) rows, and pgbench running
 #     \set id random(1, ROWS)
 #     SELECT name, phone FROM customers WHERE id = :id;
-# with -M prepared, CLIENTS clients and JOBS threads, for three configurations of the SAME
-# cluster, interleaved plain pii_audit pgaudit, plain pii_audit pgaudit, ... for ROUNDS rounds:
+# with -M prepared, CLIENTS clients and JOBS threads. The configurations:
 #   plain      shared_preload_libraries = ''           (PostgreSQL alone)
 #   pii_audit  shared_preload_libraries = 'pii_audit'  (name and phone labelled; every lookup
 #                                                       becomes an event stored in the trail)
@@ -15,8 +14,12 @@
 #                                                       row was read, as a keyed hash)
 #   pgaudit    shared_preload_libraries = 'pgaudit'    (object audit of the same read through
 #                                                       pgaudit.role; one log line per lookup)
-# Every configuration change is a server restart; after each restart the table and its index
-# are prewarmed and pgbench runs WARMUP seconds unmeasured before the DURATION-second round.
+# All clusters are started once, warmed up (table and index prewarmed, WARMUP seconds of pgbench
+# unmeasured) and stay up; the rounds then alternate between them, plain pii_audit subjects
+# pgaudit, plain pii_audit ..., for ROUNDS rounds of DURATION seconds, each preceded by 2 s of
+# unmeasured pgbench. A long-running server is what is compared: a server restarted before every
+# round would charge each round with its new processes' first touches of shared memory (the
+# trail's worker faults in every buffer it is given for the first minute or so after a start).
 # It prints per-round TPS, the medians, and a parseable summary line
 #     ratio pii_audit/plain=0.953 pgaudit/plain=0.861
 # (each ratio is the median over rounds of that round's TPS divided by the same round's plain
@@ -24,7 +27,7 @@
 #
 # Environment: ROUNDS (5), DURATION (20), WARMUP (10), CLIENTS (2), JOBS (CLIENTS),
 # ROWS (1000000), CONFIGS ("plain pii_audit subjects pgaudit"; pii_audit@2MB sets the queue
-# size of that configuration), KEEP=1 keeps the cluster directory.
+# size of that configuration), KEEP=1 keeps the clusters' directory.
 # The extension must be installed; if it is not, scripts/build.sh is run first.
 # After each round's pgbench, COPY customers TO '/dev/null' (the whole table) is timed once, and
 # the medians are printed on a line starting "copy seconds (median):".
@@ -78,15 +81,21 @@ for c in "${configs[@]}"; do
 done
 
 dir=$(mktemp -d /tmp/pii_audit_bench.XXXXXX)
+chmod 755 "$dir"  # the clusters below it run as postgres
+cluster_of() { echo "$dir/${1//@/_}"; }
 # shellcheck disable=SC2317 # called through the trap
 cleanup() {
     trap '' PIPE
-    if ((KEEP)); then
-        pgc_stop "$dir" || true
-        echo "bench: cluster kept in $dir"
-    else
-        pgc_destroy "$dir" || true
-    fi
+    local c
+    for c in "${configs[@]}"; do thaw "$c"; done
+    for c in "${configs[@]}"; do
+        if ((KEEP)); then
+            pgc_stop "$(cluster_of "$c")" || true
+        else
+            pgc_destroy "$(cluster_of "$c")" || true
+        fi
+    done
+    if ((KEEP)); then echo "bench: clusters kept in $dir"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM PIPE
@@ -103,29 +112,25 @@ spl_for() {
 # off for tests): the pii_audit worker writes the trail, and that cost must be real. No
 # per-statement logging (log_statement and log_min_duration_statement keep their defaults);
 # only pgaudit, by design, writes one log line per audited lookup.
-pgc_init "$dir" auto \
-    "fsync = on" \
-    "shared_buffers = 512MB" \
-    "pii_audit.database = 'bench'" \
-    "pgaudit.role = 'auditor'"
-psql_b() { pgc_psql "$dir" -d bench "$@"; }
+psql_c() { local c=$1; shift; pgc_psql "$(cluster_of "$c")" -d bench "$@"; }
 
-restart_with() {
-    pgc_stop "$dir"
-    local queue
-    queue=$(queue_of "$1")
-    pgc_runtime_conf "$dir" "shared_preload_libraries = '$(spl_for "$1")'" \
-        ${queue:+"pii_audit.queue_size = '$queue'"}
-    pgc_start "$dir"
-}
-
-echo "bench: cluster in $dir; $ROWS rows; rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s clients=$CLIENTS jobs=$JOBS"
+echo "bench: clusters in $dir; $ROWS rows; rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s clients=$CLIENTS jobs=$JOBS"
 echo "bench: configurations: ${configs[*]}"
 
-restart_with plain
-pgc_psql "$dir" -q -c 'CREATE DATABASE bench'
-t0=$SECONDS
-psql_b -q <<SQL
+for c in "${configs[@]}"; do
+    cdir=$(cluster_of "$c")
+    pgc_init "$cdir" auto \
+        "fsync = on" \
+        "shared_buffers = 512MB" \
+        "pii_audit.database = 'bench'" \
+        "pgaudit.role = 'auditor'"
+    queue=$(queue_of "$c")
+    pgc_runtime_conf "$cdir" "shared_preload_libraries = '$(spl_for "$c")'" \
+        ${queue:+"pii_audit.queue_size = '$queue'"}
+    pgc_start "$cdir"
+    pgc_psql "$cdir" -q -c 'CREATE DATABASE bench'
+    t0=$SECONDS
+    psql_c "$c" -q <<SQL
 CREATE TABLE customers (
     id        integer NOT NULL,
     name      text NOT NULL,
@@ -147,18 +152,20 @@ CREATE EXTENSION pg_prewarm;
 CREATE ROLE auditor NOLOGIN;
 GRANT SELECT (name, phone) ON customers TO auditor;
 SQL
-echo "bench: loaded $ROWS rows in $((SECONDS - t0)) s"
-
-if [[ " ${configs[*]} " == *" pii_audit "* || " ${configs[*]} " == *" subjects "* ]]; then
-    # The labels need the provider, so the extension is created while it is preloaded. In the
-    # other configurations the labels just sit in the catalog.
-    restart_with pii_audit
-    psql_b -q <<'SQL'
+    case "$(base_of "$c")" in
+        pii_audit | subjects)
+            psql_c "$c" -q <<'SQL'
 CREATE EXTENSION pii_audit;
 SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
 SECURITY LABEL FOR pii ON COLUMN customers.phone IS 'phone';
 SQL
-fi
+            ;;
+    esac
+    if [[ "$(base_of "$c")" == subjects ]]; then
+        psql_c "$c" -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key'"
+    fi
+    echo "bench: $c: loaded $ROWS rows in $((SECONDS - t0)) s"
+done
 
 script="$dir/lookup.sql"
 cat >"$script" <<EOF
@@ -166,11 +173,12 @@ cat >"$script" <<EOF
 SELECT name, phone FROM customers WHERE id = :id;
 EOF
 
-# run_pgbench SECONDS: prints "TPS TRANSACTIONS"
+# run_pgbench CONFIG SECONDS: prints "TPS TRANSACTIONS"
 run_pgbench() {
-    local out
-    out=$("$bindir/pgbench" -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$1" -f "$script" \
-        -h "$dir/sock" -p "$(pgc_port "$dir")" -U postgres bench 2>&1) || {
+    local out cdir
+    cdir=$(cluster_of "$1")
+    out=$("$bindir/pgbench" -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$2" -f "$script" \
+        -h "$cdir/sock" -p "$(pgc_port "$cdir")" -U postgres bench 2>&1) || {
         echo "$out" >&2
         echo "bench: pgbench failed" >&2
         return 1
@@ -183,34 +191,56 @@ run_pgbench() {
     }
 }
 
+# While one configuration runs, the other clusters are frozen (SIGSTOP to the postmaster and its
+# children; they keep their memory): their background work (autovacuum of a growing trail, a
+# worker catching up, checkpoints) then runs in their own time slices and cannot slow another
+# configuration's round, and nobody is restarted.
+cluster_pids() {
+    local pm
+    pm=$(head -1 "$(cluster_of "$1")/data/postmaster.pid" 2>/dev/null) || return 0
+    [[ -n "$pm" ]] || return 0
+    echo "$pm" $(pgrep -P "$pm" || true)
+}
+freeze() { local p; for p in $(cluster_pids "$1"); do kill -STOP "$p" 2>/dev/null || true; done; }
+thaw() { local p; for p in $(cluster_pids "$1"); do kill -CONT "$p" 2>/dev/null || true; done; }
+run_alone() {
+    local o
+    for o in "${configs[@]}"; do [[ "$o" == "$1" ]] || freeze "$o"; done
+    thaw "$1"
+}
+thaw_all() { local o; for o in "${configs[@]}"; do thaw "$o"; done; }
+
+# Warm every cluster once: buffers, catalog caches, the trail's first pages.
+for c in "${configs[@]}"; do
+    run_alone "$c"
+    psql_c "$c" -q -At -c "SELECT pg_prewarm('customers'), pg_prewarm('customers_pkey')" >/dev/null
+    run_pgbench "$c" "$WARMUP" >/dev/null
+done
+
 failures=0
 declare -A tps copy_s
 for ((r = 1; r <= ROUNDS; r++)); do
     for c in "${configs[@]}"; do
-        restart_with "$c"
-        case "$(base_of "$c")" in
-            pii_audit) psql_b -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS NULL" ;;
-            subjects) psql_b -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key'" ;;
-        esac
-        psql_b -q -At -c "SELECT pg_prewarm('customers'), pg_prewarm('customers_pkey')" >/dev/null
-        log_start=$(stat -c %s "$dir/server.log")
-        run_pgbench "$WARMUP" >/dev/null
-        result=$(run_pgbench "$DURATION")
+        cdir=$(cluster_of "$c")
+        run_alone "$c"
+        run_pgbench "$c" 2 >/dev/null  # the clients' own warm-up after the other clusters ran
+        log_start=$(stat -c %s "$cdir/server.log")
+        result=$(run_pgbench "$c" "$DURATION")
         read -r t n <<<"$result"
         tps[$c,$r]=$t
         # One bulk export per round: COPY of the whole table, as pg_dump or a thief would.
         copy_start=$(date +%s.%N)
-        psql_b -q -c "COPY customers TO '/dev/null'"
+        psql_c "$c" -q -c "COPY customers TO '/dev/null'"
         copy_s[$c,$r]=$(awk -v a="$copy_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
         printf 'round %d  %-10s tps=%10.1f  transactions=%s  copy=%ss\n' "$r" "$c" "$t" "$n" "${copy_s[$c,$r]}"
         case "$(base_of "$c")" in
             pii_audit | subjects)
-                psql_b -x -c 'SELECT * FROM pii_audit.status' | sed 's/^/    /'
+                psql_c "$c" -x -c 'SELECT * FROM pii_audit.status' | sed 's/^/    /'
                 sleep 1  # the worker stores the COPY's event within flush_interval
-                last=$(psql_b -At -c "SELECT row_count || ' rows, ' || coalesce(subject_count::text, 'no') || ' subjects'
+                last=$(psql_c "$c" -At -c "SELECT row_count || ' rows, ' || coalesce(subject_count::text, 'no') || ' subjects'
                     FROM pii_audit.events WHERE command = 'COPY' ORDER BY event_id DESC LIMIT 1")
                 echo "    trail: the round's COPY read $last"
-                dropped=$(psql_b -At -c "SELECT coalesce(sum(value::numeric), 0)
+                dropped=$(psql_c "$c" -At -c "SELECT coalesce(sum(value::numeric), 0)
                     FROM pii_audit.status s, jsonb_each_text(to_jsonb(s))
                     WHERE key LIKE '%dropped%' AND value ~ '^[0-9]+$'")
                 if [[ "$dropped" != 0 ]]; then
@@ -219,22 +249,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
                 fi
                 ;;
             pgaudit)
-                pgc_stop "$dir"
-                audited=$(tail -c +"$((log_start + 1))" "$dir/server.log" | grep -c 'AUDIT: OBJECT,' || true)
-                echo "    pgaudit logged $audited object-audit lines (warm-up and round)"
+                audited=$(tail -c +"$((log_start + 1))" "$cdir/server.log" | grep -c 'AUDIT: OBJECT,' || true)
+                echo "    pgaudit logged $audited object-audit lines during the round"
                 if ((audited < n)); then
                     echo "    ERROR: pgaudit logged fewer lines than the round's $n transactions" >&2
                     failures=$((failures + 1))
                 fi
-                # Keep the log small: drop the audit lines, keep everything else.
-                grep -v 'AUDIT: ' "$dir/server.log" >"$dir/server.log.tmp" || true
-                cat "$dir/server.log.tmp" >"$dir/server.log"
-                rm -f "$dir/server.log.tmp"
+                # Keep the disk from filling: set aside everything but the audit lines, then
+                # empty the log (the server appends to it, so truncating it is safe).
+                grep -v 'AUDIT: ' "$cdir/server.log" >>"$cdir/server.kept.log" || true
+                : >"$cdir/server.log"
                 ;;
         esac
     done
 done
-pgc_stop "$dir"
+thaw_all
+for c in "${configs[@]}"; do pgc_stop "$(cluster_of "$c")"; done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
