@@ -32,9 +32,9 @@ constexpr std::uint32_t kInitial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54
 inline std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
 #if defined(__x86_64__)
-// The SHA extensions (Intel SHA-NI, also on AMD since Zen) do two rounds per instruction: a
-// keyed subject hash takes ~60 ns instead of ~500 ns, which is one per audited single-row
-// lookup. The registers hold the state as ABEF and CDGH (A in the highest lane), the order
+// The SHA extensions (Intel SHA-NI, also on AMD since Zen) do two rounds per instruction:
+// SHA-256 runs at 1.3 GB/s instead of 0.28, and a keyed subject hash (one per audited
+// single-row lookup) takes ~200 ns instead of ~540 ns, HMAC framing included. The registers hold the state as ABEF and CDGH (A in the highest lane), the order
 // the instructions expect.
 bool cpu_has_sha_extensions() {
     unsigned a = 0, b = 0, c = 0, d = 0;

@@ -240,6 +240,8 @@ void pii_audit_queue_set_ready(bool ready) {
 uint64 pii_audit_queue_generation(void) { return queue->generation; }
 
 bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch) {
+    // Producers write only past head and never before tail, so once head is read the bytes
+    // between tail and head are stable and can be copied without holding the lock.
     pii_audit::RingState snapshot;
     LWLockAcquire(queue->lock, LW_SHARED);
     snapshot = queue->ring;

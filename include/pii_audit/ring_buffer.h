@@ -58,8 +58,6 @@ public:
     std::size_t peek(std::uint64_t from, char* out, std::size_t out_capacity,
                      std::uint64_t* next) const;
 
-    std::uint64_t hot_span() const { return hot_span_; }
-
     // Frees everything before position `to` (a position peek returned).
     void release(std::uint64_t to) { state_->tail = to; }
 
