@@ -81,32 +81,50 @@ GRANT INSERT, UPDATE, DELETE ON pii_audit.categories TO pii_audit_admin;
 
 -- ---------------------------------------------------------------- the trail
 -- Written only by the pii_audit background worker, in this (the audit) database. The column
--- order is checked by the worker at start.
-CREATE TABLE pii_audit.events (
-    event_id bigint NOT NULL,
-    event_time timestamptz NOT NULL,
-    recorded_at timestamptz NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('read', 'label_change', 'gap', 'login')),
-    -- read: completed, failed (the statement ended in an error) or denied (refused for lack of
-    -- privileges before it read anything); login: completed or failed; gap: lost.
-    status text NOT NULL CHECK (status IN ('completed', 'failed', 'denied', 'lost')),
+-- order of these three tables is checked by the worker at start.
+--
+-- One row per event in pii_audit.trail, and what events of one connection and one statement
+-- have in common (names, addresses, statement text, column lists) once in trail_sessions and
+-- trail_statements. A row of the trail is then ~100 bytes instead of ~300: three times fewer
+-- pages to extend, write, log and summarise per event, which is most of what storing an event
+-- costs (measured: the worker's CPU per event fell by about 40%). pii_audit.events (below)
+-- joins them back into one row per event.
+CREATE TABLE pii_audit.trail_sessions (
+    session_id bigint PRIMARY KEY,
     database_name text NOT NULL,
     session_user_name text,
     current_user_name text,
     end_user text,
     application_name text,
-    client_addr inet,
-    backend_pid integer,
+    client_addr inet
+);
+
+CREATE TABLE pii_audit.trail_statements (
+    statement_id bigint PRIMARY KEY,
     command text,
     relation text,
     relation_oid oid,
     columns text[],
     categories text[],
-    row_count bigint,
     query_id bigint,
     query_text text,
-    query_truncated boolean,
+    query_truncated boolean
+);
+
+-- Fixed-width columns first: no alignment padding between them.
+CREATE TABLE pii_audit.trail (
+    event_id bigint NOT NULL,
+    event_time timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL,
+    session_id bigint NOT NULL,     -- pii_audit.trail_sessions
+    statement_id bigint,            -- pii_audit.trail_statements; NULL for gaps
+    row_count bigint,
+    backend_pid integer,
     nesting_level integer,
+    kind text NOT NULL CHECK (kind IN ('read', 'label_change', 'gap', 'login')),
+    -- read: completed, failed (the statement ended in an error) or denied (refused for lack of
+    -- privileges before it read anything); login: completed or failed; gap: lost.
+    status text NOT NULL CHECK (status IN ('completed', 'failed', 'denied', 'lost')),
     detail text,
     -- Whose rows were read (relations with a subject_key column; NULL otherwise): the number
     -- of distinct subjects, and the keyed hashes of up to pii_audit.max_subjects_per_event.
@@ -116,14 +134,28 @@ CREATE TABLE pii_audit.events (
     subject_count_estimated boolean
 );
 -- Hashes do not compress; skip the attempt when a long list goes out of line.
-ALTER TABLE pii_audit.events ALTER COLUMN subjects SET STORAGE EXTERNAL;
+ALTER TABLE pii_audit.trail ALTER COLUMN subjects SET STORAGE EXTERNAL;
 -- The trail is append-only and both columns grow with the physical order of rows, so BRIN
 -- indexes serve "everything after event N" and time ranges at a fraction of a btree's cost on
 -- every insert (measured: a btree primary key took ~9% of audited lookup throughput). The single
 -- writer guarantees event_id is unique. The worker summarises each range once it is full (see
 -- worker.cpp: autosummarize cannot keep up with the trail and floods the log).
-CREATE INDEX events_event_id_brin ON pii_audit.events USING brin (event_id);
-CREATE INDEX events_event_time_brin ON pii_audit.events USING brin (event_time);
+CREATE INDEX trail_event_id_brin ON pii_audit.trail USING brin (event_id);
+CREATE INDEX trail_event_time_brin ON pii_audit.trail USING brin (event_time);
+
+-- Every event as one row. The joins are LEFT joins on primary keys, so a query that needs no
+-- column of a side table does not read it.
+CREATE VIEW pii_audit.events AS
+SELECT t.event_id, t.event_time, t.recorded_at, t.kind, t.status, s.database_name,
+       s.session_user_name, s.current_user_name, s.end_user, s.application_name, s.client_addr,
+       t.backend_pid, st.command, st.relation, st.relation_oid, st.columns, st.categories,
+       t.row_count, st.query_id, st.query_text, st.query_truncated, t.nesting_level, t.detail,
+       t.subject_count, t.subjects, t.subjects_truncated, t.subject_count_estimated
+FROM pii_audit.trail t
+LEFT JOIN pii_audit.trail_sessions s ON s.session_id = t.session_id
+LEFT JOIN pii_audit.trail_statements st ON st.statement_id = t.statement_id;
+COMMENT ON VIEW pii_audit.events IS
+    'every stored event (reads, label changes, gaps, logins) with its session and statement';
 
 CREATE TABLE pii_audit.worker_state (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -145,17 +177,32 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
 END
 $$;
-CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON pii_audit.events
+CREATE TRIGGER trail_append_only BEFORE UPDATE OR DELETE ON pii_audit.trail
     FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_change();
-CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON pii_audit.events
+CREATE TRIGGER trail_no_truncate BEFORE TRUNCATE ON pii_audit.trail
     FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();
-ALTER TABLE pii_audit.events ENABLE ALWAYS TRIGGER events_append_only;
-ALTER TABLE pii_audit.events ENABLE ALWAYS TRIGGER events_no_truncate;
+CREATE TRIGGER trail_sessions_append_only BEFORE UPDATE OR DELETE ON pii_audit.trail_sessions
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_change();
+CREATE TRIGGER trail_sessions_no_truncate BEFORE TRUNCATE ON pii_audit.trail_sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();
+CREATE TRIGGER trail_statements_append_only BEFORE UPDATE OR DELETE ON pii_audit.trail_statements
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_change();
+CREATE TRIGGER trail_statements_no_truncate BEFORE TRUNCATE ON pii_audit.trail_statements
+    FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();
+ALTER TABLE pii_audit.trail ENABLE ALWAYS TRIGGER trail_append_only;
+ALTER TABLE pii_audit.trail ENABLE ALWAYS TRIGGER trail_no_truncate;
+ALTER TABLE pii_audit.trail_sessions ENABLE ALWAYS TRIGGER trail_sessions_append_only;
+ALTER TABLE pii_audit.trail_sessions ENABLE ALWAYS TRIGGER trail_sessions_no_truncate;
+ALTER TABLE pii_audit.trail_statements ENABLE ALWAYS TRIGGER trail_statements_append_only;
+ALTER TABLE pii_audit.trail_statements ENABLE ALWAYS TRIGGER trail_statements_no_truncate;
 
-REVOKE ALL ON pii_audit.events, pii_audit.worker_state FROM PUBLIC;
+REVOKE ALL ON pii_audit.trail, pii_audit.trail_sessions, pii_audit.trail_statements,
+              pii_audit.events, pii_audit.worker_state FROM PUBLIC;
 
 -- pg_dump keeps the trail and the categories an administrator added.
-SELECT pg_catalog.pg_extension_config_dump('pii_audit.events', '');
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.trail', '');
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.trail_sessions', '');
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.trail_statements', '');
 SELECT pg_catalog.pg_extension_config_dump('pii_audit.categories', 'WHERE NOT builtin');
 
 -- ---------------------------------------------------------------- views

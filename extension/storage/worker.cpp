@@ -1,7 +1,10 @@
-// Storage: the single background worker that drains the queue into pii_audit.events in the
+// Storage: the single background worker that drains the queue into pii_audit.trail in the
 // audit database. It is the only writer, so it assigns event_id in commit order (strictly
 // increasing, no gaps), and it releases queue space only after its transaction committed, so
 // a worker that is stopped or fails mid-batch loses nothing.
+// PostgreSQL-free headers first (see pg_free.h).
+#include "pii_audit/trail_dictionary.h"
+
 #include "pii_audit_internal.h"
 
 extern "C" {
@@ -65,20 +68,39 @@ void handle_sigterm(SIGNAL_ARGS) {
     errno = saved_errno;
 }
 
-// Column order of pii_audit.events, checked against the table at start.
-const char* const kEventColumns[] = {
-    "event_id",        "event_time",   "recorded_at",       "kind",
-    "status",          "database_name", "session_user_name", "current_user_name",
-    "end_user",        "application_name", "client_addr",    "backend_pid",
-    "command",         "relation",     "relation_oid",      "columns",
-    "categories",      "row_count",    "query_id",          "query_text",
-    "query_truncated", "nesting_level", "detail",      "subject_count",
-    "subjects",        "subjects_truncated", "subject_count_estimated",
+// Column order of the trail's tables, checked against the tables at start.
+const char* const kTrailColumns[] = {
+    "event_id",    "event_time",    "recorded_at",   "session_id",
+    "statement_id", "row_count",    "backend_pid",   "nesting_level",
+    "kind",        "status",        "detail",        "subject_count",
+    "subjects",    "subjects_truncated", "subject_count_estimated",
 };
-constexpr int kNumEventColumns = sizeof kEventColumns / sizeof kEventColumns[0];
+constexpr int kNumTrailColumns = sizeof kTrailColumns / sizeof kTrailColumns[0];
+enum TrailColumn {
+    kColEventId, kColEventTime, kColRecordedAt, kColSessionId, kColStatementId, kColRowCount,
+    kColBackendPid, kColNestingLevel, kColKind, kColStatus, kColDetail, kColSubjectCount,
+    kColSubjects, kColSubjectsTruncated, kColSubjectCountEstimated,
+};
+static_assert(kColSubjectCountEstimated + 1 == kNumTrailColumns);
+
+const char* const kSessionColumns[] = {
+    "session_id", "database_name", "session_user_name", "current_user_name", "end_user",
+    "application_name", "client_addr",
+};
+constexpr int kNumSessionColumns = sizeof kSessionColumns / sizeof kSessionColumns[0];
+
+const char* const kStatementColumns[] = {
+    "statement_id", "command", "relation", "relation_oid", "columns", "categories",
+    "query_id", "query_text", "query_truncated",
+};
+constexpr int kNumStatementColumns = sizeof kStatementColumns / sizeof kStatementColumns[0];
 
 struct WorkerState {
-    Oid events_relid;
+    Oid events_relid;           // pii_audit.trail
+    Oid sessions_relid;         // pii_audit.trail_sessions
+    Oid statements_relid;       // pii_audit.trail_statements
+    int64 next_session_id;
+    int64 next_statement_id;
     SPIPlanPtr save_position;  // UPDATE worker_state, prepared once per worker
     int64 next_event_id;
     uint64 persisted_seq;       // highest queue sequence already in the table (this generation)
@@ -186,15 +208,88 @@ int64 spi_int64(const char* sql, int64 fallback) {
     return isnull ? fallback : DatumGetInt64(d);
 }
 
-bool events_table_matches(Oid relid) {
+bool table_matches(Oid relid, const char* const* columns, int ncolumns) {
     Relation rel = table_open(relid, AccessShareLock);
     TupleDesc desc = RelationGetDescr(rel);
-    bool ok = desc->natts == kNumEventColumns;
-    for (int i = 0; ok && i < kNumEventColumns; ++i)
+    bool ok = desc->natts == ncolumns;
+    for (int i = 0; ok && i < ncolumns; ++i)
         ok = !TupleDescAttr(desc, i)->attisdropped &&
-             strcmp(NameStr(TupleDescAttr(desc, i)->attname), kEventColumns[i]) == 0;
+             strcmp(NameStr(TupleDescAttr(desc, i)->attname), columns[i]) == 0;
     table_close(rel, AccessShareLock);
     return ok;
+}
+
+// ---------------------------------------------------------------- sessions and statements
+// The worker's memory of which session and statement rows it stored, by value (see
+// trail_dictionary.h). It lives as long as the process: an error in a batch ends the worker,
+// so ids remembered for rows of a batch that did not commit are never used.
+constexpr size_t kDictionaryBytes = 16 * 1024 * 1024;  // of keys, per dictionary
+
+struct Dictionaries {
+    pii_audit::TrailDictionary sessions{kDictionaryBytes};
+    pii_audit::TrailDictionary statements{kDictionaryBytes};
+    std::string key;  // the key of the last lookup
+};
+Dictionaries* dictionaries = nullptr;
+char dictionary_failure[256];
+
+// Runs fn, which must not call PostgreSQL; a C++ exception becomes false and a message, so the
+// caller can raise a PostgreSQL error outside any C++ scope.
+template <class Fn>
+bool dictionary_guarded(Fn&& fn) noexcept {
+    try {
+        fn();
+        return true;
+    } catch (const std::exception& e) {
+        snprintf(dictionary_failure, sizeof dictionary_failure, "%s", e.what());
+    } catch (...) {
+        snprintf(dictionary_failure, sizeof dictionary_failure, "unknown exception");
+    }
+    return false;
+}
+
+void dictionary_error() {
+    ereport(ERROR, (errmsg("pii_audit: could not look up the trail's sessions and statements: %s",
+                           dictionary_failure)));
+}
+
+void reset_dictionaries() {
+    if (!dictionary_guarded([] {
+            if (dictionaries == nullptr) {
+                dictionaries = new Dictionaries();
+            } else {
+                dictionaries->sessions.clear();
+                dictionaries->statements.clear();
+            }
+        }))
+        dictionary_error();
+}
+
+enum class Part { kSession, kGapSession, kStatement };
+
+// The id stored for this part of the event (for a gap, of the database), 0 if none yet. The key
+// stays in dictionaries->key for remember_id.
+int64 known_id(Part part, const pii_audit::EventView* event, std::string_view database) {
+    int64 id = 0;
+    if (!dictionary_guarded([&] {
+            Dictionaries& d = *dictionaries;
+            switch (part) {
+                case Part::kSession: pii_audit::session_key(*event, d.key); break;
+                case Part::kGapSession: pii_audit::gap_session_key(database, d.key); break;
+                case Part::kStatement: pii_audit::statement_key(*event, d.key); break;
+            }
+            id = (part == Part::kStatement ? d.statements : d.sessions).find(d.key);
+        }))
+        dictionary_error();
+    return id;
+}
+
+void remember_id(Part part, int64 id) {
+    if (!dictionary_guarded([&] {
+            Dictionaries& d = *dictionaries;
+            (part == Part::kStatement ? d.statements : d.sessions).remember(d.key, id);
+        }))
+        dictionary_error();
 }
 
 // Finds the trail's tables and where the last run stopped. False while the extension is not
@@ -202,9 +297,12 @@ bool events_table_matches(Oid relid) {
 bool prepare(WorkerState* state) {
     pii_audit_worker_begin_transaction();
     Oid nsp = get_namespace_oid("pii_audit", true);
-    Oid events = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
+    Oid events = OidIsValid(nsp) ? get_relname_relid("trail", nsp) : InvalidOid;
+    Oid sessions = OidIsValid(nsp) ? get_relname_relid("trail_sessions", nsp) : InvalidOid;
+    Oid statements = OidIsValid(nsp) ? get_relname_relid("trail_statements", nsp) : InvalidOid;
     Oid worker_state = OidIsValid(nsp) ? get_relname_relid("worker_state", nsp) : InvalidOid;
-    bool ready = OidIsValid(events) && OidIsValid(worker_state);
+    bool ready = OidIsValid(events) && OidIsValid(sessions) && OidIsValid(statements) &&
+                 OidIsValid(worker_state);
     if (!ready) {
         if (!state->warned_not_installed)
             ereport(WARNING,
@@ -215,10 +313,12 @@ bool prepare(WorkerState* state) {
                      errhint("Run CREATE EXTENSION pii_audit in database \"%s\".",
                              pii_audit_database)));
         state->warned_not_installed = true;
-    } else if (!events_table_matches(events)) {
+    } else if (!table_matches(events, kTrailColumns, kNumTrailColumns) ||
+               !table_matches(sessions, kSessionColumns, kNumSessionColumns) ||
+               !table_matches(statements, kStatementColumns, kNumStatementColumns)) {
         if (!state->warned_not_installed)
-            ereport(WARNING, (errmsg("pii_audit: table pii_audit.events does not have the columns "
-                                     "this version of pii_audit writes"),
+            ereport(WARNING, (errmsg("pii_audit: the tables of pii_audit.events do not have the "
+                                     "columns this version of pii_audit writes"),
                               errdetail("Audit events wait in the shared-memory queue; once it is "
                                         "full they are dropped and counted."),
                               errhint("ALTER EXTENSION pii_audit UPDATE in database \"%s\".",
@@ -227,12 +327,19 @@ bool prepare(WorkerState* state) {
         ready = false;
     } else {
         state->events_relid = events;
+        state->sessions_relid = sessions;
+        state->statements_relid = statements;
+        reset_dictionaries();
         SPI_connect();
+        state->next_session_id =
+            spi_int64("SELECT max(session_id) FROM pii_audit.trail_sessions", 0) + 1;
+        state->next_statement_id =
+            spi_int64("SELECT max(statement_id) FROM pii_audit.trail_statements", 0) + 1;
         // The last id is kept with the batch that wrote it; looking past it also covers a trail
         // restored from a dump (then last_event_id is 0 and this is one full scan).
         state->next_event_id =
             spi_int64("SELECT coalesce(max(e.event_id), s.last_event_id) FROM "
-                      "pii_audit.worker_state s LEFT JOIN pii_audit.events e "
+                      "pii_audit.worker_state s LEFT JOIN pii_audit.trail e "
                       "ON e.event_id > s.last_event_id GROUP BY s.last_event_id",
                       0) +
             1;
@@ -387,6 +494,14 @@ struct BatchDatums {
 // instead of one per row, which is most of what storing an event costs.
 constexpr int kMultiInsertRows = 1000;
 
+// A table the batch adds a row to now and then (sessions, statements): opened at its first row.
+struct SideTable {
+    Oid relid;
+    Relation rel;
+    ResultRelInfo* result;
+    TupleTableSlot* slot;
+};
+
 struct Inserter {
     Relation rel;
     EState* estate;
@@ -401,7 +516,36 @@ struct Inserter {
     CommandId cid;
     TimestampTz now;
     BatchDatums* datums;
+    SideTable sessions;
+    SideTable statements;
 };
+
+void insert_side_row(Inserter& ins, SideTable& table, const Datum* values, const bool* nulls) {
+    if (table.rel == nullptr) {
+        table.rel = table_open(table.relid, RowExclusiveLock);
+        table.result = makeNode(ResultRelInfo);
+        InitResultRelInfo(table.result, table.rel, 1, nullptr, 0);
+        ExecOpenIndices(table.result, false);
+        table.slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(table.rel)),
+                                              &TTSOpsVirtual);
+    }
+    TupleTableSlot* slot = table.slot;
+    const int natts = slot->tts_tupleDescriptor->natts;
+    ExecClearTuple(slot);
+    memcpy(slot->tts_values, values, sizeof(Datum) * natts);
+    memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
+    ExecStoreVirtualTuple(slot);
+    table_tuple_insert(table.rel, slot, ins.cid, 0, nullptr);
+    ExecInsertIndexTuples(table.result, slot, ins.estate, false, false, nullptr, NIL);
+}
+
+void close_side_table(SideTable& table) {
+    if (table.rel == nullptr) return;
+    ExecDropSingleTupleTableSlot(table.slot);
+    ExecCloseIndices(table.result);
+    table_close(table.rel, NoLock);
+    table.rel = nullptr;
+}
 
 void flush_rows(Inserter& ins) {
     if (ins.buffered == 0) return;
@@ -417,82 +561,136 @@ void insert_row(Inserter& ins, Datum* values, bool* nulls) {
     TupleTableSlot*& slot = ins.slots[ins.buffered];
     if (slot == nullptr) slot = MakeSingleTupleTableSlot(ins.slot_desc, &TTSOpsVirtual);
     ExecClearTuple(slot);
-    memcpy(slot->tts_values, values, sizeof(Datum) * kNumEventColumns);
-    memcpy(slot->tts_isnull, nulls, sizeof(bool) * kNumEventColumns);
+    memcpy(slot->tts_values, values, sizeof(Datum) * kNumTrailColumns);
+    memcpy(slot->tts_isnull, nulls, sizeof(bool) * kNumTrailColumns);
     ExecStoreVirtualTuple(slot);
     if (++ins.buffered == kMultiInsertRows) flush_rows(ins);
+}
+
+// The id of the event's session row, stored now if it is new.
+int64 session_id(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
+    using namespace pii_audit;
+    int64 id = known_id(Part::kSession, &event, {});
+    if (id != 0) return id;
+    id = state->next_session_id++;
+    BatchDatums& d = *ins.datums;
+    Datum values[kNumSessionColumns];
+    bool nulls[kNumSessionColumns] = {};
+    values[0] = Int64GetDatum(id);
+    values[1] = d.text(event, kDatabaseName);
+    values[2] = d.text(event, kSessionUser);
+    values[3] = d.text(event, kCurrentUser);
+    values[4] = d.nullable_text(event, kEndUser, &nulls[4]);
+    values[5] = d.text(event, kApplicationName);
+    nulls[6] = (event.header.flags & kFlagClientAddrSet) == 0;
+    values[6] = nulls[6] ? Datum(0) : d.inet(event, kClientAddr);
+    insert_side_row(ins, ins.sessions, values, nulls);
+    remember_id(Part::kSession, id);
+    return id;
+}
+
+// The id of the event's statement row, stored now if it is new. A connection attempt reads no
+// relation and runs no statement: its row has only the command.
+int64 statement_id(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
+    using namespace pii_audit;
+    int64 id = known_id(Part::kStatement, &event, {});
+    if (id != 0) return id;
+    id = state->next_statement_id++;
+    BatchDatums& d = *ins.datums;
+    Datum values[kNumStatementColumns];
+    bool nulls[kNumStatementColumns];
+    for (bool& n : nulls) n = true;
+    values[0] = Int64GetDatum(id);
+    values[1] = d.text(event, kCommand);
+    nulls[0] = nulls[1] = false;
+    if (static_cast<EventKind>(event.header.kind) != EventKind::kLogin) {
+        values[2] = d.text(event, kRelation);
+        values[3] = ObjectIdGetDatum(event.header.relation_oid);
+        values[4] = d.text_array(event, kColumns);
+        values[5] = d.text_array(event, kCategories);
+        values[6] = Int64GetDatum(event.header.query_id);
+        values[7] = d.text(event, kQueryText);
+        values[8] = BoolGetDatum((event.header.flags & kFlagQueryTruncated) != 0);
+        for (int i = 2; i <= 8; ++i) nulls[i] = false;
+        nulls[6] = event.header.query_id == 0;
+    }
+    insert_side_row(ins, ins.statements, values, nulls);
+    remember_id(Part::kStatement, id);
+    return id;
 }
 
 void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
     using namespace pii_audit;
     BatchDatums& d = *ins.datums;
-    Datum values[kNumEventColumns];
-    bool nulls[kNumEventColumns] = {};
+    Datum values[kNumTrailColumns];
+    bool nulls[kNumTrailColumns] = {};
     auto kind = static_cast<EventKind>(event.header.kind);
     const int64 event_id = state->next_event_id++;
-    values[0] = Int64GetDatum(event_id);
-    values[1] = TimestampTzGetDatum(event.header.event_time);
-    values[2] = TimestampTzGetDatum(ins.now);
-    values[3] = kind == EventKind::kLabelChange ? d.kind_label_change
-                : kind == EventKind::kLogin     ? d.kind_login
-                                                : d.kind_read;
+    values[kColEventId] = Int64GetDatum(event_id);
+    values[kColEventTime] = TimestampTzGetDatum(event.header.event_time);
+    values[kColRecordedAt] = TimestampTzGetDatum(ins.now);
+    values[kColSessionId] = Int64GetDatum(session_id(ins, state, event));
+    values[kColStatementId] = Int64GetDatum(statement_id(ins, state, event));
+    values[kColRowCount] = Int64GetDatum(event.header.row_count);
+    // A label change counts no rows; a connection attempt reads none and runs no statement.
+    nulls[kColRowCount] = kind == EventKind::kLabelChange || kind == EventKind::kLogin;
+    values[kColBackendPid] = Int32GetDatum(event.header.backend_pid);
+    values[kColNestingLevel] = Int32GetDatum(event.header.nesting_level);
+    nulls[kColNestingLevel] = kind == EventKind::kLogin;
+    values[kColKind] = kind == EventKind::kLabelChange ? d.kind_label_change
+                       : kind == EventKind::kLogin     ? d.kind_login
+                                                       : d.kind_read;
     switch (static_cast<EventStatus>(event.header.status)) {
-        case EventStatus::kCompleted: values[4] = d.status_completed; break;
-        case EventStatus::kDenied: values[4] = d.status_denied; break;
-        default: values[4] = d.status_failed; break;
+        case EventStatus::kCompleted: values[kColStatus] = d.status_completed; break;
+        case EventStatus::kDenied: values[kColStatus] = d.status_denied; break;
+        default: values[kColStatus] = d.status_failed; break;
     }
-    values[5] = d.text(event, kDatabaseName);
-    values[6] = d.text(event, kSessionUser);
-    values[7] = d.text(event, kCurrentUser);
-    values[8] = d.nullable_text(event, kEndUser, &nulls[8]);
-    values[9] = d.text(event, kApplicationName);
-    nulls[10] = (event.header.flags & kFlagClientAddrSet) == 0;
-    values[10] = nulls[10] ? Datum(0) : d.inet(event, kClientAddr);
-    values[11] = Int32GetDatum(event.header.backend_pid);
-    values[12] = d.text(event, kCommand);
-    values[13] = d.text(event, kRelation);
-    values[14] = ObjectIdGetDatum(event.header.relation_oid);
-    values[15] = d.text_array(event, kColumns);
-    values[16] = d.text_array(event, kCategories);
-    values[17] = Int64GetDatum(event.header.row_count);
-    nulls[17] = kind == EventKind::kLabelChange;
-    values[18] = Int64GetDatum(event.header.query_id);
-    nulls[18] = event.header.query_id == 0;
-    values[19] = d.text(event, kQueryText);
-    values[20] = BoolGetDatum((event.header.flags & kFlagQueryTruncated) != 0);
-    values[21] = Int32GetDatum(event.header.nesting_level);
-    values[22] = d.nullable_text(event, kDetail, &nulls[22]);
-    if (kind == EventKind::kLogin) {
-        // A connection attempt reads no relation and runs no statement.
-        for (int i = 13; i <= 21; ++i) nulls[i] = true;
-    }
+    values[kColDetail] = d.nullable_text(event, kDetail, &nulls[kColDetail]);
     bool tracked = (event.header.flags & kFlagSubjectsTracked) != 0;
-    for (int i = 23; i <= 26; ++i) nulls[i] = !tracked;
+    for (int i = kColSubjectCount; i <= kColSubjectCountEstimated; ++i) nulls[i] = !tracked;
     if (tracked) {
-        values[23] = Int64GetDatum(event.header.subject_count);
-        values[24] = subject_array(event.field[kSubjects]);
-        values[25] = BoolGetDatum((event.header.flags & kFlagSubjectsTruncated) != 0);
-        values[26] = BoolGetDatum((event.header.flags & kFlagSubjectCountEstimated) != 0);
+        values[kColSubjectCount] = Int64GetDatum(event.header.subject_count);
+        values[kColSubjects] = subject_array(event.field[kSubjects]);
+        values[kColSubjectsTruncated] =
+            BoolGetDatum((event.header.flags & kFlagSubjectsTruncated) != 0);
+        values[kColSubjectCountEstimated] =
+            BoolGetDatum((event.header.flags & kFlagSubjectCountEstimated) != 0);
     }
     insert_row(ins, values, nulls);
     pii_audit_scoring_observe(event_id, event);
 }
 
-// A row that says events are missing here, and how many (or that the count is unknown).
+// A row that says events are missing here, and how many (or that the count is unknown). Its
+// session holds only the audit database's name; it has no statement.
 void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detail) {
-    Datum values[kNumEventColumns];
-    bool nulls[kNumEventColumns];
-    for (int i = 0; i < kNumEventColumns; ++i) nulls[i] = true;
-    values[0] = Int64GetDatum(state->next_event_id++);
-    values[1] = TimestampTzGetDatum(ins.now);
-    values[2] = TimestampTzGetDatum(ins.now);
-    values[3] = CStringGetTextDatum("gap");
-    values[4] = CStringGetTextDatum("lost");
-    values[5] = CStringGetTextDatum(get_database_name(MyDatabaseId));
-    values[17] = Int64GetDatum(lost);
-    values[22] = CStringGetTextDatum(detail);
-    for (int i : {0, 1, 2, 3, 4, 5, 22}) nulls[i] = false;
-    nulls[17] = lost < 0;
+    const char* database = get_database_name(MyDatabaseId);
+    int64 session = known_id(Part::kGapSession, nullptr, database);
+    if (session == 0) {
+        session = state->next_session_id++;
+        Datum values[kNumSessionColumns];
+        bool nulls[kNumSessionColumns];
+        for (bool& n : nulls) n = true;
+        values[0] = Int64GetDatum(session);
+        values[1] = CStringGetTextDatum(database);
+        nulls[0] = nulls[1] = false;
+        insert_side_row(ins, ins.sessions, values, nulls);
+        remember_id(Part::kGapSession, session);
+    }
+    Datum values[kNumTrailColumns];
+    bool nulls[kNumTrailColumns];
+    for (bool& n : nulls) n = true;
+    values[kColEventId] = Int64GetDatum(state->next_event_id++);
+    values[kColEventTime] = TimestampTzGetDatum(ins.now);
+    values[kColRecordedAt] = TimestampTzGetDatum(ins.now);
+    values[kColSessionId] = Int64GetDatum(session);
+    values[kColKind] = CStringGetTextDatum("gap");
+    values[kColStatus] = CStringGetTextDatum("lost");
+    values[kColRowCount] = Int64GetDatum(lost);
+    values[kColDetail] = CStringGetTextDatum(detail);
+    for (int i : {kColEventId, kColEventTime, kColRecordedAt, kColSessionId, kColKind, kColStatus,
+                  kColDetail})
+        nulls[i] = false;
+    nulls[kColRowCount] = lost < 0;
     insert_row(ins, values, nulls);
 }
 
@@ -518,6 +716,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     InitResultRelInfo(ins.result, ins.rel, 1, nullptr, 0);
     ExecOpenIndices(ins.result, false);
     ins.bulk = GetBulkInsertState();
+    ins.sessions.relid = state->sessions_relid;
+    ins.statements.relid = state->statements_relid;
     ins.cid = GetCurrentCommandId(true);
     ins.now = GetCurrentTimestamp();
     ins.datums = new (palloc(sizeof(BatchDatums))) BatchDatums();
@@ -562,6 +762,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     for (TupleTableSlot* slot : ins.slots)
         if (slot) ExecDropSingleTupleTableSlot(slot);
     FreeBulkInsertState(ins.bulk);
+    close_side_table(ins.sessions);
+    close_side_table(ins.statements);
     ExecCloseIndices(ins.result);
     FreeExecutorState(ins.estate);
     table_close(ins.rel, NoLock);
