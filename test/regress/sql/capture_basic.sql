@@ -42,3 +42,18 @@ SELECT name FROM customers WHERE id = 13 AND name <> 'x\' AND name <> ' --'
 ;
 RESET escape_string_warning;
 SELECT query_text FROM new_events();
+-- Events share the rows of what they have in common: the same statement from the same session
+-- is one statement row and one session row, however often and in however many batches it runs;
+-- another end user is another session.
+SELECT name FROM customers WHERE id = 21;
+SELECT wait_for_trail();
+SELECT name FROM customers WHERE id = 22;
+SET pii_audit.end_user = 'clerk-0999';
+SELECT name FROM customers WHERE id = 23;
+RESET pii_audit.end_user;
+SELECT advance_seen() AS since \gset
+SELECT count(*) AS events, count(DISTINCT t.statement_id) AS statements,
+       count(DISTINCT t.session_id) AS sessions
+FROM pii_audit.trail t WHERE t.event_id > :since;
+SELECT count(*) AS statement_rows FROM pii_audit.trail_statements
+WHERE query_text = 'SELECT name FROM customers WHERE id = $1' AND relation = 'public.customers';
