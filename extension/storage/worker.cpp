@@ -97,7 +97,7 @@ const char* const kStatementColumns[] = {
 constexpr int kNumStatementColumns = sizeof kStatementColumns / sizeof kStatementColumns[0];
 
 struct WorkerState {
-    Oid events_relid;           // pii_audit.trail
+    Oid trail_relid;            // pii_audit.trail
     Oid sessions_relid;         // pii_audit.trail_sessions
     Oid statements_relid;       // pii_audit.trail_statements
     int64 next_session_id;
@@ -158,8 +158,8 @@ void summarize_ranges(WorkerState* state, bool at_start) {
     pii_audit_worker_begin_transaction();
     PG_TRY();
     {
-        if (ConditionalLockRelationOid(state->events_relid, ShareUpdateExclusiveLock)) {
-            Relation rel = table_open(state->events_relid, NoLock);
+        if (ConditionalLockRelationOid(state->trail_relid, ShareUpdateExclusiveLock)) {
+            Relation rel = table_open(state->trail_relid, NoLock);
             BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
             Oid oids[8];
             BlockNumber ranges[8];
@@ -327,7 +327,7 @@ bool prepare(WorkerState* state) {
         state->warned_not_installed = true;
         ready = false;
     } else {
-        state->events_relid = events;
+        state->trail_relid = events;
         state->sessions_relid = sessions;
         state->statements_relid = statements;
         reset_dictionaries();
@@ -648,56 +648,62 @@ void insert_row(Inserter& ins, Datum* values, bool* nulls) {
     if (++ins.buffered == kMultiInsertRows) flush_rows(ins);
 }
 
-// The id of the event's session row, stored now if it is new.
-int64 session_id(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
-    using namespace pii_audit;
-    int64 id = known_id(Part::kSession, &event, {});
+// The id of a session or statement row: the one stored before for the same values, or that of
+// a row stored now. fill(values, nulls) sets the columns after the id; nulls start all true.
+template <int kColumns, class Fill>
+int64 side_row_id(Inserter& ins, SideTable& table, int64* next_id, Part part,
+                  const pii_audit::EventView* event, std::string_view database, Fill&& fill) {
+    int64 id = known_id(part, event, database);
     if (id != 0) return id;
-    id = state->next_session_id++;
-    BatchDatums& d = *ins.datums;
-    Datum values[kNumSessionColumns];
-    bool nulls[kNumSessionColumns] = {};
+    id = (*next_id)++;
+    Datum values[kColumns];
+    bool nulls[kColumns];
+    for (bool& n : nulls) n = true;
     values[0] = Int64GetDatum(id);
-    values[1] = d.text(event, kDatabaseName);
-    values[2] = d.text(event, kSessionUser);
-    values[3] = d.text(event, kCurrentUser);
-    values[4] = d.nullable_text(event, kEndUser, &nulls[4]);
-    values[5] = d.text(event, kApplicationName);
-    nulls[6] = (event.header.flags & kFlagClientAddrSet) == 0;
-    values[6] = nulls[6] ? Datum(0) : d.inet(event, kClientAddr);
-    insert_side_row(ins, ins.sessions, values, nulls);
-    remember_id(Part::kSession, id);
+    nulls[0] = false;
+    fill(values, nulls);
+    insert_side_row(ins, table, values, nulls);
+    remember_id(part, id);
     return id;
 }
 
-// The id of the event's statement row, stored now if it is new. A connection attempt reads no
-// relation and runs no statement: its row has only the command.
+int64 session_id(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
+    using namespace pii_audit;
+    BatchDatums& d = *ins.datums;
+    return side_row_id<kNumSessionColumns>(
+        ins, ins.sessions, &state->next_session_id, Part::kSession, &event, {},
+        [&](Datum* values, bool* nulls) {
+            values[1] = d.text(event, kDatabaseName);
+            values[2] = d.text(event, kSessionUser);
+            values[3] = d.text(event, kCurrentUser);
+            values[4] = d.nullable_text(event, kEndUser, &nulls[4]);
+            values[5] = d.text(event, kApplicationName);
+            nulls[1] = nulls[2] = nulls[3] = nulls[5] = false;
+            nulls[6] = (event.header.flags & kFlagClientAddrSet) == 0;
+            values[6] = nulls[6] ? Datum(0) : d.inet(event, kClientAddr);
+        });
+}
+
+// A connection attempt reads no relation and runs no statement: its row has only the command.
 int64 statement_id(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
     using namespace pii_audit;
-    int64 id = known_id(Part::kStatement, &event, {});
-    if (id != 0) return id;
-    id = state->next_statement_id++;
     BatchDatums& d = *ins.datums;
-    Datum values[kNumStatementColumns];
-    bool nulls[kNumStatementColumns];
-    for (bool& n : nulls) n = true;
-    values[0] = Int64GetDatum(id);
-    values[1] = d.text(event, kCommand);
-    nulls[0] = nulls[1] = false;
-    if (static_cast<EventKind>(event.header.kind) != EventKind::kLogin) {
-        values[2] = d.text(event, kRelation);
-        values[3] = ObjectIdGetDatum(event.header.relation_oid);
-        values[4] = d.text_array(event, kColumns);
-        values[5] = d.text_array(event, kCategories);
-        values[6] = Int64GetDatum(event.header.query_id);
-        values[7] = d.text(event, kQueryText);
-        values[8] = BoolGetDatum((event.header.flags & kFlagQueryTruncated) != 0);
-        for (int i = 2; i <= 8; ++i) nulls[i] = false;
-        nulls[6] = event.header.query_id == 0;
-    }
-    insert_side_row(ins, ins.statements, values, nulls);
-    remember_id(Part::kStatement, id);
-    return id;
+    return side_row_id<kNumStatementColumns>(
+        ins, ins.statements, &state->next_statement_id, Part::kStatement, &event, {},
+        [&](Datum* values, bool* nulls) {
+            values[1] = d.text(event, kCommand);
+            nulls[1] = false;
+            if (static_cast<EventKind>(event.header.kind) == EventKind::kLogin) return;
+            values[2] = d.text(event, kRelation);
+            values[3] = ObjectIdGetDatum(event.header.relation_oid);
+            values[4] = d.text_array(event, kColumns);
+            values[5] = d.text_array(event, kCategories);
+            values[6] = Int64GetDatum(event.header.query_id);
+            values[7] = d.text(event, kQueryText);
+            values[8] = BoolGetDatum((event.header.flags & kFlagQueryTruncated) != 0);
+            for (int i = 2; i <= 8; ++i) nulls[i] = false;
+            nulls[6] = event.header.query_id == 0;
+        });
 }
 
 void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
@@ -745,18 +751,12 @@ void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView&
 // session holds only the audit database's name; it has no statement.
 void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detail) {
     const char* database = get_database_name(MyDatabaseId);
-    int64 session = known_id(Part::kGapSession, nullptr, database);
-    if (session == 0) {
-        session = state->next_session_id++;
-        Datum values[kNumSessionColumns];
-        bool nulls[kNumSessionColumns];
-        for (bool& n : nulls) n = true;
-        values[0] = Int64GetDatum(session);
-        values[1] = CStringGetTextDatum(database);
-        nulls[0] = nulls[1] = false;
-        insert_side_row(ins, ins.sessions, values, nulls);
-        remember_id(Part::kGapSession, session);
-    }
+    int64 session = side_row_id<kNumSessionColumns>(
+        ins, ins.sessions, &state->next_session_id, Part::kGapSession, nullptr, database,
+        [&](Datum* values, bool* nulls) {
+            values[1] = CStringGetTextDatum(database);
+            nulls[1] = false;
+        });
     Datum values[kNumTrailColumns];
     bool nulls[kNumTrailColumns];
     for (bool& n : nulls) n = true;
@@ -790,8 +790,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     pgstat_report_activity(STATE_RUNNING, "pii_audit: persisting audit events");
 
     Inserter& ins = *static_cast<Inserter*>(palloc0(sizeof(Inserter)));
-    ins.rel = table_open(state->events_relid, RowExclusiveLock);
-    ins.ranges_frozen = ConditionalLockRelationOid(state->events_relid, ShareUpdateExclusiveLock);
+    ins.rel = table_open(state->trail_relid, RowExclusiveLock);
+    ins.ranges_frozen = ConditionalLockRelationOid(state->trail_relid, ShareUpdateExclusiveLock);
     ins.slot_desc = CreateTupleDescCopy(RelationGetDescr(ins.rel));
     ins.estate = CreateExecutorState();
     ins.result = makeNode(ResultRelInfo);

@@ -237,6 +237,19 @@ class ConcurrentReads : public testing::Test {
         EXPECT_EQ(c.int64("SELECT count(*) FROM pii_audit.access_log WHERE kind = 'gap'"), 0);
     }
 
+    // Runs a load to its end and waits until the worker stored it; before_ then counts it.
+    void load_and_drain(const std::string& name) {
+        ReadLoad load(unique_marker(name), {});
+        load.start();
+        load.join();
+        ASSERT_EQ(load.errors(), "");
+        bool drained = false;
+        AuditStatus after =
+            wait_for_drain(*admin_, before_.events_enqueued, kDrainTimeout, &drained);
+        ASSERT_TRUE(drained) << describe(after);
+        before_ = after;
+    }
+
     std::unique_ptr<Connection> admin_;
     AuditStatus before_;
     int64_t max_id_before_ = 0;
@@ -260,17 +273,8 @@ TEST_F(ConcurrentReads, EveryReadIsRecordedExactlyOnceWithGaplessIds) {
 TEST_F(ConcurrentReads, TrailIndexRangesAreSummarisedAsTheyFill) {
     Connection& c = *admin_;
     auto trail_pages = [&] { return c.int64("SELECT pg_relation_size('pii_audit.trail') / 8192"); };
-    for (int round = 0; round < 6 && trail_pages() < 4 * 128; ++round) {
-        const std::string prefix = unique_marker("brin");
-        ReadLoad load(prefix, {});
-        load.start();
-        load.join();
-        ASSERT_EQ(load.errors(), "");
-        bool drained = false;
-        AuditStatus after = wait_for_drain(c, before_.events_enqueued, kDrainTimeout, &drained);
-        ASSERT_TRUE(drained) << describe(after);
-        before_ = after;
-    }
+    for (int round = 0; round < 6 && trail_pages() < 4 * 128; ++round)
+        ASSERT_NO_FATAL_FAILURE(load_and_drain("brin"));
     ASSERT_GE(trail_pages(), 4 * 128) << "the trail is too small for this test to say anything";
     c.exec("SET enable_seqscan = off");
     // Heap pages a query for the 100 newest events reads through each index.
@@ -313,26 +317,16 @@ TEST_F(ConcurrentReads, TrailIndexRangesAreSummarisedAsTheyFill) {
 TEST_F(ConcurrentReads, TrailIndexesFindEveryEvent) {
     Connection& c = *admin_;
     const int64_t first = max_event_id(c) + 1;
-    auto run_load = [&](const std::string& name) {
-        ReadLoad load(unique_marker(name), {});
-        load.start();
-        load.join();
-        ASSERT_EQ(load.errors(), "");
-        bool drained = false;
-        AuditStatus after = wait_for_drain(c, before_.events_enqueued, kDrainTimeout, &drained);
-        ASSERT_TRUE(drained) << describe(after);
-        before_ = after;
-    };
     const std::string summarise_all =
         "SELECT brin_summarize_new_values('pii_audit.trail_event_id_brin') + "
         "brin_summarize_new_values('pii_audit.trail_event_time_brin')";
-    run_load("brin1");
+    ASSERT_NO_FATAL_FAILURE(load_and_drain("brin1"));
     c.int64(summarise_all);  // includes the partial last range
-    run_load("brin2");
+    ASSERT_NO_FATAL_FAILURE(load_and_drain("brin2"));
     Connection vacuum_like(main_cluster());
     vacuum_like.exec("BEGIN");
     vacuum_like.exec("LOCK TABLE pii_audit.trail IN SHARE UPDATE EXCLUSIVE MODE");
-    run_load("brin3");
+    ASSERT_NO_FATAL_FAILURE(load_and_drain("brin3"));
     vacuum_like.exec("COMMIT");
     c.int64(summarise_all);
     const int64_t last = max_event_id(c);
