@@ -112,11 +112,16 @@ struct KeyColumn {
     FmgrInfo output;
 };
 
+// One tap per scan node, however many events want its subjects: a scan of a child table read
+// both directly and through its parent feeds two trackers. Wrapping a node twice would make the
+// wrapper find itself as the "real" function and recurse until the stack overflows.
 struct Tap {
-    Tap* next;  // all taps of all open statements, newest first
+    Tap* next;  // all taps of all open statements, most recently used first
     PlanState* node;
     ExecProcNodeMtd real;
-    SubjectTracker* tracker;
+    int ntrackers;
+    int max_trackers;
+    SubjectTracker** trackers;
     int nkeys;
     KeyColumn* keys;
     MemoryContext row_context;  // detoasting and output functions, reset per row
@@ -137,12 +142,16 @@ Tap* all_taps = nullptr;
 
 // The C++ set behind a wall: allocation failure marks the tracker, never unwinds into the server.
 void add_subject(SubjectTracker* tracker, const char* data, size_t len) noexcept {
-    if (tracker->failed) return;
+    if (tracker->failed || tracker->released) return;
     try {
         tracker->set->add(std::string_view(data, len));
     } catch (...) {
         tracker->failed = true;
     }
+}
+
+void add_subject(Tap* tap, const char* data, size_t len) noexcept {
+    for (int i = 0; i < tap->ntrackers; ++i) add_subject(tap->trackers[i], data, len);
 }
 
 void tap_row(Tap* tap, TupleTableSlot* slot) {
@@ -159,7 +168,7 @@ void tap_row(Tap* tap, TupleTableSlot* slot) {
                           : key.typid == INT4OID ? DatumGetInt32(value)
                                                  : DatumGetInt16(value);
                 int n = pg_lltoa(v, digits);
-                add_subject(tap->tracker, digits, static_cast<size_t>(n));
+                add_subject(tap, digits, static_cast<size_t>(n));
                 break;
             }
             case KeyForm::kText: {
@@ -170,7 +179,7 @@ void tap_row(Tap* tap, TupleTableSlot* slot) {
                     MemoryContextSwitchTo(old);
                     used_context = true;
                 }
-                add_subject(tap->tracker, VARDATA_ANY(ptr), VARSIZE_ANY_EXHDR(ptr));
+                add_subject(tap, VARDATA_ANY(ptr), VARSIZE_ANY_EXHDR(ptr));
                 break;
             }
             case KeyForm::kOutputFunction: {
@@ -178,7 +187,7 @@ void tap_row(Tap* tap, TupleTableSlot* slot) {
                 char* text = OutputFunctionCall(&key.output, value);
                 MemoryContextSwitchTo(old);
                 used_context = true;
-                add_subject(tap->tracker, text, strlen(text));
+                add_subject(tap, text, strlen(text));
                 break;
             }
         }
@@ -186,12 +195,26 @@ void tap_row(Tap* tap, TupleTableSlot* slot) {
     if (used_context) MemoryContextReset(tap->row_context);
 }
 
+Tap* find_tap(PlanState* node) {
+    // Rows come in runs from the same scan: move the tap found to the front.
+    for (Tap** link = &all_taps; *link != nullptr; link = &(*link)->next) {
+        Tap* tap = *link;
+        if (tap->node != node) continue;
+        if (link != &all_taps) {
+            *link = tap->next;
+            tap->next = all_taps;
+            all_taps = tap;
+        }
+        return tap;
+    }
+    return nullptr;
+}
+
 TupleTableSlot* tapped_exec_proc_node(PlanState* node) {
-    Tap* tap = all_taps;
-    while (tap != nullptr && tap->node != node) tap = tap->next;
+    Tap* tap = find_tap(node);
     if (tap == nullptr) elog(ERROR, "pii_audit: a tapped scan lost its tap");
     TupleTableSlot* result = tap->real(node);
-    if (!TupIsNull(result) && !tap->tracker->released)
+    if (!TupIsNull(result) && tap->ntrackers > 0)
         tap_row(tap, reinterpret_cast<ScanState*>(node)->ss_ScanTupleSlot);
     return result;
 }
@@ -222,8 +245,25 @@ bool scan_belongs_to(const LabelCacheEntry* labels, Oid scanned, Oid read_relid)
     return false;
 }
 
+void add_tracker(Tap* tap, SubjectTracker* tracker) {
+    for (int i = 0; i < tap->ntrackers; ++i)
+        if (tap->trackers[i] == tracker) return;
+    if (tap->ntrackers == tap->max_trackers) {
+        int grown = tap->max_trackers * 2;
+        tap->trackers = static_cast<SubjectTracker**>(
+            repalloc(tap->trackers, sizeof(SubjectTracker*) * static_cast<size_t>(grown)));
+        tap->max_trackers = grown;
+    }
+    tap->trackers[tap->ntrackers++] = tracker;
+    tracker->tapped = true;
+}
+
 void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
              SubjectTracker* tracker) {
+    if (Tap* existing = find_tap(node)) {
+        add_tracker(existing, tracker);
+        return;
+    }
     TupleDesc desc = RelationGetDescr(rel);
     auto* tap = static_cast<Tap*>(palloc0(sizeof(Tap)));
     tap->keys = static_cast<KeyColumn*>(palloc0(sizeof(KeyColumn) * labels->ncolumns));
@@ -249,7 +289,8 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
     }
     if (tap->nkeys == 0) return;
     tap->node = node;
-    tap->tracker = tracker;
+    tap->max_trackers = 2;
+    tap->trackers = static_cast<SubjectTracker**>(palloc(sizeof(SubjectTracker*) * 2));
     tap->row_context =
         AllocSetContextCreate(CurrentMemoryContext, "pii_audit subject keys", ALLOCSET_SMALL_SIZES);
     // ExecProcNodeFirst (or the instrumentation wrapper) calls ExecProcNodeReal: tap that.
@@ -258,7 +299,7 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
     if (node->ExecProcNode == tap->real) node->ExecProcNode = tapped_exec_proc_node;
     tap->next = all_taps;
     all_taps = tap;
-    tracker->tapped = true;
+    add_tracker(tap, tracker);
 }
 
 bool tap_walker(PlanState* node, void* context) {
@@ -377,12 +418,19 @@ void pii_audit_subjects_fill(SubjectTracker* tracker, pii_audit::EventView& even
 void pii_audit_subjects_release(SubjectTracker* tracker) {
     if (tracker == nullptr || tracker->released) return;
     tracker->released = true;
-    // Unlink this tracker's taps; the nodes themselves go with the executor's memory.
+    // Detach the tracker from its taps and unlink taps left without one. Trackers are released
+    // when their statement's executor memory is reset, so no tapped node of theirs runs again,
+    // and an unlinked tap never points at freed memory.
     for (Tap** link = &all_taps; *link != nullptr;) {
-        if ((*link)->tracker == tracker)
-            *link = (*link)->next;
+        Tap* tap = *link;
+        int kept = 0;
+        for (int i = 0; i < tap->ntrackers; ++i)
+            if (tap->trackers[i] != tracker) tap->trackers[kept++] = tap->trackers[i];
+        tap->ntrackers = kept;
+        if (kept == 0)
+            *link = tap->next;
         else
-            link = &(*link)->next;
+            link = &tap->next;
     }
     tracker->set->~SubjectSet();
 }
