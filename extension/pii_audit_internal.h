@@ -105,6 +105,7 @@ struct PiiAuditStatus {
     uint64 capture_errors;
     int worker_pid;
     TimestampTz last_flush;
+    TimestampTz stalled_since;  // 0, or when a producer's wait timed out with no progress
     bool worker_ready;
 };
 void pii_audit_read_status(PiiAuditStatus* out);

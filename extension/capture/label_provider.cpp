@@ -75,8 +75,10 @@ void emit_pending(pii_audit::EventStatus status) {
         event.field[pii_audit::kQueryText] =
             std::string_view(change->query_text ? change->query_text : "", change->query_len);
         event.field[pii_audit::kDetail] = change->detail;
-        // Transaction callbacks must not sleep: a full queue drops and counts.
-        pii_audit_enqueue(event, false);
+        // Label changes switch auditing on or off: they wait for queue space like reads do
+        // (bounded by queue_wait_timeout, and not at all while the worker is stalled). Commit
+        // and abort hold interrupts, so the wait cannot turn into an error here.
+        (void)pii_audit_enqueue(event, true);
     }
     pending_changes = NIL;
 }

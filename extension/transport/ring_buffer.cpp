@@ -23,11 +23,13 @@ bool RingBuffer::push(const void* record, std::uint32_t length) {
     std::uint64_t need = footprint(length);
     std::uint64_t offset = state_->head % capacity_;
     if (offset != 0 && offset + need > hot_span_) {
-        // Past the hot span: go back to the start if the consumer has already released the
-        // start (the skipped bytes count as used until it passes them). If it has not, keep
-        // writing on; the whole capacity takes the burst.
+        // Past the hot span: go back to the start only while the consumer keeps up (at most
+        // half the hot span unreleased). Going back leaves just the bytes before the
+        // consumer's position free, since the skipped rest counts as used until it passes
+        // them: a consumer that is behind would cap a burst at the hot span. Otherwise keep
+        // writing on, and the whole capacity takes the burst.
         std::uint64_t start = state_->head - offset + capacity_;
-        if (start + need - state_->tail <= capacity_) {
+        if (used() <= hot_span_ / 2 && start + need - state_->tail <= capacity_) {
             std::uint32_t skip = kSkipToStart;
             char marker[kPrefix] = {};
             std::memcpy(marker, &skip, sizeof skip);

@@ -46,6 +46,11 @@ struct SharedQueue {
     int worker_pid;
     Latch* worker_latch;
     bool worker_ready;
+    // A producer waited its whole queue_wait_timeout and the worker released nothing: it is
+    // stopped or hung. Until it releases space again, producers drop and count at once, so a
+    // stall costs clients one bounded wait, not one per statement.
+    bool stalled;
+    TimestampTz stalled_since;
     TimestampTz last_ready;
     TimestampTz last_flush;
     char data[FLEXIBLE_ARRAY_MEMBER];
@@ -169,9 +174,13 @@ bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
             return true;
         }
         TimestampTz now = GetCurrentTimestamp();
+        if (deadline != 0 && now >= deadline && !queue->stalled) {
+            queue->stalled = true;
+            queue->stalled_since = now;
+        }
         bool may_wait = allow_wait && pii_audit_on_queue_full == QUEUE_FULL_WAIT &&
                         pii_audit_queue_wait_timeout_ms > 0 && consumer_alive(now) &&
-                        (deadline == 0 || now < deadline);
+                        !queue->stalled && (deadline == 0 || now < deadline);
         if (!may_wait) {
             queue->dropped++;
             Latch* latch = queue->worker_latch;
@@ -208,6 +217,7 @@ void pii_audit_read_status(PiiAuditStatus* out) {
     out->worker_pid = queue->worker_pid;
     out->last_flush = queue->last_flush;
     out->worker_ready = queue->worker_ready;
+    out->stalled_since = queue->stalled ? queue->stalled_since : 0;
     LWLockRelease(queue->lock);
     out->capture_errors = pg_atomic_read_u64(&queue->capture_errors);
 }
@@ -255,6 +265,7 @@ bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch) {
 void pii_audit_queue_release(const QueueBatch& batch, uint64 persisted) {
     LWLockAcquire(queue->lock, LW_EXCLUSIVE);
     queue->ring.tail = batch.end_position;
+    queue->stalled = false;
     queue->persisted += persisted;
     queue->last_flush = GetCurrentTimestamp();
     queue->last_ready = queue->last_flush;

@@ -27,6 +27,16 @@ ConnectParams main_cluster(const std::string& dbname) {
     return params;
 }
 
+ConnectParams stall_cluster(const std::string& dbname) {
+    ConnectParams params;
+    params.values.emplace_back("host", env_or_throw("PII_AUDIT_IT_STALL_HOST"));
+    params.values.emplace_back("port", env_or_throw("PII_AUDIT_IT_STALL_PORT"));
+    params.values.emplace_back("user", "postgres");
+    params.values.emplace_back("dbname", dbname);
+    params.values.emplace_back("application_name", "pii_audit_integration");
+    return params;
+}
+
 ConnectParams drop_cluster(const std::string& dbname) {
     ConnectParams params;
     params.values.emplace_back("host", env_or_throw("PII_AUDIT_IT_DROP_HOST"));

@@ -29,6 +29,7 @@ struct ConnectParams {
 };
 ConnectParams main_cluster(const std::string& dbname = "");
 ConnectParams drop_cluster(const std::string& dbname);
+ConnectParams stall_cluster(const std::string& dbname);
 
 class Result {
   public:

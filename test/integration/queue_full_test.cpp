@@ -167,3 +167,48 @@ TEST(QueueFull, DropModeCountsEveryLossAndTheTrailReportsItAsAGap) {
 
 }  // namespace
 }  // namespace pii_it
+
+namespace pii_it {
+namespace {
+
+// One CREATE TABLE whose 1,100 columns an event trigger labels queues 1,100 label changes at
+// commit, each carrying the 10 kB text of the CREATE TABLE: 11 MB, while the worker drains
+// what came first. The burst must be able to use the whole 16 MB queue (it used to wrap inside the 2 MB
+// hot span and stop where the worker stood), and label changes wait for space like reads: none
+// may be dropped.
+TEST(QueueBurst, ElevenHundredLabelChangesInOneCommitAreAllStored) {
+    Connection conn(main_cluster());
+    ensure_customers_schema(conn);
+    const std::string table = "burst_" + std::to_string(conn.backend_pid());
+    std::string columns;
+    for (int i = 1; i <= 1100; ++i) columns += (i > 1 ? ", c" : "c") + std::to_string(i) + " text";
+    conn.exec_script(
+        "CREATE FUNCTION label_every_column() RETURNS event_trigger LANGUAGE plpgsql AS $$"
+        " DECLARE c record; BEGIN"
+        "  FOR c IN SELECT a.attrelid::regclass AS rel, a.attname FROM pg_event_trigger_ddl_commands() d"
+        "   JOIN pg_attribute a ON a.attrelid = d.objid AND a.attnum > 0 WHERE d.object_type = 'table'"
+        "  LOOP EXECUTE format('SECURITY LABEL FOR pii ON COLUMN %s.%I IS %L', c.rel, c.attname, 'name');"
+        "  END LOOP; END $$;"
+        "CREATE EVENT TRIGGER label_every_column ON ddl_command_end WHEN TAG IN ('CREATE TABLE')"
+        "  EXECUTE FUNCTION label_every_column();");
+    conn.exec("SET pii_audit.max_query_length = '64kB'");
+    const int64_t dropped_before = read_status(conn).events_dropped;
+    try {
+        conn.exec("CREATE TABLE " + table + " (" + columns + ")");
+    } catch (...) {
+        conn.exec_script("DROP EVENT TRIGGER label_every_column; DROP FUNCTION label_every_column();");
+        throw;
+    }
+    conn.exec_script("DROP EVENT TRIGGER label_every_column; DROP FUNCTION label_every_column();");
+    bool drained = false;
+    AuditStatus s = wait_for_drain(conn, 0, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained) << describe(s);
+    EXPECT_EQ(s.events_dropped, dropped_before) << describe(s);
+    EXPECT_EQ(conn.int64("SELECT count(*) FROM pii_audit.label_changes WHERE relation = $1",
+                         {"public." + table}),
+              1100);
+    conn.exec("DROP TABLE " + table);
+}
+
+}  // namespace
+}  // namespace pii_it

@@ -14,6 +14,9 @@
 #          drain until a test installs it. Database pii_audit_it_app exists too. Exported as
 #          PII_AUDIT_IT_DROP_HOST, PII_AUDIT_IT_DROP_PORT, PII_AUDIT_IT_DROP_AUDIT_DB and
 #          PII_AUDIT_IT_DROP_APP_DB.
+#   stall  a 256 kB queue that waits when full (the default on_queue_full = wait) for up to
+#          pii_audit.queue_wait_timeout = 3s; the trail goes to database postgres. For tests that
+#          stop the worker (SIGSTOP). Exported as PII_AUDIT_IT_STALL_HOST, PII_AUDIT_IT_STALL_PORT.
 #
 # TEST_BINARY runs with the remaining ARGS (e.g. --gtest_filter=...). When it fails, the tail of
 # both server logs is printed. The exit status is the test binary's.
@@ -45,13 +48,14 @@ app_db=pii_audit_it_app
 # Short paths under /tmp: socket paths must fit in 107 bytes and user postgres must reach them.
 main_cluster=$(mktemp -d /tmp/pii_audit_it.XXXXXX)
 drop_cluster=$(mktemp -d /tmp/pii_audit_itd.XXXXXX)
+stall_cluster=$(mktemp -d /tmp/pii_audit_its.XXXXXX)
 status=1
 
 # shellcheck disable=SC2317 # called through the trap
 finish() {
     local dir
     if ((status != 0)); then
-        for dir in "$main_cluster" "$drop_cluster"; do
+        for dir in "$main_cluster" "$drop_cluster" "$stall_cluster"; do
             if [[ -f "$dir/server.log" ]]; then
                 echo "==================== tail of the server log of $dir ===================="
                 tail -n 80 "$dir/server.log"
@@ -60,6 +64,7 @@ finish() {
     fi
     pgc_destroy "$main_cluster" || true
     pgc_destroy "$drop_cluster" || true
+    pgc_destroy "$stall_cluster" || true
 }
 trap finish EXIT
 trap 'exit 130' INT
@@ -85,11 +90,20 @@ pgc_psql "$drop_cluster" -q -c "CREATE DATABASE $audit_db" -c "CREATE DATABASE $
 pgc_stop "$drop_cluster"
 pgc_start "$drop_cluster"
 
+pgc_init "$stall_cluster" auto \
+    "shared_preload_libraries = 'pii_audit'" \
+    "pii_audit.queue_size = 256" \
+    "pii_audit.queue_wait_timeout = '3s'"
+pgc_start "$stall_cluster"
+
 pgc_env "$main_cluster"
 export PGDATABASE=postgres
 PII_AUDIT_IT_DROP_HOST=$(pgc_sockdir "$drop_cluster")
 PII_AUDIT_IT_DROP_PORT=$(pgc_port "$drop_cluster")
 export PII_AUDIT_IT_DROP_HOST PII_AUDIT_IT_DROP_PORT
+PII_AUDIT_IT_STALL_HOST=$(pgc_sockdir "$stall_cluster")
+PII_AUDIT_IT_STALL_PORT=$(pgc_port "$stall_cluster")
+export PII_AUDIT_IT_STALL_HOST PII_AUDIT_IT_STALL_PORT
 export PII_AUDIT_IT_DROP_AUDIT_DB=$audit_db PII_AUDIT_IT_DROP_APP_DB=$app_db
 
 echo "run-integration: main cluster $PGHOST port $PGPORT; drop cluster $PII_AUDIT_IT_DROP_HOST port $PII_AUDIT_IT_DROP_PORT"

@@ -121,6 +121,25 @@ TEST(RingBuffer, HotSpanStillTakesABurstInTheWholeCapacity) {
     EXPECT_EQ(drain(ring, state, 4096), (std::vector<std::string>{"after"}));
 }
 
+// A burst that starts while the consumer is a little behind (it released the first record,
+// then stalled) must still use the whole capacity, not wrap inside the hot span and stop where
+// the consumer stands.
+TEST(RingBuffer, BurstUsesTheWholeCapacityWhenTheConsumerIsBehind) {
+    std::vector<char> data(1024);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state, 128);
+    std::string record(20, 'b');  // footprint 32
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(ring.push(record.data(), record.size()));
+    std::vector<char> one(32);
+    std::uint64_t next = 0;
+    ASSERT_EQ(ring.peek(state.tail, one.data(), one.size(), &next), 32u);
+    ring.release(next);  // the consumer took one record, then stopped
+    int pushed = 3;
+    while (ring.push(record.data(), record.size())) ++pushed;
+    EXPECT_EQ(pushed, 1024 / 32 + 1) << "the burst stopped at the hot span";
+    EXPECT_EQ(drain(ring, state, 4096).size(), static_cast<std::size_t>(pushed - 1));
+}
+
 TEST(RingBuffer, GoesBackOnlyWhenTheStartIsReleased) {
     std::vector<char> data(512);
     RingState state{};
