@@ -107,7 +107,9 @@ struct PiiAuditStatus {
     TimestampTz last_flush;
     TimestampTz stalled_since;  // 0, or when a producer's wait timed out with no progress
     bool worker_ready;
+    char worker_problem[256];   // why the worker cannot store events now; empty when it can
 };
+void pii_audit_queue_set_problem(const char* problem);
 void pii_audit_read_status(PiiAuditStatus* out);
 
 // What the worker's insider scoring is doing, published after each maintenance step and batch.
@@ -162,6 +164,7 @@ void pii_audit_scoring_after_commit(void);
 // Outside a transaction, between batches: reloads, periodic (or forced) save of baselines.
 void pii_audit_scoring_maintain(int64 last_event_id, bool force_save);
 void pii_audit_scoring_config_reloaded(void);
+void pii_audit_scoring_failed(const char* what, const char* message);
 
 // ---- storage (storage/worker.cpp) ----
 // Start (with a snapshot) and commit one of the worker's transactions.

@@ -45,6 +45,8 @@ Datum pii_audit_status(PG_FUNCTION_ARGS) {
         state = "audit database missing";
     else if (status.worker_pid == 0)
         state = "worker not running";
+    else if (status.worker_problem[0] != '\0')
+        state = status.worker_problem;
     else if (status.stalled_since != 0)
         state = "worker not draining the queue: events are dropped and counted";
     else if (!status.worker_ready)

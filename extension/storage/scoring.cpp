@@ -23,6 +23,7 @@ extern "C" {
 #include "pgtime.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -362,12 +363,19 @@ bool catch_up_from_trail(int64 last_event_id) {
     }
     Oid types[1] = {INT8OID};
     char sql[512];
+    // One range of ids per chunk: bounded in memory and temporary space whatever the trail's
+    // size (ORDER BY ... LIMIT over the view sorted the whole trail, and with a full disk the
+    // sort's temporary files failed the worker's start again and again). The range is read
+    // through the BRIN index on event_id; a sequential scan of a large trail per chunk would
+    // never end.
     snprintf(sql, sizeof sql,
              "SELECT event_id, event_time, kind, status, session_user_name, end_user, "
              "application_name, host(client_addr), backend_pid, command, relation, categories, "
              "row_count, subjects FROM pii_audit.events WHERE event_id > $1 "
-             "AND kind IN ('read', 'login') ORDER BY event_id LIMIT %d",
+             "AND event_id <= $1 + %d AND kind IN ('read', 'login') ORDER BY event_id",
              kCatchUpChunk);
+    (void)set_config_option("enable_seqscan", "off", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+                            true, 0, false);
     SPIPlanPtr plan = SPI_prepare(sql, 1, types);
     if (plan == nullptr) return false;
     int64 learned = 0;
@@ -376,7 +384,14 @@ bool catch_up_from_trail(int64 last_event_id) {
     for (;;) {
         Datum arg[1] = {Int64GetDatum(s.scored_upto)};
         if (SPI_execute_plan(plan, arg, nullptr, true, 0) != SPI_OK_SELECT) return false;
-        if (SPI_processed == 0) break;
+        if (SPI_processed == 0) {
+            // An empty range (gaps, label changes only) is not the end while ids remain.
+            if (s.scored_upto + kCatchUpChunk < last_event_id) {
+                s.scored_upto += kCatchUpChunk;
+                continue;
+            }
+            break;
+        }
         SPITupleTable* table = SPI_tuptable;
         uint64 n = SPI_processed;
         for (uint64 i = 0; i < n; ++i) {
@@ -822,6 +837,18 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
     SPI_finish();
     pii_audit_worker_commit_transaction();
     publish();
+}
+
+// A PostgreSQL error escaped a scoring step; the worker caught it and rolled back the step's
+// (sub)transaction. Scoring stops like after a C++ failure; storing carries on.
+void pii_audit_scoring_failed(const char* what, const char* message) {
+    if (scoring == nullptr) return;
+    snprintf(failure, sizeof failure, "%s: %s", what, message);
+    scoring->pending.clear();
+    scoring->stored.clear();
+    // Plans prepared in a rolled-back step may be gone with it; prepare them again.
+    scoring->insert_alert = nullptr;
+    report_failure();
 }
 
 // The worker reloaded its configuration (SIGHUP).

@@ -32,6 +32,7 @@ extern "C" {
 #include "storage/latch.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "storage/lwlock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -374,12 +375,49 @@ bool prepare(WorkerState* state) {
             SPI_execute(sql, false, 0);
         }
         SPI_finish();
-        pii_audit_scoring_start(state->next_event_id - 1);
-        pii_audit_scoring_store_alerts();
     }
     pii_audit_worker_commit_transaction();
-    if (ready) pii_audit_scoring_after_commit();
     return ready;
+}
+
+// Runs a scoring step that starts and commits transactions of its own. A PostgreSQL error in
+// it (a failed relearning query, a full disk for its temporary files) rolls its transaction
+// back and stops scoring, which scorer_status reports; storing events carries on.
+template <class Fn>
+void guard_scoring(const char* what, Fn&& step) {
+    MemoryContext caller = CurrentMemoryContext;
+    PG_TRY();
+    {
+        step();
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        ErrorData* error = CopyErrorData();
+        FlushErrorState();
+        AbortCurrentTransaction();
+        MemoryContextSwitchTo(caller);
+        pii_audit_scoring_failed(what, error->message);
+        FreeErrorData(error);
+    }
+    PG_END_TRY();
+}
+
+// Scoring starts (learning again what was stored since its last save) in transactions of its
+// own, after the trail's positions are known.
+void start_scoring(int64 last_event_id) {
+    guard_scoring("starting insider scoring", [&] {
+        pii_audit_worker_begin_transaction();
+        pii_audit_scoring_start(last_event_id);
+        pii_audit_scoring_store_alerts();
+        pii_audit_worker_commit_transaction();
+        pii_audit_scoring_after_commit();
+    });
+}
+
+void maintain_scoring(int64 last_event_id, bool force_save) {
+    guard_scoring("maintaining insider baselines",
+                  [&] { pii_audit_scoring_maintain(last_event_id, force_save); });
 }
 
 // Keeps the characters of [s, s+len) that are valid in `encoding` and puts '?' for each byte
@@ -544,17 +582,22 @@ struct Inserter {
     BatchDatums* datums;
     SideTable sessions;
     SideTable statements;
+    bool check_constraints;  // the trail has CHECK or NOT NULL constraints: table_multi_insert
+                             // does not check them, so insert_row does
 };
 
+void open_side_table(Inserter& ins, SideTable& table) {
+    table.rel = table_open(table.relid, RowExclusiveLock);
+    table.result = makeNode(ResultRelInfo);
+    InitResultRelInfo(table.result, table.rel, 0, nullptr, 0);
+    ExecOpenIndices(table.result, false);
+    table.slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(table.rel)),
+                                          &TTSOpsVirtual);
+    (void)ins;
+}
+
 void insert_side_row(Inserter& ins, SideTable& table, const Datum* values, const bool* nulls) {
-    if (table.rel == nullptr) {
-        table.rel = table_open(table.relid, RowExclusiveLock);
-        table.result = makeNode(ResultRelInfo);
-        InitResultRelInfo(table.result, table.rel, 1, nullptr, 0);
-        ExecOpenIndices(table.result, false);
-        table.slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(table.rel)),
-                                              &TTSOpsVirtual);
-    }
+    if (table.rel == nullptr) open_side_table(ins, table);
     TupleTableSlot* slot = table.slot;
     const int natts = slot->tts_tupleDescriptor->natts;
     ExecClearTuple(slot);
@@ -645,6 +688,10 @@ void insert_row(Inserter& ins, Datum* values, bool* nulls) {
     memcpy(slot->tts_values, values, sizeof(Datum) * kNumTrailColumns);
     memcpy(slot->tts_isnull, nulls, sizeof(bool) * kNumTrailColumns);
     ExecStoreVirtualTuple(slot);
+    if (ins.check_constraints) {
+        ExecConstraints(ins.result, slot, ins.estate);
+        ResetPerTupleExprContext(ins.estate);
+    }
     if (++ins.buffered == kMultiInsertRows) flush_rows(ins);
 }
 
@@ -777,7 +824,46 @@ void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detai
 
 // Persists one batch (and any gap to report) in one transaction. Returns how many queue
 // records the batch held; *more says the batch was cut short by its buffer.
-uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context, bool* more) {
+// Errors that say the server, not the event, is in trouble (disk full, out of memory, I/O):
+// skipping events for them would lose what a retry will store.
+bool environmental(const ErrorData* error) {
+    int category = ERRCODE_TO_CATEGORY(error->sqlerrcode);
+    return category == ERRCODE_INSUFFICIENT_RESOURCES || category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+           category == ERRCODE_OPERATOR_INTERVENTION || category == ERRCODE_SYSTEM_ERROR ||
+           category == ERRCODE_INTERNAL_ERROR || error->elevel > ERROR;
+}
+
+// Runs fn in a subtransaction of the current transaction. Returns nullptr when it succeeded,
+// else the error (copied into the caller's memory context) after rolling the subtransaction
+// back: the transaction goes on as if fn had not run. fn may not leave C++ objects with
+// destructors alive across a PostgreSQL call (a longjmp would skip them).
+template <class Fn>
+ErrorData* in_subtransaction(Fn&& fn) {
+    MemoryContext caller = CurrentMemoryContext;
+    ResourceOwner owner = CurrentResourceOwner;
+    ErrorData* volatile error = nullptr;
+    BeginInternalSubTransaction(nullptr);
+    MemoryContextSwitchTo(caller);
+    PG_TRY();
+    {
+        fn();
+        ReleaseCurrentSubTransaction();
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        error = CopyErrorData();
+        FlushErrorState();
+        RollbackAndReleaseCurrentSubTransaction();
+    }
+    PG_END_TRY();
+    MemoryContextSwitchTo(caller);
+    CurrentResourceOwner = owner;
+    return error;
+}
+
+uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context, bool careful,
+                  bool* more) {
     QueueBatch batch{};
     bool have_records = pii_audit_queue_peek(buffer, kBatchBytes, &batch);
     uint64 dropped = pii_audit_queue_dropped();
@@ -785,22 +871,37 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     *more = have_records && batch.size + (64 * 1024) >= kBatchBytes;
     if (!have_records && !have_gap) return 0;
 
-    MemoryContext old = MemoryContextSwitchTo(batch_context);
+    // The transaction switches to its own context: the batch's allocations go to the batch
+    // context, reset after every batch.
     pii_audit_worker_begin_transaction();
-    pgstat_report_activity(STATE_RUNNING, "pii_audit: persisting audit events");
+    MemoryContext old = MemoryContextSwitchTo(batch_context);
+    pgstat_report_activity(STATE_RUNNING, careful ? "pii_audit: persisting audit events one by one"
+                                                  : "pii_audit: persisting audit events");
 
     Inserter& ins = *static_cast<Inserter*>(palloc0(sizeof(Inserter)));
     ins.rel = table_open(state->trail_relid, RowExclusiveLock);
     ins.ranges_frozen = ConditionalLockRelationOid(state->trail_relid, ShareUpdateExclusiveLock);
     ins.slot_desc = CreateTupleDescCopy(RelationGetDescr(ins.rel));
     ins.estate = CreateExecutorState();
+    // A range table, so that a violated constraint can describe the failing row.
+    RangeTblEntry* rte = makeNode(RangeTblEntry);
+    rte->rtekind = RTE_RELATION;
+    rte->relid = state->trail_relid;
+    rte->relkind = RELKIND_RELATION;
+    rte->rellockmode = RowExclusiveLock;
+    ExecInitRangeTable(ins.estate, list_make1(rte));
     ins.result = makeNode(ResultRelInfo);
     InitResultRelInfo(ins.result, ins.rel, 1, nullptr, 0);
     ExecOpenIndices(ins.result, false);
+    ins.check_constraints = RelationGetDescr(ins.rel)->constr != nullptr;
     prepare_index_inserts(ins);
-    ins.bulk = GetBulkInsertState();
+    // One event at a time, each in a subtransaction: a buffer pinned by a bulk-insert state
+    // in a rolled-back subtransaction would be released under it.
+    ins.bulk = careful ? nullptr : GetBulkInsertState();
     ins.sessions.relid = state->sessions_relid;
     ins.statements.relid = state->statements_relid;
+    open_side_table(ins, ins.sessions);
+    open_side_table(ins, ins.statements);
     ins.cid = GetCurrentCommandId(true);
     ins.now = GetCurrentTimestamp();
     ins.datums = new (palloc(sizeof(BatchDatums))) BatchDatums();
@@ -813,6 +914,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
 
     WorkerState next = *state;
     uint64 records = 0;
+    int64 unstorable = 0;
+    char unstorable_reason[256] = "";
     if (next.note_unclean_restart) {
         insert_gap(ins, &next, -1,
                    "the server restarted after a crash; audit events still queued in shared "
@@ -828,9 +931,39 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             return;
         }
         if (event.header.queue_seq <= next.persisted_seq) return;  // stored before a restart
-        insert_event(ins, &next, event);
+        if (!careful) {
+            insert_event(ins, &next, event);
+            next.persisted_seq = event.header.queue_seq;
+            return;
+        }
+        flush_rows(ins);  // rows already buffered (a gap) are not this event's to roll back
+        const WorkerState before = next;
+        ErrorData* error = in_subtransaction([&] {
+            insert_event(ins, &next, event);
+            flush_rows(ins);
+        });
+        if (error != nullptr) {
+            if (environmental(error)) ReThrowError(error);
+            // This event can never be stored: skip it, count it, say why in a gap row.
+            next = before;
+            for (int i = 0; i < ins.buffered; ++i) ExecClearTuple(ins.slots[i]);
+            ins.buffered = 0;
+            reset_dictionaries();  // their side rows were rolled back
+            if (unstorable++ == 0) strlcpy(unstorable_reason, error->message, sizeof unstorable_reason);
+            ereport(WARNING, (errmsg("pii_audit: an audit event could not be stored: %s",
+                                     error->message),
+                              errdetail("It is skipped and counted in a gap row of the trail.")));
+            FreeErrorData(error);
+        }
         next.persisted_seq = event.header.queue_seq;
     });
+    if (unstorable > 0) {
+        char detail[512];
+        snprintf(detail, sizeof detail,
+                 "%lld audit events could not be stored and were skipped (first error: %s)",
+                 static_cast<long long>(unstorable), unstorable_reason);
+        insert_gap(ins, &next, unstorable, detail);
+    }
     if (dropped > next.dropped_recorded) {
         char detail[200];
         snprintf(detail, sizeof detail,
@@ -844,15 +977,19 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     flush_rows(ins);
     for (TupleTableSlot* slot : ins.slots)
         if (slot) ExecDropSingleTupleTableSlot(slot);
-    FreeBulkInsertState(ins.bulk);
+    if (ins.bulk) FreeBulkInsertState(ins.bulk);
     close_side_table(ins.sessions);
     close_side_table(ins.statements);
     ExecCloseIndices(ins.result);
     FreeExecutorState(ins.estate);
     table_close(ins.rel, NoLock);
 
-    // Alerts commit with the events that raised them.
-    pii_audit_scoring_store_alerts();
+    // Alerts commit with the events that raised them. Storing never depends on scoring: a
+    // failure there rolls back only the alerts and stops scoring.
+    if (ErrorData* error = in_subtransaction([] { pii_audit_scoring_store_alerts(); })) {
+        pii_audit_scoring_failed("storing alerts", error->message);
+        FreeErrorData(error);
+    }
 
     SPI_connect();
     if (state->save_position == nullptr) {
@@ -872,10 +1009,10 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         elog(ERROR, "pii_audit: could not record the worker's position");
     SPI_finish();
 
+    MemoryContextSwitchTo(old);
     pii_audit_worker_commit_transaction();
     pii_audit_scoring_after_commit();
     pgstat_report_activity(STATE_IDLE, nullptr);
-    MemoryContextSwitchTo(old);
     MemoryContextReset(batch_context);
 
     *state = next;
@@ -1002,10 +1139,48 @@ extern "C" void pii_audit_worker_main(Datum) {
     MemoryContext batch_context = AllocSetContextCreate(TopMemoryContext, "pii_audit batch",
                                                         8 * 1024 * 1024, 8 * 1024 * 1024,
                                                         8 * 1024 * 1024);
-    WorkerState state{};
-    bool ready = false;
-    TimestampTz shutdown_since = 0;
-    TimestampTz last_record_at = 0;
+    // The loop's state survives an error caught below (sigsetjmp), hence static.
+    static WorkerState state{};
+    static bool ready = false;
+    static TimestampTz shutdown_since = 0;
+    static TimestampTz last_record_at = 0;
+    static int failures = 0;  // batches that failed in a row
+
+    // Any error while storing lands here: the transaction is rolled back, nothing is released
+    // from the queue, and the batch is tried again after a pause (1 s, doubling to 30 s). After
+    // two failures in a row, batches are stored one event at a time, so that an event that can
+    // never be stored is skipped and recorded as a gap instead of blocking the queue forever;
+    // while the server itself is in trouble (disk full, out of memory) events are kept and
+    // retried. The worker never exits for this: the postmaster would restart it in a loop.
+    sigjmp_buf local_sigjmp_buf;
+    if (sigsetjmp(local_sigjmp_buf, 1) != 0) {
+        error_context_stack = nullptr;
+        HOLD_INTERRUPTS();
+        MemoryContextSwitchTo(TopMemoryContext);
+        ErrorData* error = CopyErrorData();
+        EmitErrorReport();
+        AbortCurrentTransaction();
+        LWLockReleaseAll();  // also when the error came between transactions
+        FlushErrorState();
+        MemoryContextReset(batch_context);
+        pgstat_report_activity(STATE_IDLE, nullptr);
+        RESUME_INTERRUPTS();
+        ++failures;
+        long pause_ms = failures >= 6 ? 30000 : 1000L << (failures - 1);
+        char problem[sizeof(PiiAuditStatus::worker_problem)];
+        snprintf(problem, sizeof problem, "storing events failed %d time%s in a row, retrying: %s",
+                 failures, failures == 1 ? "" : "s", error->message);
+        pii_audit_queue_set_problem(problem);
+        FreeErrorData(error);
+        // Positions, ids and remembered side rows are read again from the trail.
+        ready = false;
+        pii_audit_queue_set_ready(false);
+        if (shutdown_requested) proc_exit(1);
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, pause_ms,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+    PG_exception_stack = &local_sigjmp_buf;
 
     for (;;) {
         CHECK_FOR_INTERRUPTS();
@@ -1017,7 +1192,10 @@ extern "C" void pii_audit_worker_main(Datum) {
         long wait_ms = pii_audit_flush_interval_ms;
         if (!ready) {
             ready = prepare(&state);
-            if (ready) summarize_ranges(&state, true);
+            if (ready) {
+                start_scoring(state.next_event_id - 1);
+                summarize_ranges(&state, true);
+            }
             pii_audit_queue_set_ready(ready);
             if (!ready) {
                 if (shutdown_requested) proc_exit(1);
@@ -1026,11 +1204,21 @@ extern "C" void pii_audit_worker_main(Datum) {
         }
         if (ready) {
             bool more = false;
-            uint64 records = flush_once(&state, buffer, batch_context, &more);
+            uint64 records = flush_once(&state, buffer, batch_context, failures >= 2, &more);
+            if (failures > 0) {
+                ereport(LOG, (errmsg("pii_audit: storing events works again after %d failed "
+                                     "attempt%s",
+                                     failures, failures == 1 ? "" : "s")));
+                failures = 0;
+                pii_audit_queue_set_problem("");
+            }
             pii_audit_queue_set_ready(true);
+            // Table statistics (inserted rows) reach the cumulative statistics system, so that
+            // autovacuum and ANALYZE know the trail grows.
+            pgstat_report_stat(false);
             // Learning (reloads, saving baselines) and index upkeep only between batches.
             if (!more) {
-                pii_audit_scoring_maintain(state.next_event_id - 1, false);
+                maintain_scoring(state.next_event_id - 1, false);
                 summarize_ranges(&state, false);
             }
             TimestampTz now = GetCurrentTimestamp();
@@ -1043,7 +1231,7 @@ extern "C" void pii_audit_worker_main(Datum) {
                 bool quiet = !more && pii_audit_queue_empty() &&
                              TimestampDifferenceExceeds(last_record_at, now, kShutdownQuietMs);
                 if (quiet || TimestampDifferenceExceeds(shutdown_since, now, kShutdownMaxMs)) {
-                    pii_audit_scoring_maintain(state.next_event_id - 1, true);
+                    maintain_scoring(state.next_event_id - 1, true);
                     if (pii_audit_queue_empty()) mark_clean_shutdown();
                     proc_exit(1);
                 }

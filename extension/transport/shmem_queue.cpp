@@ -51,6 +51,7 @@ struct SharedQueue {
     // stall costs clients one bounded wait, not one per statement.
     bool stalled;
     TimestampTz stalled_since;
+    char worker_problem[256];  // set by the worker while storing fails
     TimestampTz last_ready;
     TimestampTz last_flush;
     char data[FLEXIBLE_ARRAY_MEMBER];
@@ -218,6 +219,7 @@ void pii_audit_read_status(PiiAuditStatus* out) {
     out->last_flush = queue->last_flush;
     out->worker_ready = queue->worker_ready;
     out->stalled_since = queue->stalled ? queue->stalled_since : 0;
+    strlcpy(out->worker_problem, queue->worker_problem, sizeof out->worker_problem);
     LWLockRelease(queue->lock);
     out->capture_errors = pg_atomic_read_u64(&queue->capture_errors);
 }
@@ -235,6 +237,7 @@ void pii_audit_queue_detach_worker(void) {
     queue->worker_latch = nullptr;
     queue->worker_pid = 0;
     queue->worker_ready = false;
+    queue->worker_problem[0] = '\0';
     LWLockRelease(queue->lock);
     // Waiting backends re-check: with no consumer they stop waiting after kConsumerGoneAfterMs.
     ConditionVariableBroadcast(&queue->space_available);
@@ -244,6 +247,12 @@ void pii_audit_queue_set_ready(bool ready) {
     LWLockAcquire(queue->lock, LW_EXCLUSIVE);
     queue->worker_ready = ready;
     if (ready) queue->last_ready = GetCurrentTimestamp();
+    LWLockRelease(queue->lock);
+}
+
+void pii_audit_queue_set_problem(const char* problem) {
+    LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+    strlcpy(queue->worker_problem, problem, sizeof queue->worker_problem);
     LWLockRelease(queue->lock);
 }
 

@@ -1,0 +1,131 @@
+// Storing events must survive what goes wrong around it:
+// - an event that can never be stored (here: it violates a CHECK constraint a superuser added
+//   to the trail) is skipped and counted in a gap row, while the events around it are stored;
+// - a PostgreSQL error in insider scoring (here: the alert cannot be inserted) stops scoring,
+//   never the storing of events.
+// Both used to make the worker exit and retry the same batch forever, storing nothing.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "main_cluster.h"
+#include "pg_client.h"
+
+namespace pii_it {
+namespace {
+
+std::string row_of_status(Connection& conn) {
+    return conn.text("SELECT row(s.*)::text FROM pii_audit.status s");
+}
+
+TEST(WorkerFailure, AnEventThatCannotBeStoredIsSkippedAndCountedTheRestIsStored) {
+    Connection admin(main_cluster());
+    ensure_customers_schema(admin);
+    Connection poisoned(main_cluster());
+    Connection healthy(main_cluster());
+    const std::string marker = unique_marker("poison");
+    poisoned.exec("SET pii_audit.end_user = " + quote_literal(marker + "-poisoned"));
+    healthy.exec("SET pii_audit.end_user = " + quote_literal(marker + "-healthy"));
+
+    bool drained = false;
+    wait_for_drain(admin, 0, kDrainTimeout, &drained);  // the logins are stored before
+    ASSERT_TRUE(drained);
+
+    // Every event of one backend now violates the trail's constraints. NOT VALID: the rows
+    // already stored are not checked.
+    admin.exec("ALTER TABLE pii_audit.trail ADD CONSTRAINT it_poison CHECK (backend_pid <> " +
+               std::to_string(poisoned.backend_pid()) + ") NOT VALID");
+    struct DropConstraint {
+        Connection& conn;
+        ~DropConstraint() {
+            try {
+                conn.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_poison");
+            } catch (...) {
+            }
+        }
+    } cleanup{admin};
+
+    for (int i = 1; i <= 3; ++i) {
+        healthy.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
+        poisoned.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
+    }
+    healthy.exec("SELECT phone FROM customers WHERE id = 4");
+
+    AuditStatus s = wait_for_drain(admin, 0, std::chrono::seconds(90), &drained);
+    ASSERT_TRUE(drained) << "the worker never got past the unstorable events: "
+                         << row_of_status(admin);
+    EXPECT_EQ(s.state, "running") << row_of_status(admin);
+    EXPECT_EQ(admin.int64("SELECT count(*) FROM pii_audit.access_log WHERE end_user = $1",
+                          {marker + "-healthy"}),
+              4);
+    EXPECT_EQ(admin.int64("SELECT count(*) FROM pii_audit.access_log WHERE end_user = $1",
+                          {marker + "-poisoned"}),
+              0);
+    Result gap = admin.exec(
+        "SELECT sum(row_count), string_agg(detail, ' | ') FROM pii_audit.access_log "
+        "WHERE kind = 'gap' AND detail LIKE '%could not be stored%'");
+    ASSERT_EQ(gap.rows(), 1);
+    ASSERT_FALSE(gap.is_null(0, 0)) << "no gap row says events could not be stored";
+    EXPECT_EQ(gap.int64(0, 0), 3);
+    EXPECT_NE(gap.text(0, 1).find("it_poison"), std::string::npos) << gap.text(0, 1);
+    EXPECT_TRUE(trail_is_gapless_and_ordered(admin));
+
+    // Once the cause is gone, the same backend's events are stored again, in the normal way.
+    admin.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT it_poison");
+    poisoned.exec("SELECT phone FROM customers WHERE id = 5");
+    s = wait_for_drain(admin, 0, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained) << row_of_status(admin);
+    EXPECT_EQ(admin.int64("SELECT count(*) FROM pii_audit.access_log WHERE end_user = $1",
+                          {marker + "-poisoned"}),
+              1);
+}
+
+TEST(WorkerFailure, AnErrorInScoringStopsScoringNotStoring) {
+    Connection admin(main_cluster());
+    ensure_customers_schema(admin);
+    const std::string leaver = unique_marker("scoring-fails");
+    admin.exec("SELECT pii_audit.mark_departed($1, now() - interval '1 day')", {leaver});
+    // Any alert now fails to insert.
+    admin.exec("ALTER TABLE pii_audit.alerts ADD CONSTRAINT it_no_alerts CHECK (false) NOT VALID");
+    struct Restore {
+        Connection& conn;
+        std::string leaver;
+        ~Restore() {
+            try {
+                conn.exec("ALTER TABLE pii_audit.alerts DROP CONSTRAINT IF EXISTS it_no_alerts");
+                conn.exec("SELECT pii_audit.clear_departed($1)", {leaver});
+                conn.exec("SELECT pg_reload_conf()");  // scoring restarts from its last save
+            } catch (...) {
+            }
+        }
+    } restore{admin, leaver};
+
+    Connection conn(main_cluster());
+    conn.exec("SET pii_audit.end_user = " + quote_literal(leaver));
+    conn.exec("SELECT name FROM customers WHERE id = 7");  // a departed account: critical alert
+    conn.exec("SELECT name FROM customers WHERE id = 8");
+
+    bool drained = false;
+    AuditStatus s = wait_for_drain(admin, 0, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained) << "a failing alert insert stopped the storing of events: "
+                         << row_of_status(admin);
+    EXPECT_EQ(s.state, "running");
+    EXPECT_EQ(admin.int64("SELECT count(*) FROM pii_audit.access_log WHERE end_user = $1",
+                          {leaver}),
+              2);
+    EXPECT_EQ(admin.text("SELECT state FROM pii_audit.scorer_status"), "stopped after a failure");
+    EXPECT_NE(admin.text("SELECT last_error FROM pii_audit.scorer_status").find("it_no_alerts"),
+              std::string::npos)
+        << admin.text("SELECT last_error FROM pii_audit.scorer_status");
+
+    // Scoring comes back on a reload once the cause is gone.
+    admin.exec("ALTER TABLE pii_audit.alerts DROP CONSTRAINT it_no_alerts");
+    admin.exec("SELECT pg_reload_conf()");
+    conn.exec("SELECT name FROM customers WHERE id = 9");
+    EXPECT_TRUE(poll_until(std::chrono::seconds(30), [&] {
+        return admin.text("SELECT state FROM pii_audit.scorer_status") == "running";
+    })) << admin.text("SELECT row(s.*)::text FROM pii_audit.scorer_status s");
+}
+
+}  // namespace
+}  // namespace pii_it
