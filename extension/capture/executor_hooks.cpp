@@ -5,6 +5,7 @@
 
 extern "C" {
 #include "access/parallel.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "access/htup_details.h"
@@ -25,9 +26,11 @@ extern "C" {
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/backend_status.h"
+#include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 }
@@ -540,8 +543,12 @@ StatementAudit* capture_copy_table(CopyStmt* copy, const char* text, int len) {
 
 // COPY table TO reads rows without the executor, so no scan could be tapped for subjects. For a
 // table with a subject key it runs as COPY (SELECT columns FROM ONLY table) TO instead: the
-// same rows and columns (all but generated ones when none are named), the same privileges,
-// and row-level security applies as PostgreSQL applies it to COPY anyway.
+// same rows and columns (all but generated ones when none are named), and row-level security
+// applies as PostgreSQL applies it to COPY anyway (it makes the same rewrite when a policy
+// applies). PostgreSQL checks a COPY's column list and privileges before row-level security;
+// a query checks them in another order, with other messages. So the rewrite happens only when
+// those checks pass, and PostgreSQL's own COPY reports whatever they find: a generated or
+// repeated column, a missing privilege.
 PlannedStmt* copy_through_executor(PlannedStmt* pstmt) {
     auto* copy = castNode(CopyStmt, pstmt->utilityStmt);
     if (copy->is_from || copy->relation == nullptr || copy->query != nullptr) return nullptr;
@@ -551,30 +558,63 @@ PlannedStmt* copy_through_executor(PlannedStmt* pstmt) {
     const LabelCacheEntry* labels = pii_audit_label_cache_lookup(relid);
     if (!labels->has_subject_key || !labels->has_categories) return nullptr;
 
+    // The columns COPY would read, validated as CopyGetAttnums does.
+    Relation rel = table_open(relid, NoLock);
+    TupleDesc desc = RelationGetDescr(rel);
+    List* names = NIL;
+    Bitmapset* selected = nullptr;
+    bool valid = true;
+    if (copy->attlist == NIL) {
+        for (int i = 0; i < desc->natts; ++i) {
+            Form_pg_attribute attr = TupleDescAttr(desc, i);
+            if (attr->attisdropped || attr->attgenerated != '\0') continue;
+            names = lappend(names, pstrdup(NameStr(attr->attname)));
+            selected = bms_add_member(selected, attr->attnum - FirstLowInvalidHeapAttributeNumber);
+        }
+    } else {
+        ListCell* cell;
+        foreach (cell, copy->attlist) {
+            const char* name = strVal(lfirst(cell));
+            AttrNumber attnum = InvalidAttrNumber;
+            for (int i = 0; i < desc->natts; ++i) {
+                Form_pg_attribute attr = TupleDescAttr(desc, i);
+                if (!attr->attisdropped && namestrcmp(&attr->attname, name) == 0) {
+                    if (attr->attgenerated == '\0') attnum = attr->attnum;
+                    break;
+                }
+            }
+            int member = attnum - FirstLowInvalidHeapAttributeNumber;
+            if (attnum == InvalidAttrNumber || bms_is_member(member, selected)) {
+                valid = false;
+                break;
+            }
+            names = lappend(names, pstrdup(name));
+            selected = bms_add_member(selected, member);
+        }
+    }
+    table_close(rel, NoLock);
+    if (!valid || names == NIL) return nullptr;
+
+    RangeTblEntry* rte = makeNode(RangeTblEntry);
+    rte->rtekind = RTE_RELATION;
+    rte->relid = relid;
+    rte->relkind = RELKIND_RELATION;
+    rte->rellockmode = AccessShareLock;
+    rte->requiredPerms = ACL_SELECT;
+    rte->selectedCols = selected;
+    if (!ExecCheckRTPerms(list_make1(rte), false)) return nullptr;
+
     List* targets = NIL;
-    auto add_target = [&](const char* name) {
+    ListCell* cell;
+    foreach (cell, names) {
         ColumnRef* ref = makeNode(ColumnRef);
-        ref->fields = list_make1(makeString(pstrdup(name)));
+        ref->fields = list_make1(makeString(static_cast<char*>(lfirst(cell))));
         ref->location = -1;
         ResTarget* target = makeNode(ResTarget);
         target->val = reinterpret_cast<Node*>(ref);
         target->location = -1;
         targets = lappend(targets, target);
-    };
-    if (copy->attlist != NIL) {
-        ListCell* cell;
-        foreach (cell, copy->attlist) add_target(strVal(lfirst(cell)));
-    } else {
-        HeapTuple tuple;
-        for (AttrNumber attnum = 1;; ++attnum) {
-            tuple = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
-            if (!HeapTupleIsValid(tuple)) break;
-            auto* attr = reinterpret_cast<Form_pg_attribute>(GETSTRUCT(tuple));
-            if (!attr->attisdropped && attr->attgenerated == '\0') add_target(NameStr(attr->attname));
-            ReleaseSysCache(tuple);
-        }
     }
-    if (targets == NIL) return nullptr;
     RangeVar* from = makeRangeVar(get_namespace_name(get_rel_namespace(relid)),
                                   get_rel_name(relid), -1);
     from->inh = false;
@@ -653,7 +693,12 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
     {
         wrapper = saved;
         copy_table_recorded = saved_copy;
-        if (copy_audit) emit(copy_audit, pii_audit::EventStatus::kFailed, false, nullptr);
+        // Refused for lack of privileges before reading: denied, as for queries.
+        if (copy_audit)
+            emit(copy_audit,
+                 geterrcode() == ERRCODE_INSUFFICIENT_PRIVILEGE ? pii_audit::EventStatus::kDenied
+                                                                : pii_audit::EventStatus::kFailed,
+                 false, nullptr);
         PG_RE_THROW();
     }
     PG_END_TRY();
