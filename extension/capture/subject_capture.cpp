@@ -3,24 +3,35 @@
 // statement's subject set, whether or not the key column is selected. The set counts distinct
 // subjects and keeps the keyed hashes of the first pii_audit.max_subjects_per_event.
 //
-// Two plan shapes would hide rows from the tap, so the planner avoids them for statements that
-// read a keyed relation: parallel workers (they scan in other processes) and index-only scans
-// (their tuples may not hold the key column).
+// Plans stay as PostgreSQL chooses them, with one exception. An index-only scan returns index
+// tuples, so it is tapped only on an index that holds the key columns; a keyed table's other
+// indexes are offered to the planner as unable to return columns (no index-only scan on them).
+// Parallel workers tap the scans they run, and hand their subject sets to the leader through a
+// small per-leader area of dynamic shared memory; the leader, which waits for its workers
+// before the statement ends, merges them into its own sets before the event is sent.
 #include "pii_audit_internal.h"
 
 #include "pii_audit/subject_hash.h"
 
 extern "C" {
+#include "access/parallel.h"
 #include "catalog/pg_type.h"
 #include "common/file_utils.h"
+#include "executor/execParallel.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
-#include "optimizer/optimizer.h"
-#include "optimizer/planner.h"
+#include "optimizer/plancat.h"
 #include "port.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
 #include "storage/fd.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/dsa.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -50,8 +61,6 @@ const char* const kKeyFile = "pii_audit_subject.key";
 pii_audit::SubjectHasher subject_hasher;
 bool subject_key_loaded = false;
 
-planner_hook_type prev_planner = nullptr;
-
 // PostgreSQL's tree walkers take an unprototyped function pointer.
 template <typename Fn>
 bool (*as_walker(Fn* fn))() {
@@ -67,38 +76,36 @@ bool read_key(int fd, char* key) {
 
 // ---------------------------------------------------------------- planning
 
-bool references_keyed_relation(Node* node, void* context) {
-    if (node == nullptr) return false;
-    if (IsA(node, RangeTblEntry)) {
-        auto* rte = reinterpret_cast<RangeTblEntry*>(node);
-        return rte->rtekind == RTE_RELATION && rte->relid >= FirstNormalObjectId &&
-               pii_audit_label_cache_lookup(rte->relid)->has_subject_key;
+get_relation_info_hook_type prev_get_relation_info = nullptr;
+
+bool index_returns_keys(const IndexOptInfo* index, const LabelCacheEntry* labels) {
+    for (int k = 0; k < labels->ncolumns; ++k) {
+        const LabelledColumn& column = labels->columns[k];
+        if (!column.subject_key || column.attnum <= 0) continue;
+        bool returned = false;
+        for (int i = 0; i < index->ncolumns && !returned; ++i)
+            returned = index->indexkeys[i] == column.attnum && index->canreturn[i];
+        if (!returned) return false;
     }
-    if (IsA(node, Query))
-        return query_tree_walker(reinterpret_cast<Query*>(node),
-                                 as_walker(references_keyed_relation), context,
-                                 QTW_EXAMINE_RTES_BEFORE);
-    return expression_tree_walker(node, as_walker(references_keyed_relation),
-                                  context);
+    return true;
 }
 
-PlannedStmt* subject_planner(Query* parse, const char* query_string, int cursor_options,
-                             ParamListInfo bound_params) {
-    bool keyed = pii_audit_enabled && !pii_audit_capture_suppressed &&
-                 references_keyed_relation(reinterpret_cast<Node*>(parse), nullptr);
-    int nest_level = 0;
-    if (keyed) {
-        cursor_options &= ~CURSOR_OPT_PARALLEL_OK;
-        // Restored below, or by transaction abort if planning fails.
-        nest_level = NewGUCNestLevel();
-        (void)set_config_option("enable_indexonlyscan", "off", PGC_USERSET, PGC_S_SESSION,
-                                GUC_ACTION_SAVE, true, 0, false);
+// An index-only scan of an index without the key columns would keep the key from the tap: such
+// indexes of a keyed table are offered as returning no column. They still serve index scans and
+// bitmap scans; indexes that hold the keys keep their index-only scans.
+void subject_get_relation_info(PlannerInfo* root, Oid relid, bool inhparent, RelOptInfo* rel) {
+    if (prev_get_relation_info) prev_get_relation_info(root, relid, inhparent, rel);
+    if (!pii_audit_enabled || pii_audit_capture_suppressed || relid < FirstNormalObjectId ||
+        rel->indexlist == NIL)
+        return;
+    const LabelCacheEntry* labels = pii_audit_label_cache_lookup(relid);
+    if (!labels->has_subject_key || !labels->has_categories) return;
+    ListCell* cell;
+    foreach (cell, rel->indexlist) {
+        auto* index = static_cast<IndexOptInfo*>(lfirst(cell));
+        if (index_returns_keys(index, labels)) continue;
+        for (int i = 0; i < index->ncolumns; ++i) index->canreturn[i] = false;
     }
-    PlannedStmt* result =
-        prev_planner ? prev_planner(parse, query_string, cursor_options, bound_params)
-                     : standard_planner(parse, query_string, cursor_options, bound_params);
-    if (keyed) AtEOXact_GUC(true, nest_level);
-    return result;
 }
 
 // ---------------------------------------------------------------- taps on scans
@@ -106,7 +113,7 @@ PlannedStmt* subject_planner(Query* parse, const char* query_string, int cursor_
 enum class KeyForm { kText, kInteger, kOutputFunction };
 
 struct KeyColumn {
-    AttrNumber attnum;
+    AttrNumber attnum;  // in the scan slot: the table's attnum, or an index-only scan's column
     KeyForm form;
     Oid typid;
     FmgrInfo output;
@@ -133,6 +140,8 @@ struct SubjectTracker {
     pii_audit::SubjectSet* set;  // placement-new'd in palloc'd memory, destroyed on release
     bool tapped;                 // at least one scan feeds this tracker
     bool failed;                 // memory ran out: the count is a lower bound
+    bool incomplete;             // some rows were read where the tap could not see them (a
+                                 // worker's hand-over failed): the count is a lower bound
     bool released;
 };
 
@@ -214,16 +223,19 @@ TupleTableSlot* tapped_exec_proc_node(PlanState* node) {
     Tap* tap = find_tap(node);
     if (tap == nullptr) elog(ERROR, "pii_audit: a tapped scan lost its tap");
     TupleTableSlot* result = tap->real(node);
+    // An index-only scan's scan slot holds the index tuple (laid out as its indextlist), also
+    // when it had to visit the heap for visibility.
     if (!TupIsNull(result) && tap->ntrackers > 0)
         tap_row(tap, reinterpret_cast<ScanState*>(node)->ss_ScanTupleSlot);
     return result;
 }
 
-bool is_heap_scan(PlanState* node) {
+bool is_table_scan(PlanState* node) {
     switch (nodeTag(node)) {
         case T_SeqScanState:
         case T_SampleScanState:
         case T_IndexScanState:
+        case T_IndexOnlyScanState:
         case T_BitmapHeapScanState:
         case T_TidScanState:
         case T_TidRangeScanState:
@@ -233,10 +245,7 @@ bool is_heap_scan(PlanState* node) {
     }
 }
 
-struct TapRequest {
-    Oid read_relid;  // the relation the event is about (a partition's parent, for instance)
-    SubjectTracker* tracker;
-};
+bool is_gather(PlanState* node) { return IsA(node, GatherState) || IsA(node, GatherMergeState); }
 
 bool scan_belongs_to(const LabelCacheEntry* labels, Oid scanned, Oid read_relid) {
     if (scanned == read_relid) return true;
@@ -258,6 +267,20 @@ void add_tracker(Tap* tap, SubjectTracker* tracker) {
     tracker->tapped = true;
 }
 
+// Where the scan's slot holds a table column: the column itself, or for an index-only scan
+// the index column that is a plain reference to it (InvalidAttrNumber when none is).
+AttrNumber slot_column(PlanState* node, AttrNumber attnum) {
+    if (!IsA(node, IndexOnlyScanState)) return attnum;
+    ListCell* cell;
+    foreach (cell, reinterpret_cast<IndexOnlyScan*>(node->plan)->indextlist) {
+        auto* entry = static_cast<TargetEntry*>(lfirst(cell));
+        if (entry->expr != nullptr && IsA(entry->expr, Var) &&
+            reinterpret_cast<Var*>(entry->expr)->varattno == attnum)
+            return entry->resno;
+    }
+    return InvalidAttrNumber;
+}
+
 void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
              SubjectTracker* tracker) {
     if (Tap* existing = find_tap(node)) {
@@ -272,8 +295,15 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
         if (!column.subject_key || column.attnum <= 0 || column.attnum > desc->natts) continue;
         Form_pg_attribute attr = TupleDescAttr(desc, column.attnum - 1);
         if (attr->attisdropped) continue;
+        AttrNumber in_slot = slot_column(node, column.attnum);
+        if (in_slot == InvalidAttrNumber) {
+            // An index-only scan on an index without the key (planned while auditing was off):
+            // its rows' subjects cannot be seen, so the count is only a lower bound.
+            tracker->incomplete = true;
+            continue;
+        }
         KeyColumn& key = tap->keys[tap->nkeys++];
-        key.attnum = column.attnum;
+        key.attnum = in_slot;
         key.typid = attr->atttypid;
         if (key.typid == INT2OID || key.typid == INT4OID || key.typid == INT8OID) {
             key.form = KeyForm::kInteger;
@@ -302,19 +332,615 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
     add_tracker(tap, tracker);
 }
 
+// ---------------------------------------------------------------- hand-over from parallel workers
+//
+// Each leader backend that runs a keyed statement with a Gather has, while such a statement is
+// open, a DSA area whose handle it publishes in its slot (indexed by its pgprocno) of a small
+// shared array. Each worker of that leader, at its ExecutorEnd, exports the subject set of every
+// keyed relation it scanned into one record in the area, tagged with its parallel context's
+// segment handle (the worker's bgw_main_arg), and links it into the slot's list. The leader
+// wraps its Gather nodes to learn the handle and worker count of every launch; at its
+// ExecutorEnd (after the workers finished) it takes its launches' records and merges them.
+// A launched worker whose record is missing, or any failed hand-over, makes the leader's count
+// a lower bound (flagged estimated and truncated), never a silently low exact count.
+
+// A leader's area may not grow past this (workers then hand over 16 kB estimates instead).
+constexpr size_t kHandoverAreaLimit = size_t{256} << 20;
+
+struct LeaderSlot {
+    slock_t mutex;
+    int pid;           // the leader that published area, 0 when none
+    int collecting;    // its statements waiting for workers' subjects
+    dsa_handle area;
+    dsa_pointer records;            // list of HandoverRecord
+    pg_atomic_uint32 failures;      // hand-overs to this leader that failed
+};
+
+struct HandoverShared {
+    int tranche_id;
+    int nslots;
+    LeaderSlot slots[FLEXIBLE_ARRAY_MEMBER];
+};
+
+struct HandoverRecord {
+    dsa_pointer next;
+    dsm_handle launch;  // the parallel context's segment
+    uint32 nsets;
+    uint32 incomplete;  // the worker could not export everything it read
+    uint32 padding;
+    // nsets HandoverSets follow, each followed by its image (padded to 8 bytes)
+};
+
+struct HandoverSet {
+    Oid relid;  // the relation scanned
+    uint32 incomplete;
+    uint64 size;
+};
+
+constexpr size_t align8(size_t n) { return (n + 7) & ~size_t{7}; }
+
+HandoverShared* handover = nullptr;
+shmem_request_hook_type prev_shmem_request = nullptr;
+shmem_startup_hook_type prev_shmem_startup = nullptr;
+ExecutorStart_hook_type prev_executor_start = nullptr;
+ExecutorEnd_hook_type prev_executor_end = nullptr;
+
+Size handover_shmem_size() {
+    return add_size(offsetof(HandoverShared, slots),
+                    mul_size(static_cast<Size>(MaxBackends), sizeof(LeaderSlot)));
+}
+
+void request_handover_shmem() {
+    if (prev_shmem_request) prev_shmem_request();
+    RequestAddinShmemSpace(handover_shmem_size());
+}
+
+void startup_handover_shmem() {
+    if (prev_shmem_startup) prev_shmem_startup();
+    bool found = false;
+    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+    handover = static_cast<HandoverShared*>(
+        ShmemInitStruct("pii_audit subject hand-over", handover_shmem_size(), &found));
+    if (!found) {
+        handover->tranche_id = LWLockNewTrancheId();
+        handover->nslots = MaxBackends;
+        for (int i = 0; i < MaxBackends; ++i) {
+            LeaderSlot& slot = handover->slots[i];
+            SpinLockInit(&slot.mutex);
+            slot.pid = 0;
+            slot.collecting = 0;
+            slot.area = DSM_HANDLE_INVALID;
+            slot.records = InvalidDsaPointer;
+            pg_atomic_init_u32(&slot.failures, 0);
+        }
+    }
+    LWLockRelease(AddinShmemInitLock);
+}
+
+LeaderSlot* slot_of(PGPROC* proc) {
+    if (handover == nullptr || proc == nullptr || proc->pgprocno < 0 ||
+        proc->pgprocno >= handover->nslots)
+        return nullptr;
+    return &handover->slots[proc->pgprocno];
+}
+
+void register_tranche() {
+    static bool registered = false;
+    if (registered) return;
+    LWLockRegisterTranche(handover->tranche_id, "pii_audit subjects");
+    registered = true;
+}
+
+// ---- leader side
+
+struct ParallelScan {
+    SubjectTracker* tracker;
+    Oid scanned;  // a keyed relation scanned under a Gather on the tracker's behalf
+};
+
+struct StatementCollector;
+
+struct GatherTap {
+    GatherTap* next;
+    PlanState* node;
+    ExecProcNodeMtd real;
+    StatementCollector* collector;
+};
+
+struct StatementCollector {
+    StatementCollector* next;
+    EState* estate;
+    MemoryContextCallback callback;
+    int nscans, max_scans;
+    ParallelScan* scans;
+    int nlaunches, max_launches;
+    dsm_handle* launches;
+    int64 workers_launched;
+    uint32 failures_before;
+    bool publishing;  // the area exists and the slot names it
+    bool finished;
+};
+
+StatementCollector* collectors = nullptr;
+GatherTap* gather_taps = nullptr;
+dsa_area* leader_area = nullptr;  // while collecting > 0
+int collecting = 0;
+
+bool begin_publishing() {
+    LeaderSlot* slot = slot_of(MyProc);
+    if (slot == nullptr) return false;
+    if (collecting == 0) {
+        MemoryContext caller = CurrentMemoryContext;
+        dsa_area* volatile area = nullptr;
+        PG_TRY();
+        {
+            register_tranche();
+            MemoryContextSwitchTo(TopMemoryContext);
+            area = dsa_create(handover->tranche_id);
+            dsa_pin_mapping(area);  // detached by us, also during abort cleanup
+            dsa_set_size_limit(area, kHandoverAreaLimit);
+            MemoryContextSwitchTo(caller);
+        }
+        PG_CATCH();
+        {
+            // Auditing must not fail the statement: its workers' subjects will be missing,
+            // and the event will say the count is a lower bound.
+            MemoryContextSwitchTo(caller);
+            FlushErrorState();
+            if (area != nullptr) dsa_detach(area);
+            return false;
+        }
+        PG_END_TRY();
+        leader_area = area;
+        SpinLockAcquire(&slot->mutex);
+        slot->pid = MyProcPid;
+        slot->area = dsa_get_handle(leader_area);
+        slot->records = InvalidDsaPointer;
+        slot->collecting = 1;
+        SpinLockRelease(&slot->mutex);
+    } else {
+        SpinLockAcquire(&slot->mutex);
+        ++slot->collecting;
+        SpinLockRelease(&slot->mutex);
+    }
+    ++collecting;
+    return true;
+}
+
+void end_publishing() {
+    LeaderSlot* slot = slot_of(MyProc);
+    if (--collecting > 0) {
+        SpinLockAcquire(&slot->mutex);
+        --slot->collecting;
+        SpinLockRelease(&slot->mutex);
+        return;
+    }
+    SpinLockAcquire(&slot->mutex);
+    slot->pid = 0;
+    slot->collecting = 0;
+    slot->area = DSM_HANDLE_INVALID;
+    slot->records = InvalidDsaPointer;
+    SpinLockRelease(&slot->mutex);
+    // Records nobody took (workers of statements that did not collect) go with the area.
+    dsa_detach(leader_area);
+    leader_area = nullptr;
+}
+
+void mark_incomplete(StatementCollector* collector) {
+    for (int i = 0; i < collector->nscans; ++i) collector->scans[i].tracker->incomplete = true;
+}
+
+void on_collector_reset(void* arg) {
+    auto* collector = static_cast<StatementCollector*>(arg);
+    if (!collector->finished) {
+        // The statement failed (or never reached ExecutorEnd): what its workers read is lost.
+        collector->finished = true;
+        if (collector->workers_launched > 0) mark_incomplete(collector);
+        if (collector->publishing) end_publishing();
+    }
+    for (GatherTap** link = &gather_taps; *link != nullptr;) {
+        if ((*link)->collector == collector)
+            *link = (*link)->next;
+        else
+            link = &(*link)->next;
+    }
+    for (StatementCollector** link = &collectors; *link != nullptr; link = &(*link)->next) {
+        if (*link == collector) {
+            *link = collector->next;
+            break;
+        }
+    }
+}
+
+StatementCollector* collector_for(EState* estate) {
+    for (StatementCollector* c = collectors; c != nullptr; c = c->next)
+        if (c->estate == estate) return c;
+    MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
+    auto* collector = static_cast<StatementCollector*>(palloc0(sizeof(StatementCollector)));
+    collector->estate = estate;
+    collector->max_scans = 4;
+    collector->scans = static_cast<ParallelScan*>(palloc(sizeof(ParallelScan) * 4));
+    collector->max_launches = 2;
+    collector->launches = static_cast<dsm_handle*>(palloc(sizeof(dsm_handle) * 2));
+    MemoryContextSwitchTo(old);
+    if (LeaderSlot* slot = slot_of(MyProc))
+        collector->failures_before = pg_atomic_read_u32(&slot->failures);
+    collector->publishing = begin_publishing();
+    collector->callback.func = on_collector_reset;
+    collector->callback.arg = collector;
+    MemoryContextRegisterResetCallback(estate->es_query_cxt, &collector->callback);
+    collector->next = collectors;
+    collectors = collector;
+    return collector;
+}
+
+GatherTap* find_gather_tap(PlanState* node) {
+    for (GatherTap* tap = gather_taps; tap != nullptr; tap = tap->next)
+        if (tap->node == node) return tap;
+    return nullptr;
+}
+
+void note_launch(StatementCollector* collector, PlanState* node) {
+    ParallelExecutorInfo* pei;
+    int launched;
+    if (IsA(node, GatherState)) {
+        pei = reinterpret_cast<GatherState*>(node)->pei;
+        launched = reinterpret_cast<GatherState*>(node)->nworkers_launched;
+    } else {
+        pei = reinterpret_cast<GatherMergeState*>(node)->pei;
+        launched = reinterpret_cast<GatherMergeState*>(node)->nworkers_launched;
+    }
+    if (pei == nullptr || pei->pcxt == nullptr || pei->pcxt->seg == nullptr || launched <= 0)
+        return;
+    collector->workers_launched += launched;
+    dsm_handle launch = dsm_segment_handle(pei->pcxt->seg);
+    for (int i = 0; i < collector->nlaunches; ++i)
+        if (collector->launches[i] == launch) return;  // a rescan reuses its context
+    if (collector->nlaunches == collector->max_launches) {
+        collector->max_launches *= 2;
+        collector->launches = static_cast<dsm_handle*>(
+            repalloc(collector->launches, sizeof(dsm_handle) * collector->max_launches));
+    }
+    collector->launches[collector->nlaunches++] = launch;
+}
+
+bool gather_initialized(PlanState* node) {
+    return IsA(node, GatherState) ? reinterpret_cast<GatherState*>(node)->initialized
+                                  : reinterpret_cast<GatherMergeState*>(node)->initialized;
+}
+
+// A Gather launches its workers on its first call after start or rescan.
+TupleTableSlot* tapped_gather(PlanState* node) {
+    GatherTap* tap = find_gather_tap(node);
+    if (tap == nullptr) elog(ERROR, "pii_audit: a tapped gather lost its tap");
+    bool was_initialized = gather_initialized(node);
+    TupleTableSlot* result = tap->real(node);
+    if (!was_initialized && gather_initialized(node)) note_launch(tap->collector, node);
+    return result;
+}
+
+void note_parallel_scan(PlanState* gather, SubjectTracker* tracker, Oid scanned) {
+    StatementCollector* collector = collector_for(gather->state);
+    bool known = false;
+    for (int i = 0; i < collector->nscans && !known; ++i)
+        known = collector->scans[i].tracker == tracker && collector->scans[i].scanned == scanned;
+    if (!known) {
+        if (collector->nscans == collector->max_scans) {
+            collector->max_scans *= 2;
+            collector->scans = static_cast<ParallelScan*>(
+                repalloc(collector->scans, sizeof(ParallelScan) * collector->max_scans));
+        }
+        collector->scans[collector->nscans++] = ParallelScan{tracker, scanned};
+    }
+    if (find_gather_tap(gather) != nullptr) return;
+    auto* tap = static_cast<GatherTap*>(
+        MemoryContextAllocZero(gather->state->es_query_cxt, sizeof(GatherTap)));
+    tap->node = gather;
+    tap->collector = collector;
+    tap->real = gather->ExecProcNodeReal;
+    gather->ExecProcNodeReal = tapped_gather;
+    if (gather->ExecProcNode == tap->real) gather->ExecProcNode = tapped_gather;
+    tap->next = gather_taps;
+    gather_taps = tap;
+}
+
+void merge_image(SubjectTracker* tracker, const void* image, size_t size) noexcept {
+    if (tracker->failed || tracker->released) return;
+    try {
+        if (!tracker->set->merge(image, size)) tracker->incomplete = true;
+    } catch (...) {
+        tracker->failed = true;
+    }
+}
+
+void merge_record(StatementCollector* collector, const HandoverRecord* record) {
+    if (record->incomplete) mark_incomplete(collector);
+    const char* at = reinterpret_cast<const char*>(record) + sizeof(HandoverRecord);
+    for (uint32 s = 0; s < record->nsets; ++s) {
+        const auto* set = reinterpret_cast<const HandoverSet*>(at);
+        const char* image = at + sizeof(HandoverSet);
+        for (int i = 0; i < collector->nscans; ++i) {
+            ParallelScan& scan = collector->scans[i];
+            if (scan.scanned != set->relid) continue;
+            if (set->incomplete) scan.tracker->incomplete = true;
+            merge_image(scan.tracker, image, set->size);
+        }
+        at = image + align8(set->size);
+    }
+}
+
+struct RecordWalk {
+    dsa_pointer records;  // still to look at
+    dsa_pointer kept;     // records of other launches (a nested statement's): they go back
+    HandoverRecord* kept_tail;
+    int64 received;
+};
+
+// Merges and frees the records of the collector's launches. False if the area failed us.
+bool take_records(StatementCollector* collector, RecordWalk* walk) {
+    MemoryContext caller = CurrentMemoryContext;
+    volatile bool ok = true;
+    PG_TRY();
+    {
+        while (DsaPointerIsValid(walk->records)) {
+            dsa_pointer current = walk->records;
+            auto* record = static_cast<HandoverRecord*>(dsa_get_address(leader_area, current));
+            walk->records = record->next;
+            bool ours = false;
+            for (int i = 0; i < collector->nlaunches && !ours; ++i)
+                ours = collector->launches[i] == record->launch;
+            if (ours) {
+                ++walk->received;
+                merge_record(collector, record);
+                dsa_free(leader_area, current);
+            } else {
+                record->next = walk->kept;
+                if (walk->kept_tail == nullptr) walk->kept_tail = record;
+                walk->kept = current;
+            }
+        }
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        FlushErrorState();
+        ok = false;
+    }
+    PG_END_TRY();
+    return ok;
+}
+
+// At the leader's ExecutorEnd: its workers are done (Gather waits for them when it finishes).
+void collect(StatementCollector* collector) {
+    if (collector->finished) return;
+    collector->finished = true;
+    bool complete = collector->publishing;
+    for (GatherTap* tap = gather_taps; tap != nullptr; tap = tap->next) {
+        if (tap->collector != collector) continue;
+        PlanState* node = tap->node;
+        ParallelExecutorInfo* pei = IsA(node, GatherState)
+                                        ? reinterpret_cast<GatherState*>(node)->pei
+                                        : reinterpret_cast<GatherMergeState*>(node)->pei;
+        if (pei != nullptr && !pei->finished) complete = false;  // workers may still run
+    }
+    if (collector->workers_launched > 0 && collector->publishing) {
+        LeaderSlot* slot = slot_of(MyProc);
+        RecordWalk walk{};
+        SpinLockAcquire(&slot->mutex);
+        walk.records = slot->records;
+        slot->records = InvalidDsaPointer;
+        SpinLockRelease(&slot->mutex);
+        walk.kept = InvalidDsaPointer;
+        if (!take_records(collector, &walk)) complete = false;
+        if (walk.kept_tail != nullptr) {
+            SpinLockAcquire(&slot->mutex);
+            walk.kept_tail->next = slot->records;
+            slot->records = walk.kept;
+            SpinLockRelease(&slot->mutex);
+        }
+        if (walk.received < collector->workers_launched) complete = false;
+        if (pg_atomic_read_u32(&slot->failures) != collector->failures_before) complete = false;
+    }
+    if (!complete && collector->workers_launched > 0) mark_incomplete(collector);
+    if (collector->publishing) end_publishing();
+}
+
+// ---- worker side
+
+struct WorkerCapture {
+    EState* estate;
+    MemoryContextCallback callback;
+    int ntrackers, max_trackers;
+    Oid* relids;
+    SubjectTracker** trackers;
+    bool handed_over;
+};
+
+WorkerCapture* worker_capture = nullptr;
+
+SubjectTracker* worker_tracker(WorkerCapture* capture, Oid relid) {
+    for (int i = 0; i < capture->ntrackers; ++i)
+        if (capture->relids[i] == relid) return capture->trackers[i];
+    if (capture->ntrackers == capture->max_trackers) {
+        capture->max_trackers *= 2;
+        capture->relids = static_cast<Oid*>(
+            repalloc(capture->relids, sizeof(Oid) * capture->max_trackers));
+        capture->trackers = static_cast<SubjectTracker**>(
+            repalloc(capture->trackers, sizeof(SubjectTracker*) * capture->max_trackers));
+    }
+    capture->relids[capture->ntrackers] = relid;
+    return capture->trackers[capture->ntrackers++] = pii_audit_subjects_begin();
+}
+
+void release_worker_capture(WorkerCapture* capture) {
+    for (int i = 0; i < capture->ntrackers; ++i) pii_audit_subjects_release(capture->trackers[i]);
+    capture->ntrackers = 0;
+    if (worker_capture == capture) worker_capture = nullptr;
+}
+
+void on_worker_capture_reset(void* arg) { release_worker_capture(static_cast<WorkerCapture*>(arg)); }
+
+// Is our leader waiting for subjects? (Otherwise nothing is tapped in this worker.)
+bool leader_collecting() {
+    PGPROC* leader = MyProc != nullptr ? MyProc->lockGroupLeader : nullptr;
+    LeaderSlot* slot = slot_of(leader);
+    if (slot == nullptr) return false;
+    SpinLockAcquire(&slot->mutex);
+    bool collecting_now = slot->pid == leader->pid && slot->collecting > 0;
+    SpinLockRelease(&slot->mutex);
+    return collecting_now;
+}
+
+size_t record_size(WorkerCapture* capture, bool compact) {
+    size_t size = sizeof(HandoverRecord);
+    for (int i = 0; i < capture->ntrackers; ++i)
+        size += sizeof(HandoverSet) + align8(capture->trackers[i]->set->export_size(compact));
+    return size;
+}
+
+void write_record(WorkerCapture* capture, HandoverRecord* record, dsm_handle launch,
+                  bool compact) {
+    record->next = InvalidDsaPointer;
+    record->launch = launch;
+    record->nsets = static_cast<uint32>(capture->ntrackers);
+    record->incomplete = 0;
+    record->padding = 0;
+    char* at = reinterpret_cast<char*>(record) + sizeof(HandoverRecord);
+    for (int i = 0; i < capture->ntrackers; ++i) {
+        SubjectTracker* tracker = capture->trackers[i];
+        auto* set = reinterpret_cast<HandoverSet*>(at);
+        set->relid = capture->relids[i];
+        set->incomplete = tracker->failed || tracker->incomplete;
+        set->size = tracker->set->export_size(compact);
+        tracker->set->export_to(at + sizeof(HandoverSet), compact);
+        at += sizeof(HandoverSet) + align8(set->size);
+    }
+}
+
+// At the worker's ExecutorEnd: one record per worker and launch, even an empty one, so that
+// the leader can tell a missing hand-over from a worker that read nobody.
+void hand_over(WorkerCapture* capture) {
+    capture->handed_over = true;
+    PGPROC* leader = MyProc->lockGroupLeader;
+    LeaderSlot* slot = slot_of(leader);
+    if (slot == nullptr) return;
+    SpinLockAcquire(&slot->mutex);
+    bool collecting_now = slot->pid == leader->pid && slot->collecting > 0;
+    dsa_handle area_handle = slot->area;
+    SpinLockRelease(&slot->mutex);
+    if (!collecting_now) return;
+    dsm_handle launch = DatumGetUInt32(MyBgworkerEntry->bgw_main_arg);
+
+    MemoryContext caller = CurrentMemoryContext;
+    dsa_area* volatile area = nullptr;
+    volatile bool done = false;
+    PG_TRY();
+    {
+        register_tranche();
+        area = dsa_attach(area_handle);
+        constexpr int kFlags = DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM;
+        bool compact = false;
+        dsa_pointer dp = dsa_allocate_extended(area, record_size(capture, false), kFlags);
+        if (!DsaPointerIsValid(dp)) {
+            // Too big for the area: hand over estimates (16 kB per relation) instead.
+            compact = true;
+            dp = dsa_allocate_extended(area, record_size(capture, true), kFlags);
+        }
+        if (DsaPointerIsValid(dp)) {
+            auto* record = static_cast<HandoverRecord*>(dsa_get_address(area, dp));
+            write_record(capture, record, launch, compact);
+            SpinLockAcquire(&slot->mutex);
+            record->next = slot->records;
+            slot->records = dp;
+            SpinLockRelease(&slot->mutex);
+            done = true;
+        }
+        dsa_detach(area);
+        area = nullptr;
+    }
+    PG_CATCH();
+    {
+        // No ERROR in a worker because of auditing: the leader learns it from the counter.
+        MemoryContextSwitchTo(caller);
+        FlushErrorState();
+        if (area != nullptr) dsa_detach(area);
+    }
+    PG_END_TRY();
+    if (!done) pg_atomic_fetch_add_u32(&slot->failures, 1);
+}
+
+// ---- the walk over a statement's plan
+
+struct TapRequest {
+    Oid read_relid;  // the relation the event is about (a partition's parent, for instance)
+    SubjectTracker* tracker;
+    WorkerCapture* worker;  // in a parallel worker: tap every keyed scan, one set per relation
+    PlanState* gather;      // the Gather above the node being walked, if any
+};
+
 bool tap_walker(PlanState* node, void* context) {
     if (node == nullptr) return false;
     auto* request = static_cast<TapRequest*>(context);
-    if (is_heap_scan(node)) {
+    if (is_table_scan(node)) {
         Relation rel = reinterpret_cast<ScanState*>(node)->ss_currentRelation;
         if (rel != nullptr) {
             Oid relid = RelationGetRelid(rel);
             const LabelCacheEntry* labels = pii_audit_label_cache_lookup(relid);
-            if (labels->has_subject_key && scan_belongs_to(labels, relid, request->read_relid))
+            if (labels->has_subject_key && request->worker != nullptr) {
+                add_tap(node, rel, labels, worker_tracker(request->worker, relid));
+            } else if (labels->has_subject_key &&
+                       scan_belongs_to(labels, relid, request->read_relid)) {
                 add_tap(node, rel, labels, request->tracker);
+                if (request->gather != nullptr)
+                    note_parallel_scan(request->gather, request->tracker, relid);
+            }
         }
     }
-    return planstate_tree_walker(node, as_walker(tap_walker), context);
+    PlanState* outer_gather = request->gather;
+    if (is_gather(node)) request->gather = node;
+    bool result = planstate_tree_walker(node, as_walker(tap_walker), context);
+    request->gather = outer_gather;
+    return result;
+}
+
+// ---- executor hooks: workers tap and hand over; leaders collect before the event is sent
+
+void subject_executor_start(QueryDesc* query_desc, int eflags) {
+    if (prev_executor_start)
+        prev_executor_start(query_desc, eflags);
+    else
+        standard_ExecutorStart(query_desc, eflags);
+    if (!IsParallelWorker() || !pii_audit_enabled || pii_audit_capture_suppressed ||
+        (eflags & EXEC_FLAG_EXPLAIN_ONLY) || !leader_collecting())
+        return;
+    EState* estate = query_desc->estate;
+    MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
+    auto* capture = static_cast<WorkerCapture*>(palloc0(sizeof(WorkerCapture)));
+    capture->estate = estate;
+    capture->max_trackers = 4;
+    capture->relids = static_cast<Oid*>(palloc(sizeof(Oid) * 4));
+    capture->trackers = static_cast<SubjectTracker**>(palloc(sizeof(SubjectTracker*) * 4));
+    capture->callback.func = on_worker_capture_reset;
+    capture->callback.arg = capture;
+    MemoryContextRegisterResetCallback(estate->es_query_cxt, &capture->callback);
+    worker_capture = capture;
+    TapRequest request{InvalidOid, nullptr, capture, nullptr};
+    (void)tap_walker(query_desc->planstate, &request);
+    MemoryContextSwitchTo(old);
+}
+
+void subject_executor_end(QueryDesc* query_desc) {
+    if (worker_capture != nullptr && worker_capture->estate == query_desc->estate &&
+        !worker_capture->handed_over) {
+        hand_over(worker_capture);
+        release_worker_capture(worker_capture);
+    }
+    for (StatementCollector* c = collectors; c != nullptr; c = c->next)
+        if (c->estate == query_desc->estate) collect(c);
+    if (prev_executor_end)
+        prev_executor_end(query_desc);
+    else
+        standard_ExecutorEnd(query_desc);
 }
 
 }  // namespace
@@ -381,9 +1007,18 @@ int64 pii_audit_subject_hash(const char* data, size_t len) {
     return subject_hasher.hash(std::string_view(data, len));
 }
 
+// Called from _PG_init while shared_preload_libraries load (the only way pii_audit installs).
 void pii_audit_install_subject_hooks(void) {
-    prev_planner = planner_hook;
-    planner_hook = subject_planner;
+    prev_get_relation_info = get_relation_info_hook;
+    get_relation_info_hook = subject_get_relation_info;
+    prev_shmem_request = shmem_request_hook;
+    shmem_request_hook = request_handover_shmem;
+    prev_shmem_startup = shmem_startup_hook;
+    shmem_startup_hook = startup_handover_shmem;
+    prev_executor_start = ExecutorStart_hook;
+    ExecutorStart_hook = subject_executor_start;
+    prev_executor_end = ExecutorEnd_hook;
+    ExecutorEnd_hook = subject_executor_end;
 }
 
 SubjectTracker* pii_audit_subjects_begin(void) {
@@ -396,7 +1031,7 @@ SubjectTracker* pii_audit_subjects_begin(void) {
 }
 
 bool pii_audit_subjects_tap(PlanState* root, Oid read_relid, SubjectTracker* tracker) {
-    TapRequest request{read_relid, tracker};
+    TapRequest request{read_relid, tracker, nullptr, nullptr};
     (void)tap_walker(root, &request);
     return tracker->tapped;
 }
@@ -406,9 +1041,10 @@ void pii_audit_subjects_fill(SubjectTracker* tracker, pii_audit::EventView& even
     const pii_audit::SubjectSet& set = *tracker->set;
     event.header.flags |= pii_audit::kFlagSubjectsTracked;
     event.header.subject_count = static_cast<int64>(set.count());
-    if (set.truncated() || tracker->failed || !subject_key_loaded)
+    bool lower_bound = tracker->failed || tracker->incomplete;
+    if (set.truncated() || lower_bound || !subject_key_loaded)
         event.header.flags |= pii_audit::kFlagSubjectsTruncated;
-    if (set.estimated() || tracker->failed)
+    if (set.estimated() || lower_bound)
         event.header.flags |= pii_audit::kFlagSubjectCountEstimated;
     event.field[pii_audit::kSubjects] =
         std::string_view(reinterpret_cast<const char*>(set.stored().data()),

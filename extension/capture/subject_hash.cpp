@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -239,14 +240,63 @@ SubjectSet::SubjectSet(const SubjectHasher* hasher, size_t store_limit, size_t e
 
 void SubjectSet::add(std::string_view identifier) {
     std::uint64_t fp = hash_bytes(identifier);
+    bool known_new;
     if (hll_) {
         hll_->add(fp);
+        known_new = false;
+    } else {
+        if (!insert_fingerprint(fp)) return;
+        known_new = true;
+    }
+    if (hasher_ != nullptr && hasher_->valid())
+        keep(fp, [&] { return hasher_->hash(identifier); }, known_new);
+    if (!hll_ && distinct_ >= exact_limit_) switch_to_estimate();
+}
+
+bool SubjectSet::kept(std::uint64_t fp) const noexcept {
+    return std::find(stored_fingerprints_.begin(), stored_fingerprints_.end(), fp) !=
+           stored_fingerprints_.end();
+}
+
+template <typename MakeHash>
+void SubjectSet::keep(std::uint64_t fp, MakeHash&& make_hash, bool known_new) {
+    if (store_limit_ == 0) return;
+    if (stored_.size() < store_limit_) {
+        if (!known_new && kept(fp)) return;
+        stored_.reserve(stored_.size() + 1);
+        stored_fingerprints_.reserve(stored_.size() + 1);
+        stored_fingerprints_.push_back(fp);  // cannot throw after the reserves
+        stored_.push_back(make_hash());
+        sift_up(stored_.size() - 1);
         return;
     }
-    if (!insert_fingerprint(fp)) return;
-    if (stored_.size() < store_limit_ && hasher_ != nullptr && hasher_->valid())
-        stored_.push_back(hasher_->hash(identifier));
-    if (distinct_ >= exact_limit_) switch_to_estimate();
+    if (fp >= stored_fingerprints_[0] || (!known_new && kept(fp))) return;
+    stored_fingerprints_[0] = fp;
+    stored_[0] = make_hash();
+    sift_down(0);
+}
+
+void SubjectSet::sift_up(size_t i) noexcept {
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (stored_fingerprints_[parent] >= stored_fingerprints_[i]) return;
+        std::swap(stored_fingerprints_[parent], stored_fingerprints_[i]);
+        std::swap(stored_[parent], stored_[i]);
+        i = parent;
+    }
+}
+
+void SubjectSet::sift_down(size_t i) noexcept {
+    const size_t n = stored_fingerprints_.size();
+    for (;;) {
+        size_t largest = i, left = 2 * i + 1, right = left + 1;
+        if (left < n && stored_fingerprints_[left] > stored_fingerprints_[largest]) largest = left;
+        if (right < n && stored_fingerprints_[right] > stored_fingerprints_[largest]) largest = right;
+        if (largest == i) return;
+        std::swap(stored_fingerprints_[largest], stored_fingerprints_[i]);
+        std::swap(stored_[largest], stored_[i]);
+        i = largest;
+    }
 }
 
 bool SubjectSet::insert_fingerprint(std::uint64_t fp) {
@@ -285,19 +335,134 @@ void SubjectSet::switch_to_estimate() {
     for (std::uint64_t fp : table_)
         if (fp != 0) hll_->add(fp);
     if (zero_seen_) hll_->add(0);
+    floor_ = std::max<std::uint64_t>(floor_, distinct_);
     std::vector<std::uint64_t>().swap(table_);
 }
 
 std::uint64_t SubjectSet::count() const noexcept {
     if (!hll_) return distinct_;
-    // Exact counting ran up to exact_limit_: the estimate never reports fewer.
+    // Exact counting ran up to a known number of subjects: the estimate never reports fewer.
     return std::max<std::uint64_t>(static_cast<std::uint64_t>(std::llround(hll_->estimate())),
-                                   exact_limit_);
+                                   floor_);
 }
 
 size_t SubjectSet::memory_bytes() const noexcept {
     return table_.capacity() * sizeof(std::uint64_t) + (hll_ ? sizeof(*hll_) : 0) +
-           stored_.capacity() * sizeof(std::int64_t);
+           stored_.capacity() * sizeof(std::int64_t) +
+           stored_fingerprints_.capacity() * sizeof(std::uint64_t);
+}
+
+// ---------------------------------------------------------------- export and merge
+
+namespace {
+
+using Registers = HyperLogLog<14>;
+static_assert(std::is_trivially_copyable_v<Registers>, "registers are copied as bytes");
+
+constexpr std::uint32_t kImageMagic = 0x53554231;  // "SUB1"
+constexpr std::uint32_t kImageEstimated = 1;
+constexpr std::uint32_t kImageZeroSeen = 2;
+
+struct ImageHeader {
+    std::uint32_t magic;
+    std::uint32_t flags;
+    std::uint64_t distinct;  // exact count, or the certain lower bound of an estimate
+    std::uint64_t fingerprints;
+    std::uint64_t stored;
+};
+struct StoredPair {
+    std::uint64_t fingerprint;
+    std::int64_t hash;
+};
+constexpr size_t kRegistersSize = (sizeof(Registers) + 7) / 8 * 8;
+
+}  // namespace
+
+size_t SubjectSet::export_size(bool compact) const noexcept {
+    size_t body = hll_ || compact ? kRegistersSize : (distinct_ - (zero_seen_ ? 1 : 0)) * 8;
+    return sizeof(ImageHeader) + body + stored_.size() * sizeof(StoredPair);
+}
+
+void SubjectSet::export_to(void* out, bool compact) const noexcept {
+    auto* bytes = static_cast<unsigned char*>(out);
+    ImageHeader header{kImageMagic, 0, 0, 0, stored_.size()};
+    unsigned char* body = bytes + sizeof header;
+    if (hll_ || compact) {
+        header.flags |= kImageEstimated;
+        header.distinct = hll_ ? floor_ : distinct_;
+        if (hll_) {
+            std::memcpy(body, hll_.get(), sizeof(Registers));
+        } else {
+            Registers registers;
+            for (std::uint64_t fp : table_)
+                if (fp != 0) registers.add(fp);
+            if (zero_seen_) registers.add(0);
+            std::memcpy(body, &registers, sizeof(Registers));
+        }
+        body += kRegistersSize;
+    } else {
+        header.distinct = distinct_;
+        if (zero_seen_) header.flags |= kImageZeroSeen;
+        for (std::uint64_t fp : table_) {
+            if (fp == 0) continue;
+            std::memcpy(body, &fp, 8);
+            body += 8;
+            ++header.fingerprints;
+        }
+    }
+    for (size_t i = 0; i < stored_.size(); ++i) {
+        StoredPair pair{stored_fingerprints_[i], stored_[i]};
+        std::memcpy(body, &pair, sizeof pair);
+        body += sizeof pair;
+    }
+    std::memcpy(bytes, &header, sizeof header);
+}
+
+bool SubjectSet::merge(const void* image, size_t size) {
+    const auto* bytes = static_cast<const unsigned char*>(image);
+    ImageHeader header;
+    if (size < sizeof header) return false;
+    std::memcpy(&header, bytes, sizeof header);
+    const bool estimated = (header.flags & kImageEstimated) != 0;
+    const size_t body_size = estimated ? kRegistersSize : header.fingerprints * 8;
+    if (header.magic != kImageMagic || header.fingerprints > size / 8 ||
+        header.stored > size / sizeof(StoredPair) ||
+        size != sizeof header + body_size + header.stored * sizeof(StoredPair))
+        return false;
+    const unsigned char* body = bytes + sizeof header;
+    const unsigned char* pairs = body + body_size;
+
+    auto add_fingerprint = [&](std::uint64_t fp) {
+        if (hll_) {
+            hll_->add(fp);
+            return false;
+        }
+        bool added = insert_fingerprint(fp);
+        if (distinct_ >= exact_limit_) switch_to_estimate();
+        return added;
+    };
+    // The kept subjects of a union are among the kept subjects of its parts.
+    for (std::uint64_t i = 0; i < header.stored; ++i) {
+        StoredPair pair;
+        std::memcpy(&pair, pairs + i * sizeof pair, sizeof pair);
+        bool added = add_fingerprint(pair.fingerprint);
+        keep(pair.fingerprint, [&] { return pair.hash; }, added);
+    }
+    if (estimated) {
+        if (!hll_) switch_to_estimate();
+        Registers registers;
+        std::memcpy(&registers, body, sizeof(Registers));
+        hll_->merge(registers);
+    } else {
+        if (header.flags & kImageZeroSeen) add_fingerprint(0);
+        for (std::uint64_t i = 0; i < header.fingerprints; ++i) {
+            std::uint64_t fp;
+            std::memcpy(&fp, body + i * 8, 8);
+            add_fingerprint(fp);
+        }
+    }
+    if (hll_) floor_ = std::max<std::uint64_t>(floor_, header.distinct);
+    return true;
 }
 
 }  // namespace pii_audit

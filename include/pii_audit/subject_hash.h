@@ -5,8 +5,14 @@
 // server's secret; without it a stored hash cannot be tested against guessed identifiers.
 //
 // While a statement runs, SubjectSet counts distinct subjects exactly with a cheap unkeyed
-// fingerprint per row (hash_bytes, never stored), and computes the keyed hash only for the first `store_limit` distinct
-// subjects it keeps. Past a memory bound it switches to a HyperLogLog estimate and says so.
+// fingerprint per row (hash_bytes, never stored), and keeps the keyed hashes of `store_limit`
+// subjects: those with the smallest fingerprints (a bottom-k sample), so which subjects are kept
+// depends only on the set read, not on the order rows came in (serial or parallel plans keep the
+// same ones). Past a memory bound it switches to a HyperLogLog estimate and says so.
+//
+// A set can be exported as a flat byte image and merged into another set (parallel workers hand
+// their subjects to the leader): the union counts as one set fed every row would, and keeps the
+// keyed hashes that came with the subjects it first learned about.
 #pragma once
 
 #include "pii_audit/pg_free.h"
@@ -77,10 +83,26 @@ public:
     // Bytes of heap memory held (for tests and limits).
     size_t memory_bytes() const noexcept;
 
+    // The flat image: every fingerprint (exact) or, when compact or estimated, the 16 kB
+    // HyperLogLog registers (merging a compact image makes the receiver an estimate). Either way
+    // with the stored keyed hashes and their fingerprints. Position-independent, 8-byte aligned.
+    size_t export_size(bool compact) const noexcept;
+    void export_to(void* out, bool compact) const noexcept;
+    // Adds an exported set. False (and nothing added) if the image is malformed; throws
+    // std::bad_alloc like add().
+    bool merge(const void* image, size_t size);
+
 private:
     bool insert_fingerprint(std::uint64_t fp);
     void grow();
     void switch_to_estimate();
+    // Offers a subject to the kept hashes (a max-heap on fingerprint); make_hash() runs only if
+    // it is kept. known_new: the subject is certainly not kept yet.
+    template <typename MakeHash>
+    void keep(std::uint64_t fp, MakeHash&& make_hash, bool known_new);
+    bool kept(std::uint64_t fp) const noexcept;
+    void sift_up(size_t i) noexcept;
+    void sift_down(size_t i) noexcept;
 
     const SubjectHasher* hasher_;
     size_t store_limit_;
@@ -89,7 +111,9 @@ private:
     size_t distinct_ = 0;
     bool zero_seen_ = false;            // fingerprint 0 is kept out of the table
     std::unique_ptr<HyperLogLog<14>> hll_;  // once exact counting stopped (16 kB)
+    std::uint64_t floor_ = 0;               // distinct subjects known for certain once estimating
     std::vector<std::int64_t> stored_;
+    std::vector<std::uint64_t> stored_fingerprints_;  // of stored_, a max-heap
 };
 
 }  // namespace pii_audit

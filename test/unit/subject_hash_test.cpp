@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 #include <string>
@@ -115,17 +116,24 @@ TEST(SubjectHasher, DifferentKeysGiveDifferentHashes) {
     EXPECT_EQ(a.hash("13800138000"), a.hash("13800138000"));
 }
 
-TEST(SubjectSet, CountsDistinctAndStoresTheFirstOnes) {
+TEST(SubjectSet, CountsDistinctAndKeepsThoseWithTheSmallestFingerprints) {
     SubjectHasher hasher(std::string(32, 'k'));
-    SubjectSet set(&hasher, 3, 1000);
+    SubjectSet set(&hasher, 3, 1000), reversed(&hasher, 3, 1000);
+    std::vector<std::string> ids = {"a", "b", "c", "d", "e"};
     for (int round = 0; round < 3; ++round)
-        for (std::string id : {"a", "b", "c", "d", "e"}) set.add(id);
+        for (const std::string& id : ids) set.add(id);
+    for (auto it = ids.rbegin(); it != ids.rend(); ++it) reversed.add(*it);
     EXPECT_EQ(set.count(), 5u);
     EXPECT_FALSE(set.estimated());
     EXPECT_TRUE(set.truncated());
     ASSERT_EQ(set.stored().size(), 3u);
-    EXPECT_EQ(set.stored()[0], hasher.hash("a"));
-    EXPECT_EQ(set.stored()[2], hasher.hash("c"));
+    std::sort(ids.begin(), ids.end(), [](const std::string& x, const std::string& y) {
+        return pii_audit::hash_bytes(x) < pii_audit::hash_bytes(y);
+    });
+    std::set<std::int64_t> smallest = {hasher.hash(ids[0]), hasher.hash(ids[1]), hasher.hash(ids[2])};
+    EXPECT_EQ(std::set<std::int64_t>(set.stored().begin(), set.stored().end()), smallest);
+    // The same subjects are kept whatever order the rows came in.
+    EXPECT_EQ(std::set<std::int64_t>(reversed.stored().begin(), reversed.stored().end()), smallest);
 }
 
 TEST(SubjectSet, NothingReadIsZeroAndNotTruncated) {
@@ -168,6 +176,92 @@ TEST(SubjectSet, PastTheExactLimitMemoryStopsGrowingAndTheCountIsAnEstimate) {
     double ratio = static_cast<double>(set.count()) / 300000.0;
     EXPECT_GT(ratio, 0.95);
     EXPECT_LT(ratio, 1.05);
+}
+
+// What a worker hands over, merged by the leader.
+std::vector<unsigned char> image_of(const SubjectSet& set, bool compact) {
+    std::vector<unsigned char> image(set.export_size(compact));
+    set.export_to(image.data(), compact);
+    return image;
+}
+
+std::set<std::int64_t> stored_set(const SubjectSet& set) {
+    return std::set<std::int64_t>(set.stored().begin(), set.stored().end());
+}
+
+TEST(SubjectSetMerge, TheUnionOfPartsIsTheWholeSet) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet whole(&hasher, 100, 1000), leader(&hasher, 100, 1000), a(&hasher, 100, 1000),
+        b(&hasher, 100, 1000);
+    for (int i = 0; i < 60; ++i) {
+        std::string id = std::to_string(i);
+        whole.add(id);
+        (i % 3 == 0 ? leader : i % 3 == 1 ? a : b).add(id);
+        if (i % 5 == 0) b.add(id);  // rows seen by two participants count once
+    }
+    ASSERT_TRUE(leader.merge(image_of(a, false).data(), a.export_size(false)));
+    ASSERT_TRUE(leader.merge(image_of(b, false).data(), b.export_size(false)));
+    EXPECT_EQ(leader.count(), 60u);
+    EXPECT_FALSE(leader.estimated());
+    EXPECT_FALSE(leader.truncated());
+    EXPECT_EQ(stored_set(leader), stored_set(whole));
+}
+
+TEST(SubjectSetMerge, PastTheStoreLimitTheUnionKeepsWhatOneSetWould) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet leader(&hasher, 10, 100000), a(&hasher, 10, 100000), b(&hasher, 10, 100000);
+    for (int i = 0; i < 5; ++i) leader.add("l" + std::to_string(i));
+    for (int i = 0; i < 50; ++i) a.add("a" + std::to_string(i));
+    for (int i = 0; i < 50; ++i) b.add("b" + std::to_string(i));
+    ASSERT_TRUE(leader.merge(image_of(a, false).data(), a.export_size(false)));
+    ASSERT_TRUE(leader.merge(image_of(b, false).data(), b.export_size(false)));
+    EXPECT_EQ(leader.count(), 105u);
+    EXPECT_TRUE(leader.truncated());
+    // The merged set keeps what one set fed every row would have kept.
+    SubjectSet whole(&hasher, 10, 100000);
+    for (int i = 0; i < 50; ++i) whole.add("b" + std::to_string(i));
+    for (int i = 0; i < 50; ++i) whole.add("a" + std::to_string(i));
+    for (int i = 0; i < 5; ++i) whole.add("l" + std::to_string(i));
+    EXPECT_EQ(stored_set(leader), stored_set(whole));
+    EXPECT_EQ(stored_set(leader).size(), 10u);
+}
+
+TEST(SubjectSetMerge, ACompactImageMakesAnEstimateThatNeverCountsLess) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet leader(&hasher, 10, 100000), a(&hasher, 10, 100000);
+    for (int i = 0; i < 3000; ++i) a.add(std::to_string(i));
+    for (int i = 2000; i < 4000; ++i) leader.add(std::to_string(i));
+    ASSERT_TRUE(leader.merge(image_of(a, true).data(), a.export_size(true)));
+    EXPECT_TRUE(leader.estimated());
+    EXPECT_GE(leader.count(), 3000u);
+    double ratio = static_cast<double>(leader.count()) / 4000.0;
+    EXPECT_GT(ratio, 0.95);
+    EXPECT_LT(ratio, 1.05);
+}
+
+TEST(SubjectSetMerge, MergingPastTheExactLimitSwitchesToAnEstimate) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet leader(&hasher, 10, 5000), a(&hasher, 10, 5000), b(&hasher, 10, 5000);
+    for (int i = 0; i < 4000; ++i) a.add("a" + std::to_string(i));
+    for (int i = 0; i < 4000; ++i) b.add("b" + std::to_string(i));
+    ASSERT_TRUE(leader.merge(image_of(a, false).data(), a.export_size(false)));
+    EXPECT_FALSE(leader.estimated());
+    ASSERT_TRUE(leader.merge(image_of(b, false).data(), b.export_size(false)));
+    EXPECT_TRUE(leader.estimated());
+    EXPECT_LE(leader.memory_bytes(), 64u * 1024);
+    double ratio = static_cast<double>(leader.count()) / 8000.0;
+    EXPECT_GT(ratio, 0.95);
+    EXPECT_LT(ratio, 1.05);
+}
+
+TEST(SubjectSetMerge, RefusesAMalformedImage) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    SubjectSet leader(&hasher, 10, 100), a(&hasher, 10, 100);
+    a.add("x");
+    auto image = image_of(a, false);
+    EXPECT_FALSE(leader.merge(image.data(), image.size() - 1));
+    EXPECT_FALSE(leader.merge(image.data(), 4));
+    EXPECT_EQ(leader.count(), 0u);
 }
 
 TEST(SubjectFingerprint, SpreadsSimilarKeys) {

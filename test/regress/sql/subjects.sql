@@ -98,11 +98,13 @@ COPY (SELECT phone FROM subscribers WHERE id = 14) TO STDOUT;
 COPY otp (code) TO '/dev/null';
 SELECT * FROM new_subjects();
 
--- EXPLAIN ANALYZE reads too; an index-only scan would hide the key, so it is not used.
+-- EXPLAIN ANALYZE reads too. The unique index on phone holds the key of otp, not of
+-- subscribers (whose key is id): it is not used index-only, since that would hide the key.
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT phone FROM subscribers WHERE phone = '13900000015';
 SELECT * FROM new_subjects();
 
--- Parallel query is avoided for keyed tables: every subject is counted in one process.
+-- Parallel plans stay: the workers hand the subjects they read to the leader, and the
+-- event counts every subject once (more shapes in subject_plans).
 CREATE TABLE many_subscribers AS SELECT g AS id, 'm-' || g AS name FROM generate_series(1, 20000) g;
 SECURITY LABEL FOR pii ON COLUMN many_subscribers.id IS 'subject_key';
 SECURITY LABEL FOR pii ON COLUMN many_subscribers.name IS 'name';
