@@ -22,7 +22,9 @@ extern "C" {
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "parser/parsetree.h"
+#include "optimizer/planner.h"
 #include "tcop/cmdtag.h"
+#include "tcop/pquery.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/backend_status.h"
@@ -30,6 +32,7 @@ extern "C" {
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -54,14 +57,27 @@ int nesting_level = 0;
 // A utility statement that runs exactly one query through the executor (COPY, CREATE TABLE AS,
 // EXPLAIN ANALYZE, DECLARE CURSOR, REFRESH MATERIALIZED VIEW): the query is recorded under the
 // utility's command and text.
+//
+// The wrapped query is the first executor started inside the utility, at the utility's inner
+// nesting level, outside planning: a STABLE function the planner runs while estimating (or any
+// query a planner hook runs) is a statement of its own, not the utility's.
 struct UtilityWrapper {
     bool active;
-    int level;
+    int level;          // nesting level inside the utility
+    int utility_level;  // the utility's own level, recorded for its event
+    int planner_depth;  // planning under way when the utility started
+    bool internal_after;  // later queries at this level are the utility's own work (REFRESH)
     const char* command;
     const char* text;
     int text_len;
 };
 UtilityWrapper wrapper{};
+// After REFRESH MATERIALIZED VIEW's query ran, the queries it runs at the same level to merge
+// the result (CONCURRENTLY) are internal: not the user's reads. -1: none.
+int internal_level = -1;
+// Planner invocations under way in this backend (queries the planner itself runs are nested).
+int planner_depth = 0;
+planner_hook_type prev_capture_planner = nullptr;
 // COPY table TO is recorded by the utility hook; its row-level-security query must not be twice.
 bool copy_table_recorded = false;
 
@@ -317,6 +333,34 @@ bool capture_enabled() {
            IsTransactionState();
 }
 
+// Queries PostgreSQL runs on its own behalf inside the user's statement: foreign-key checks
+// and actions (run as the table owner, without forced row security) and the merge step of
+// REFRESH MATERIALIZED VIEW CONCURRENTLY. The user's statement is recorded, not these.
+bool internal_query() {
+    return InNoForceRLSOperation() ||
+           (internal_level == nesting_level && planner_depth == wrapper.planner_depth);
+}
+
+PlannedStmt* capture_planner(Query* parse, const char* query_string, int cursor_options,
+                             ParamListInfo bound_params) {
+    PlannedStmt* result = nullptr;
+    ++planner_depth;
+    ++nesting_level;
+    PG_TRY();
+    {
+        result = prev_capture_planner
+                     ? prev_capture_planner(parse, query_string, cursor_options, bound_params)
+                     : standard_planner(parse, query_string, cursor_options, bound_params);
+    }
+    PG_FINALLY();
+    {
+        --planner_depth;
+        --nesting_level;
+    }
+    PG_END_TRY();
+    return result;
+}
+
 StatementAudit* new_audit(List* reads, const char* command, const char* text, int text_len,
                           int64 query_id) {
     auto* audit = static_cast<StatementAudit*>(palloc0(sizeof(StatementAudit)));
@@ -379,6 +423,7 @@ void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     statement_text(query_desc, wrapped, &command, &text, &len);
     MemoryContext old = MemoryContextSwitchTo(query_desc->estate->es_query_cxt);
     StatementAudit* audit = new_audit(reads, command, text, len, stmt->queryId);
+    if (wrapped.active) audit->nesting = wrapped.utility_level;
     audit->estate = query_desc->estate;
     audit->callback.func = on_statement_context_reset;
     audit->callback.arg = audit;
@@ -452,13 +497,16 @@ void start_executor(QueryDesc* query_desc, int eflags, const UtilityWrapper& wra
 
 void audit_executor_start(QueryDesc* query_desc, int eflags) {
     UtilityWrapper wrapped{};
-    if (wrapper.active && wrapper.level == nesting_level) {
+    if (wrapper.active && wrapper.level == nesting_level &&
+        wrapper.planner_depth == planner_depth) {
         wrapped = wrapper;
         wrapper.active = false;
+        if (wrapped.internal_after) internal_level = wrapped.level;
     }
     start_executor(query_desc, eflags, wrapped);
 
     if (!capture_enabled() || (eflags & EXEC_FLAG_EXPLAIN_ONLY)) return;
+    if (!wrapped.active && internal_query()) return;
     if (wrapped.active && copy_table_recorded) return;
     capture_statement(query_desc, wrapped);
 }
@@ -466,7 +514,10 @@ void audit_executor_start(QueryDesc* query_desc, int eflags) {
 void audit_executor_run(QueryDesc* query_desc, ScanDirection direction, uint64 count,
                         bool execute_once) {
     StatementAudit* volatile audit = find_audit(query_desc->estate);
-    if (audit) audit->in_run = true;
+    // A failing run adds its rows in the reset callback, unless they went nowhere (MOVE).
+    if (audit)
+        audit->in_run = !(ActivePortal != nullptr && ActivePortal->queryDesc == query_desc &&
+                          query_desc->dest->mydest == DestNone);
     ++nesting_level;
     PG_TRY();
     {
@@ -480,9 +531,18 @@ void audit_executor_run(QueryDesc* query_desc, ScanDirection direction, uint64 c
         --nesting_level;
     }
     PG_END_TRY();
-    // es_processed counts this run only (a cursor runs once per FETCH).
+    // es_processed counts this run only (a cursor runs once per FETCH). row_count counts rows
+    // sent: a MOVE, or the skipping part of FETCH ABSOLUTE, runs into DestNone. A WITH HOLD
+    // cursor is rewound and run again in full into its hold store at commit: the rows it holds
+    // are all the rows it can still send, so the count becomes that total, not a second count.
     if (audit) {
-        audit->rows += query_desc->estate->es_processed;
+        uint64 processed = query_desc->estate->es_processed;
+        bool cursor = ActivePortal != nullptr && ActivePortal->queryDesc == query_desc;
+        if (cursor && ActivePortal->holdStore != nullptr &&
+            query_desc->dest->mydest == DestTuplestore)
+            audit->rows = Max(audit->rows, static_cast<int64>(processed));
+        else if (!cursor || query_desc->dest->mydest != DestNone)
+            audit->rows += static_cast<int64>(processed);
         audit->in_run = false;
     }
 }
@@ -668,18 +728,24 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
     StatementAudit* volatile copy_audit = nullptr;
     UtilityWrapper saved = wrapper;
     bool saved_copy = copy_table_recorded;
+    int saved_internal = internal_level;
     const char* wrapped_command = capture_enabled() ? wrapper_command(stmt) : nullptr;
     if (wrapped_command) {
         const char* text;
         int len;
         statement_slice(query_string, pstmt->stmt_location, pstmt->stmt_len, &text, &len);
-        wrapper = UtilityWrapper{true, nesting_level, wrapped_command, text, len};
+        wrapper = UtilityWrapper{true,         nesting_level + 1, nesting_level,
+                                 planner_depth, IsA(stmt, RefreshMatViewStmt),
+                                 wrapped_command, text, len};
         if (IsA(stmt, CopyStmt) && castNode(CopyStmt, stmt)->relation != nullptr &&
             castNode(CopyStmt, stmt)->query == nullptr) {
             copy_audit = capture_copy_table(castNode(CopyStmt, stmt), text, len);
             copy_table_recorded = copy_audit != nullptr;
         }
     }
+    // What a utility runs (a DO block's statements, a procedure's) is nested in it, as
+    // pg_stat_statements counts it.
+    ++nesting_level;
     PG_TRY();
     {
         if (prev_process_utility)
@@ -691,8 +757,10 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
     }
     PG_CATCH();
     {
+        --nesting_level;
         wrapper = saved;
         copy_table_recorded = saved_copy;
+        internal_level = saved_internal;
         // Refused for lack of privileges before reading: denied, as for queries.
         if (copy_audit)
             emit(copy_audit,
@@ -702,8 +770,10 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
         PG_RE_THROW();
     }
     PG_END_TRY();
+    --nesting_level;
     wrapper = saved;
     copy_table_recorded = saved_copy;
+    internal_level = saved_internal;
     if (copy_audit) {
         copy_audit->rows = qc ? static_cast<int64>(qc->nprocessed) : 0;
         bool lost = false;
@@ -838,6 +908,8 @@ void pii_audit_install_capture_hooks(void) {
     ExecutorEnd_hook = audit_executor_end;
     prev_process_utility = ProcessUtility_hook;
     ProcessUtility_hook = audit_process_utility;
+    prev_capture_planner = planner_hook;
+    planner_hook = capture_planner;
     CacheRegisterSyscacheCallback(AUTHOID, on_role_change, 0);
     pii_audit_install_login_hook();
 }

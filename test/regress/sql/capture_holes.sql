@@ -1,0 +1,65 @@
+-- Reads that were recorded wrongly or not at all. Each case failed before its fix.
+CREATE TABLE holes (id int PRIMARY KEY, phone text, note text);
+INSERT INTO holes SELECT g, '1390000' || lpad(g::text, 4, '0'), 'n' || g FROM generate_series(1, 20) g;
+SECURITY LABEL FOR pii ON COLUMN holes.phone IS 'phone';
+CREATE TABLE hole_lookup (k int);
+INSERT INTO hole_lookup VALUES (3);
+-- A STABLE function the planner runs while estimating a condition (its own query is a
+-- statement of its own; it must not take the place of the utility's query).
+CREATE FUNCTION hole_pick() RETURNS int LANGUAGE sql STABLE AS 'SELECT k FROM hole_lookup';
+SELECT count(*) > 0 AS labelled FROM new_events();
+
+-- COPY (query) TO, DECLARE CURSOR and CREATE TABLE AS are recorded as themselves.
+COPY (SELECT phone FROM holes WHERE id < hole_pick()) TO stdout;
+BEGIN;
+DECLARE hole_cursor CURSOR FOR SELECT phone FROM holes WHERE id < hole_pick();
+FETCH 1 FROM hole_cursor;
+CLOSE hole_cursor;
+COMMIT;
+CREATE TABLE hole_copy AS SELECT phone FROM holes WHERE id < hole_pick();
+-- Plain EXPLAIN reads nothing of holes.
+EXPLAIN (COSTS OFF) SELECT phone FROM holes WHERE id < hole_pick();
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
+
+-- Cursors count the rows they send: not the rows a MOVE or FETCH ABSOLUTE skips, not the rows
+-- a WITH HOLD cursor runs again at commit.
+BEGIN;
+DECLARE hole_scroll SCROLL CURSOR FOR SELECT phone FROM holes ORDER BY id;
+MOVE 10 IN hole_scroll;
+FETCH 2 FROM hole_scroll;
+FETCH ABSOLUTE 15 FROM hole_scroll;
+CLOSE hole_scroll;
+COMMIT;
+BEGIN;
+DECLARE hole_hold CURSOR WITH HOLD FOR SELECT phone FROM holes ORDER BY id;
+FETCH 3 FROM hole_hold;
+COMMIT;
+FETCH 2 FROM hole_hold;
+CLOSE hole_hold;
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
+
+-- Foreign-key checks and REFRESH ... CONCURRENTLY's merge are PostgreSQL's own queries: the
+-- user's statement is recorded, once.
+ALTER TABLE holes ADD CONSTRAINT holes_phone_key UNIQUE (phone);
+CREATE TABLE hole_orders (id serial, phone text REFERENCES holes (phone));
+SECURITY LABEL FOR pii ON COLUMN hole_orders.phone IS 'phone';
+SELECT count(*) FROM new_events();
+INSERT INTO hole_orders (phone) SELECT phone FROM holes WHERE id <= 10;
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
+CREATE MATERIALIZED VIEW hole_mv AS SELECT id, phone FROM holes;
+CREATE UNIQUE INDEX ON hole_mv (id);
+SECURITY LABEL FOR pii ON COLUMN hole_mv.phone IS 'phone';
+SELECT count(*) FROM new_events();
+REFRESH MATERIALIZED VIEW CONCURRENTLY hole_mv;
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
+
+-- Statements run by DO are nested in it.
+DO $$ BEGIN PERFORM phone FROM holes WHERE id = 1; END $$;
+SELECT wait_for_trail();
+SELECT e.command, e.relation, e.nesting_level FROM pii_audit.access_log e
+WHERE e.event_id > (SELECT last_event_id FROM seen) AND e.kind = 'read' ORDER BY e.event_id;
+SELECT count(*) FROM new_events();
+
+DROP MATERIALIZED VIEW hole_mv;
+DROP TABLE hole_orders, hole_copy, holes, hole_lookup;
+DROP FUNCTION hole_pick();
