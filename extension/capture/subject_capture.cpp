@@ -1,12 +1,12 @@
 // Capture: whose rows a statement read. Every scan of a relation with a subject_key column is
 // tapped: each row the scan returns (it passed the scan's conditions) adds its key to the
 // statement's subject set, whether or not the key column is selected. The set counts distinct
-// subjects and keeps the keyed hashes of the first pii_audit.max_subjects_per_event.
+// subjects and keeps the keyed hashes of pii_audit.max_subjects_per_event of them.
 //
-// Plans stay as PostgreSQL chooses them, with one exception. An index-only scan returns index
-// tuples, so it is tapped only on an index that holds the key columns; a keyed table's other
-// indexes are offered to the planner as unable to return columns (no index-only scan on them).
-// Parallel workers tap the scans they run, and hand their subject sets to the leader through a
+// Plans stay as PostgreSQL chooses them. An index-only scan returns index tuples: on an index
+// that holds the key columns the key is read from the index tuple; on another index, from the
+// table row the index entry points to (one heap access per row returned, as an index scan
+// would make). Parallel workers tap the scans they run, and hand their subject sets to the leader through a
 // small per-leader area of dynamic shared memory; the leader, which waits for its workers
 // before the statement ends, merges them into its own sets before the event is sent.
 #include "pii_audit_internal.h"
@@ -15,6 +15,9 @@
 
 extern "C" {
 #include "access/parallel.h"
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "common/file_utils.h"
 #include "executor/execParallel.h"
@@ -22,7 +25,6 @@ extern "C" {
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
-#include "optimizer/plancat.h"
 #include "port.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
@@ -76,37 +78,6 @@ bool read_key(int fd, char* key) {
 
 // ---------------------------------------------------------------- planning
 
-get_relation_info_hook_type prev_get_relation_info = nullptr;
-
-bool index_returns_keys(const IndexOptInfo* index, const LabelCacheEntry* labels) {
-    for (int k = 0; k < labels->ncolumns; ++k) {
-        const LabelledColumn& column = labels->columns[k];
-        if (!column.subject_key || column.attnum <= 0) continue;
-        bool returned = false;
-        for (int i = 0; i < index->ncolumns && !returned; ++i)
-            returned = index->indexkeys[i] == column.attnum && index->canreturn[i];
-        if (!returned) return false;
-    }
-    return true;
-}
-
-// An index-only scan of an index without the key columns would keep the key from the tap: such
-// indexes of a keyed table are offered as returning no column. They still serve index scans and
-// bitmap scans; indexes that hold the keys keep their index-only scans.
-void subject_get_relation_info(PlannerInfo* root, Oid relid, bool inhparent, RelOptInfo* rel) {
-    if (prev_get_relation_info) prev_get_relation_info(root, relid, inhparent, rel);
-    if (!pii_audit_enabled || pii_audit_capture_suppressed || relid < FirstNormalObjectId ||
-        rel->indexlist == NIL)
-        return;
-    const LabelCacheEntry* labels = pii_audit_label_cache_lookup(relid);
-    if (!labels->has_subject_key || !labels->has_categories) return;
-    ListCell* cell;
-    foreach (cell, rel->indexlist) {
-        auto* index = static_cast<IndexOptInfo*>(lfirst(cell));
-        if (index_returns_keys(index, labels)) continue;
-        for (int i = 0; i < index->ncolumns; ++i) index->canreturn[i] = false;
-    }
-}
 
 // ---------------------------------------------------------------- taps on scans
 
@@ -132,6 +103,11 @@ struct Tap {
     int nkeys;
     KeyColumn* keys;
     MemoryContext row_context;  // detoasting and output functions, reset per row
+    // An index-only scan of an index without the key: the key is read from the table row the
+    // index entry points to (what a plain index scan would have fetched). No pin is kept
+    // between rows.
+    IndexFetchTableData* heap_fetch;
+    TupleTableSlot* heap_slot;
 };
 
 }  // namespace
@@ -223,10 +199,24 @@ TupleTableSlot* tapped_exec_proc_node(PlanState* node) {
     Tap* tap = find_tap(node);
     if (tap == nullptr) elog(ERROR, "pii_audit: a tapped scan lost its tap");
     TupleTableSlot* result = tap->real(node);
+    if (TupIsNull(result) || tap->ntrackers == 0) return result;
+    if (tap->heap_fetch != nullptr) {
+        IndexScanDesc scan = reinterpret_cast<IndexOnlyScanState*>(node)->ioss_ScanDesc;
+        bool call_again = false;
+        bool all_dead = false;
+        if (table_index_fetch_tuple(tap->heap_fetch, &scan->xs_heaptid, node->state->es_snapshot,
+                                    tap->heap_slot, &call_again, &all_dead)) {
+            tap_row(tap, tap->heap_slot);
+        } else {
+            for (int i = 0; i < tap->ntrackers; ++i) tap->trackers[i]->incomplete = true;
+        }
+        ExecClearTuple(tap->heap_slot);
+        table_index_fetch_reset(tap->heap_fetch);
+        return result;
+    }
     // An index-only scan's scan slot holds the index tuple (laid out as its indextlist), also
     // when it had to visit the heap for visibility.
-    if (!TupIsNull(result) && tap->ntrackers > 0)
-        tap_row(tap, reinterpret_cast<ScanState*>(node)->ss_ScanTupleSlot);
+    tap_row(tap, reinterpret_cast<ScanState*>(node)->ss_ScanTupleSlot);
     return result;
 }
 
@@ -290,20 +280,22 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
     TupleDesc desc = RelationGetDescr(rel);
     auto* tap = static_cast<Tap*>(palloc0(sizeof(Tap)));
     tap->keys = static_cast<KeyColumn*>(palloc0(sizeof(KeyColumn) * labels->ncolumns));
+    // An index-only scan whose index lacks a key column reads every key from the table row.
+    bool from_heap = false;
+    for (int i = 0; i < labels->ncolumns && IsA(node, IndexOnlyScanState); ++i) {
+        const LabelledColumn& column = labels->columns[i];
+        if (column.subject_key && column.attnum > 0 && column.attnum <= desc->natts &&
+            !TupleDescAttr(desc, column.attnum - 1)->attisdropped &&
+            slot_column(node, column.attnum) == InvalidAttrNumber)
+            from_heap = true;
+    }
     for (int i = 0; i < labels->ncolumns; ++i) {
         const LabelledColumn& column = labels->columns[i];
         if (!column.subject_key || column.attnum <= 0 || column.attnum > desc->natts) continue;
         Form_pg_attribute attr = TupleDescAttr(desc, column.attnum - 1);
         if (attr->attisdropped) continue;
-        AttrNumber in_slot = slot_column(node, column.attnum);
-        if (in_slot == InvalidAttrNumber) {
-            // An index-only scan on an index without the key (planned while auditing was off):
-            // its rows' subjects cannot be seen, so the count is only a lower bound.
-            tracker->incomplete = true;
-            continue;
-        }
         KeyColumn& key = tap->keys[tap->nkeys++];
-        key.attnum = in_slot;
+        key.attnum = from_heap ? column.attnum : slot_column(node, column.attnum);
         key.typid = attr->atttypid;
         if (key.typid == INT2OID || key.typid == INT4OID || key.typid == INT8OID) {
             key.form = KeyForm::kInteger;
@@ -318,6 +310,12 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
         }
     }
     if (tap->nkeys == 0) return;
+    if (from_heap) {
+        tap->heap_fetch = table_index_fetch_begin(rel);
+        // On a copy of the descriptor: a slot on the relation's own pins it until dropped.
+        tap->heap_slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(rel)),
+                                                  table_slot_callbacks(rel));
+    }
     tap->node = node;
     tap->max_trackers = 2;
     tap->trackers = static_cast<SubjectTracker**>(palloc(sizeof(SubjectTracker*) * 2));
@@ -1009,8 +1007,6 @@ int64 pii_audit_subject_hash(const char* data, size_t len) {
 
 // Called from _PG_init while shared_preload_libraries load (the only way pii_audit installs).
 void pii_audit_install_subject_hooks(void) {
-    prev_get_relation_info = get_relation_info_hook;
-    get_relation_info_hook = subject_get_relation_info;
     prev_shmem_request = shmem_request_hook;
     shmem_request_hook = request_handover_shmem;
     prev_shmem_startup = shmem_startup_hook;
