@@ -360,17 +360,24 @@ BEGIN
     FOR rel IN SELECT DISTINCT b.relation_oid FROM pii_audit_breach_events b
                WHERE b.database_name = current_database()
                  AND EXISTS (SELECT FROM pg_class c WHERE c.oid = b.relation_oid) LOOP
-        FOR key IN SELECT a.attname FROM pg_seclabel s
+        -- Identifiers as the capture makes them: char(n) without padding (::text trims it),
+        -- numeric without trailing fractional zeros.
+        FOR key IN SELECT a.attname,
+                          CASE WHEN coalesce(nullif(t.typbasetype, 0), t.oid) = 'numeric'::regtype
+                               THEN 'trim_scale(k)::text' ELSE 'k::text' END AS ident
+                   FROM pg_seclabel s
                    JOIN pg_attribute a ON a.attrelid = s.objoid AND a.attnum = s.objsubid
+                   JOIN pg_type t ON t.oid = a.atttypid
                    WHERE s.provider = 'pii' AND s.classoid = 'pg_class'::regclass
                      AND s.objoid = rel.relation_oid AND NOT a.attisdropped
                      AND EXISTS (SELECT FROM unnest(string_to_array(s.label, ',')) t
                                  WHERE lower(btrim(t)) = 'subject_key') LOOP
             EXECUTE format(
                 'INSERT INTO pii_audit_breach_ids
-                 SELECT DISTINCT h, v FROM (SELECT k::text AS v, pii_audit.subject_hash(k::text) AS h
+                 SELECT DISTINCT h, v FROM (SELECT %s AS v, pii_audit.subject_hash(%s) AS h
                                             FROM %s AS t(k) WHERE k IS NOT NULL) x
                  WHERE h IN (SELECT subject_hash FROM pii_audit_breach_events)',
+                key.ident, key.ident,
                 format('(SELECT %I FROM %s)', key.attname, rel.relation_oid::regclass));
         END LOOP;
     END LOOP;

@@ -81,7 +81,10 @@ bool read_key(int fd, char* key) {
 
 // ---------------------------------------------------------------- taps on scans
 
-enum class KeyForm { kText, kInteger, kOutputFunction };
+// How a key's identifier is made from its value: its text form, compared the way the type
+// compares (char(n) without its padding, numeric without trailing fractional zeros), so that
+// values equal to the type are one subject.
+enum class KeyForm { kText, kBpchar, kInteger, kNumeric, kOutputFunction };
 
 struct KeyColumn {
     AttrNumber attnum;  // in the scan slot: the table's attnum, or an index-only scan's column
@@ -156,7 +159,8 @@ void tap_row(Tap* tap, TupleTableSlot* slot) {
                 add_subject(tap, digits, static_cast<size_t>(n));
                 break;
             }
-            case KeyForm::kText: {
+            case KeyForm::kText:
+            case KeyForm::kBpchar: {
                 auto* ptr = reinterpret_cast<struct varlena*>(DatumGetPointer(value));
                 if (VARATT_IS_EXTENDED(ptr)) {
                     MemoryContext old = MemoryContextSwitchTo(tap->row_context);
@@ -164,7 +168,19 @@ void tap_row(Tap* tap, TupleTableSlot* slot) {
                     MemoryContextSwitchTo(old);
                     used_context = true;
                 }
-                add_subject(tap, VARDATA_ANY(ptr), VARSIZE_ANY_EXHDR(ptr));
+                size_t len = VARSIZE_ANY_EXHDR(ptr);
+                if (key.form == KeyForm::kBpchar)
+                    while (len > 0 && VARDATA_ANY(ptr)[len - 1] == ' ') --len;
+                add_subject(tap, VARDATA_ANY(ptr), len);
+                break;
+            }
+            case KeyForm::kNumeric: {
+                MemoryContext old = MemoryContextSwitchTo(tap->row_context);
+                char* text = DatumGetCString(DirectFunctionCall1(
+                    numeric_out, DirectFunctionCall1(numeric_trim_scale, value)));
+                MemoryContextSwitchTo(old);
+                used_context = true;
+                add_subject(tap, text, strlen(text));
                 break;
             }
             case KeyForm::kOutputFunction: {
@@ -296,11 +312,15 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
         if (attr->attisdropped) continue;
         KeyColumn& key = tap->keys[tap->nkeys++];
         key.attnum = from_heap ? column.attnum : slot_column(node, column.attnum);
-        key.typid = attr->atttypid;
+        key.typid = getBaseType(attr->atttypid);  // a domain identifies as its base type
         if (key.typid == INT2OID || key.typid == INT4OID || key.typid == INT8OID) {
             key.form = KeyForm::kInteger;
         } else if (key.typid == TEXTOID || key.typid == VARCHAROID) {
             key.form = KeyForm::kText;
+        } else if (key.typid == BPCHAROID) {
+            key.form = KeyForm::kBpchar;
+        } else if (key.typid == NUMERICOID) {
+            key.form = KeyForm::kNumeric;
         } else {
             key.form = KeyForm::kOutputFunction;
             Oid output;

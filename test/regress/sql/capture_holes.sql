@@ -60,6 +60,25 @@ SELECT e.command, e.relation, e.nesting_level FROM pii_audit.access_log e
 WHERE e.event_id > (SELECT last_event_id FROM seen) AND e.kind = 'read' ORDER BY e.event_id;
 SELECT count(*) FROM new_events();
 
+-- A subject is identified as its key type compares: char(n) without its padding, numeric
+-- without trailing fractional zeros. subject_access finds the person by the plain identifier.
+CREATE TABLE hole_char (code char(8), amount numeric(10,2), note text);
+INSERT INTO hole_char VALUES ('AB12', 5.00, 'x'), ('CD34', 7.50, 'y');
+SECURITY LABEL FOR pii ON COLUMN hole_char.code IS 'id_number, subject_key';
+CREATE TABLE hole_num (account numeric(12,2), note text);
+INSERT INTO hole_num VALUES (1001.00, 'x'), (1002.50, 'y');
+SECURITY LABEL FOR pii ON COLUMN hole_num.account IS 'bank_account, subject_key';
+SELECT code FROM hole_char WHERE note = 'x';
+SELECT account FROM hole_num;
+SELECT wait_for_trail();
+SELECT relation, count(*) FROM pii_audit.subject_access('AB12') GROUP BY relation;
+SELECT relation, count(*) FROM pii_audit.subject_access('1001') GROUP BY relation;
+SELECT relation, count(*) FROM pii_audit.subject_access('1002.5') GROUP BY relation;
+SELECT identifier FROM pii_audit.breach_scope(current_user, now() - interval '1 hour', now())
+WHERE identifier IN ('AB12', '1001', '1002.5') ORDER BY 1;
+DROP TABLE hole_char, hole_num;
+SELECT count(*) >= 0 FROM new_events();
+
 DROP MATERIALIZED VIEW hole_mv;
 DROP TABLE hole_orders, hole_copy, holes, hole_lookup;
 DROP FUNCTION hole_pick();
