@@ -896,9 +896,66 @@ struct TapRequest {
     PlanState* gather;      // the Gather above the node being walked, if any
 };
 
+// Whether relation `relid` (a range-table entry of the statement) is one the request counts.
+bool counts_for(const TapRequest* request, Oid relid) {
+    const LabelCacheEntry* labels = pii_audit_label_cache_lookup(relid);
+    return labels->has_subject_key && scan_belongs_to(labels, relid, request->read_relid);
+}
+
+// Paths that read rows of a keyed relation where no tap sees them: the count they lead to is a
+// lower bound (flagged estimated and truncated), never an exact count that is too low.
+//  - INSERT ... RETURNING hands back the inserted row, and ON CONFLICT DO UPDATE reads the
+//    existing one, without a scan;
+//  - a foreign or custom scan whose tuples are not laid out as the table (a join or a
+//    projection pushed down to the remote side).
+void note_untapped_paths(PlanState* node, TapRequest* request) {
+    if (request->worker != nullptr) return;  // the leader judges its own plan
+    EState* estate = node->state;
+    if (IsA(node, ModifyTableState)) {
+        auto* plan = reinterpret_cast<ModifyTable*>(node->plan);
+        if (plan->operation != CMD_INSERT ||
+            (plan->returningLists == NIL && plan->onConflictAction != ONCONFLICT_UPDATE))
+            return;
+        ListCell* cell;
+        foreach (cell, plan->resultRelations) {
+            RangeTblEntry* rte = exec_rt_fetch(lfirst_int(cell), estate);
+            if (rte->rtekind == RTE_RELATION && counts_for(request, rte->relid))
+                request->tracker->incomplete = true;
+        }
+        return;
+    }
+    Bitmapset* relids = nullptr;
+    bool own_layout = false;
+    if (IsA(node, ForeignScanState)) {
+        auto* plan = reinterpret_cast<ForeignScan*>(node->plan);
+        relids = plan->fs_relids;
+        own_layout = plan->scan.scanrelid > 0 && plan->fdw_scan_tlist == NIL;
+    } else if (IsA(node, CustomScanState)) {
+        auto* plan = reinterpret_cast<CustomScan*>(node->plan);
+        relids = plan->custom_relids;
+        own_layout = plan->scan.scanrelid > 0 && plan->custom_scan_tlist == NIL;
+    } else {
+        return;
+    }
+    Relation rel = reinterpret_cast<ScanState*>(node)->ss_currentRelation;
+    if (own_layout && rel != nullptr) {
+        Oid relid = RelationGetRelid(rel);
+        if (counts_for(request, relid))
+            add_tap(node, rel, pii_audit_label_cache_lookup(relid), request->tracker);
+        return;
+    }
+    int rti = -1;
+    while ((rti = bms_next_member(relids, rti)) >= 0) {
+        RangeTblEntry* rte = exec_rt_fetch(rti, estate);
+        if (rte->rtekind == RTE_RELATION && counts_for(request, rte->relid))
+            request->tracker->incomplete = true;
+    }
+}
+
 bool tap_walker(PlanState* node, void* context) {
     if (node == nullptr) return false;
     auto* request = static_cast<TapRequest*>(context);
+    note_untapped_paths(node, request);
     if (is_table_scan(node)) {
         Relation rel = reinterpret_cast<ScanState*>(node)->ss_currentRelation;
         if (rel != nullptr) {

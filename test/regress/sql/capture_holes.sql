@@ -79,6 +79,40 @@ WHERE identifier IN ('AB12', '1001', '1002.5') ORDER BY 1;
 DROP TABLE hole_char, hole_num;
 SELECT count(*) >= 0 FROM new_events();
 
+-- Keyed tables reached where no scan returns their rows: the subject count is a lower bound
+-- (estimated, truncated), never an exact 0. A foreign table's scan is tapped like a table's.
+CREATE TABLE hole_keyed (id int PRIMARY KEY, phone text);
+SECURITY LABEL FOR pii ON COLUMN hole_keyed.id IS 'subject_key';
+SECURITY LABEL FOR pii ON COLUMN hole_keyed.phone IS 'phone';
+CREATE EXTENSION file_fdw;
+CREATE SERVER hole_files FOREIGN DATA WRAPPER file_fdw;
+DO $$
+BEGIN
+    EXECUTE format('COPY (SELECT g, %L || g FROM generate_series(1, 5) g) TO %L (FORMAT csv)',
+                   '139000000', '/tmp/pii_audit_regress_' || current_database() || '.csv');
+    EXECUTE format('CREATE FOREIGN TABLE hole_foreign (id int, phone text) SERVER hole_files '
+                   'OPTIONS (filename %L, format %L)',
+                   '/tmp/pii_audit_regress_' || current_database() || '.csv', 'csv');
+END
+$$;
+SECURITY LABEL FOR pii ON COLUMN hole_foreign.id IS 'subject_key';
+SECURITY LABEL FOR pii ON COLUMN hole_foreign.phone IS 'phone';
+SELECT count(*) > 0 AS labelled FROM new_events();
+INSERT INTO hole_keyed VALUES (1, '13900000001') RETURNING phone;
+INSERT INTO hole_keyed VALUES (1, '13900000009')
+ON CONFLICT (id) DO UPDATE SET phone = hole_keyed.phone || '+' RETURNING id;
+SELECT phone FROM hole_foreign WHERE id IN (2, 4) ORDER BY 1;
+SELECT wait_for_trail();
+SELECT e.command, e.relation, e.row_count, e.subject_count, e.subject_count_estimated,
+       e.subjects_truncated
+FROM pii_audit.access_log e
+WHERE e.event_id > (SELECT last_event_id FROM seen) AND e.kind = 'read' ORDER BY e.event_id;
+SELECT count(*) >= 0 FROM new_events();
+DROP FOREIGN TABLE hole_foreign;
+DROP SERVER hole_files;
+DROP EXTENSION file_fdw;
+DROP TABLE hole_keyed;
+
 DROP MATERIALIZED VIEW hole_mv;
 DROP TABLE hole_orders, hole_copy, holes, hole_lookup;
 DROP FUNCTION hole_pick();
