@@ -61,6 +61,7 @@ struct LabelCacheEntry {
     Oid relid;           // hash key
     bool has_categories; // some column carries at least one category: reads are audited
     bool has_subject_key; // some column is labelled subject_key: reads record whose rows
+    bool row_security;    // row-level security is enabled: its policies' conditions read too
     int ncolumns;
     LabelledColumn* columns;  // sorted by attnum
     char* qualified_name;

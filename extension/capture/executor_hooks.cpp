@@ -22,7 +22,9 @@ extern "C" {
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "parser/parsetree.h"
+#include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
+#include "nodes/nodeFuncs.h"
 #include "tcop/cmdtag.h"
 #include "tcop/pquery.h"
 #include "tcop/utility.h"
@@ -385,16 +387,93 @@ void report_capture_failure(const char* what) {
                          : "The statement proceeded; see capture_errors in pii_audit.status.")));
 }
 
-// The labelled columns the statement's range table reads, one entry per relation.
-List* statement_reads(PlannedStmt* stmt) {
+// Row-level security adds its policies' conditions to the scans of a table after permissions
+// were settled, so their columns are not in selectedCols; yet count(*) through a policy on
+// phone = ... tells how many rows each phone has. The columns that scan conditions of a
+// labelled relation refer to are reads of it (of the relation the statement named, for a
+// partition or child).
+struct QualReads {
+    PlannedStmt* stmt;
+    List* reads;
+};
+
+bool qual_reads_walker(PlanState* node, void* context) {
+    if (node == nullptr) return false;
+    auto* q = static_cast<QualReads*>(context);
+    Plan* plan = node->plan;
+    List* quals = NIL;
+    switch (nodeTag(plan)) {
+        case T_SeqScan:
+        case T_SampleScan:
+        case T_ForeignScan:
+        case T_CustomScan:
+            quals = plan->qual;
+            break;
+        case T_IndexScan:
+            quals = list_concat_copy(plan->qual, reinterpret_cast<IndexScan*>(plan)->indexqualorig);
+            break;
+        case T_BitmapHeapScan:
+            quals = list_concat_copy(plan->qual,
+                                     reinterpret_cast<BitmapHeapScan*>(plan)->bitmapqualorig);
+            break;
+        case T_TidScan:
+            quals = list_concat_copy(plan->qual, reinterpret_cast<TidScan*>(plan)->tidquals);
+            break;
+        case T_TidRangeScan:
+            quals = list_concat_copy(plan->qual,
+                                     reinterpret_cast<TidRangeScan*>(plan)->tidrangequals);
+            break;
+        default:
+            break;
+    }
+    Index scanrelid = quals != NIL ? reinterpret_cast<Scan*>(plan)->scanrelid : 0;
+    if (scanrelid > 0) {
+        RangeTblEntry* rte = rt_fetch(scanrelid, q->stmt->rtable);
+        const LabelCacheEntry* labels = rte->rtekind == RTE_RELATION && rte->relid >= FirstNormalObjectId
+                                            ? pii_audit_label_cache_lookup(rte->relid)
+                                            : nullptr;
+        if (labels != nullptr && labels->has_categories) {
+            Bitmapset* attrs = nullptr;
+            pull_varattnos(reinterpret_cast<Node*>(quals), scanrelid, &attrs);
+            // Recorded under the relation the statement named when this one is its partition
+            // or child (the labels are merged across the family, by column name).
+            Oid read_relid = rte->relid;
+            ListCell* cell;
+            foreach (cell, q->reads) {
+                Oid relid = static_cast<RelationRead*>(lfirst(cell))->relid;
+                for (int i = 0; i < labels->nfamily; ++i)
+                    if (labels->family[i] == relid) read_relid = relid;
+            }
+            if (attrs != nullptr) q->reads = note_read(q->reads, read_relid, attrs, false);
+        }
+    }
+    return planstate_tree_walker(node, reinterpret_cast<bool (*)()>(
+                                           reinterpret_cast<void (*)()>(qual_reads_walker)),
+                                 context);
+}
+
+// The labelled columns the statement's range table reads, one entry per relation. With the
+// started plan, also the columns its row-level security conditions read.
+List* statement_reads(PlannedStmt* stmt, PlanState* planstate) {
     List* reads = NIL;
+    bool row_security = false;
     ListCell* cell;
     foreach (cell, stmt->rtable) {
         auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
-        if (rte->rtekind != RTE_RELATION || !(rte->requiredPerms & ACL_SELECT) ||
-            rte->relid < FirstNormalObjectId)
+        if (rte->rtekind != RTE_RELATION || rte->relid < FirstNormalObjectId) continue;
+        if (!(rte->requiredPerms & ACL_SELECT)) {
+            if (planstate != nullptr && !row_security)
+                row_security = pii_audit_label_cache_lookup(rte->relid)->row_security;
             continue;
+        }
+        const LabelCacheEntry* labels = pii_audit_label_cache_lookup(rte->relid);
+        row_security |= labels->row_security;
         reads = note_read(reads, rte->relid, rte->selectedCols, false);
+    }
+    if (row_security && planstate != nullptr) {
+        QualReads q{stmt, reads};
+        (void)qual_reads_walker(planstate, &q);
+        reads = q.reads;
     }
     return drop_reads_without_category(reads);
 }
@@ -414,7 +493,7 @@ void statement_text(QueryDesc* query_desc, const UtilityWrapper& wrapped, const 
 
 void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     PlannedStmt* stmt = query_desc->plannedstmt;
-    List* reads = statement_reads(stmt);
+    List* reads = statement_reads(stmt, query_desc->planstate);
     if (reads == NIL) return;
 
     const char* command;
@@ -448,7 +527,7 @@ void record_denied(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     MemoryContext caller = CurrentMemoryContext;
     PG_TRY();
     {
-        List* reads = statement_reads(query_desc->plannedstmt);
+        List* reads = statement_reads(query_desc->plannedstmt, nullptr);
         if (reads != NIL) {
             const char* command;
             const char* text;

@@ -18,6 +18,7 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 }
 
 
@@ -210,6 +211,11 @@ LabelCacheEntry build_entry(Oid relid, MemoryContext scratch) {
             column.categories_len = list.len;
             built.has_categories |= list.len > 0;
             built.has_subject_key |= column.subject_key;
+        }
+        HeapTuple tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+        if (HeapTupleIsValid(tuple)) {
+            built.row_security = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple))->relrowsecurity;
+            ReleaseSysCache(tuple);
         }
         char* schema = get_namespace_name(get_rel_namespace(relid));
         char* name = get_rel_name(relid);

@@ -113,6 +113,25 @@ DROP SERVER hole_files;
 DROP EXTENSION file_fdw;
 DROP TABLE hole_keyed;
 
+-- A row-level security policy's condition on a labelled column is a read of that column:
+-- count(*) through it tells how many rows each phone has.
+CREATE TABLE hole_devices (serial text, owner_phone text);
+INSERT INTO hole_devices VALUES ('S1', '13800000001'), ('S2', '13800000001'), ('S3', '13800000002');
+SECURITY LABEL FOR pii ON COLUMN hole_devices.owner_phone IS 'phone';
+ALTER TABLE hole_devices ENABLE ROW LEVEL SECURITY;
+CREATE POLICY hole_own ON hole_devices USING (owner_phone = current_setting('app.phone'));
+CREATE ROLE regress_pii_device_user;
+GRANT SELECT (serial) ON hole_devices TO regress_pii_device_user;
+SELECT count(*) > 0 AS labelled FROM new_events();
+SET ROLE regress_pii_device_user;
+SET app.phone = '13800000001';
+SELECT count(*) FROM hole_devices;
+SELECT serial FROM hole_devices ORDER BY 1;
+RESET ROLE;
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
+DROP TABLE hole_devices;
+DROP ROLE regress_pii_device_user;
+
 DROP MATERIALIZED VIEW hole_mv;
 DROP TABLE hole_orders, hole_copy, holes, hole_lookup;
 DROP FUNCTION hole_pick();
