@@ -73,6 +73,7 @@ struct LabelCacheEntry {
 // Labels in effect for a relation: its own, its ancestors' (a label on a partitioned table
 // covers every partition) and its descendants', matched by column name.
 const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid);
+const LabelCacheEntry* pii_audit_label_cache_find_cached(const char* schema, const char* name);
 void pii_audit_label_cache_init(void);
 
 // ---- subjects (capture/subject_capture.cpp) ----

@@ -158,6 +158,17 @@ void role_name(Oid oid, char* out) {
     strlcpy(cached_roles[0].name, out, NAMEDATALEN);
 }
 
+// Error reporting may not touch the catalog: only names already cached.
+void cached_role_name(Oid oid, char* out) {
+    for (auto& role : cached_roles) {
+        if (role.oid == oid && oid != InvalidOid) {
+            strlcpy(out, role.name, NAMEDATALEN);
+            return;
+        }
+    }
+    snprintf(out, NAMEDATALEN, "role %u", oid);
+}
+
 void learn_backend_identity() {
     if (backend_identity_known) return;
     char* db = get_database_name(MyDatabaseId);
@@ -549,6 +560,103 @@ void record_denied(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
     PG_END_TRY();
 }
 
+// ---------------------------------------------------------------- values shown in errors
+
+emit_log_hook_type prev_emit_log_hook = nullptr;
+
+// Whether `column` is one of the names in the first "(a, b)=(" list of an error detail, as
+// "Key (a, b)=(...) already exists" and its translations show them.
+bool key_list_names(const char* detail, const char* column) {
+    const char* end = strstr(detail, ")=(");
+    if (end == nullptr) return false;
+    const char* start = end;
+    while (start > detail && start[-1] != '(') --start;
+    size_t len = strlen(column);
+    for (const char* at = start; at + len <= end; ++at) {
+        if (strncmp(at, column, len) != 0) continue;
+        bool before = at == start || at[-1] == ' ' || at[-1] == ',' || at[-1] == '"';
+        char next = at[len];
+        bool after = at + len == end || next == ',' || next == ' ' || next == '"' || next == ')';
+        if (before && after) return true;
+    }
+    return false;
+}
+
+// A failed statement whose error shows labelled values (the failing row of a CHECK or NOT NULL
+// violation, the key of a unique or foreign-key violation, a duplicate found while building a
+// unique index) let its user see them: a read of those columns, recorded as failed. Runs
+// while the error is reported, before the transaction aborts, so it touches no catalog: the
+// relation must be in this backend's label cache, and names come from what is cached.
+void record_values_shown(ErrorData* edata) {
+    if (edata->elevel != ERROR || edata->detail == nullptr || edata->table_name == nullptr ||
+        ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
+        return;
+    if (!pii_audit_enabled || pii_audit_capture_suppressed || IsParallelWorker() ||
+        !backend_identity_known)
+        return;
+    const LabelCacheEntry* labels =
+        pii_audit_label_cache_find_cached(edata->schema_name, edata->table_name);
+    if (labels == nullptr) return;
+    // A row description (CHECK, NOT NULL, exclusion) shows every column the user may see;
+    // a key, the columns it lists.
+    bool whole_row = edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION &&
+                     edata->sqlerrcode != ERRCODE_FOREIGN_KEY_VIOLATION;
+    Bitmapset* shown = nullptr;
+    for (int i = 0; i < labels->ncolumns; ++i) {
+        const LabelledColumn& column = labels->columns[i];
+        if (column.categories_len == 0) continue;
+        if (whole_row || key_list_names(edata->detail, column.name))
+            shown = bms_add_member(shown, column.attnum - FirstLowInvalidHeapAttributeNumber);
+    }
+    if (shown == nullptr) return;
+
+    // The user's statement, if it is being audited: the columns join its read (emitted as
+    // failed when its executor memory goes).
+    StatementAudit* outermost = active_audits;
+    while (outermost != nullptr && outermost->next != nullptr) outermost = outermost->next;
+    if (outermost != nullptr && outermost->state == AUDIT_PENDING) {
+        MemoryContext old = MemoryContextSwitchTo(outermost->estate->es_query_cxt);
+        outermost->reads = note_read(outermost->reads, labels->relid, shown, false);
+        MemoryContextSwitchTo(old);
+        return;
+    }
+    // Otherwise (an INSERT reads nothing labelled until its error shows it) an event of its
+    // own, from what is cached.
+    StatementAudit audit{};
+    audit.reads = note_read(NIL, labels->relid, shown, false);
+    if (audit.reads == NIL) return;
+    audit.start = GetCurrentTimestamp();
+    audit.nesting = 0;
+    char command[16] = "UNKNOWN";
+    const char* text = debug_query_string ? debug_query_string : "";
+    while (*text == ' ' || *text == '\n' || *text == '\t' || *text == '(') ++text;
+    size_t n = 0;
+    while (n + 1 < sizeof command && isalpha(static_cast<unsigned char>(text[n]))) {
+        command[n] = static_cast<char>(toupper(static_cast<unsigned char>(text[n])));
+        ++n;
+    }
+    if (n > 0) command[n] = '\0';
+    audit.command = command;
+    cached_role_name(GetSessionUserId(), audit.identity.session_user);
+    cached_role_name(GetUserId(), audit.identity.current_user);
+    strlcpy(audit.identity.end_user, pii_audit_end_user ? pii_audit_end_user : "",
+            sizeof audit.identity.end_user);
+    strlcpy(audit.identity.application_name, application_name ? application_name : "",
+            sizeof audit.identity.application_name);
+    const char* source = debug_query_string ? debug_query_string : "";
+    audit.query_text =
+        pii_audit_normalize(source, static_cast<int>(strlen(source)), &audit.query_len,
+                            &audit.query_truncated);
+    if (audit.query_text == nullptr) audit.query_len = 0;
+    audit.state = AUDIT_DONE;
+    emit(&audit, pii_audit::EventStatus::kFailed, false, nullptr);
+}
+
+void audit_emit_log(ErrorData* edata) {
+    record_values_shown(edata);
+    if (prev_emit_log_hook) prev_emit_log_hook(edata);
+}
+
 // ---------------------------------------------------------------- hooks
 
 void start_executor(QueryDesc* query_desc, int eflags, const UtilityWrapper& wrapped) {
@@ -575,6 +683,13 @@ void start_executor(QueryDesc* query_desc, int eflags, const UtilityWrapper& wra
 }
 
 void audit_executor_start(QueryDesc* query_desc, int eflags) {
+    // The database name and roles are cached now: an error reported later may not look them up.
+    if (capture_enabled()) {
+        learn_backend_identity();
+        char scratch[NAMEDATALEN];
+        role_name(GetSessionUserId(), scratch);
+        role_name(GetUserId(), scratch);
+    }
     UtilityWrapper wrapped{};
     if (wrapper.active && wrapper.level == nesting_level &&
         wrapper.planner_depth == planner_depth) {
@@ -989,6 +1104,8 @@ void pii_audit_install_capture_hooks(void) {
     ProcessUtility_hook = audit_process_utility;
     prev_capture_planner = planner_hook;
     planner_hook = capture_planner;
+    prev_emit_log_hook = emit_log_hook;
+    emit_log_hook = audit_emit_log;
     CacheRegisterSyscacheCallback(AUTHOID, on_role_change, 0);
     pii_audit_install_login_hook();
 }

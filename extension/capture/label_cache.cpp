@@ -279,3 +279,20 @@ const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid) {
     *entry = built;
     return entry;
 }
+
+// Without catalog access (for error reporting): the cached entry whose relation has this
+// schema and name, or nullptr when no statement of this backend looked at it yet.
+const LabelCacheEntry* pii_audit_label_cache_find_cached(const char* schema, const char* name) {
+    if (cache == nullptr || schema == nullptr || name == nullptr) return nullptr;
+    const char* wanted = quote_qualified_identifier(schema, name);
+    HASH_SEQ_STATUS status;
+    hash_seq_init(&status, cache);
+    while (auto* entry = static_cast<LabelCacheEntry*>(hash_seq_search(&status))) {
+        if (entry->has_categories && entry->qualified_name != nullptr &&
+            strcmp(entry->qualified_name, wanted) == 0) {
+            hash_seq_term(&status);
+            return entry;
+        }
+    }
+    return nullptr;
+}

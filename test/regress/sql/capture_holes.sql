@@ -132,6 +132,22 @@ SELECT kind, command, relation, columns, row_count, status FROM new_events();
 DROP TABLE hole_devices;
 DROP ROLE regress_pii_device_user;
 
+-- An error whose message shows labelled values is a read of them (status failed): the
+-- failing row of a CHECK violation, the key of a unique or foreign-key violation.
+CREATE TABLE hole_devices2 (serial text PRIMARY KEY, owner_phone text UNIQUE,
+                            CHECK (serial <> owner_phone));
+SECURITY LABEL FOR pii ON COLUMN hole_devices2.owner_phone IS 'phone';
+INSERT INTO hole_devices2 VALUES ('S1', '13800000001');
+CREATE TABLE hole_owner_ref (phone text REFERENCES hole_devices2 (owner_phone));
+SECURITY LABEL FOR pii ON COLUMN hole_owner_ref.phone IS 'phone';
+SELECT count(*) > 0 AS labelled FROM new_events();
+\set VERBOSITY default
+INSERT INTO hole_devices2 VALUES ('S2', '13800000001');
+UPDATE hole_devices2 SET serial = '13800000001' WHERE serial = 'S1';
+INSERT INTO hole_owner_ref VALUES ('13800000404');
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
+DROP TABLE hole_owner_ref, hole_devices2;
+
 DROP MATERIALIZED VIEW hole_mv;
 DROP TABLE hole_orders, hole_copy, holes, hole_lookup;
 DROP FUNCTION hole_pick();
