@@ -9,9 +9,11 @@
 // would make). Parallel workers tap the scans they run, and hand their subject sets to the leader through a
 // small per-leader area of dynamic shared memory; the leader, which waits for its workers
 // before the statement ends, merges them into its own sets before the event is sent.
+// PostgreSQL-free headers first (pg_free.h refuses them after postgres.h).
+#include "pii_audit/subject_hash.h"
+
 #include "pii_audit_internal.h"
 
-#include "pii_audit/subject_hash.h"
 
 extern "C" {
 #include "access/parallel.h"

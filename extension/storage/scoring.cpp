@@ -8,9 +8,11 @@
 // The scorer is C++ that may throw (allocation); every call into it is behind a wall that turns
 // an exception into "scoring is off until the next reload", with a WARNING. Persisting events
 // never depends on it.
+// PostgreSQL-free headers first (pg_free.h refuses them after postgres.h).
+#include "pii_audit/analysis/scorer.h"
+
 #include "pii_audit_internal.h"
 
-#include "pii_audit/analysis/scorer.h"
 
 extern "C" {
 #include "access/xact.h"
