@@ -89,6 +89,7 @@ struct ScoringState {
     std::vector<std::string_view> categories;
     std::vector<std::string_view> subjects;
     SPIPlanPtr insert_alert = nullptr;
+    std::string save_buffer;  // serialised baselines on their way to scorer_state
 };
 
 ScoringState* scoring = nullptr;
@@ -145,7 +146,7 @@ bool settings_changed() {
 }
 
 // Builds the scorer from the settings, carrying over what the previous one learned.
-bool build_scorer(const std::string* state_bytes) {
+bool build_scorer(const char* state_bytes, size_t state_len) {
     scoring->threshold = pii_audit_alert_threshold;
     scoring->utc_offset_minutes = current_utc_offset_minutes();
     scoring->sensitive =
@@ -159,7 +160,7 @@ bool build_scorer(const std::string* state_bytes) {
         config.service_groups = split_names(scoring->service);
         auto fresh = std::make_unique<analysis::Scorer>(config);
         std::string carried = scoring->scorer ? scoring->scorer->save_state() : std::string();
-        if (state_bytes) carried = *state_bytes;
+        if (state_bytes) carried.assign(state_bytes, state_len);
         if (!carried.empty()) {
             try {
                 fresh->restore_state(carried);
@@ -185,59 +186,71 @@ bool build_scorer(const std::string* state_bytes) {
 
 // ---------------------------------------------------------------- inputs from tables
 
-std::string text_of(HeapTuple tuple, TupleDesc desc, int column, bool* isnull) {
-    Datum d = SPI_getbinval(tuple, desc, column, isnull);
-    if (*isnull) return std::string();
-    text* t = DatumGetTextPP(d);
-    return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+// Rows are copied out of SPI into palloc'd memory first, so that no C++ object is alive while
+// PostgreSQL may raise an error (SPI, detoasting, palloc); then one guarded C++ step, with no
+// PostgreSQL call inside, applies them.
+char* text_copy(HeapTuple tuple, TupleDesc desc, int column) {
+    bool isnull;
+    Datum d = SPI_getbinval(tuple, desc, column, &isnull);
+    return isnull ? nullptr : TextDatumGetCString(d);
 }
+
+struct InputRow {
+    const char* actor;
+    const char* group;  // peer_groups: the group
+    TimestampTz since;  // departed
+    bool cleared;
+};
 
 // Reads pii_audit.peer_groups and pii_audit.departed (inside a transaction, SPI connected).
 void load_inputs() {
-    std::unordered_map<std::string, std::string> groups;
+    uint64 ngroups = 0;
+    InputRow* groups = nullptr;
     if (SPI_execute("SELECT actor, peer_group FROM pii_audit.peer_groups", true, 0) ==
         SPI_OK_SELECT) {
-        for (uint64 i = 0; i < SPI_processed; ++i) {
-            bool n1, n2;
-            std::string actor = text_of(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &n1);
-            std::string group = text_of(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &n2);
-            if (!n1 && !n2) groups.emplace(std::move(actor), std::move(group));
+        ngroups = SPI_processed;
+        groups = static_cast<InputRow*>(palloc0(sizeof(InputRow) * (ngroups + 1)));
+        for (uint64 i = 0; i < ngroups; ++i) {
+            groups[i].actor = text_copy(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+            groups[i].group = text_copy(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
         }
     }
-    struct Mark {
-        std::string actor;
-        TimestampTz since;
-        bool cleared;
-    };
-    std::vector<Mark> marks;
+    uint64 nmarks = 0;
+    InputRow* marks = nullptr;
     if (SPI_execute("SELECT actor, departed_at, cleared_at IS NOT NULL FROM pii_audit.departed",
                     true, 0) == SPI_OK_SELECT) {
-        for (uint64 i = 0; i < SPI_processed; ++i) {
+        nmarks = SPI_processed;
+        marks = static_cast<InputRow*>(palloc0(sizeof(InputRow) * (nmarks + 1)));
+        for (uint64 i = 0; i < nmarks; ++i) {
             bool isnull;
-            Mark m;
-            m.actor = text_of(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-            m.since = DatumGetTimestampTz(
+            marks[i].actor = text_copy(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+            marks[i].since = DatumGetTimestampTz(
                 SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-            m.cleared = DatumGetBool(
+            marks[i].cleared = DatumGetBool(
                 SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
-            marks.push_back(std::move(m));
         }
     }
-    scoring->peer_groups = std::move(groups);
-    if (!scoring->scorer) return;
-    if (!guarded("applying departed accounts", [&] {
-            for (const Mark& m : marks) {
-                bool applied = scoring->departed.count(m.actor) > 0;
-                if (!m.cleared && !applied) {
-                    scoring->scorer->mark_departed(m.actor, m.since + kUnixToPostgresMicros);
-                    scoring->departed.insert(m.actor);
-                } else if (m.cleared) {
-                    scoring->scorer->clear_departed(m.actor);
-                    scoring->departed.erase(m.actor);
-                }
+    bool ok = guarded("loading peer groups and departed accounts", [&] {
+        std::unordered_map<std::string, std::string> map;
+        for (uint64 i = 0; i < ngroups; ++i)
+            if (groups[i].actor != nullptr && groups[i].group != nullptr)
+                map.emplace(groups[i].actor, groups[i].group);
+        scoring->peer_groups = std::move(map);
+        if (!scoring->scorer) return;
+        for (uint64 i = 0; i < nmarks; ++i) {
+            const InputRow& m = marks[i];
+            if (m.actor == nullptr) continue;
+            bool applied = scoring->departed.count(m.actor) > 0;
+            if (!m.cleared && !applied) {
+                scoring->scorer->mark_departed(m.actor, m.since + kUnixToPostgresMicros);
+                scoring->departed.insert(m.actor);
+            } else if (m.cleared) {
+                scoring->scorer->clear_departed(m.actor);
+                scoring->departed.erase(m.actor);
             }
-        }))
-        report_failure();
+        }
+    });
+    if (!ok) report_failure();
 }
 
 // ---------------------------------------------------------------- feeding events
@@ -477,16 +490,18 @@ bool catch_up_from_trail(int64 last_event_id) {
 
 void save_baselines() {
     ScoringState& s = *scoring;
-    std::string bytes;
-    if (!guarded("saving baselines", [&] { bytes = s.scorer->save_state(); })) {
+    // Serialised into a member, not a local: the palloc and SPI calls below may raise an
+    // error, which must not jump over a live C++ object.
+    if (!guarded("saving baselines", [&] { s.save_buffer = s.scorer->save_state(); })) {
         report_failure();
         return;
     }
-    s.saved_bytes = static_cast<int64>(bytes.size());
-    bytea* value = static_cast<bytea*>(palloc(VARHDRSZ + bytes.size()));
-    SET_VARSIZE(value, VARHDRSZ + bytes.size());
-    memcpy(VARDATA(value), bytes.data(), bytes.size());
-    std::string().swap(bytes);
+    const size_t size = s.save_buffer.size();
+    s.saved_bytes = static_cast<int64>(size);
+    bytea* value = static_cast<bytea*>(palloc(VARHDRSZ + size));
+    SET_VARSIZE(value, VARHDRSZ + size);
+    memcpy(VARDATA(value), s.save_buffer.data(), size);
+    guarded("saving baselines", [&] { std::string().swap(s.save_buffer); });
     Oid types[2] = {INT8OID, BYTEAOID};
     Datum args[2] = {Int64GetDatum(s.scored_upto), PointerGetDatum(value)};
     if (SPI_execute_with_args("UPDATE pii_audit.scorer_state SET scored_upto = $1, "
@@ -503,7 +518,11 @@ void save_baselines() {
 void load_relations(const char* query) {
     ScoringState& s = *scoring;
     if (s.relations_query != query) {
-        s.relations_query = query;
+        if (!guarded("remembering the business relations query",
+                     [&] { s.relations_query = query; })) {
+            report_failure();
+            return;
+        }
         s.relations_loaded = false;
         s.relations_since = 0;
     }
@@ -626,8 +645,9 @@ void start_scoring(int64 last_event_id) {
         return;
     }
     SPI_connect();
-    bool have_state = false;
-    std::string state;
+    // The saved state stays in SPI's memory until SPI_finish; no C++ copy lives across SPI.
+    const char* state_data = nullptr;
+    size_t state_len = 0;
     int64 saved_upto = -1;
     TimestampTz saved_at = 0;
     if (SPI_execute("SELECT scored_upto, state, saved_at FROM pii_audit.scorer_state", true, 1) ==
@@ -641,17 +661,15 @@ void start_scoring(int64 last_event_id) {
         if (!null_at) saved_at = DatumGetTimestampTz(at);
         if (!null_state) {
             bytea* b = DatumGetByteaPP(bytes);
-            have_state = guarded("reading saved baselines", [&] {
-                state.assign(VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
-            });
+            state_data = VARDATA_ANY(b);
+            state_len = VARSIZE_ANY_EXHDR(b);
         }
     }
     s.scorer.reset();
-    if (!build_scorer(have_state ? &state : nullptr)) {
+    if (!build_scorer(state_data, state_len)) {
         SPI_finish();
         return;
     }
-    std::string().swap(state);
     load_inputs();
     s.inputs_generation = pii_audit_scorer_inputs_generation();
     // Never saved: a fresh installation (or scoring newly switched on) learns from now on.
@@ -828,7 +846,7 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
                                    pii_audit_baseline_save_interval_s * 1000));
     if (!rebuild && !reload && !save && !relations) return;
     // A rebuilt scorer has forgotten the departed accounts: reload re-applies them.
-    if (rebuild && !build_scorer(nullptr)) return;
+    if (rebuild && !build_scorer(nullptr, 0)) return;
     s.inputs_generation = pii_audit_scorer_inputs_generation();
     if (relations) s.relations_last_run = GetCurrentTimestamp();
     pii_audit_worker_begin_transaction();
