@@ -20,6 +20,8 @@ packages=(
     g++
     make
     postgresql-15-pgaudit # only the benchmark uses it
+    dpkg-dev              # dpkg-source: test/pg_regress_diff unpacks PostgreSQL's source package
+    sqlsmith              # test/fuzz/sqlsmith.sh: random queries against the labelled regression database
 )
 
 missing=()
