@@ -112,6 +112,9 @@ struct PiiAuditStatus {
     char worker_problem[256];   // why the worker cannot store events now; empty when it can
 };
 void pii_audit_queue_set_problem(const char* problem);
+// Events the worker took from the queue but could not store nor record as a gap: counted with
+// the drops, so the next gap row reports them.
+void pii_audit_queue_count_lost(uint64 events);
 void pii_audit_read_status(PiiAuditStatus* out);
 
 // What the worker's insider scoring is doing, published after each maintenance step and batch.
@@ -167,6 +170,7 @@ void pii_audit_scoring_after_commit(void);
 void pii_audit_scoring_maintain(int64 last_event_id, bool force_save);
 void pii_audit_scoring_config_reloaded(void);
 void pii_audit_scoring_failed(const char* what, const char* message);
+void pii_audit_scoring_batch_failed(void);
 
 // ---- storage (storage/worker.cpp) ----
 // Start (with a snapshot) and commit one of the worker's transactions.

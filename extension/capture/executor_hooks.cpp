@@ -108,6 +108,7 @@ struct StatementAudit {
     int query_len;
     bool query_truncated;
     int64 query_id;
+    TimestampTz statement_start;  // of the top-level statement it belongs to
     ReaderIdentity identity;
     List* reads;  // of RelationRead*
 };
@@ -349,9 +350,26 @@ bool capture_enabled() {
 // Queries PostgreSQL runs on its own behalf inside the user's statement: foreign-key checks
 // and actions (run as the table owner, without forced row security) and the merge step of
 // REFRESH MATERIALIZED VIEW CONCURRENTLY. The user's statement is recorded, not these.
-bool internal_query() {
-    return InNoForceRLSOperation() ||
-           (internal_level == nesting_level && planner_depth == wrapper.planner_depth);
+// A foreign-key query runs without forced row security (as the table owner); so does
+// everything nested in it, such as the triggers a cascaded DELETE fires, which are not
+// internal: only queries at the level where that state began are. -1: not inside one.
+int ri_level = -1;
+
+void on_ri_query_reset(void*) { ri_level = -1; }
+
+bool internal_query(EState* estate) {
+    if (internal_level == nesting_level && planner_depth == wrapper.planner_depth) return true;
+    if (!InNoForceRLSOperation()) return false;
+    if (ri_level >= 0 && nesting_level > ri_level) return false;
+    if (ri_level < 0) {
+        ri_level = nesting_level;
+        // Cleared when this query's executor memory goes (end or abort).
+        auto* callback = static_cast<MemoryContextCallback*>(
+            MemoryContextAllocZero(estate->es_query_cxt, sizeof(MemoryContextCallback)));
+        callback->func = on_ri_query_reset;
+        MemoryContextRegisterResetCallback(estate->es_query_cxt, callback);
+    }
+    return true;
 }
 
 PlannedStmt* capture_planner(Query* parse, const char* query_string, int cursor_options,
@@ -379,6 +397,7 @@ StatementAudit* new_audit(List* reads, const char* command, const char* text, in
     auto* audit = static_cast<StatementAudit*>(palloc0(sizeof(StatementAudit)));
     audit->reads = reads;
     audit->start = GetCurrentTimestamp();
+    audit->statement_start = GetCurrentStatementStartTimestamp();
     audit->nesting = nesting_level;
     audit->command = command;
     audit->query_id = query_id;
@@ -612,8 +631,10 @@ void record_values_shown(ErrorData* edata) {
 
     // The user's statement, if it is being audited: the columns join its read (emitted as
     // failed when its executor memory goes).
-    StatementAudit* outermost = active_audits;
-    while (outermost != nullptr && outermost->next != nullptr) outermost = outermost->next;
+    // (Not a cursor opened by an earlier statement: it is not the one that failed.)
+    StatementAudit* outermost = nullptr;
+    for (StatementAudit* a = active_audits; a != nullptr; a = a->next)
+        if (a->statement_start == GetCurrentStatementStartTimestamp()) outermost = a;
     if (outermost != nullptr && outermost->state == AUDIT_PENDING) {
         MemoryContext old = MemoryContextSwitchTo(outermost->estate->es_query_cxt);
         outermost->reads = note_read(outermost->reads, labels->relid, shown, false);
@@ -700,7 +721,7 @@ void audit_executor_start(QueryDesc* query_desc, int eflags) {
     start_executor(query_desc, eflags, wrapped);
 
     if (!capture_enabled() || (eflags & EXEC_FLAG_EXPLAIN_ONLY)) return;
-    if (!wrapped.active && internal_query()) return;
+    if (!wrapped.active && internal_query(query_desc->estate)) return;
     if (wrapped.active && copy_table_recorded) return;
     capture_statement(query_desc, wrapped);
 }
@@ -919,6 +940,9 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
                            ProcessUtilityContext context, ParamListInfo params,
                            QueryEnvironment* query_env, DestReceiver* dest, QueryCompletion* qc) {
     Node* stmt = pstmt->utilityStmt;
+    // What a utility runs (a DO block's statements, a procedure's) is nested in it, as
+    // pg_stat_statements counts it; EXECUTE runs its prepared statement at its own level.
+    const int nest = IsA(stmt, ExecuteStmt) || IsA(stmt, PrepareStmt) ? 0 : 1;
     StatementAudit* volatile copy_audit = nullptr;
     UtilityWrapper saved = wrapper;
     bool saved_copy = copy_table_recorded;
@@ -928,7 +952,7 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
         const char* text;
         int len;
         statement_slice(query_string, pstmt->stmt_location, pstmt->stmt_len, &text, &len);
-        wrapper = UtilityWrapper{true,         nesting_level + 1, nesting_level,
+        wrapper = UtilityWrapper{true,         nesting_level + nest, nesting_level,
                                  planner_depth, IsA(stmt, RefreshMatViewStmt),
                                  wrapped_command, text, len};
         if (IsA(stmt, CopyStmt) && castNode(CopyStmt, stmt)->relation != nullptr &&
@@ -937,9 +961,7 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
             copy_table_recorded = copy_audit != nullptr;
         }
     }
-    // What a utility runs (a DO block's statements, a procedure's) is nested in it, as
-    // pg_stat_statements counts it.
-    ++nesting_level;
+    nesting_level += nest;
     PG_TRY();
     {
         if (prev_process_utility)
@@ -951,7 +973,7 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
     }
     PG_CATCH();
     {
-        --nesting_level;
+        nesting_level -= nest;
         wrapper = saved;
         copy_table_recorded = saved_copy;
         internal_level = saved_internal;
@@ -964,7 +986,7 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
         PG_RE_THROW();
     }
     PG_END_TRY();
-    --nesting_level;
+    nesting_level -= nest;
     wrapper = saved;
     copy_table_recorded = saved_copy;
     internal_level = saved_internal;

@@ -222,8 +222,14 @@ TupleTableSlot* tapped_exec_proc_node(PlanState* node) {
         IndexScanDesc scan = reinterpret_cast<IndexOnlyScanState*>(node)->ioss_ScanDesc;
         bool call_again = false;
         bool all_dead = false;
-        if (table_index_fetch_tuple(tap->heap_fetch, &scan->xs_heaptid, node->state->es_snapshot,
-                                    tap->heap_slot, &call_again, &all_dead)) {
+        // The index-only scan may itself have visited the heap and moved xs_heaptid to the
+        // visible member of a HOT chain; a chain walk cannot start there, the exact TID can.
+        Snapshot snapshot = node->state->es_snapshot;
+        ItemPointerData tid = scan->xs_heaptid;
+        if (table_index_fetch_tuple(tap->heap_fetch, &tid, snapshot, tap->heap_slot, &call_again,
+                                    &all_dead) ||
+            table_tuple_fetch_row_version(reinterpret_cast<ScanState*>(node)->ss_currentRelation,
+                                          &scan->xs_heaptid, snapshot, tap->heap_slot)) {
             tap_row(tap, tap->heap_slot);
         } else {
             for (int i = 0; i < tap->ntrackers; ++i) tap->trackers[i]->incomplete = true;
@@ -507,6 +513,7 @@ bool begin_publishing() {
             // and the event will say the count is a lower bound.
             MemoryContextSwitchTo(caller);
             FlushErrorState();
+            LWLockReleaseAll();
             if (area != nullptr) dsa_detach(area);
             return false;
         }
@@ -724,6 +731,7 @@ bool take_records(StatementCollector* collector, RecordWalk* walk) {
     {
         MemoryContextSwitchTo(caller);
         FlushErrorState();
+        LWLockReleaseAll();  // as in hand_over: nothing may stay locked for the detach
         ok = false;
     }
     PG_END_TRY();
@@ -881,8 +889,11 @@ void hand_over(WorkerCapture* capture) {
     PG_CATCH();
     {
         // No ERROR in a worker because of auditing: the leader learns it from the counter.
+        // dsa_allocate can fail in dsm_create while holding the area's lock, which detaching
+        // takes again: release what the failed call held first.
         MemoryContextSwitchTo(caller);
         FlushErrorState();
+        LWLockReleaseAll();
         if (area != nullptr) dsa_detach(area);
     }
     PG_END_TRY();
@@ -987,8 +998,12 @@ void subject_executor_start(QueryDesc* query_desc, int eflags) {
         prev_executor_start(query_desc, eflags);
     else
         standard_ExecutorStart(query_desc, eflags);
+    // Only the worker's own query: a function it calls runs queries of its own, whose
+    // hand-over would stand in for the query's (a count too low, reported exact) and cost a
+    // DSA attach per call. The query's taps see the rows those functions' scans return only
+    // through the function's result, as in the leader.
     if (!IsParallelWorker() || !pii_audit_enabled || pii_audit_capture_suppressed ||
-        (eflags & EXEC_FLAG_EXPLAIN_ONLY) || !leader_collecting())
+        (eflags & EXEC_FLAG_EXPLAIN_ONLY) || worker_capture != nullptr || !leader_collecting())
         return;
     EState* estate = query_desc->estate;
     MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);

@@ -871,6 +871,13 @@ void pii_audit_scoring_failed(const char* what, const char* message) {
     report_failure();
 }
 
+// A batch failed and was rolled back: alerts it raised or stored are gone with it.
+void pii_audit_scoring_batch_failed(void) {
+    if (scoring == nullptr) return;
+    scoring->pending.clear();
+    scoring->stored.clear();
+}
+
 // The worker reloaded its configuration (SIGHUP).
 void pii_audit_scoring_config_reloaded(void) {
     if (scoring != nullptr) scoring->reloaded = true;

@@ -753,7 +753,8 @@ int64 statement_id(Inserter& ins, WorkerState* state, const pii_audit::EventView
         });
 }
 
-void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
+// Returns the event's id; the caller feeds the scorer once the row is sure to stay.
+int64 insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
     using namespace pii_audit;
     BatchDatums& d = *ins.datums;
     Datum values[kNumTrailColumns];
@@ -791,7 +792,7 @@ void insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView&
             BoolGetDatum((event.header.flags & kFlagSubjectCountEstimated) != 0);
     }
     insert_row(ins, values, nulls);
-    pii_audit_scoring_observe(event_id, event);
+    return event_id;
 }
 
 // A row that says events are missing here, and how many (or that the count is unknown). Its
@@ -828,9 +829,9 @@ void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detai
 // skipping events for them would lose what a retry will store.
 bool environmental(const ErrorData* error) {
     int category = ERRCODE_TO_CATEGORY(error->sqlerrcode);
-    return category == ERRCODE_INSUFFICIENT_RESOURCES || category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
-           category == ERRCODE_OPERATOR_INTERVENTION || category == ERRCODE_SYSTEM_ERROR ||
-           category == ERRCODE_INTERNAL_ERROR || error->elevel > ERROR;
+    return category == ERRCODE_INSUFFICIENT_RESOURCES || category == ERRCODE_OPERATOR_INTERVENTION ||
+           category == ERRCODE_SYSTEM_ERROR || error->sqlerrcode == ERRCODE_DATA_CORRUPTED ||
+           error->sqlerrcode == ERRCODE_INDEX_CORRUPTED || error->elevel > ERROR;
 }
 
 // Runs fn in a subtransaction of the current transaction. Returns nullptr when it succeeded,
@@ -860,6 +861,33 @@ ErrorData* in_subtransaction(Fn&& fn) {
     MemoryContextSwitchTo(caller);
     CurrentResourceOwner = owner;
     return error;
+}
+
+// In careful mode a gap row goes in a subtransaction of its own: a gap that cannot be stored
+// (a constraint someone added) is logged and tried again with the next batch, and never keeps
+// the events around it from being stored. True when it was stored.
+template <class Fn>
+bool store_gap(bool careful, Inserter& ins, WorkerState* next, Fn&& insert) {
+    if (!careful) {
+        insert();
+        return true;
+    }
+    flush_rows(ins);
+    const WorkerState before = *next;
+    ErrorData* error = in_subtransaction([&] {
+        insert();
+        flush_rows(ins);
+    });
+    if (error == nullptr) return true;
+    if (environmental(error)) ReThrowError(error);
+    *next = before;
+    for (int i = 0; i < ins.buffered; ++i) ExecClearTuple(ins.slots[i]);
+    ins.buffered = 0;
+    reset_dictionaries();
+    ereport(WARNING, (errmsg("pii_audit: a gap row could not be stored: %s", error->message),
+                      errdetail("It is tried again with the next batch.")));
+    FreeErrorData(error);
+    return false;
 }
 
 uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context, bool careful,
@@ -916,32 +944,39 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     uint64 records = 0;
     int64 unstorable = 0;
     char unstorable_reason[256] = "";
-    if (next.note_unclean_restart) {
-        insert_gap(ins, &next, -1,
-                   "the server restarted after a crash; audit events still queued in shared "
-                   "memory at that moment were lost (their number is unknown)");
+    if (next.note_unclean_restart &&
+        store_gap(careful, ins, &next, [&] {
+            insert_gap(ins, &next, -1,
+                       "the server restarted after a crash; audit events still queued in shared "
+                       "memory at that moment were lost (their number is unknown)");
+        }))
         next.note_unclean_restart = false;
-    }
     pii_audit::for_each_peeked_record(batch.data, batch.size, [&](const char* data, size_t len) {
         ++records;
         pii_audit::EventView event;
         if (!pii_audit::decode_event(data, len, event)) {
             ereport(WARNING, (errmsg("pii_audit: skipped a malformed queue record")));
-            insert_gap(ins, &next, 1, "a malformed audit record was found in the queue");
+            ++unstorable;
+            if (unstorable_reason[0] == '\0')
+                strlcpy(unstorable_reason, "a malformed record in the queue",
+                        sizeof unstorable_reason);
             return;
         }
         if (event.header.queue_seq <= next.persisted_seq) return;  // stored before a restart
         if (!careful) {
-            insert_event(ins, &next, event);
+            // A failed batch is rolled back whole, and the scorer rebuilt from its last save.
+            pii_audit_scoring_observe(insert_event(ins, &next, event), event);
             next.persisted_seq = event.header.queue_seq;
             return;
         }
         flush_rows(ins);  // rows already buffered (a gap) are not this event's to roll back
         const WorkerState before = next;
+        int64 event_id = 0;
         ErrorData* error = in_subtransaction([&] {
-            insert_event(ins, &next, event);
+            event_id = insert_event(ins, &next, event);
             flush_rows(ins);
         });
+        if (error == nullptr) pii_audit_scoring_observe(event_id, event);
         if (error != nullptr) {
             if (environmental(error)) ReThrowError(error);
             // This event can never be stored: skip it, count it, say why in a gap row.
@@ -962,7 +997,9 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         snprintf(detail, sizeof detail,
                  "%lld audit events could not be stored and were skipped (first error: %s)",
                  static_cast<long long>(unstorable), unstorable_reason);
-        insert_gap(ins, &next, unstorable, detail);
+        // Counted with the drops if it cannot be stored: the next gap row then says so.
+        if (!store_gap(careful, ins, &next, [&] { insert_gap(ins, &next, unstorable, detail); }))
+            pii_audit_queue_count_lost(static_cast<uint64>(unstorable));
     }
     if (dropped > next.dropped_recorded) {
         char detail[200];
@@ -970,8 +1007,11 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                  "%llu audit events were dropped because the queue was full "
                  "(see pii_audit.queue_size and pii_audit.on_queue_full)",
                  static_cast<unsigned long long>(dropped - next.dropped_recorded));
-        insert_gap(ins, &next, static_cast<int64>(dropped - next.dropped_recorded), detail);
-        next.dropped_recorded = dropped;
+        if (store_gap(careful, ins, &next, [&] {
+                insert_gap(ins, &next, static_cast<int64>(dropped - next.dropped_recorded),
+                           detail);
+            }))
+            next.dropped_recorded = dropped;
     }
 
     flush_rows(ins);
@@ -1165,6 +1205,7 @@ extern "C" void pii_audit_worker_main(Datum) {
         MemoryContextReset(batch_context);
         pgstat_report_activity(STATE_IDLE, nullptr);
         RESUME_INTERRUPTS();
+        pii_audit_scoring_batch_failed();  // its alerts were rolled back with it
         ++failures;
         long pause_ms = failures >= 6 ? 30000 : 1000L << (failures - 1);
         char problem[sizeof(PiiAuditStatus::worker_problem)];

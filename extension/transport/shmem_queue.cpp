@@ -40,13 +40,15 @@ struct SharedQueue {
     uint64 enqueued;
     uint64 persisted;
     uint64 dropped;
+    uint64 releases;  // batches the worker released (a stall is a wait with no release)
     pg_atomic_uint64 capture_errors;
     pg_atomic_uint64 scorer_inputs;  // bumped when peer groups or departed accounts change
     ScorerStatus scorer;             // under lock
     int worker_pid;
     Latch* worker_latch;
     bool worker_ready;
-    // A producer waited its whole queue_wait_timeout and the worker released nothing: it is
+    // A producer waited its whole queue_wait_timeout and the worker released nothing (no
+    // batch at all, not merely too little for this producer under heavy load): it is
     // stopped or hung. Until it releases space again, producers drop and count at once, so a
     // stall costs clients one bounded wait, not one per statement.
     bool stalled;
@@ -159,6 +161,7 @@ bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
 
     bool sleeping = false;
     TimestampTz deadline = 0;
+    uint64 releases_at_wait = 0;
     for (;;) {
         LWLockAcquire(queue->lock, LW_EXCLUSIVE);
         uint64 seq = queue->next_seq;
@@ -175,7 +178,8 @@ bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
             return true;
         }
         TimestampTz now = GetCurrentTimestamp();
-        if (deadline != 0 && now >= deadline && !queue->stalled) {
+        if (deadline != 0 && now >= deadline && !queue->stalled &&
+            queue->releases == releases_at_wait) {
             queue->stalled = true;
             queue->stalled_since = now;
         }
@@ -191,6 +195,7 @@ bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
             return false;
         }
         Latch* latch = queue->worker_latch;
+        const uint64 releases_now = queue->releases;
         LWLockRelease(queue->lock);
         if (latch) SetLatch(latch);
         if (!sleeping) {
@@ -198,6 +203,7 @@ bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait) {
             ConditionVariablePrepareToSleep(&queue->space_available);
             sleeping = true;
             deadline = TimestampTzPlusMilliseconds(now, pii_audit_queue_wait_timeout_ms);
+            releases_at_wait = releases_now;
             continue;
         }
         long remaining = TimestampDifferenceMilliseconds(now, deadline);
@@ -250,6 +256,12 @@ void pii_audit_queue_set_ready(bool ready) {
     LWLockRelease(queue->lock);
 }
 
+void pii_audit_queue_count_lost(uint64 events) {
+    LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+    queue->dropped += events;
+    LWLockRelease(queue->lock);
+}
+
 void pii_audit_queue_set_problem(const char* problem) {
     LWLockAcquire(queue->lock, LW_EXCLUSIVE);
     strlcpy(queue->worker_problem, problem, sizeof queue->worker_problem);
@@ -274,6 +286,7 @@ bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch) {
 void pii_audit_queue_release(const QueueBatch& batch, uint64 persisted) {
     LWLockAcquire(queue->lock, LW_EXCLUSIVE);
     queue->ring.tail = batch.end_position;
+    queue->releases++;
     queue->stalled = false;
     queue->persisted += persisted;
     queue->last_flush = GetCurrentTimestamp();

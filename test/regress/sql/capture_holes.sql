@@ -146,7 +146,47 @@ INSERT INTO hole_devices2 VALUES ('S2', '13800000001');
 UPDATE hole_devices2 SET serial = '13800000001' WHERE serial = 'S1';
 INSERT INTO hole_owner_ref VALUES ('13800000404');
 SELECT kind, command, relation, columns, row_count, status FROM new_events();
+-- A cursor left open by an earlier statement does not take the failed statement's read.
+BEGIN;
+DECLARE hole_open CURSOR FOR SELECT owner_phone FROM hole_devices2;
+FETCH 1 FROM hole_open;
+SAVEPOINT before_insert;
+INSERT INTO hole_devices2 VALUES ('S3', '13800000001');
+ROLLBACK TO before_insert;
+CLOSE hole_open;
+COMMIT;
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
 DROP TABLE hole_owner_ref, hole_devices2;
+
+-- Only the foreign-key query itself is internal: a trigger that a cascaded DELETE fires runs
+-- under the same "no forced row security" state, and its reads are the user's.
+CREATE TABLE hole_parent (id int PRIMARY KEY);
+CREATE TABLE hole_child (parent int REFERENCES hole_parent ON DELETE CASCADE);
+INSERT INTO hole_parent VALUES (1);
+INSERT INTO hole_child VALUES (1);
+CREATE TABLE hole_loot (phone text);
+CREATE FUNCTION hole_child_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hole_loot SELECT phone FROM holes WHERE id = 2;
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER hole_child_deleted BEFORE DELETE ON hole_child
+    FOR EACH ROW EXECUTE FUNCTION hole_child_deleted();
+SELECT count(*) >= 0 FROM new_events();
+DELETE FROM hole_parent WHERE id = 1;
+SELECT kind, command, relation, columns, row_count, status FROM new_events();
+DROP TABLE hole_child, hole_parent, hole_loot;
+DROP FUNCTION hole_child_deleted();
+
+-- EXECUTE runs its prepared statement at its own level.
+PREPARE hole_prepared AS SELECT phone FROM holes WHERE id = 3;
+EXECUTE hole_prepared;
+SELECT wait_for_trail();
+SELECT e.command, e.nesting_level FROM pii_audit.access_log e
+WHERE e.event_id > (SELECT last_event_id FROM seen) AND e.kind = 'read' ORDER BY e.event_id;
+SELECT count(*) >= 0 FROM new_events();
+DEALLOCATE hole_prepared;
 
 DROP MATERIALIZED VIEW hole_mv;
 DROP TABLE hole_orders, hole_copy, holes, hole_lookup;

@@ -160,6 +160,25 @@ SELECT * FROM plan_subjects();
 EXPLAIN (COSTS OFF) SELECT name FROM plan_people WHERE name IN ('p-21', 'p-22');
 SELECT name FROM plan_people WHERE name IN ('p-21', 'p-22') ORDER BY name;
 SELECT * FROM plan_subjects();
+-- After a HOT update the index entry leads to a chain whose visible member is a heap-only
+-- tuple; the index-only scan visits it (the page is not all-visible), and so does the tap.
+UPDATE plan_people SET city = city || '' WHERE id = 23;
+EXPLAIN (COSTS OFF) SELECT name FROM plan_people WHERE name = 'p-23';
+SELECT name FROM plan_people WHERE name = 'p-23';
+SELECT * FROM plan_subjects();
+
+-- A keyed table reached through an inlined SQL set-returning function: the planner sees the
+-- table only after inlining (it used to pick an index-only scan the tap could not read).
+CREATE FUNCTION plan_people_named(pattern text) RETURNS SETOF plan_people
+LANGUAGE sql STABLE AS 'SELECT * FROM plan_people WHERE name = ANY (string_to_array(pattern, $$,$$))';
+EXPLAIN (COSTS OFF) SELECT name FROM plan_people_named('p-31,p-32');
+SELECT name FROM plan_people_named('p-31,p-32') ORDER BY name;
+SELECT * FROM plan_subjects();
+CREATE FUNCTION plan_people_ids(low int, high int) RETURNS TABLE (id int)
+LANGUAGE sql STABLE AS 'SELECT id FROM plan_people WHERE id BETWEEN low AND high';
+EXPLAIN (COSTS OFF) SELECT count(*) FROM plan_people_ids(40, 44) i JOIN plan_people p USING (id);
+SELECT count(name) FROM plan_people_ids(40, 44) i JOIN plan_people p USING (id);
+SELECT * FROM plan_subjects();
 RESET enable_seqscan;
 RESET enable_bitmapscan;
 RESET max_parallel_workers_per_gather;
