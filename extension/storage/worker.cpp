@@ -108,6 +108,7 @@ struct WorkerState {
     uint64 persisted_seq;       // highest queue sequence already in the table (this generation)
     uint64 dropped_recorded;    // drops already written as gap events (this generation)
     bool note_unclean_restart;  // shared memory was re-created: say so in the trail
+    bool gap_failing;           // the last gap row could not be stored: keep trying it alone
     bool warned_not_installed;
     BlockNumber summarized_below;    // BRIN ranges of the trail before this block are summarised
     TimestampTz last_summarize;      // when the worker last looked for filled BRIN ranges
@@ -868,7 +869,7 @@ ErrorData* in_subtransaction(Fn&& fn) {
 // the events around it from being stored. True when it was stored.
 template <class Fn>
 bool store_gap(bool careful, Inserter& ins, WorkerState* next, Fn&& insert) {
-    if (!careful) {
+    if (!careful && !next->gap_failing) {
         insert();
         return true;
     }
@@ -878,9 +879,13 @@ bool store_gap(bool careful, Inserter& ins, WorkerState* next, Fn&& insert) {
         insert();
         flush_rows(ins);
     });
-    if (error == nullptr) return true;
+    if (error == nullptr) {
+        next->gap_failing = false;
+        return true;
+    }
     if (environmental(error)) ReThrowError(error);
     *next = before;
+    next->gap_failing = true;
     for (int i = 0; i < ins.buffered; ++i) ExecClearTuple(ins.slots[i]);
     ins.buffered = 0;
     reset_dictionaries();
@@ -1004,8 +1009,9 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     if (dropped > next.dropped_recorded) {
         char detail[200];
         snprintf(detail, sizeof detail,
-                 "%llu audit events were dropped because the queue was full "
-                 "(see pii_audit.queue_size and pii_audit.on_queue_full)",
+                 "%llu audit events were lost: dropped because the queue was full (see "
+                 "pii_audit.queue_size and pii_audit.on_queue_full), or, rarely, taken from it "
+                 "but neither storable nor recordable as a gap (see the server log)",
                  static_cast<unsigned long long>(dropped - next.dropped_recorded));
         if (store_gap(careful, ins, &next, [&] {
                 insert_gap(ins, &next, static_cast<int64>(dropped - next.dropped_recorded),

@@ -80,6 +80,55 @@ TEST(WorkerFailure, AnEventThatCannotBeStoredIsSkippedAndCountedTheRestIsStored)
               1);
 }
 
+// When not even the gap row can be stored (here a constraint refuses gap rows too), the
+// events around it are still stored; the loss is counted with the drops and recorded by the
+// first gap row that can be stored.
+TEST(WorkerFailure, AGapRowThatCannotBeStoredDoesNotBlockTheTrail) {
+    Connection admin(main_cluster());
+    ensure_customers_schema(admin);
+    Connection poisoned(main_cluster());
+    Connection healthy(main_cluster());
+    const std::string marker = unique_marker("gapless");
+    poisoned.exec("SET pii_audit.end_user = " + quote_literal(marker + "-poisoned"));
+    healthy.exec("SET pii_audit.end_user = " + quote_literal(marker + "-healthy"));
+    bool drained = false;
+    AuditStatus s0 = wait_for_drain(admin, 0, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained);
+    const int64_t gaps_before = admin.int64(
+        "SELECT coalesce(sum(row_count), 0) FROM pii_audit.access_log WHERE kind = 'gap'");
+
+    admin.exec("ALTER TABLE pii_audit.trail ADD CONSTRAINT it_no_gaps CHECK (kind <> 'gap' AND "
+               "backend_pid <> " + std::to_string(poisoned.backend_pid()) + ") NOT VALID");
+    struct DropConstraint {
+        Connection& conn;
+        ~DropConstraint() {
+            try {
+                conn.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_no_gaps");
+            } catch (...) {
+            }
+        }
+    } cleanup{admin};
+    for (int i = 1; i <= 2; ++i) {
+        healthy.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
+        poisoned.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
+    }
+    AuditStatus s1 = wait_for_drain(admin, 0, std::chrono::seconds(90), &drained);
+    ASSERT_TRUE(drained) << row_of_status(admin);
+    EXPECT_EQ(s1.state, "running") << row_of_status(admin);
+    EXPECT_EQ(admin.int64("SELECT count(*) FROM pii_audit.access_log WHERE end_user = $1",
+                          {marker + "-healthy"}),
+              2);
+    EXPECT_EQ(s1.events_dropped - s0.events_dropped, 2) << row_of_status(admin);
+
+    admin.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT it_no_gaps");
+    healthy.exec("SELECT phone FROM customers WHERE id = 3");
+    ASSERT_TRUE(poll_until(std::chrono::seconds(30), [&] {
+        return admin.int64("SELECT coalesce(sum(row_count), 0) FROM pii_audit.access_log "
+                           "WHERE kind = 'gap'") >= gaps_before + 2;
+    })) << "no gap row reports the two events that could not be stored";
+    EXPECT_TRUE(trail_is_gapless_and_ordered(admin));
+}
+
 TEST(WorkerFailure, AnErrorInScoringStopsScoringNotStoring) {
     Connection admin(main_cluster());
     ensure_customers_schema(admin);
