@@ -3,6 +3,8 @@
 // a statement that fails (or whose transaction aborts) still reports its read, as "failed".
 #include "pii_audit_internal.h"
 
+#include "boundary.h"
+
 extern "C" {
 #include "access/parallel.h"
 #include "access/table.h"
@@ -188,19 +190,18 @@ void learn_backend_identity() {
 // The C++ normalizer runs behind this wall: no PostgreSQL call inside, no C++ object outside.
 bool normalize_noexcept(const char* text, size_t len, size_t max_bytes, char* out,
                         size_t* out_len, bool* truncated) noexcept {
-    try {
-        pii_audit::NormalizedQuery normalized =
-            pii_audit::normalize_query(std::string_view(text, len), max_bytes,
-                                       standard_conforming_strings);
-        size_t n = normalized.text.size() < max_bytes ? normalized.text.size() : max_bytes;
-        memcpy(out, normalized.text.data(), n);
-        out[n] = '\0';
-        *out_len = n;
-        *truncated = normalized.truncated;
-        return true;
-    } catch (...) {
-        return false;
-    }
+    return pii_audit::boundary::cpp_call(
+        nullptr,
+        [&] {
+            pii_audit::NormalizedQuery normalized = pii_audit::normalize_query(
+                std::string_view(text, len), max_bytes, standard_conforming_strings);
+            size_t n = normalized.text.size() < max_bytes ? normalized.text.size() : max_bytes;
+            memcpy(out, normalized.text.data(), n);
+            out[n] = '\0';
+            *out_len = n;
+            *truncated = normalized.truncated;
+        },
+        nullptr, 0);
 }
 
 const char* command_name(CmdType operation) {

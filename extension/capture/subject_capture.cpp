@@ -14,6 +14,8 @@
 
 #include "pii_audit_internal.h"
 
+#include "boundary.h"
+
 
 extern "C" {
 #include "access/parallel.h"
@@ -133,11 +135,9 @@ Tap* all_taps = nullptr;
 // The C++ set behind a wall: allocation failure marks the tracker, never unwinds into the server.
 void add_subject(SubjectTracker* tracker, const char* data, size_t len) noexcept {
     if (tracker->failed || tracker->released) return;
-    try {
-        tracker->set->add(std::string_view(data, len));
-    } catch (...) {
+    if (!pii_audit::boundary::cpp_call(
+            nullptr, [&] { tracker->set->add(std::string_view(data, len)); }, nullptr, 0))
         tracker->failed = true;
-    }
 }
 
 void add_subject(Tap* tap, const char* data, size_t len) noexcept {
@@ -673,11 +673,10 @@ void note_parallel_scan(PlanState* gather, SubjectTracker* tracker, Oid scanned)
 
 void merge_image(SubjectTracker* tracker, const void* image, size_t size) noexcept {
     if (tracker->failed || tracker->released) return;
-    try {
-        if (!tracker->set->merge(image, size)) tracker->incomplete = true;
-    } catch (...) {
+    if (!pii_audit::boundary::cpp_call(
+            nullptr, [&] { if (!tracker->set->merge(image, size)) tracker->incomplete = true; },
+            nullptr, 0))
         tracker->failed = true;
-    }
 }
 
 void merge_record(StatementCollector* collector, const HandoverRecord* record) {

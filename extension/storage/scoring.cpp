@@ -13,6 +13,8 @@
 
 #include "pii_audit_internal.h"
 
+#include "boundary.h"
+
 
 extern "C" {
 #include "access/xact.h"
@@ -100,15 +102,7 @@ char failure[256];
 template <class Fn>
 bool guarded(const char* what, Fn&& fn) noexcept {
     failure[0] = '\0';
-    try {
-        fn();
-        return true;
-    } catch (const std::exception& e) {
-        snprintf(failure, sizeof failure, "%s: %s", what, e.what());
-    } catch (...) {
-        snprintf(failure, sizeof failure, "%s: unknown exception", what);
-    }
-    return false;
+    return pii_audit::boundary::cpp_call(what, fn, failure, sizeof failure);
 }
 
 void publish();

@@ -7,6 +7,8 @@
 
 #include "pii_audit_internal.h"
 
+#include "boundary.h"
+
 extern "C" {
 #include "access/brin.h"
 #include "access/brin_revmap.h"
@@ -240,15 +242,7 @@ char dictionary_failure[256];
 // caller can raise a PostgreSQL error outside any C++ scope.
 template <class Fn>
 bool dictionary_guarded(Fn&& fn) noexcept {
-    try {
-        fn();
-        return true;
-    } catch (const std::exception& e) {
-        snprintf(dictionary_failure, sizeof dictionary_failure, "%s", e.what());
-    } catch (...) {
-        snprintf(dictionary_failure, sizeof dictionary_failure, "unknown exception");
-    }
-    return false;
+    return pii_audit::boundary::cpp_call(nullptr, fn, dictionary_failure, sizeof dictionary_failure);
 }
 
 void dictionary_error() {
@@ -386,22 +380,10 @@ bool prepare(WorkerState* state) {
 // back and stops scoring, which scorer_status reports; storing events carries on.
 template <class Fn>
 void guard_scoring(const char* what, Fn&& step) {
-    MemoryContext caller = CurrentMemoryContext;
-    PG_TRY();
-    {
-        step();
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller);
-        ErrorData* error = CopyErrorData();
-        FlushErrorState();
-        AbortCurrentTransaction();
-        MemoryContextSwitchTo(caller);
+    if (ErrorData* error = pii_audit::boundary::pg_own_transactions(step)) {
         pii_audit_scoring_failed(what, error->message);
         FreeErrorData(error);
     }
-    PG_END_TRY();
 }
 
 // Scoring starts (learning again what was stored since its last save) in transactions of its
@@ -835,35 +817,6 @@ bool environmental(const ErrorData* error) {
            error->sqlerrcode == ERRCODE_INDEX_CORRUPTED || error->elevel > ERROR;
 }
 
-// Runs fn in a subtransaction of the current transaction. Returns nullptr when it succeeded,
-// else the error (copied into the caller's memory context) after rolling the subtransaction
-// back: the transaction goes on as if fn had not run. fn may not leave C++ objects with
-// destructors alive across a PostgreSQL call (a longjmp would skip them).
-template <class Fn>
-ErrorData* in_subtransaction(Fn&& fn) {
-    MemoryContext caller = CurrentMemoryContext;
-    ResourceOwner owner = CurrentResourceOwner;
-    ErrorData* volatile error = nullptr;
-    BeginInternalSubTransaction(nullptr);
-    MemoryContextSwitchTo(caller);
-    PG_TRY();
-    {
-        fn();
-        ReleaseCurrentSubTransaction();
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller);
-        error = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction();
-    }
-    PG_END_TRY();
-    MemoryContextSwitchTo(caller);
-    CurrentResourceOwner = owner;
-    return error;
-}
-
 // In careful mode a gap row goes in a subtransaction of its own: a gap that cannot be stored
 // (a constraint someone added) is logged and tried again with the next batch, and never keeps
 // the events around it from being stored. True when it was stored.
@@ -875,7 +828,7 @@ bool store_gap(bool careful, Inserter& ins, WorkerState* next, Fn&& insert) {
     }
     flush_rows(ins);
     const WorkerState before = *next;
-    ErrorData* error = in_subtransaction([&] {
+    ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
         insert();
         flush_rows(ins);
     });
@@ -977,7 +930,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         flush_rows(ins);  // rows already buffered (a gap) are not this event's to roll back
         const WorkerState before = next;
         int64 event_id = 0;
-        ErrorData* error = in_subtransaction([&] {
+        ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
             event_id = insert_event(ins, &next, event);
             flush_rows(ins);
         });
@@ -1032,7 +985,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
 
     // Alerts commit with the events that raised them. Storing never depends on scoring: a
     // failure there rolls back only the alerts and stops scoring.
-    if (ErrorData* error = in_subtransaction([] { pii_audit_scoring_store_alerts(); })) {
+    if (ErrorData* error =
+            pii_audit::boundary::pg_subtransaction([] { pii_audit_scoring_store_alerts(); })) {
         pii_audit_scoring_failed("storing alerts", error->message);
         FreeErrorData(error);
     }
