@@ -527,14 +527,10 @@ void load_relations(const char* query) {
         s.relations_failing = true;
         return;
     }
-    MemoryContext caller = CurrentMemoryContext;
-    ResourceOwner owner = CurrentResourceOwner;
-    volatile int64 loaded = 0;
-    volatile bool scorer_failed = false;
-    BeginInternalSubTransaction(nullptr);
-    MemoryContextSwitchTo(caller);
-    PG_TRY();
-    {
+    int64 loaded = 0;
+    bool scorer_failed = false;
+    // The DBA's query runs in a subtransaction: a failure rolls back only it.
+    ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
         Oid types[1] = {TIMESTAMPTZOID};
         Datum args[1] = {TimestampTzGetDatum(s.relations_since)};
         char nulls[2] = {s.relations_loaded ? ' ' : 'n', '\0'};
@@ -565,22 +561,12 @@ void load_relations(const char* query) {
                 break;
             }
             if (DatumGetTimestampTz(since) > latest) latest = DatumGetTimestampTz(since);
-            loaded = loaded + 1;
+            ++loaded;
         }
         s.relations_since = latest;
         s.relations_loaded = true;
-        ReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller);
-        CurrentResourceOwner = owner;
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller);
-        ErrorData* error = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller);
-        CurrentResourceOwner = owner;
+    });
+    if (error != nullptr) {
         if (!s.relations_failing)
             ereport(WARNING,
                     (errmsg("pii_audit: pii_audit.business_relations_query failed: %s",
@@ -596,7 +582,6 @@ void load_relations(const char* query) {
         FreeErrorData(error);
         return;
     }
-    PG_END_TRY();
     if (scorer_failed) {
         report_failure();
         return;

@@ -159,9 +159,8 @@ void summarize_ranges(WorkerState* state, bool at_start) {
         return;
     state->last_summarize = now;
     MemoryContext caller = CurrentMemoryContext;
-    pii_audit_worker_begin_transaction();
-    PG_TRY();
-    {
+    ErrorData* error = pii_audit::boundary::pg_own_transactions([&] {
+        pii_audit_worker_begin_transaction();
         if (ConditionalLockRelationOid(state->trail_relid, ShareUpdateExclusiveLock)) {
             Relation rel = table_open(state->trail_relid, NoLock);
             BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
@@ -187,13 +186,8 @@ void summarize_ranges(WorkerState* state, bool at_start) {
             state->summarized_below = done;
         }
         pii_audit_worker_commit_transaction();
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller);
-        ErrorData* error = CopyErrorData();
-        FlushErrorState();
-        AbortCurrentTransaction();
+    });
+    if (error != nullptr) {
         ereport(WARNING,
                 (errmsg("pii_audit: could not summarise the BRIN indexes of the trail: %s",
                         error->message),
@@ -202,7 +196,6 @@ void summarize_ranges(WorkerState* state, bool at_start) {
         FreeErrorData(error);
         state->summarize_paused_at = GetCurrentTimestamp();
     }
-    PG_END_TRY();
     MemoryContextSwitchTo(caller);
 }
 
@@ -817,31 +810,39 @@ bool environmental(const ErrorData* error) {
            error->sqlerrcode == ERRCODE_INDEX_CORRUPTED || error->elevel > ERROR;
 }
 
-// In careful mode a gap row goes in a subtransaction of its own: a gap that cannot be stored
-// (a constraint someone added) is logged and tried again with the next batch, and never keeps
-// the events around it from being stored. True when it was stored.
+// Careful mode: rows inserted by insert() (an event, or a gap row) go in a subtransaction of
+// their own. Returns nullptr when they stay, else the error after undoing them: the ids taken
+// (*next as before), the rows still buffered, and the remembered side rows (rolled back too).
+// An error that says the server is in trouble fails the whole batch instead (retried later).
+template <class Fn>
+ErrorData* insert_alone(Inserter& ins, WorkerState* next, Fn&& insert) {
+    flush_rows(ins);  // rows already buffered are not these rows' to roll back
+    const WorkerState before = *next;
+    ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
+        insert();
+        flush_rows(ins);
+    });
+    if (error == nullptr) return nullptr;
+    if (environmental(error)) ReThrowError(error);
+    *next = before;
+    for (int i = 0; i < ins.buffered; ++i) ExecClearTuple(ins.slots[i]);
+    ins.buffered = 0;
+    reset_dictionaries();
+    return error;
+}
+
+// In careful mode (and after a gap row failed) a gap row goes in alone: a gap that cannot be
+// stored (a constraint someone added) is logged and tried again with the next batch, and never
+// keeps the events around it from being stored. True when it was stored.
 template <class Fn>
 bool store_gap(bool careful, Inserter& ins, WorkerState* next, Fn&& insert) {
     if (!careful && !next->gap_failing) {
         insert();
         return true;
     }
-    flush_rows(ins);
-    const WorkerState before = *next;
-    ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
-        insert();
-        flush_rows(ins);
-    });
-    if (error == nullptr) {
-        next->gap_failing = false;
-        return true;
-    }
-    if (environmental(error)) ReThrowError(error);
-    *next = before;
-    next->gap_failing = true;
-    for (int i = 0; i < ins.buffered; ++i) ExecClearTuple(ins.slots[i]);
-    ins.buffered = 0;
-    reset_dictionaries();
+    ErrorData* error = insert_alone(ins, next, insert);
+    next->gap_failing = error != nullptr;
+    if (error == nullptr) return true;
     ereport(WARNING, (errmsg("pii_audit: a gap row could not be stored: %s", error->message),
                       errdetail("It is tried again with the next batch.")));
     FreeErrorData(error);
@@ -927,21 +928,13 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             next.persisted_seq = event.header.queue_seq;
             return;
         }
-        flush_rows(ins);  // rows already buffered (a gap) are not this event's to roll back
-        const WorkerState before = next;
         int64 event_id = 0;
-        ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
-            event_id = insert_event(ins, &next, event);
-            flush_rows(ins);
-        });
-        if (error == nullptr) pii_audit_scoring_observe(event_id, event);
-        if (error != nullptr) {
-            if (environmental(error)) ReThrowError(error);
+        ErrorData* error =
+            insert_alone(ins, &next, [&] { event_id = insert_event(ins, &next, event); });
+        if (error == nullptr) {
+            pii_audit_scoring_observe(event_id, event);
+        } else {
             // This event can never be stored: skip it, count it, say why in a gap row.
-            next = before;
-            for (int i = 0; i < ins.buffered; ++i) ExecClearTuple(ins.slots[i]);
-            ins.buffered = 0;
-            reset_dictionaries();  // their side rows were rolled back
             if (unstorable++ == 0) strlcpy(unstorable_reason, error->message, sizeof unstorable_reason);
             ereport(WARNING, (errmsg("pii_audit: an audit event could not be stored: %s",
                                      error->message),
