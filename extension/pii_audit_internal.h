@@ -19,6 +19,13 @@ extern "C" {
 #include "utils/palloc.h"
 }
 
+// PostgreSQL's tree walkers (expression_tree_walker, planstate_tree_walker) take an
+// unprototyped function pointer.
+template <typename Fn>
+bool (*pii_audit_as_walker(Fn* fn))() {
+    return reinterpret_cast<bool (*)()>(reinterpret_cast<void (*)()>(fn));
+}
+
 // ---- settings (module.cpp) ----
 enum QueueFullAction { QUEUE_FULL_WAIT, QUEUE_FULL_DROP };
 

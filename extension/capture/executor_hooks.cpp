@@ -146,13 +146,18 @@ void on_role_change(Datum, int, uint32) {
     for (auto& role : cached_roles) role.oid = InvalidOid;
 }
 
-void role_name(Oid oid, char* out) {
+bool cached_role(Oid oid, char* out) {
     for (auto& role : cached_roles) {
         if (role.oid == oid && oid != InvalidOid) {
             strlcpy(out, role.name, NAMEDATALEN);
-            return;
+            return true;
         }
     }
+    return false;
+}
+
+void role_name(Oid oid, char* out) {
+    if (cached_role(oid, out)) return;
     char* name = GetUserNameFromId(oid, true);
     strlcpy(out, name ? name : "?", NAMEDATALEN);
     // Keep the two most recent roles: session user and (usually one) current user.
@@ -163,13 +168,7 @@ void role_name(Oid oid, char* out) {
 
 // Error reporting may not touch the catalog: only names already cached.
 void cached_role_name(Oid oid, char* out) {
-    for (auto& role : cached_roles) {
-        if (role.oid == oid && oid != InvalidOid) {
-            strlcpy(out, role.name, NAMEDATALEN);
-            return;
-        }
-    }
-    snprintf(out, NAMEDATALEN, "role %u", oid);
+    if (!cached_role(oid, out)) snprintf(out, NAMEDATALEN, "role %u", oid);
 }
 
 void learn_backend_identity() {
@@ -478,9 +477,7 @@ bool qual_reads_walker(PlanState* node, void* context) {
             if (attrs != nullptr) q->reads = note_read(q->reads, read_relid, attrs, false);
         }
     }
-    return planstate_tree_walker(node, reinterpret_cast<bool (*)()>(
-                                           reinterpret_cast<void (*)()>(qual_reads_walker)),
-                                 context);
+    return planstate_tree_walker(node, pii_audit_as_walker(qual_reads_walker), context);
 }
 
 // The labelled columns the statement's range table reads, one entry per relation. With the

@@ -67,11 +67,6 @@ const char* const kKeyFile = "pii_audit_subject.key";
 pii_audit::SubjectHasher subject_hasher;
 bool subject_key_loaded = false;
 
-// PostgreSQL's tree walkers take an unprototyped function pointer.
-template <typename Fn>
-bool (*as_walker(Fn* fn))() {
-    return reinterpret_cast<bool (*)()>(reinterpret_cast<void (*)()>(fn));
-}
 
 // ---------------------------------------------------------------- the server's secret
 
@@ -91,7 +86,8 @@ bool read_key(int fd, char* key) {
 enum class KeyForm { kText, kBpchar, kInteger, kNumeric, kOutputFunction };
 
 struct KeyColumn {
-    AttrNumber attnum;  // in the scan slot: the table's attnum, or an index-only scan's column
+    AttrNumber attnum;        // in the slot read: the table's attnum, or an index-only scan's column
+    AttrNumber table_attnum;  // in the table
     KeyForm form;
     Oid typid;
     FmgrInfo output;
@@ -304,22 +300,16 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
     TupleDesc desc = RelationGetDescr(rel);
     auto* tap = static_cast<Tap*>(palloc0(sizeof(Tap)));
     tap->keys = static_cast<KeyColumn*>(palloc0(sizeof(KeyColumn) * labels->ncolumns));
-    // An index-only scan whose index lacks a key column reads every key from the table row.
     bool from_heap = false;
-    for (int i = 0; i < labels->ncolumns && IsA(node, IndexOnlyScanState); ++i) {
-        const LabelledColumn& column = labels->columns[i];
-        if (column.subject_key && column.attnum > 0 && column.attnum <= desc->natts &&
-            !TupleDescAttr(desc, column.attnum - 1)->attisdropped &&
-            slot_column(node, column.attnum) == InvalidAttrNumber)
-            from_heap = true;
-    }
     for (int i = 0; i < labels->ncolumns; ++i) {
         const LabelledColumn& column = labels->columns[i];
         if (!column.subject_key || column.attnum <= 0 || column.attnum > desc->natts) continue;
         Form_pg_attribute attr = TupleDescAttr(desc, column.attnum - 1);
         if (attr->attisdropped) continue;
         KeyColumn& key = tap->keys[tap->nkeys++];
-        key.attnum = from_heap ? column.attnum : slot_column(node, column.attnum);
+        key.table_attnum = column.attnum;
+        key.attnum = slot_column(node, column.attnum);
+        from_heap |= key.attnum == InvalidAttrNumber;
         key.typid = getBaseType(attr->atttypid);  // a domain identifies as its base type
         if (key.typid == INT2OID || key.typid == INT4OID || key.typid == INT8OID) {
             key.form = KeyForm::kInteger;
@@ -339,6 +329,8 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
     }
     if (tap->nkeys == 0) return;
     if (from_heap) {
+        // An index-only scan whose index lacks a key column: every key from the table row.
+        for (int k = 0; k < tap->nkeys; ++k) tap->keys[k].attnum = tap->keys[k].table_attnum;
         tap->heap_fetch = table_index_fetch_begin(rel);
         // On a copy of the descriptor: a slot on the relation's own pins it until dropped.
         tap->heap_slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(rel)),
@@ -985,7 +977,7 @@ bool tap_walker(PlanState* node, void* context) {
     }
     PlanState* outer_gather = request->gather;
     if (is_gather(node)) request->gather = node;
-    bool result = planstate_tree_walker(node, as_walker(tap_walker), context);
+    bool result = planstate_tree_walker(node, pii_audit_as_walker(tap_walker), context);
     request->gather = outer_gather;
     return result;
 }
