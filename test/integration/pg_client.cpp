@@ -27,24 +27,27 @@ ConnectParams main_cluster(const std::string& dbname) {
     return params;
 }
 
-ConnectParams stall_cluster(const std::string& dbname) {
+namespace {
+
+// A cluster of run-integration.sh other than main, by the prefix of its environment variables.
+ConnectParams cluster_from_env(const std::string& prefix, const std::string& dbname) {
     ConnectParams params;
-    params.values.emplace_back("host", env_or_throw("PII_AUDIT_IT_STALL_HOST"));
-    params.values.emplace_back("port", env_or_throw("PII_AUDIT_IT_STALL_PORT"));
+    params.values.emplace_back("host", env_or_throw((prefix + "_HOST").c_str()));
+    params.values.emplace_back("port", env_or_throw((prefix + "_PORT").c_str()));
     params.values.emplace_back("user", "postgres");
     params.values.emplace_back("dbname", dbname);
     params.values.emplace_back("application_name", "pii_audit_integration");
     return params;
 }
 
+}  // namespace
+
+ConnectParams stall_cluster(const std::string& dbname) {
+    return cluster_from_env("PII_AUDIT_IT_STALL", dbname);
+}
+
 ConnectParams drop_cluster(const std::string& dbname) {
-    ConnectParams params;
-    params.values.emplace_back("host", env_or_throw("PII_AUDIT_IT_DROP_HOST"));
-    params.values.emplace_back("port", env_or_throw("PII_AUDIT_IT_DROP_PORT"));
-    params.values.emplace_back("user", "postgres");
-    params.values.emplace_back("dbname", dbname);
-    params.values.emplace_back("application_name", "pii_audit_integration");
-    return params;
+    return cluster_from_env("PII_AUDIT_IT_DROP", dbname);
 }
 
 std::string Result::text(int row, int column) const {

@@ -7,12 +7,36 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "main_cluster.h"
 #include "pg_client.h"
 
 namespace pii_it {
 namespace {
+
+// Runs SQL when it goes out of scope (errors ignored), so that a failed assertion never leaves
+// the main cluster's trail with a test's constraint on it.
+class SqlOnExit {
+  public:
+    SqlOnExit(Connection& conn, std::vector<std::string> statements)
+        : conn_(conn), statements_(std::move(statements)) {}
+    SqlOnExit(const SqlOnExit&) = delete;
+    SqlOnExit& operator=(const SqlOnExit&) = delete;
+    ~SqlOnExit() {
+        for (const std::string& sql : statements_) {
+            try {
+                conn_.exec(sql);
+            } catch (...) {
+            }
+        }
+    }
+
+  private:
+    Connection& conn_;
+    std::vector<std::string> statements_;
+};
 
 std::string row_of_status(Connection& conn) {
     return conn.text("SELECT row(s.*)::text FROM pii_audit.status s");
@@ -35,15 +59,7 @@ TEST(WorkerFailure, AnEventThatCannotBeStoredIsSkippedAndCountedTheRestIsStored)
     // already stored are not checked.
     admin.exec("ALTER TABLE pii_audit.trail ADD CONSTRAINT it_poison CHECK (backend_pid <> " +
                std::to_string(poisoned.backend_pid()) + ") NOT VALID");
-    struct DropConstraint {
-        Connection& conn;
-        ~DropConstraint() {
-            try {
-                conn.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_poison");
-            } catch (...) {
-            }
-        }
-    } cleanup{admin};
+    SqlOnExit cleanup(admin, {"ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_poison"});
 
     for (int i = 1; i <= 3; ++i) {
         healthy.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
@@ -99,15 +115,7 @@ TEST(WorkerFailure, AGapRowThatCannotBeStoredDoesNotBlockTheTrail) {
 
     admin.exec("ALTER TABLE pii_audit.trail ADD CONSTRAINT it_no_gaps CHECK (kind <> 'gap' AND "
                "backend_pid <> " + std::to_string(poisoned.backend_pid()) + ") NOT VALID");
-    struct DropConstraint {
-        Connection& conn;
-        ~DropConstraint() {
-            try {
-                conn.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_no_gaps");
-            } catch (...) {
-            }
-        }
-    } cleanup{admin};
+    SqlOnExit cleanup(admin, {"ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_no_gaps"});
     for (int i = 1; i <= 2; ++i) {
         healthy.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
         poisoned.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
@@ -136,18 +144,10 @@ TEST(WorkerFailure, AnErrorInScoringStopsScoringNotStoring) {
     admin.exec("SELECT pii_audit.mark_departed($1, now() - interval '1 day')", {leaver});
     // Any alert now fails to insert.
     admin.exec("ALTER TABLE pii_audit.alerts ADD CONSTRAINT it_no_alerts CHECK (false) NOT VALID");
-    struct Restore {
-        Connection& conn;
-        std::string leaver;
-        ~Restore() {
-            try {
-                conn.exec("ALTER TABLE pii_audit.alerts DROP CONSTRAINT IF EXISTS it_no_alerts");
-                conn.exec("SELECT pii_audit.clear_departed($1)", {leaver});
-                conn.exec("SELECT pg_reload_conf()");  // scoring restarts from its last save
-            } catch (...) {
-            }
-        }
-    } restore{admin, leaver};
+    // Scoring restarts from its last save on the reload.
+    SqlOnExit restore(admin, {"ALTER TABLE pii_audit.alerts DROP CONSTRAINT IF EXISTS it_no_alerts",
+                              "SELECT pii_audit.clear_departed(" + quote_literal(leaver) + ")",
+                              "SELECT pg_reload_conf()"});
 
     Connection conn(main_cluster());
     conn.exec("SET pii_audit.end_user = " + quote_literal(leaver));
