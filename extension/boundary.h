@@ -19,40 +19,49 @@
 //                                     its own. Returns nullptr, or the error after aborting the
 //                                     transaction that was open when it was raised.
 //
-// In the last two, fn may hold no C++ object with a destructor across a PostgreSQL call: build
-// palloc'd plain data at the edge and hand it to C++ through one cpp_call.
+//   pg_finally(fn, cleanup)           PostgreSQL code that may raise, with bookkeeping that must
+//                                     be put back either way (a nesting level). cleanup runs,
+//                                     then the error, if any, goes on. cleanup must not raise.
+//
+//   pg_on_error(fn, handler)          handler runs only if fn raised, in the caller's memory
+//                                     context, with the error still current (geterrcode(),
+//                                     CopyErrorData()); then the error goes on. handler may
+//                                     instead end by raising (ReThrowError of a copy).
+//
+//   pg_forget_error(fn)               An error raised in fn is flushed, every LWLock released,
+//                                     and false returned; the caller goes on. Only for fn that
+//                                     touches no transactional state (dynamic shared memory and
+//                                     LWLocks, as the parallel hand-over does, where a worker
+//                                     may not start a subtransaction), or for fn run while the
+//                                     transaction is already failing and aborts right after:
+//                                     that abort cleans up what the forgotten error left.
+//
+//   pg_recovery_loop(step, recover)   A background process's main loop: step() runs again and
+//                                     again. An error raised in it is reported to the server
+//                                     log, its transaction aborted and its LWLocks released;
+//                                     then recover(error) runs (it may wait, or exit) and the
+//                                     loop goes on. Never returns. The loop's state lives
+//                                     outside step's frame (statics), as a longjmp leaves it.
+//
+// In all but cpp_call, fn may hold no C++ object with a destructor across a PostgreSQL call:
+// build palloc'd plain data at the edge and hand it to C++ through one cpp_call. Variables fn
+// sets and the caller reads after an error must be volatile.
 //
 // Include after pii_audit_internal.h (it needs PostgreSQL's headers).
 #pragma once
 
-#include <cstddef>
-#include <cstdio>
-#include <exception>
+#include "pii_audit/cpp_call.h"
 
 extern "C" {
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
+#include "storage/lwlock.h"
 #include "utils/resowner.h"
 }
 
 namespace pii_audit::boundary {
-
-template <class Fn>
-bool cpp_call(const char* what, Fn&& fn, char* error, size_t size) noexcept {
-    const char* prefix = what != nullptr ? what : "";
-    const char* separator = what != nullptr ? ": " : "";
-    try {
-        fn();
-        return true;
-    } catch (const std::exception& e) {
-        if (error != nullptr && size > 0) snprintf(error, size, "%s%s%s", prefix, separator, e.what());
-    } catch (...) {
-        if (error != nullptr && size > 0)
-            snprintf(error, size, "%s%sunknown exception", prefix, separator);
-    }
-    return false;
-}
 
 template <class Fn>
 ErrorData* pg_subtransaction(Fn&& fn) {
@@ -97,6 +106,76 @@ ErrorData* pg_own_transactions(Fn&& fn) {
     }
     PG_END_TRY();
     return error;
+}
+
+template <class Fn, class Cleanup>
+void pg_finally(Fn&& fn, Cleanup&& cleanup) {
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_FINALLY();
+    {
+        cleanup();
+    }
+    PG_END_TRY();
+}
+
+template <class Fn, class Handler>
+void pg_on_error(Fn&& fn, Handler&& handler) {
+    MemoryContext caller = CurrentMemoryContext;
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        handler();
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+}
+
+template <class Fn>
+bool pg_forget_error(Fn&& fn) {
+    MemoryContext caller = CurrentMemoryContext;
+    volatile bool ok = true;
+    PG_TRY();
+    {
+        fn();
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller);
+        FlushErrorState();
+        // A failed dsa or dsm call can leave its area's lock held; the caller's cleanup (a
+        // detach) takes it again.
+        LWLockReleaseAll();
+        ok = false;
+    }
+    PG_END_TRY();
+    return ok;
+}
+
+template <class Step, class Recover>
+[[noreturn]] void pg_recovery_loop(Step&& step, Recover&& recover) {
+    sigjmp_buf local_sigjmp_buf;
+    if (sigsetjmp(local_sigjmp_buf, 1) != 0) {
+        error_context_stack = nullptr;
+        HOLD_INTERRUPTS();
+        MemoryContextSwitchTo(TopMemoryContext);
+        ErrorData* error = CopyErrorData();
+        EmitErrorReport();
+        AbortCurrentTransaction();
+        LWLockReleaseAll();  // also when the error came between transactions
+        FlushErrorState();
+        RESUME_INTERRUPTS();
+        recover(error);
+        FreeErrorData(error);
+    }
+    PG_exception_stack = &local_sigjmp_buf;
+    for (;;) step();
 }
 
 }  // namespace pii_audit::boundary

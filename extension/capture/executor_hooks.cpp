@@ -47,6 +47,8 @@ extern "C" {
 
 bool pii_audit_capture_suppressed = false;
 
+namespace boundary = pii_audit::boundary;
+
 namespace {
 
 ExecutorStart_hook_type prev_executor_start = nullptr;
@@ -377,18 +379,16 @@ PlannedStmt* capture_planner(Query* parse, const char* query_string, int cursor_
     PlannedStmt* result = nullptr;
     ++planner_depth;
     ++nesting_level;
-    PG_TRY();
-    {
-        result = prev_capture_planner
-                     ? prev_capture_planner(parse, query_string, cursor_options, bound_params)
-                     : standard_planner(parse, query_string, cursor_options, bound_params);
-    }
-    PG_FINALLY();
-    {
-        --planner_depth;
-        --nesting_level;
-    }
-    PG_END_TRY();
+    boundary::pg_finally(
+        [&] {
+            result = prev_capture_planner
+                         ? prev_capture_planner(parse, query_string, cursor_options, bound_params)
+                         : standard_planner(parse, query_string, cursor_options, bound_params);
+        },
+        [] {
+            --planner_depth;
+            --nesting_level;
+        });
     return result;
 }
 
@@ -549,12 +549,11 @@ void capture_statement(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
 
 // A statement refused for lack of privileges never reaches capture_statement. Trying to read
 // personal data one may not read is itself a signal (insider detection), so the attempt is
-// recorded with status denied and no rows. Called with the error already flushed; a failure
-// here is counted and swallowed so that the user still sees the original error.
+// recorded with status denied and no rows. Called with the error already flushed, right before
+// it is raised again; a failure here is counted and forgotten so that the user still sees the
+// original error (whose abort cleans up after both).
 void record_denied(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
-    MemoryContext caller = CurrentMemoryContext;
-    PG_TRY();
-    {
+    bool recorded = boundary::pg_forget_error([&] {
         List* reads = statement_reads(query_desc->plannedstmt, nullptr);
         if (reads != NIL) {
             const char* command;
@@ -567,14 +566,8 @@ void record_denied(QueryDesc* query_desc, const UtilityWrapper& wrapped) {
             audit->state = AUDIT_DONE;
             emit(audit, pii_audit::EventStatus::kDenied, false, nullptr);
         }
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller);
-        FlushErrorState();
-        pii_audit_count_capture_error();
-    }
-    PG_END_TRY();
+    });
+    if (!recorded) pii_audit_count_capture_error();
 }
 
 // ---------------------------------------------------------------- values shown in errors
@@ -679,26 +672,22 @@ void audit_emit_log(ErrorData* edata) {
 // ---------------------------------------------------------------- hooks
 
 void start_executor(QueryDesc* query_desc, int eflags, const UtilityWrapper& wrapped) {
-    MemoryContext caller = CurrentMemoryContext;
-    PG_TRY();
-    {
-        if (prev_executor_start)
-            prev_executor_start(query_desc, eflags);
-        else
-            standard_ExecutorStart(query_desc, eflags);
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller);
-        ErrorData* error = CopyErrorData();
-        if (error->sqlerrcode != ERRCODE_INSUFFICIENT_PRIVILEGE || !capture_enabled() ||
-            (eflags & EXEC_FLAG_EXPLAIN_ONLY))
-            PG_RE_THROW();
-        FlushErrorState();
-        record_denied(query_desc, wrapped);
-        ReThrowError(error);
-    }
-    PG_END_TRY();
+    boundary::pg_on_error(
+        [&] {
+            if (prev_executor_start)
+                prev_executor_start(query_desc, eflags);
+            else
+                standard_ExecutorStart(query_desc, eflags);
+        },
+        [&] {
+            if (geterrcode() != ERRCODE_INSUFFICIENT_PRIVILEGE || !capture_enabled() ||
+                (eflags & EXEC_FLAG_EXPLAIN_ONLY))
+                return;
+            ErrorData* error = CopyErrorData();
+            FlushErrorState();
+            record_denied(query_desc, wrapped);
+            ReThrowError(error);
+        });
 }
 
 void audit_executor_start(QueryDesc* query_desc, int eflags) {
@@ -732,18 +721,14 @@ void audit_executor_run(QueryDesc* query_desc, ScanDirection direction, uint64 c
         audit->in_run = !(ActivePortal != nullptr && ActivePortal->queryDesc == query_desc &&
                           query_desc->dest->mydest == DestNone);
     ++nesting_level;
-    PG_TRY();
-    {
-        if (prev_executor_run)
-            prev_executor_run(query_desc, direction, count, execute_once);
-        else
-            standard_ExecutorRun(query_desc, direction, count, execute_once);
-    }
-    PG_FINALLY();
-    {
-        --nesting_level;
-    }
-    PG_END_TRY();
+    boundary::pg_finally(
+        [&] {
+            if (prev_executor_run)
+                prev_executor_run(query_desc, direction, count, execute_once);
+            else
+                standard_ExecutorRun(query_desc, direction, count, execute_once);
+        },
+        [] { --nesting_level; });
     // es_processed counts this run only (a cursor runs once per FETCH). row_count counts rows
     // sent: a MOVE, or the skipping part of FETCH ABSOLUTE, runs into DestNone. A WITH HOLD
     // cursor is rewound and run again in full into its hold store at commit: the rows it holds
@@ -762,18 +747,14 @@ void audit_executor_run(QueryDesc* query_desc, ScanDirection direction, uint64 c
 
 void audit_executor_finish(QueryDesc* query_desc) {
     ++nesting_level;
-    PG_TRY();
-    {
-        if (prev_executor_finish)
-            prev_executor_finish(query_desc);
-        else
-            standard_ExecutorFinish(query_desc);
-    }
-    PG_FINALLY();
-    {
-        --nesting_level;
-    }
-    PG_END_TRY();
+    boundary::pg_finally(
+        [&] {
+            if (prev_executor_finish)
+                prev_executor_finish(query_desc);
+            else
+                standard_ExecutorFinish(query_desc);
+        },
+        [] { --nesting_level; });
 }
 
 void audit_executor_end(QueryDesc* query_desc) {
@@ -960,30 +941,28 @@ void audit_process_utility_inner(PlannedStmt* pstmt, const char* query_string, b
         }
     }
     nesting_level += nest;
-    PG_TRY();
-    {
-        if (prev_process_utility)
-            prev_process_utility(pstmt, query_string, read_only_tree, context, params,
-                                 query_env, dest, qc);
-        else
-            standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params,
-                                    query_env, dest, qc);
-    }
-    PG_CATCH();
-    {
-        nesting_level -= nest;
-        wrapper = saved;
-        copy_table_recorded = saved_copy;
-        internal_level = saved_internal;
-        // Refused for lack of privileges before reading: denied, as for queries.
-        if (copy_audit)
-            emit(copy_audit,
-                 geterrcode() == ERRCODE_INSUFFICIENT_PRIVILEGE ? pii_audit::EventStatus::kDenied
-                                                                : pii_audit::EventStatus::kFailed,
-                 false, nullptr);
-        PG_RE_THROW();
-    }
-    PG_END_TRY();
+    boundary::pg_on_error(
+        [&] {
+            if (prev_process_utility)
+                prev_process_utility(pstmt, query_string, read_only_tree, context, params,
+                                     query_env, dest, qc);
+            else
+                standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params,
+                                        query_env, dest, qc);
+        },
+        [&] {
+            nesting_level -= nest;
+            wrapper = saved;
+            copy_table_recorded = saved_copy;
+            internal_level = saved_internal;
+            // Refused for lack of privileges before reading: denied, as for queries.
+            if (copy_audit)
+                emit(copy_audit,
+                     geterrcode() == ERRCODE_INSUFFICIENT_PRIVILEGE
+                         ? pii_audit::EventStatus::kDenied
+                         : pii_audit::EventStatus::kFailed,
+                     false, nullptr);
+        });
     nesting_level -= nest;
     wrapper = saved;
     copy_table_recorded = saved_copy;

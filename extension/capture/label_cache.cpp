@@ -2,6 +2,7 @@
 // auditing is one hash lookup. Entries are dropped on relcache invalidation: the label provider
 // sends one for the labelled relation when a label changes, and DDL sends its own.
 #include "pii_audit_internal.h"
+#include "boundary.h"
 
 extern "C" {
 #include "access/genam.h"
@@ -260,15 +261,8 @@ const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid) {
     for (int attempt = 0;; ++attempt) {
         loading = true;
         recorded_invals = 0;
-        PG_TRY();
-        {
-            built = build_entry(relid, scratch);
-        }
-        PG_FINALLY();
-        {
-            loading = false;
-        }
-        PG_END_TRY();
+        pii_audit::boundary::pg_finally([&] { built = build_entry(relid, scratch); },
+                                        [] { loading = false; });
         if (!raced_with_invalidation(built) || attempt == 3) break;
         if (built.context) MemoryContextDelete(built.context);
         MemoryContextReset(scratch);

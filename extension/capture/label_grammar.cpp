@@ -1,5 +1,7 @@
 #include "pii_audit/label_grammar.h"
 
+#include "pii_audit/cpp_call.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -87,30 +89,29 @@ bool parse_label_into(std::string_view text, char* categories, std::size_t capac
         std::memcpy(error, message.data(), n);
         error[n] = '\0';
     };
-    try {
+    bool ok = false;
+    char failure[256];
+    bool completed = pii_audit::boundary::cpp_call(nullptr, [&] {
         LabelParseResult parsed = parse_label(text);
         if (!parsed.ok) {
             set_error(parsed.error);
-            return false;
+            return;
         }
         std::size_t used = 0;
         for (const auto& category : parsed.label.categories) {
             if (used + category.size() + 1 > capacity) {
                 set_error("pii label output buffer too small");
-                return false;
+                return;
             }
             std::memcpy(categories + used, category.c_str(), category.size() + 1);
             used += category.size() + 1;
         }
         *categories_len = used;
         *subject_key = parsed.label.subject_key;
-        return true;
-    } catch (const std::exception& e) {
-        set_error(e.what());
-    } catch (...) {
-        set_error("unexpected failure while parsing a pii label");
-    }
-    return false;
+        ok = true;
+    }, failure, sizeof failure);
+    if (!completed) set_error(failure);
+    return ok;
 }
 
 std::string format_label(const ParsedLabel& label) {

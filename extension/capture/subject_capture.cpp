@@ -55,6 +55,8 @@ extern "C" {
 
 int pii_audit_max_subjects_per_event = 1000;
 
+namespace boundary = pii_audit::boundary;
+
 namespace {
 
 // Exact distinct counting up to this many subjects per relation and statement (about 64 MB of
@@ -490,26 +492,20 @@ bool begin_publishing() {
     if (collecting == 0) {
         MemoryContext caller = CurrentMemoryContext;
         dsa_area* volatile area = nullptr;
-        PG_TRY();
-        {
+        bool created = boundary::pg_forget_error([&] {
             register_tranche();
             MemoryContextSwitchTo(TopMemoryContext);
             area = dsa_create(handover->tranche_id);
             dsa_pin_mapping(area);  // detached by us, also during abort cleanup
             dsa_set_size_limit(area, kHandoverAreaLimit);
             MemoryContextSwitchTo(caller);
-        }
-        PG_CATCH();
-        {
+        });
+        if (!created) {
             // Auditing must not fail the statement: its workers' subjects will be missing,
             // and the event will say the count is a lower bound.
-            MemoryContextSwitchTo(caller);
-            FlushErrorState();
-            LWLockReleaseAll();
             if (area != nullptr) dsa_detach(area);
             return false;
         }
-        PG_END_TRY();
         leader_area = area;
         SpinLockAcquire(&slot->mutex);
         slot->pid = MyProcPid;
@@ -696,10 +692,8 @@ struct RecordWalk {
 
 // Merges and frees the records of the collector's launches. False if the area failed us.
 bool take_records(StatementCollector* collector, RecordWalk* walk) {
-    MemoryContext caller = CurrentMemoryContext;
-    volatile bool ok = true;
-    PG_TRY();
-    {
+    // On an error nothing may stay locked for the detach (as in hand_over).
+    return boundary::pg_forget_error([&] {
         while (DsaPointerIsValid(walk->records)) {
             dsa_pointer current = walk->records;
             auto* record = static_cast<HandoverRecord*>(dsa_get_address(leader_area, current));
@@ -717,16 +711,7 @@ bool take_records(StatementCollector* collector, RecordWalk* walk) {
                 walk->kept = current;
             }
         }
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller);
-        FlushErrorState();
-        LWLockReleaseAll();  // as in hand_over: nothing may stay locked for the detach
-        ok = false;
-    }
-    PG_END_TRY();
-    return ok;
+    });
 }
 
 // At the leader's ExecutorEnd: its workers are done (Gather waits for them when it finishes).
@@ -850,11 +835,12 @@ void hand_over(WorkerCapture* capture) {
     if (!collecting_now) return;
     dsm_handle launch = DatumGetUInt32(MyBgworkerEntry->bgw_main_arg);
 
-    MemoryContext caller = CurrentMemoryContext;
     dsa_area* volatile area = nullptr;
     volatile bool done = false;
-    PG_TRY();
-    {
+    // No ERROR in a worker because of auditing: the leader learns it from the counter.
+    // dsa_allocate can fail in dsm_create while holding the area's lock, which detaching
+    // takes again: pg_forget_error releases what the failed call held first.
+    bool handed = boundary::pg_forget_error([&] {
         register_tranche();
         area = dsa_attach(area_handle);
         constexpr int kFlags = DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM;
@@ -876,18 +862,8 @@ void hand_over(WorkerCapture* capture) {
         }
         dsa_detach(area);
         area = nullptr;
-    }
-    PG_CATCH();
-    {
-        // No ERROR in a worker because of auditing: the leader learns it from the counter.
-        // dsa_allocate can fail in dsm_create while holding the area's lock, which detaching
-        // takes again: release what the failed call held first.
-        MemoryContextSwitchTo(caller);
-        FlushErrorState();
-        LWLockReleaseAll();
-        if (area != nullptr) dsa_detach(area);
-    }
-    PG_END_TRY();
+    });
+    if (!handed && area != nullptr) dsa_detach(area);
     if (!done) pg_atomic_fetch_add_u32(&slot->failures, 1);
 }
 

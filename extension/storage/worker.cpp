@@ -1132,7 +1132,7 @@ extern "C" void pii_audit_worker_main(Datum) {
     MemoryContext batch_context = AllocSetContextCreate(TopMemoryContext, "pii_audit batch",
                                                         8 * 1024 * 1024, 8 * 1024 * 1024,
                                                         8 * 1024 * 1024);
-    // The loop's state survives an error caught below (sigsetjmp), hence static.
+    // The loop's state survives an error caught by pg_recovery_loop (a longjmp), hence static.
     static WorkerState state{};
     static bool ready = false;
     static TimestampTz shutdown_since = 0;
@@ -1145,19 +1145,9 @@ extern "C" void pii_audit_worker_main(Datum) {
     // never be stored is skipped and recorded as a gap instead of blocking the queue forever;
     // while the server itself is in trouble (disk full, out of memory) events are kept and
     // retried. The worker never exits for this: the postmaster would restart it in a loop.
-    sigjmp_buf local_sigjmp_buf;
-    if (sigsetjmp(local_sigjmp_buf, 1) != 0) {
-        error_context_stack = nullptr;
-        HOLD_INTERRUPTS();
-        MemoryContextSwitchTo(TopMemoryContext);
-        ErrorData* error = CopyErrorData();
-        EmitErrorReport();
-        AbortCurrentTransaction();
-        LWLockReleaseAll();  // also when the error came between transactions
-        FlushErrorState();
+    auto recover = [&](ErrorData* error) {
         MemoryContextReset(batch_context);
         pgstat_report_activity(STATE_IDLE, nullptr);
-        RESUME_INTERRUPTS();
         pii_audit_scoring_batch_failed();  // its alerts were rolled back with it
         ++failures;
         long pause_ms = failures >= 6 ? 30000 : 1000L << (failures - 1);
@@ -1165,7 +1155,6 @@ extern "C" void pii_audit_worker_main(Datum) {
         snprintf(problem, sizeof problem, "storing events failed %d time%s in a row, retrying: %s",
                  failures, failures == 1 ? "" : "s", error->message);
         pii_audit_queue_set_problem(problem);
-        FreeErrorData(error);
         // Positions, ids and remembered side rows are read again from the trail.
         ready = false;
         pii_audit_queue_set_ready(false);
@@ -1173,10 +1162,8 @@ extern "C" void pii_audit_worker_main(Datum) {
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, pause_ms,
                         PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
-    }
-    PG_exception_stack = &local_sigjmp_buf;
-
-    for (;;) {
+    };
+    pii_audit::boundary::pg_recovery_loop([&] {
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
@@ -1235,5 +1222,5 @@ extern "C" void pii_audit_worker_main(Datum) {
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
                         PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
-    }
+    }, recover);
 }
