@@ -156,9 +156,9 @@ bool build_scorer(const char* state_bytes, size_t state_len) {
         std::string carried = scoring->scorer ? scoring->scorer->save_state() : std::string();
         if (state_bytes) carried.assign(state_bytes, state_len);
         if (!carried.empty()) {
-            try {
+            try {  // inside cpp_call: a state from another version is expected
                 fresh->restore_state(carried);
-            } catch (const analysis::StateError& e) {
+            } catch (const analysis::StateError& e) {  // inside cpp_call
                 // Saved by another version of the scorer: start learning again.
                 snprintf(failure, sizeof failure, "%s", e.what());
             }
