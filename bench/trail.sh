@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# bench/trail.sh BUILD_DIR [EVENTS]: builds a trail of EVENTS events (default 1,000,000; issue
+# 12's targets are for 100,000,000) through the worker's production path, then reports what
+# storing cost and what officers' queries cost on it.
+#
+# A throwaway cluster gets pii_audit (scoring off unless SCORING=on: this measures storing) and,
+# in the audit database, three keyed tables (customers with SUBJECTS rows, accounts, visits).
+# The loader module (bench/trail/loader.cpp, built in BUILD_DIR, never installed) puts synthetic
+# reads into the shared-memory queue as the executor hooks do: SESSIONS connections of ACTORS
+# clerks, one customer per event, event times spread over SPAN_DAYS days ending now. The worker
+# stores them as it stores any event.
+#
+# Reported: worker CPU per stored event (utime + stime of the worker process over the load),
+# bytes per event of everything in schema pii_audit (tables, side tables, TOAST, every index),
+# and each query's time cold (server restarted, OS page cache dropped, if root) and warm
+# (median of 3). Environment: SESSIONS (64), ACTORS (1000), SUBJECTS (1000000), SPAN_DAYS (365),
+# CHUNK (events per loader call, 2000000), SCORING (off), KEEP=1 keeps the cluster in
+# /tmp/pii_audit_trail_bench for more queries (stop it with scripts/pgcluster.sh's pgc_destroy).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../scripts/pgcluster.sh
+source "$repo/scripts/pgcluster.sh"
+
+build_dir=$(cd "${1:?usage: bench/trail.sh BUILD_DIR [EVENTS]}" && pwd)
+events=${2:-1000000}
+sessions=${SESSIONS:-64}
+actors=${ACTORS:-1000}
+subjects=${SUBJECTS:-1000000}
+span_days=${SPAN_DAYS:-365}
+chunk=${CHUNK:-2000000}
+scoring=${SCORING:-off}
+loader=$build_dir/bench/trail/pii_audit_trail_loader.so
+[[ -f "$loader" ]] || { echo "trail.sh: no $loader (build BUILD_DIR first)" >&2; exit 1; }
+[[ "$events" =~ ^[0-9]+$ && "$events" -gt 0 ]] || { echo "trail.sh: EVENTS must be a positive number" >&2; exit 1; }
+
+dir=/tmp/pii_audit_trail_bench
+pgc_destroy "$dir" >/dev/null 2>&1 || true
+rm -rf "$dir"
+mkdir -p "$dir"
+cleanup() { [[ "${KEEP:-0}" == 1 ]] || pgc_destroy "$dir" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+cp "$loader" "$dir/loader.so"
+chmod 755 "$dir" && chmod 644 "$dir/loader.so"
+
+pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.database = 'audit'" \
+    "pii_audit.queue_size = 65536" "pii_audit.on_queue_full = wait" \
+    "pii_audit.queue_wait_timeout = 600000" "pii_audit.scoring = $scoring" \
+    "shared_buffers = 1GB" "max_wal_size = 16GB" "checkpoint_timeout = 30min" \
+    "work_mem = 64MB" "maintenance_work_mem = 512MB" "pii_audit.max_query_length = 1024" >/dev/null
+pgc_start "$dir" >/dev/null
+q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 -d audit "$@"; }
+pgc_psql "$dir" -X -q -d postgres -c 'CREATE DATABASE audit' >/dev/null
+q -c 'CREATE EXTENSION pii_audit'
+q <<SQL
+CREATE TABLE customers (id text PRIMARY KEY, name text, phone text, address text);
+INSERT INTO customers SELECT 'c' || g, 'name ' || g, '138' || g, 'street ' || g
+FROM generate_series(1, $subjects) g;
+CREATE TABLE accounts (customer_id text, iban text, balance numeric);
+CREATE TABLE visits (customer_id text, visited_on date, diagnosis text);
+SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key';
+SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
+SECURITY LABEL FOR pii ON COLUMN customers.phone IS 'phone';
+SECURITY LABEL FOR pii ON COLUMN customers.address IS 'address';
+SECURITY LABEL FOR pii ON COLUMN accounts.customer_id IS 'subject_key';
+SECURITY LABEL FOR pii ON COLUMN accounts.iban IS 'bank_account';
+SECURITY LABEL FOR pii ON COLUMN visits.customer_id IS 'subject_key';
+SECURITY LABEL FOR pii ON COLUMN visits.diagnosis IS 'health';
+SELECT format('CREATE ROLE clerk_%s', g) FROM generate_series(1, $actors) g
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'clerk_' || g) \gexec
+CREATE FUNCTION bench_load(bigint, bigint, bigint, int, int, int, timestamptz, timestamptz, int,
+                           text, oid[])
+RETURNS bigint LANGUAGE c STRICT AS '$dir/loader.so', 'pii_audit_bench_load';
+SQL
+relations="ARRAY['customers'::regclass, 'accounts'::regclass, 'visits'::regclass]::oid[]"
+span_end=$(q -c "SELECT date_trunc('second', now())")
+span_start=$(q -c "SELECT '$span_end'::timestamptz - interval '$span_days days'")
+for _ in $(seq 1 100); do
+    [[ "$(q -c "SELECT state FROM pii_audit.status")" == running ]] && break
+    sleep 0.2
+done
+status() { q -c "SELECT $1 FROM pii_audit.status"; }
+worker_cpu() {  # clock ticks of user + system time of the worker process
+    awk '{ print $14 + $15 }' "/proc/$(status worker_pid)/stat"
+}
+tck=$(getconf CLK_TCK)
+persisted0=$(status events_persisted)
+
+echo "# trail.sh: $events events, $sessions sessions, $actors actors, $subjects subjects, $span_days days, scoring $scoring"
+echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+cpu0=$(worker_cpu)
+t0=$(date +%s.%N)
+done_events=0
+while ((done_events < events)); do
+    n=$((events - done_events < chunk ? events - done_events : chunk))
+    taken=$(q -c "SELECT bench_load($n, $done_events, $events, $sessions, $actors, $subjects, '$span_start', '$span_end', 1, 'audit', $relations)")
+    ((taken == n)) || echo "# warning: the queue took $taken of $n events"
+    done_events=$((done_events + n))
+    echo "# loaded $done_events events ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }') s)"
+done
+target=$((persisted0 + events))
+while (($(status events_persisted) < target)); do sleep 0.5; done
+t1=$(date +%s.%N)
+cpu1=$(worker_cpu)
+dropped=$(status events_dropped)
+stored=$(q -c "SELECT last_event_id FROM pii_audit.worker_state")
+load_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+cpu_us=$(awk -v c=$((cpu1 - cpu0)) -v t="$tck" -v n="$events" 'BEGIN { printf "%.2f", c / t * 1e6 / n }')
+echo "load: $events events in $load_s s ($(awk -v n="$events" -v s="$load_s" 'BEGIN { printf "%.0f", n / s }') events/s), dropped $dropped"
+echo "worker CPU per stored event: $cpu_us us"
+
+q -c 'CHECKPOINT' >/dev/null
+bytes=$(q -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm')")
+echo "disk: $(awk -v b="$bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }') in schema pii_audit, $(awk -v b="$bytes" -v n="$stored" 'BEGIN { printf "%.1f", b / n }') bytes per event ($stored events stored)"
+q -c "SELECT c.relname || ' ' || pg_size_pretty(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm') AND pg_total_relation_size(c.oid) > 1000000 ORDER BY 1" | sed 's/^/  /'
+echo "table statistics before ANALYZE: trail n_live_tup = $(q -c "SELECT coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'pii_audit' AND relname LIKE 'trail%'")"
+ta=$(date +%s.%N)
+q -c 'ANALYZE' >/dev/null
+echo "ANALYZE of the audit database: $(awk -v a="$ta" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+
+# ---- officers' queries
+middle=$(q -c "SELECT '$span_start'::timestamptz + interval '$span_days days' / 2")
+subject="c$((subjects / 3 + 7))"
+near_start=$((stored / 100))
+near_end=$((stored - 20000))
+if [[ "$(q -c "SELECT count(*) FROM pg_proc WHERE proname = 'events_after' AND pronamespace = 'pii_audit'::regnamespace")" != 0 ]]; then
+    pull="SELECT * FROM pii_audit.events_after(%s, 10000)"
+else
+    pull="SELECT * FROM pii_audit.access_log WHERE event_id > %s ORDER BY event_id LIMIT 10000"
+fi
+declare -a names sqls
+add() { names+=("$1"); sqls+=("$2"); }
+add "subject_access, one person" "SELECT * FROM pii_audit.subject_access('$subject')"
+add "breach_scope, one clerk, a day" "SELECT * FROM pii_audit.breach_scope('clerk_7', '$middle', '$middle'::timestamptz + interval '1 day')"
+add "breach_scope, one clerk, a month" "SELECT * FROM pii_audit.breach_scope('clerk_7', '$middle', '$middle'::timestamptz + interval '30 days')"
+# shellcheck disable=SC2059
+add "10,000 events after an id near the start" "$(printf "$pull" "$near_start")"
+# shellcheck disable=SC2059
+add "10,000 events after an id near the end" "$(printf "$pull" "$near_end")"
+add "access_log, 5 minutes" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
+add "access_log, 1 hour, one clerk" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND session_user_name = 'clerk_7'"
+add "access_log, 1 hour, one relation" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND relation = 'public.visits'"
+
+timed() {  # prints the milliseconds of one run of SQL (its rows go to /dev/null)
+    pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' -c "$1" |
+        awk '/^Time:/ { t = $2 } END { print t }'
+}
+cold_ok=0
+if [[ $(id -u) == 0 && -w /proc/sys/vm/drop_caches ]]; then cold_ok=1; fi
+printf '\n| query | rows | cold ms | warm ms (median of 3) |\n|---|---|---|---|\n'
+for i in "${!names[@]}"; do
+    cold="-"
+    if ((cold_ok)); then
+        pgc_stop "$dir" fast >/dev/null
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+        pgc_start "$dir" >/dev/null
+        cold=$(timed "${sqls[$i]}")
+    fi
+    warm=()
+    for _ in 1 2 3; do
+        warm+=("$(timed "${sqls[$i]}")")
+    done
+    median=$(printf '%s\n' "${warm[@]}" | sort -g | sed -n 2p)
+    rows=$(q -c "SELECT count(*) FROM (${sqls[$i]}) x")
+    printf '| %s | %s | %s | %s |\n' "${names[$i]}" "$rows" "$cold" "$median"
+done
