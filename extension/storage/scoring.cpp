@@ -375,13 +375,13 @@ bool catch_up_from_trail(int64 last_event_id) {
     // One range of ids per chunk: bounded in memory and temporary space whatever the trail's
     // size (ORDER BY ... LIMIT over the view sorted the whole trail, and with a full disk the
     // sort's temporary files failed the worker's start again and again). The range is read
-    // through the BRIN index on event_id; a sequential scan of a large trail per chunk would
-    // never end.
+    // through the groups' index on first_event_id (_events_in); a sequential scan of a large
+    // trail per chunk would never end.
     snprintf(sql, sizeof sql,
              "SELECT event_id, event_time, kind, status, session_user_name, end_user, "
              "application_name, host(client_addr), backend_pid, command, relation, categories, "
-             "row_count, subjects FROM pii_audit.events WHERE event_id > $1 "
-             "AND event_id <= $1 + %d AND kind IN ('read', 'login') ORDER BY event_id",
+             "row_count, subjects FROM pii_audit._events_in($1, $1 + %d) "
+             "WHERE kind IN ('read', 'login') ORDER BY event_id",
              kCatchUpChunk);
     (void)set_config_option("enable_seqscan", "off", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
                             true, 0, false);

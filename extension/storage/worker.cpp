@@ -1,17 +1,16 @@
-// Storage: the single background worker that drains the queue into pii_audit.trail in the
-// audit database. It is the only writer, so it assigns event_id in commit order (strictly
+// Storage: the single background worker that drains the queue into the trail (pii_audit.
+// trail_groups and its side tables, see trail_group.h) in the audit database. It is the only writer, so it assigns event_id in commit order (strictly
 // increasing, no gaps), and it releases queue space only after its transaction committed, so
 // a worker that is stopped or fails mid-batch loses nothing.
 // PostgreSQL-free headers first (see pg_free.h).
 #include "pii_audit/trail_dictionary.h"
+#include "pii_audit/trail_group.h"
 
 #include "pii_audit_internal.h"
 
 #include "boundary.h"
 
 extern "C" {
-#include "access/brin.h"
-#include "access/brin_revmap.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -43,8 +42,13 @@ extern "C" {
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/datetime.h"
 #include "utils/timestamp.h"
 }
+
+#include <algorithm>
+#include <utility>
+#include <vector>
 
 #include <malloc.h>
 #include <unistd.h>
@@ -73,19 +77,18 @@ void handle_sigterm(SIGNAL_ARGS) {
 }
 
 // Column order of the trail's tables, checked against the tables at start.
-const char* const kTrailColumns[] = {
-    "event_id",    "event_time",    "recorded_at",   "session_id",
-    "statement_id", "row_count",    "backend_pid",   "nesting_level",
-    "kind",        "status",        "detail",        "subject_count",
-    "subjects",    "subjects_truncated", "subject_count_estimated",
+const char* const kGroupColumns[] = {
+    "first_event_id", "event_count", "min_time",     "max_time",      "recorded_at", "session_id",
+    "statement_id",   "backend_pid", "nesting_level", "kind",         "payload",
 };
-constexpr int kNumTrailColumns = sizeof kTrailColumns / sizeof kTrailColumns[0];
-enum TrailColumn {
-    kColEventId, kColEventTime, kColRecordedAt, kColSessionId, kColStatementId, kColRowCount,
-    kColBackendPid, kColNestingLevel, kColKind, kColStatus, kColDetail, kColSubjectCount,
-    kColSubjects, kColSubjectsTruncated, kColSubjectCountEstimated,
+constexpr int kNumGroupColumns = sizeof kGroupColumns / sizeof kGroupColumns[0];
+enum GroupColumn {
+    kColFirstEventId, kColEventCount, kColMinTime, kColMaxTime, kColRecordedAt, kColSessionId,
+    kColStatementId, kColBackendPid, kColNestingLevel, kColKind, kColPayload,
 };
-static_assert(kColSubjectCountEstimated + 1 == kNumTrailColumns);
+static_assert(kColPayload + 1 == kNumGroupColumns);
+// The kind of a gap row, next to pii_audit::EventKind's values in a group's key.
+constexpr uint8 kGapKind = 200;
 
 const char* const kSessionColumns[] = {
     "session_id", "database_name", "session_user_name", "current_user_name", "end_user",
@@ -100,9 +103,11 @@ const char* const kStatementColumns[] = {
 constexpr int kNumStatementColumns = sizeof kStatementColumns / sizeof kStatementColumns[0];
 
 struct WorkerState {
-    Oid trail_relid;            // pii_audit.trail
+    Oid groups_relid;           // pii_audit.trail_groups
     Oid sessions_relid;         // pii_audit.trail_sessions
     Oid statements_relid;       // pii_audit.trail_statements
+    Oid subject_index_relid;    // pii_audit.trail_subject_index
+    Oid subject_slices_relid;   // pii_audit.trail_subject_slices
     int64 next_session_id;
     int64 next_statement_id;
     SPIPlanPtr save_position;  // UPDATE worker_state, prepared once per worker
@@ -112,92 +117,11 @@ struct WorkerState {
     bool note_unclean_restart;  // shared memory was re-created: say so in the trail
     bool gap_failing;           // the last gap row could not be stored: keep trying it alone
     bool warned_not_installed;
-    BlockNumber summarized_below;    // BRIN ranges of the trail before this block are summarised
-    TimestampTz last_summarize;      // when the worker last looked for filled BRIN ranges
-    TimestampTz summarize_paused_at; // a summarisation failed; retry after kSummarizeRetryMs
+    TimestampTz last_recorded_at;       // recorded_at of the last batch: never goes back
+    TimestampTz partitions_checked_at;  // when the next day's partition was last made sure of
 };
 
 void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
-
-// ---------------------------------------------------------------- BRIN summaries
-// A BRIN range that is not summarised matches every query, so "events after N", time ranges,
-// subject_access and the worker's own start would read every row added since the last VACUUM
-// (measured: the worker's start read 13.5M rows in 4.7 s on a 27M-event trail). autosummarize
-// cannot keep up with the trail: autovacuum keeps 256 requests and logs each one it drops,
-// thousands of lines a minute at 40k events/s. So the worker summarises each range itself once
-// it is full, between batches, and at start everything left unsummarised.
-constexpr long kSummarizeEveryMs = 1000;
-constexpr long kSummarizeRetryMs = 10 * 60 * 1000;
-
-// The trail's BRIN indexes with their pages per range (at most a few).
-int brin_indexes_of(Relation rel, Oid* oids, BlockNumber* pages_per_range, int max) {
-    int n = 0;
-    List* indexes = RelationGetIndexList(rel);
-    ListCell* cell;
-    foreach (cell, indexes) {
-        Relation index = index_open(lfirst_oid(cell), AccessShareLock);
-        if (index->rd_rel->relam == BRIN_AM_OID && n < max) {
-            oids[n] = RelationGetRelid(index);
-            pages_per_range[n] = BrinGetPagesPerRange(index);
-            ++n;
-        }
-        index_close(index, AccessShareLock);
-    }
-    list_free(indexes);
-    return n;
-}
-
-// Summarises the filled ranges (all unsummarised ranges when at_start) in a transaction of its
-// own. Never waits: when VACUUM holds the table, it is summarising too, and the worker tries
-// again later. An error is reported and pauses summarising; it never stops the worker.
-void summarize_ranges(WorkerState* state, bool at_start) {
-    TimestampTz now = GetCurrentTimestamp();
-    if (!at_start && !TimestampDifferenceExceeds(state->last_summarize, now, kSummarizeEveryMs))
-        return;
-    if (state->summarize_paused_at != 0 &&
-        !TimestampDifferenceExceeds(state->summarize_paused_at, now, kSummarizeRetryMs))
-        return;
-    state->last_summarize = now;
-    MemoryContext caller = CurrentMemoryContext;
-    ErrorData* error = pii_audit::boundary::pg_own_transactions([&] {
-        pii_audit_worker_begin_transaction();
-        if (ConditionalLockRelationOid(state->trail_relid, ShareUpdateExclusiveLock)) {
-            Relation rel = table_open(state->trail_relid, NoLock);
-            BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
-            Oid oids[8];
-            BlockNumber ranges[8];
-            int n = brin_indexes_of(rel, oids, ranges, 8);
-            table_close(rel, NoLock);
-            BlockNumber done = nblocks;
-            for (int i = 0; i < n; ++i) {
-                if (at_start) {
-                    DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(oids[i]));
-                    continue;
-                }
-                // Only full ranges: a summarised range that still grows costs an index update
-                // per row inserted.
-                BlockNumber first = state->summarized_below / ranges[i] * ranges[i];
-                BlockNumber full_end = nblocks / ranges[i] * ranges[i];
-                for (BlockNumber block = first; block < full_end; block += ranges[i])
-                    DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(oids[i]),
-                                        Int64GetDatum(static_cast<int64>(block)));
-                if (full_end < done) done = full_end;
-            }
-            state->summarized_below = done;
-        }
-        pii_audit_worker_commit_transaction();
-    });
-    if (error != nullptr) {
-        ereport(WARNING,
-                (errmsg("pii_audit: could not summarise the BRIN indexes of the trail: %s",
-                        error->message),
-                 errdetail("The worker tries again in 10 minutes; until then queries on "
-                           "pii_audit.events read the unsummarised part in full.")));
-        FreeErrorData(error);
-        state->summarize_paused_at = GetCurrentTimestamp();
-    }
-    MemoryContextSwitchTo(caller);
-}
 
 int64 spi_int64(const char* sql, int64 fallback) {
     if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed == 0) return fallback;
@@ -282,17 +206,22 @@ void remember_id(Part part, int64 id) {
         dictionary_error();
 }
 
+void rebuild_subject_slice();
+
 // Finds the trail's tables and where the last run stopped. False while the extension is not
 // installed in the audit database.
 bool prepare(WorkerState* state) {
     pii_audit_worker_begin_transaction();
     Oid nsp = get_namespace_oid("pii_audit", true);
-    Oid events = OidIsValid(nsp) ? get_relname_relid("trail", nsp) : InvalidOid;
+    Oid events = OidIsValid(nsp) ? get_relname_relid("trail_groups", nsp) : InvalidOid;
+    Oid subject_index = OidIsValid(nsp) ? get_relname_relid("trail_subject_index", nsp) : InvalidOid;
+    Oid subject_slices = OidIsValid(nsp) ? get_relname_relid("trail_subject_slices", nsp) : InvalidOid;
     Oid sessions = OidIsValid(nsp) ? get_relname_relid("trail_sessions", nsp) : InvalidOid;
     Oid statements = OidIsValid(nsp) ? get_relname_relid("trail_statements", nsp) : InvalidOid;
     Oid worker_state = OidIsValid(nsp) ? get_relname_relid("worker_state", nsp) : InvalidOid;
     bool ready = OidIsValid(events) && OidIsValid(sessions) && OidIsValid(statements) &&
-                 OidIsValid(worker_state);
+                 OidIsValid(worker_state) && OidIsValid(subject_index) &&
+                 OidIsValid(subject_slices);
     if (!ready) {
         if (!state->warned_not_installed)
             ereport(WARNING,
@@ -303,7 +232,7 @@ bool prepare(WorkerState* state) {
                      errhint("Run CREATE EXTENSION pii_audit in database \"%s\".",
                              pii_audit_database)));
         state->warned_not_installed = true;
-    } else if (!table_matches(events, kTrailColumns, kNumTrailColumns) ||
+    } else if (!table_matches(events, kGroupColumns, kNumGroupColumns) ||
                !table_matches(sessions, kSessionColumns, kNumSessionColumns) ||
                !table_matches(statements, kStatementColumns, kNumStatementColumns)) {
         if (!state->warned_not_installed)
@@ -316,7 +245,9 @@ bool prepare(WorkerState* state) {
         state->warned_not_installed = true;
         ready = false;
     } else {
-        state->trail_relid = events;
+        state->groups_relid = events;
+        state->subject_index_relid = subject_index;
+        state->subject_slices_relid = subject_slices;
         state->sessions_relid = sessions;
         state->statements_relid = statements;
         reset_dictionaries();
@@ -326,13 +257,19 @@ bool prepare(WorkerState* state) {
         state->next_statement_id =
             spi_int64("SELECT max(statement_id) FROM pii_audit.trail_statements", 0) + 1;
         // The last id is kept with the batch that wrote it; looking past it also covers a trail
-        // restored from a dump (then last_event_id is 0 and this is one full scan).
+        // restored from a dump (then last_event_id is 0).
         state->next_event_id =
-            spi_int64("SELECT coalesce(max(e.event_id), s.last_event_id) FROM "
-                      "pii_audit.worker_state s LEFT JOIN pii_audit.trail e "
-                      "ON e.event_id > s.last_event_id GROUP BY s.last_event_id",
-                      0) +
+            Max(spi_int64("SELECT last_event_id FROM pii_audit.worker_state", 0),
+                spi_int64("SELECT first_event_id + event_count - 1 FROM pii_audit.trail_groups "
+                          "ORDER BY first_event_id DESC LIMIT 1",
+                          0)) +
             1;
+        state->last_recorded_at =
+            spi_int64("SELECT (extract(epoch FROM max(recorded_at) - '2000-01-01 UTC') * 1e6)::bigint "
+                      "FROM pii_audit.trail_groups WHERE first_event_id > "
+                      "(SELECT last_event_id FROM pii_audit.worker_state) - 4096",
+                      0);
+        rebuild_subject_slice();
         uint64 generation = pii_audit_queue_generation();
         int64 stored_generation =
             spi_int64("SELECT generation FROM pii_audit.worker_state", -1);
@@ -429,19 +366,6 @@ Datum text_array(std::string_view list, int encoding) {
     return PointerGetDatum(construct_array(items, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-// Subject hashes arrive as packed 8-byte integers (possibly unaligned in the batch buffer).
-Datum subject_array(std::string_view packed) {
-    int n = static_cast<int>(packed.size() / sizeof(int64));
-    Datum* items = static_cast<Datum*>(palloc(sizeof(Datum) * (n > 0 ? n : 1)));
-    for (int i = 0; i < n; ++i) {
-        int64 v;
-        memcpy(&v, packed.data() + i * sizeof(int64), sizeof v);
-        items[i] = Int64GetDatum(v);
-    }
-    return PointerGetDatum(construct_array(items, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-                                           TYPALIGN_DOUBLE));
-}
-
 Datum inet_datum(std::string_view value) {
     char addr[64];
     size_t n = value.size() < sizeof addr - 1 ? value.size() : sizeof addr - 1;
@@ -487,7 +411,7 @@ private:
 
 struct BatchDatums {
     FieldDatums field[pii_audit::kFieldCount];
-    Datum kind_read, kind_label_change, kind_login, status_completed, status_failed, status_denied;
+    Datum kind_read, kind_label_change, kind_login, kind_gap;
 
     Datum text(const pii_audit::EventView& event, pii_audit::EventField f) {
         return field[f].get<FieldDatums::Kind::kText>(event.field[f], event.header.source_encoding);
@@ -505,11 +429,101 @@ struct BatchDatums {
     }
 };
 
+// ---------------------------------------------------------------- partitions
+// trail_groups is partitioned by UTC day of min_time; partition trail_groups_pYYYYMMDD holds
+// [day, day + 1). The worker creates a day's partition when a group needs it (standalone, with
+// a CHECK constraint matching its bounds, then ATTACH: the parent only takes a lock that readers
+// and the worker's own inserts do not conflict with) and, between batches, the next day's ahead.
+constexpr int64 kDayMicros = 86400LL * 1000 * 1000;
+constexpr int kMaxTargets = 8;  // partitions written by one batch before flushing
+
+int32 day_of(TimestampTz t) {
+    int64 day = t / kDayMicros;
+    if (t < 0 && t % kDayMicros != 0) --day;
+    return static_cast<int32>(day);
+}
+
+void partition_name(int32 day, char* out, size_t size) {
+    int year, month, mday;
+    j2date(day + POSTGRES_EPOCH_JDATE, &year, &month, &mday);
+    snprintf(out, size, "trail_groups_p%04d%02d%02d", year, month, mday);
+}
+
+void day_bounds(int32 day, char* lo, char* hi, size_t size) {
+    for (int k = 0; k < 2; ++k) {
+        int year, month, mday;
+        j2date(day + k + POSTGRES_EPOCH_JDATE, &year, &month, &mday);
+        snprintf(k == 0 ? lo : hi, size, "%04d-%02d-%02d 00:00:00+00", year, month, mday);
+    }
+}
+
+// The partition for `day`, created if missing. Runs inside the caller's transaction.
+Oid day_partition(WorkerState* state, int32 day, bool create) {
+    char name[NAMEDATALEN];
+    partition_name(day, name, sizeof name);
+    Oid nsp = get_namespace_oid("pii_audit", false);
+    Oid relid = get_relname_relid(name, nsp);
+    if (OidIsValid(relid) || !create) return relid;
+    char lo[40], hi[40];
+    day_bounds(day, lo, hi, sizeof lo);
+    StringInfoData sql;
+    initStringInfo(&sql);
+    appendStringInfo(
+        &sql,
+        "SET LOCAL lock_timeout = '5s';"
+        "CREATE TABLE pii_audit.%s (LIKE pii_audit.trail_groups INCLUDING DEFAULTS "
+        "INCLUDING CONSTRAINTS INCLUDING STORAGE, "
+        "CONSTRAINT %s_day CHECK (min_time >= '%s' AND min_time < '%s'));"
+        "ALTER TABLE pii_audit.trail_groups ATTACH PARTITION pii_audit.%s "
+        "FOR VALUES FROM ('%s') TO ('%s');"
+        "CREATE TRIGGER trail_no_truncate BEFORE TRUNCATE ON pii_audit.%s "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();"
+        "ALTER TABLE pii_audit.%s ENABLE ALWAYS TRIGGER trail_no_truncate;"
+        "ALTER TABLE pii_audit.%s ENABLE ALWAYS TRIGGER trail_append_only;"
+        "REVOKE ALL ON pii_audit.%s FROM PUBLIC;"
+        "SET LOCAL lock_timeout = 0;",
+        name, name, lo, hi, name, lo, hi, name, name, name, name);
+    SPI_connect();
+    if (SPI_execute(sql.data, false, 0) < 0)
+        elog(ERROR, "pii_audit: could not create the trail partition %s", name);
+    SPI_finish();
+    pfree(sql.data);
+    CommandCounterIncrement();
+    relid = get_relname_relid(name, nsp);
+    if (!OidIsValid(relid)) elog(ERROR, "pii_audit: the trail partition %s was not created", name);
+    ereport(DEBUG1, (errmsg("pii_audit: created trail partition %s", name)));
+    (void)state;
+    return relid;
+}
+
+// Between batches: tomorrow's partition exists before the first event of tomorrow needs it. A
+// failure (a lock held too long) is retried later; the batch that needs it creates it anyway.
+void prepare_partitions(WorkerState* state) {
+    TimestampTz now = GetCurrentTimestamp();
+    if (state->partitions_checked_at != 0 &&
+        !TimestampDifferenceExceeds(state->partitions_checked_at, now, 60 * 1000))
+        return;
+    state->partitions_checked_at = now;
+    ErrorData* error = pii_audit::boundary::pg_own_transactions([&] {
+        pii_audit_worker_begin_transaction();
+        (void)day_partition(state, day_of(now), true);
+        (void)day_partition(state, day_of(now) + 1, true);
+        pii_audit_worker_commit_transaction();
+    });
+    if (error != nullptr) {
+        ereport(WARNING, (errmsg("pii_audit: could not add the trail's next partition: %s",
+                                 error->message),
+                          errdetail("The worker tries again in a minute.")));
+        FreeErrorData(error);
+    }
+}
+
+// ---------------------------------------------------------------- writing rows
 // Rows are buffered into slots and written with table_multi_insert: one WAL record per heap page
-// instead of one per row, which is most of what storing an event costs.
+// instead of one per row.
 constexpr int kMultiInsertRows = 1000;
 
-// A table the batch adds a row to now and then (sessions, statements): opened at its first row.
+// A table the batch adds a row to now and then (sessions, statements, the subject index).
 struct SideTable {
     Oid relid;
     Relation rel;
@@ -517,49 +531,34 @@ struct SideTable {
     TupleTableSlot* slot;
 };
 
-// BRIN insertion into ranges nobody summarised yet. brininsert looks up the range's summary for
-// every row and finds none: a fifth of the worker's time once rows were narrow (perf). Every
-// summariser (VACUUM, brin_summarize_range/new_values, autosummarize work items, this worker)
-// holds ShareUpdateExclusiveLock on the table while it summarises, and it reads the rows of the
-// range from the table, so a row added while nobody can summarise needs no index entry for a
-// range without a summary: the summary made later reads it. A batch that gets that lock without
-// waiting therefore looks up each range once and skips those rows; one that does not (VACUUM is
-// running) inserts every index entry as usual. A range that has a summary always gets its
-// entries.
-struct BrinSkip {
-    Relation index;
-    BlockNumber pages_per_range;
-    BlockNumber range;  // the range last looked up (InvalidBlockNumber: none yet)
-    bool unsummarised;
-};
-
-struct Inserter {
+// One partition the batch writes groups to.
+struct Target {
+    int32 day;
     Relation rel;
-    EState* estate;
     ResultRelInfo* result;
-    // The batch holds ShareUpdateExclusiveLock on the trail: no range can be summarised or
-    // desummarised until it commits.
-    bool ranges_frozen;
-    int num_indexes;
-    Relation* index_descs;      // as opened by ExecOpenIndices
-    IndexInfo** index_infos;
-    BrinSkip* brin;             // per index; index == nullptr for other kinds of index
-    Relation* tuple_descs;      // the indexes one row needs
-    IndexInfo** tuple_infos;
-    // A copy of the events table's descriptor without a reference count: slots made on the
-    // relation's own descriptor each pin it in the resource owner, and forgetting 1,000 pins of
-    // one pointer at the end of a batch is a quadratic search (a tenth of the worker's time).
+    // A copy of the descriptor without a reference count: slots made on the relation's own
+    // descriptor each pin it in the resource owner, and forgetting 1,000 pins of one pointer at
+    // the end of a batch is a quadratic search.
     TupleDesc slot_desc;
     TupleTableSlot* slots[kMultiInsertRows];
     int buffered;
     BulkInsertState bulk;
+    bool check_constraints;  // table_multi_insert does not check constraints; insert_group does
+};
+
+struct Inserter {
+    WorkerState* state;
+    EState* estate;
+    Target targets[kMaxTargets];
+    int ntargets;
+    bool careful;
     CommandId cid;
     TimestampTz now;
     BatchDatums* datums;
     SideTable sessions;
     SideTable statements;
-    bool check_constraints;  // the trail has CHECK or NOT NULL constraints: table_multi_insert
-                             // does not check them, so insert_row does
+    SideTable subject_index;
+    SideTable subject_slices;
 };
 
 void open_side_table(Inserter& ins, SideTable& table) {
@@ -592,83 +591,69 @@ void close_side_table(SideTable& table) {
     table.rel = nullptr;
 }
 
-// True if heap block `block` lies in a range of the index that has no summary.
-bool range_unsummarised(BrinSkip& b, BlockNumber block) {
-    BlockNumber range = block / b.pages_per_range * b.pages_per_range;
-    if (range == b.range) return b.unsummarised;
-    BlockNumber pages_per_range;
-    BrinRevmap* revmap = brinRevmapInitialize(b.index, &pages_per_range, nullptr);
-    Buffer buffer = InvalidBuffer;
-    OffsetNumber offset;
-    Size size;
-    BrinTuple* summary = brinGetTupleForHeapBlock(revmap, range, &buffer, &offset, &size,
-                                                  BUFFER_LOCK_SHARE, nullptr);
-    if (summary != nullptr) LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
-    if (BufferIsValid(buffer)) ReleaseBuffer(buffer);
-    brinRevmapTerminate(revmap);
-    b.range = range;
-    b.unsummarised = summary == nullptr;
-    return b.unsummarised;
-}
-
-void prepare_index_inserts(Inserter& ins) {
-    ResultRelInfo* r = ins.result;
-    ins.num_indexes = r->ri_NumIndices;
-    ins.index_descs = r->ri_IndexRelationDescs;
-    ins.index_infos = r->ri_IndexRelationInfo;
-    int n = ins.num_indexes > 0 ? ins.num_indexes : 1;
-    ins.brin = static_cast<BrinSkip*>(palloc0(sizeof(BrinSkip) * n));
-    ins.tuple_descs = static_cast<Relation*>(palloc(sizeof(Relation) * n));
-    ins.tuple_infos = static_cast<IndexInfo**>(palloc(sizeof(IndexInfo*) * n));
-    if (!ins.ranges_frozen) return;
-    for (int i = 0; i < ins.num_indexes; ++i) {
-        Relation index = ins.index_descs[i];
-        if (index->rd_rel->relam != BRIN_AM_OID) continue;
-        ins.brin[i].index = index;
-        ins.brin[i].pages_per_range = BrinGetPagesPerRange(index);
-        ins.brin[i].range = InvalidBlockNumber;
+void flush_target(Inserter& ins, Target& t) {
+    if (t.buffered == 0) return;
+    table_multi_insert(t.rel, t.slots, t.buffered, ins.cid, 0, t.bulk);
+    for (int i = 0; i < t.buffered; ++i) {
+        ExecInsertIndexTuples(t.result, t.slots[i], ins.estate, false, false, nullptr, NIL);
+        ExecClearTuple(t.slots[i]);
     }
+    t.buffered = 0;
 }
 
 void flush_rows(Inserter& ins) {
-    if (ins.buffered == 0) return;
-    table_multi_insert(ins.rel, ins.slots, ins.buffered, ins.cid, 0, ins.bulk);
-    ResultRelInfo* r = ins.result;
-    for (int i = 0; i < ins.buffered; ++i) {
-        BlockNumber block = ItemPointerGetBlockNumber(&ins.slots[i]->tts_tid);
-        int n = 0;
-        for (int k = 0; k < ins.num_indexes; ++k) {
-            if (ins.brin[k].index != nullptr && range_unsummarised(ins.brin[k], block)) continue;
-            ins.tuple_descs[n] = ins.index_descs[k];
-            ins.tuple_infos[n] = ins.index_infos[k];
-            ++n;
-        }
-        if (n > 0) {
-            r->ri_NumIndices = n;
-            r->ri_IndexRelationDescs = ins.tuple_descs;
-            r->ri_IndexRelationInfo = ins.tuple_infos;
-            ExecInsertIndexTuples(r, ins.slots[i], ins.estate, false, false, nullptr, NIL);
-            r->ri_NumIndices = ins.num_indexes;
-            r->ri_IndexRelationDescs = ins.index_descs;
-            r->ri_IndexRelationInfo = ins.index_infos;
-        }
-        ExecClearTuple(ins.slots[i]);
-    }
-    ins.buffered = 0;
+    for (int i = 0; i < ins.ntargets; ++i) flush_target(ins, ins.targets[i]);
 }
 
-void insert_row(Inserter& ins, Datum* values, bool* nulls) {
-    TupleTableSlot*& slot = ins.slots[ins.buffered];
-    if (slot == nullptr) slot = MakeSingleTupleTableSlot(ins.slot_desc, &TTSOpsVirtual);
+void close_targets(Inserter& ins) {
+    flush_rows(ins);
+    for (int i = 0; i < ins.ntargets; ++i) {
+        Target& t = ins.targets[i];
+        for (TupleTableSlot* slot : t.slots)
+            if (slot) ExecDropSingleTupleTableSlot(slot);
+        if (t.bulk) FreeBulkInsertState(t.bulk);
+        ExecCloseIndices(t.result);
+        table_close(t.rel, NoLock);
+    }
+    ins.ntargets = 0;
+}
+
+Target& target_for(Inserter& ins, TimestampTz min_time) {
+    const int32 day = day_of(min_time);
+    for (int i = 0; i < ins.ntargets; ++i)
+        if (ins.targets[i].day == day) return ins.targets[i];
+    if (ins.ntargets == kMaxTargets) close_targets(ins);
+    Target& t = ins.targets[ins.ntargets];
+    memset(&t, 0, sizeof t);
+    t.day = day;
+    Oid relid = day_partition(ins.state, day, true);
+    t.rel = table_open(relid, RowExclusiveLock);
+    t.slot_desc = CreateTupleDescCopy(RelationGetDescr(t.rel));
+    t.result = makeNode(ResultRelInfo);
+    // A range table entry of its own, so that a violated constraint can describe the row.
+    InitResultRelInfo(t.result, t.rel, 0, nullptr, 0);
+    ExecOpenIndices(t.result, false);
+    t.check_constraints = RelationGetDescr(t.rel)->constr != nullptr;
+    // One group at a time, each in a subtransaction: a buffer pinned by a bulk-insert state in a
+    // rolled-back subtransaction would be released under it.
+    t.bulk = ins.careful ? nullptr : GetBulkInsertState();
+    ++ins.ntargets;
+    return t;
+}
+
+void insert_group_row(Inserter& ins, Datum* values, bool* nulls) {
+    Target& t = target_for(ins, DatumGetTimestampTz(values[kColMinTime]));
+    TupleTableSlot*& slot = t.slots[t.buffered];
+    if (slot == nullptr) slot = MakeSingleTupleTableSlot(t.slot_desc, &TTSOpsVirtual);
     ExecClearTuple(slot);
-    memcpy(slot->tts_values, values, sizeof(Datum) * kNumTrailColumns);
-    memcpy(slot->tts_isnull, nulls, sizeof(bool) * kNumTrailColumns);
+    memcpy(slot->tts_values, values, sizeof(Datum) * kNumGroupColumns);
+    memcpy(slot->tts_isnull, nulls, sizeof(bool) * kNumGroupColumns);
     ExecStoreVirtualTuple(slot);
-    if (ins.check_constraints) {
-        ExecConstraints(ins.result, slot, ins.estate);
+    if (t.check_constraints) {
+        ExecConstraints(t.result, slot, ins.estate);
         ResetPerTupleExprContext(ins.estate);
     }
-    if (++ins.buffered == kMultiInsertRows) flush_rows(ins);
+    if (++t.buffered == kMultiInsertRows) flush_target(ins, t);
 }
 
 // The id of a session or statement row: the one stored before for the same values, or that of
@@ -729,78 +714,305 @@ int64 statement_id(Inserter& ins, WorkerState* state, const pii_audit::EventView
         });
 }
 
-// Returns the event's id; the caller feeds the scorer once the row is sure to stay.
-int64 insert_event(Inserter& ins, WorkerState* state, const pii_audit::EventView& event) {
-    using namespace pii_audit;
-    BatchDatums& d = *ins.datums;
-    Datum values[kNumTrailColumns];
-    bool nulls[kNumTrailColumns] = {};
-    auto kind = static_cast<EventKind>(event.header.kind);
-    const int64 event_id = state->next_event_id++;
-    values[kColEventId] = Int64GetDatum(event_id);
-    values[kColEventTime] = TimestampTzGetDatum(event.header.event_time);
-    values[kColRecordedAt] = TimestampTzGetDatum(ins.now);
-    values[kColSessionId] = Int64GetDatum(session_id(ins, state, event));
-    values[kColStatementId] = Int64GetDatum(statement_id(ins, state, event));
-    values[kColRowCount] = Int64GetDatum(event.header.row_count);
-    // A label change counts no rows; a connection attempt reads none and runs no statement.
-    nulls[kColRowCount] = kind == EventKind::kLabelChange || kind == EventKind::kLogin;
-    values[kColBackendPid] = Int32GetDatum(event.header.backend_pid);
-    values[kColNestingLevel] = Int32GetDatum(event.header.nesting_level);
-    nulls[kColNestingLevel] = kind == EventKind::kLogin;
-    values[kColKind] = kind == EventKind::kLabelChange ? d.kind_label_change
-                       : kind == EventKind::kLogin     ? d.kind_login
-                                                       : d.kind_read;
-    switch (static_cast<EventStatus>(event.header.status)) {
-        case EventStatus::kCompleted: values[kColStatus] = d.status_completed; break;
-        case EventStatus::kDenied: values[kColStatus] = d.status_denied; break;
-        default: values[kColStatus] = d.status_failed; break;
-    }
-    values[kColDetail] = d.nullable_text(event, kDetail, &nulls[kColDetail]);
-    bool tracked = (event.header.flags & kFlagSubjectsTracked) != 0;
-    for (int i = kColSubjectCount; i <= kColSubjectCountEstimated; ++i) nulls[i] = !tracked;
-    if (tracked) {
-        values[kColSubjectCount] = Int64GetDatum(event.header.subject_count);
-        values[kColSubjects] = subject_array(event.field[kSubjects]);
-        values[kColSubjectsTruncated] =
-            BoolGetDatum((event.header.flags & kFlagSubjectsTruncated) != 0);
-        values[kColSubjectCountEstimated] =
-            BoolGetDatum((event.header.flags & kFlagSubjectCountEstimated) != 0);
-    }
-    insert_row(ins, values, nulls);
-    return event_id;
+// ---------------------------------------------------------------- groups
+// The events of a batch that share a session, a statement, a kind, a nesting level and a
+// backend become one group (one row), unless it would pass kMaxGroupEvents events or span more
+// than kMaxGroupSpanMicros; then the next such event starts a new group.
+struct BatchEvent {
+    const char* data;  // the queue record, in the batch buffer
+    uint32 len;
+    int32 next;        // the next event of its group, -1 at the end
+};
+
+struct Group {
+    int64 session_id;
+    int64 statement_id;  // 0 for none (gaps)
+    int32 backend_pid;
+    int32 nesting_level;  // -1 for none (logins)
+    uint8 kind;
+    bool open;
+    int32 first, last;  // event indexes
+    uint32 count;
+    TimestampTz min_time, max_time;
+    int64 first_event_id;
+};
+
+struct Grouping {
+    BatchEvent* events;
+    int32 nevents, events_capacity;
+    Group* groups;
+    int32 ngroups, groups_capacity;
+    int32* slots;  // open addressing: group index + 1, 0 empty
+    uint32 slot_mask;
+};
+
+uint64 group_hash(int64 session, int64 statement, uint8 kind, int32 nesting, int32 pid) {
+    uint64 h = static_cast<uint64>(session) * 0x9e3779b97f4a7c15ULL;
+    h ^= static_cast<uint64>(statement) + 0x632be59bd9b4e019ULL + (h << 6) + (h >> 2);
+    h ^= (static_cast<uint64>(kind) << 40 | static_cast<uint64>(static_cast<uint32>(nesting)) << 8) +
+         (h << 6) + (h >> 2);
+    h ^= static_cast<uint64>(static_cast<uint32>(pid)) * 0xff51afd7ed558ccdULL;
+    return h ^ (h >> 29);
 }
 
-// A row that says events are missing here, and how many (or that the count is unknown). Its
-// session holds only the audit database's name; it has no statement.
-void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detail) {
-    const char* database = get_database_name(MyDatabaseId);
-    int64 session = side_row_id<kNumSessionColumns>(
-        ins, ins.sessions, &state->next_session_id, Part::kGapSession, nullptr, database,
-        [&](Datum* values, bool* nulls) {
-            values[1] = CStringGetTextDatum(database);
-            nulls[1] = false;
-        });
-    Datum values[kNumTrailColumns];
-    bool nulls[kNumTrailColumns];
-    for (bool& n : nulls) n = true;
-    values[kColEventId] = Int64GetDatum(state->next_event_id++);
-    values[kColEventTime] = TimestampTzGetDatum(ins.now);
-    values[kColRecordedAt] = TimestampTzGetDatum(ins.now);
-    values[kColSessionId] = Int64GetDatum(session);
-    values[kColKind] = CStringGetTextDatum("gap");
-    values[kColStatus] = CStringGetTextDatum("lost");
-    values[kColRowCount] = Int64GetDatum(lost);
-    values[kColDetail] = CStringGetTextDatum(detail);
-    for (int i : {kColEventId, kColEventTime, kColRecordedAt, kColSessionId, kColKind, kColStatus,
-                  kColDetail})
-        nulls[i] = false;
-    nulls[kColRowCount] = lost < 0;
-    insert_row(ins, values, nulls);
+void grouping_init(Grouping& g) {
+    memset(&g, 0, sizeof g);
+    g.events_capacity = 1024;
+    g.events = static_cast<BatchEvent*>(palloc(sizeof(BatchEvent) * g.events_capacity));
+    g.groups_capacity = 256;
+    g.groups = static_cast<Group*>(palloc(sizeof(Group) * g.groups_capacity));
+    g.slot_mask = 1023;
+    g.slots = static_cast<int32*>(palloc0(sizeof(int32) * (g.slot_mask + 1)));
 }
 
-// Persists one batch (and any gap to report) in one transaction. Returns how many queue
-// records the batch held; *more says the batch was cut short by its buffer.
+void grouping_rehash(Grouping& g) {
+    g.slot_mask = g.slot_mask * 2 + 1;
+    pfree(g.slots);
+    g.slots = static_cast<int32*>(palloc0(sizeof(int32) * (g.slot_mask + 1)));
+    for (int32 i = 0; i < g.ngroups; ++i) {
+        const Group& gr = g.groups[i];
+        if (!gr.open) continue;
+        uint32 s = static_cast<uint32>(group_hash(gr.session_id, gr.statement_id, gr.kind,
+                                                  gr.nesting_level, gr.backend_pid)) &
+                   g.slot_mask;
+        while (g.slots[s] != 0) s = (s + 1) & g.slot_mask;
+        g.slots[s] = i + 1;
+    }
+}
+
+// Adds the event to its group (a new one when needed); alone: to a group of its own, which no
+// later event joins (careful mode, where a failed event's group is taken back).
+void grouping_add(Grouping& g, const char* data, uint32 len, const pii_audit::EventView& event,
+                  int64 session, int64 statement, bool alone = false) {
+    if (g.nevents == g.events_capacity) {
+        g.events_capacity *= 2;
+        g.events = static_cast<BatchEvent*>(
+            repalloc(g.events, sizeof(BatchEvent) * static_cast<size_t>(g.events_capacity)));
+    }
+    const int32 index = g.nevents++;
+    g.events[index] = BatchEvent{data, len, -1};
+    const uint8 kind = event.header.kind;
+    const int32 nesting = static_cast<pii_audit::EventKind>(kind) == pii_audit::EventKind::kLogin
+                              ? -1
+                              : event.header.nesting_level;
+    const int32 pid = event.header.backend_pid;
+    const TimestampTz t = event.header.event_time;
+    uint32 s = static_cast<uint32>(group_hash(session, statement, kind, nesting, pid)) & g.slot_mask;
+    for (; !alone && g.slots[s] != 0; s = (s + 1) & g.slot_mask) {
+        Group& gr = g.groups[g.slots[s] - 1];
+        if (gr.session_id != session || gr.statement_id != statement || gr.kind != kind ||
+            gr.nesting_level != nesting || gr.backend_pid != pid)
+            continue;
+        TimestampTz lo = Min(gr.min_time, t), hi = Max(gr.max_time, t);
+        if (gr.count < pii_audit::kMaxGroupEvents && hi - lo <= pii_audit::kMaxGroupSpanMicros &&
+            day_of(lo) == day_of(gr.min_time)) {
+            g.events[gr.last].next = index;
+            gr.last = index;
+            ++gr.count;
+            gr.min_time = lo;
+            gr.max_time = hi;
+            return;
+        }
+        gr.open = false;  // full: the slot goes to a new group below
+        break;
+    }
+    if (g.ngroups == g.groups_capacity) {
+        g.groups_capacity *= 2;
+        g.groups = static_cast<Group*>(
+            repalloc(g.groups, sizeof(Group) * static_cast<size_t>(g.groups_capacity)));
+    }
+    const int32 gi = g.ngroups++;
+    g.groups[gi] = Group{session, statement, pid, nesting, kind, !alone, index, index, 1, t, t, 0};
+    if (alone) return;
+    g.slots[s] = gi + 1;
+    if (static_cast<uint32>(g.ngroups) * 2 > g.slot_mask) grouping_rehash(g);
+}
+
+// ---------------------------------------------------------------- the subject index
+// Entries (hash, group) of the events stored since the last slice, kept by the worker until a
+// slice is written (in the transaction of the batch that fills it). After any failure the
+// worker's start reads them again from the trail (rebuild_subject_slice).
+constexpr size_t kSliceEntries = 1000000;
+constexpr long kSliceMaxAgeMs = 60L * 60 * 1000;
+// Events whose subject list was cut short may have read anyone: subject_access looks them up
+// under this hash too.
+constexpr int64 kTruncatedMark = INT64_MIN;
+
+struct SliceEntry {
+    int64 hash;
+    int64 group_first_id;
+};
+
+struct SubjectSlice {
+    std::vector<SliceEntry> entries;
+    int64 first_event_id = 0;  // the first id the slice covers (0: nothing stored yet)
+    TimestampTz opened_at = 0;
+    TimestampTz min_time = 0, max_time = 0;  // of its groups' min_time
+    std::vector<char> rows;                  // built rows: per bucket, the entry bytes
+    std::vector<std::pair<int32, std::pair<size_t, size_t>>> buckets;  // bucket, (start, len)
+    int bucket_bits = 0;
+};
+SubjectSlice* slice = nullptr;
+char slice_failure[256];
+
+void slice_error() {
+    ereport(ERROR, (errmsg("pii_audit: could not keep the subject index: %s", slice_failure)));
+}
+
+template <class Fn>
+void slice_guarded(Fn&& fn) {
+    if (!pii_audit::boundary::cpp_call(nullptr, fn, slice_failure, sizeof slice_failure))
+        slice_error();
+}
+
+// Forgets the entries kept in memory; the slice restarts at first_event_id.
+void reset_slice(int64 first_event_id) {
+    slice_guarded([&] {
+        if (slice == nullptr) slice = new SubjectSlice();
+        slice->entries.clear();
+        slice->entries.shrink_to_fit();
+        slice->first_event_id = first_event_id;
+        slice->opened_at = 0;
+    });
+}
+
+void note_group_subjects(int64 group_first_id, TimestampTz min_time, const pii_audit::GroupEvent& e) {
+    if (!e.tracked) return;
+    slice_guarded([&] {
+        const size_t n = e.subjects.size() / 8;
+        for (size_t i = 0; i < n; ++i) {
+            int64 h;
+            memcpy(&h, e.subjects.data() + i * 8, 8);
+            slice->entries.push_back({h, group_first_id});
+        }
+        if (e.truncated) slice->entries.push_back({kTruncatedMark, group_first_id});
+    });
+    if (slice->opened_at == 0) {
+        slice->opened_at = GetCurrentTimestamp();
+        slice->min_time = slice->max_time = min_time;
+    }
+    slice->min_time = Min(slice->min_time, min_time);
+    slice->max_time = Max(slice->max_time, min_time);
+}
+
+int32 bucket_of(int64 hash, int bits) {
+    return bits == 0 ? 0 : static_cast<int32>(hash >> (64 - bits));
+}
+
+// Sorts the slice's entries into bucket rows (PostgreSQL-free).
+void build_slice_rows(SubjectSlice& s) {
+    const size_t n = s.entries.size();
+    int bits = 0;
+    while (bits < 16 && (n >> bits) > 128) ++bits;
+    s.bucket_bits = bits;
+    const int64 base = s.first_event_id;
+    std::sort(s.entries.begin(), s.entries.end(), [&](const SliceEntry& a, const SliceEntry& b) {
+        int32 ba = bucket_of(a.hash, bits), bb = bucket_of(b.hash, bits);
+        if (ba != bb) return ba < bb;
+        uint32 la = static_cast<uint32>(a.hash), lb = static_cast<uint32>(b.hash);
+        if (la != lb) return la < lb;
+        return a.group_first_id < b.group_first_id;
+    });
+    s.rows.clear();
+    s.buckets.clear();
+    for (size_t i = 0; i < n;) {
+        const int32 bucket = bucket_of(s.entries[i].hash, bits);
+        const size_t start = s.rows.size();
+        uint32 last_low = 0;
+        int64 last_group = -1;
+        for (; i < n && bucket_of(s.entries[i].hash, bits) == bucket; ++i) {
+            const uint32 low = static_cast<uint32>(s.entries[i].hash);
+            const int64 group = s.entries[i].group_first_id;
+            if (low == last_low && group == last_group) continue;  // same subject, same group
+            last_low = low;
+            last_group = group;
+            const uint32 offset = static_cast<uint32>(group - base);
+            for (int b = 0; b < 4; ++b) s.rows.push_back(static_cast<char>((low >> (8 * b)) & 0xff));
+            for (int b = 0; b < 4; ++b) s.rows.push_back(static_cast<char>((offset >> (8 * b)) & 0xff));
+        }
+        s.buckets.push_back({bucket, {start, s.rows.size() - start}});
+    }
+}
+
+// Writes the slice when it is full or old enough; called inside the batch's transaction after
+// its groups. last_event_id: the last id stored by this batch.
+void write_slice_if_due(Inserter& ins, int64 last_event_id, bool force) {
+    if (slice == nullptr || slice->entries.empty()) return;
+    bool due = force || slice->entries.size() >= kSliceEntries ||
+               TimestampDifferenceExceeds(slice->opened_at, GetCurrentTimestamp(), kSliceMaxAgeMs);
+    if (!due) return;
+    slice_guarded([&] { build_slice_rows(*slice); });
+    const int64 slice_id = slice->first_event_id;
+    for (const auto& bucket : slice->buckets) {
+        const size_t len = bucket.second.second;
+        bytea* entries = static_cast<bytea*>(palloc(VARHDRSZ + len));
+        SET_VARSIZE(entries, VARHDRSZ + len);
+        memcpy(VARDATA(entries), slice->rows.data() + bucket.second.first, len);
+        Datum values[3] = {Int64GetDatum(slice_id), Int32GetDatum(bucket.first),
+                           PointerGetDatum(entries)};
+        bool nulls[3] = {false, false, false};
+        insert_side_row(ins, ins.subject_index, values, nulls);
+        pfree(entries);
+    }
+    Datum values[6] = {Int64GetDatum(slice_id),
+                       Int64GetDatum(last_event_id),
+                       TimestampTzGetDatum(slice->min_time),
+                       TimestampTzGetDatum(slice->max_time),
+                       Int32GetDatum(slice->bucket_bits),
+                       Int64GetDatum(static_cast<int64>(slice->entries.size()))};
+    bool nulls[6] = {};
+    insert_side_row(ins, ins.subject_slices, values, nulls);
+    // If this transaction fails, the worker's start reads the entries again from the trail.
+    reset_slice(last_event_id + 1);
+    slice_guarded([&] {
+        std::vector<char>().swap(slice->rows);
+        slice->buckets.clear();
+    });
+}
+
+// At start: the entries of the groups stored after the last slice, read from the trail.
+void rebuild_subject_slice() {
+    int64 after = spi_int64("SELECT max(last_event_id) FROM pii_audit.trail_subject_slices", 0);
+    reset_slice(after + 1);
+    Oid types[1] = {INT8OID};
+    Datum args[1] = {Int64GetDatum(after)};
+    if (SPI_execute_with_args("SELECT first_event_id, min_time, payload FROM pii_audit.trail_groups "
+                              "WHERE first_event_id > $1 ORDER BY first_event_id",
+                              1, types, args, nullptr, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "pii_audit: could not read the trail's groups after the subject index");
+    for (uint64 r = 0; r < SPI_processed; ++r) {
+        bool isnull;
+        HeapTuple tuple = SPI_tuptable->vals[r];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        int64 first = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+        TimestampTz min_time = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
+        bytea* payload = DatumGetByteaPP(SPI_getbinval(tuple, desc, 3, &isnull));
+        pii_audit::GroupDecoder decoder(
+            std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)), min_time);
+        pii_audit::GroupEvent e;
+        while (decoder.next(e)) {
+            // Decoded hashes are little-endian; the entries keep host order.
+            if (!e.tracked) continue;
+            char host[8 * 64];
+            const size_t n = e.subjects.size() / 8;
+            for (size_t done = 0; done < n;) {
+                size_t k = Min(n - done, static_cast<size_t>(64));
+                for (size_t i = 0; i < k; ++i) {
+                    int64 h = pii_audit::subject_at(e.subjects, done + i);
+                    memcpy(host + i * 8, &h, 8);
+                }
+                pii_audit::GroupEvent part = e;
+                part.subjects = std::string_view(host, k * 8);
+                part.truncated = e.truncated && done + k == n;
+                note_group_subjects(first, min_time, part);
+                done += k;
+            }
+            if (n == 0 && e.truncated) note_group_subjects(first, min_time, e);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- storing a batch
 // Errors that say the server, not the event, is in trouble (disk full, out of memory, I/O):
 // skipping events for them would lose what a retry will store.
 bool environmental(const ErrorData* error) {
@@ -810,7 +1022,100 @@ bool environmental(const ErrorData* error) {
            error->sqlerrcode == ERRCODE_INDEX_CORRUPTED || error->elevel > ERROR;
 }
 
-// Careful mode: rows inserted by insert() (an event, or a gap row) go in a subtransaction of
+// The per-event part of a queued event, for its group's payload. Text is converted to the audit
+// database's encoding first.
+pii_audit::GroupEvent group_event(const pii_audit::EventView& event) {
+    using namespace pii_audit;
+    GroupEvent e;
+    auto kind = static_cast<EventKind>(event.header.kind);
+    e.event_time = event.header.event_time;
+    e.status = event.header.status;
+    // A label change counts no rows; a connection attempt reads none.
+    e.has_row_count = kind != EventKind::kLabelChange && kind != EventKind::kLogin;
+    e.row_count = event.header.row_count;
+    e.tracked = (event.header.flags & kFlagSubjectsTracked) != 0;
+    e.truncated = (event.header.flags & kFlagSubjectsTruncated) != 0;
+    e.estimated = (event.header.flags & kFlagSubjectCountEstimated) != 0;
+    e.subject_count = event.header.subject_count;
+    e.subjects = event.field[kSubjects];
+    e.has_detail = !event.field[kDetail].empty();
+    if (e.has_detail) {
+        int len = 0;
+        const char* text =
+            pii_audit_in_audit_encoding(event.field[kDetail], event.header.source_encoding, &len);
+        e.detail = std::string_view(text, static_cast<size_t>(len));
+    }
+    return e;
+}
+
+pii_audit::GroupEncoder* encoder = nullptr;
+char encoder_failure[256];
+
+// Stores a group whose events were collected in `g`, with ids from state->next_event_id.
+// Returns the group's first event id.
+int64 store_group(Inserter& ins, WorkerState* state, Grouping& g, Group& gr) {
+    using namespace pii_audit;
+    gr.first_event_id = state->next_event_id;
+    state->next_event_id += gr.count;
+    if (!boundary::cpp_call(nullptr, [&] {
+            if (encoder == nullptr) encoder = new GroupEncoder();
+            encoder->reset(gr.min_time);
+        }, encoder_failure, sizeof encoder_failure))
+        elog(ERROR, "pii_audit: could not encode a trail group: %s", encoder_failure);
+    for (int32 i = gr.first; i >= 0; i = g.events[i].next) {
+        EventView event;
+        (void)decode_event(g.events[i].data, g.events[i].len, event);  // decoded once already
+        GroupEvent e = group_event(event);
+        if (!boundary::cpp_call(nullptr, [&] { encoder->add(e); }, encoder_failure,
+                                sizeof encoder_failure))
+            elog(ERROR, "pii_audit: could not encode a trail group: %s", encoder_failure);
+        note_group_subjects(gr.first_event_id, gr.min_time, e);
+    }
+    std::string_view payload;
+    if (!boundary::cpp_call(nullptr, [&] { payload = encoder->finish(); }, encoder_failure,
+                            sizeof encoder_failure))
+        elog(ERROR, "pii_audit: could not encode a trail group: %s", encoder_failure);
+    bytea* bytes = static_cast<bytea*>(palloc(VARHDRSZ + payload.size()));
+    SET_VARSIZE(bytes, VARHDRSZ + payload.size());
+    memcpy(VARDATA(bytes), payload.data(), payload.size());
+
+    BatchDatums& d = *ins.datums;
+    Datum values[kNumGroupColumns];
+    bool nulls[kNumGroupColumns] = {};
+    values[kColFirstEventId] = Int64GetDatum(gr.first_event_id);
+    values[kColEventCount] = Int32GetDatum(static_cast<int32>(gr.count));
+    values[kColMinTime] = TimestampTzGetDatum(gr.min_time);
+    values[kColMaxTime] = TimestampTzGetDatum(gr.max_time);
+    values[kColRecordedAt] = TimestampTzGetDatum(ins.now);
+    values[kColSessionId] = Int64GetDatum(gr.session_id);
+    values[kColStatementId] = Int64GetDatum(gr.statement_id);
+    nulls[kColStatementId] = gr.statement_id == 0;
+    values[kColBackendPid] = Int32GetDatum(gr.backend_pid);
+    nulls[kColBackendPid] = gr.kind == kGapKind;
+    values[kColNestingLevel] = Int32GetDatum(gr.nesting_level);
+    nulls[kColNestingLevel] = gr.nesting_level < 0;
+    switch (gr.kind) {
+        case static_cast<uint8>(EventKind::kLabelChange): values[kColKind] = d.kind_label_change; break;
+        case static_cast<uint8>(EventKind::kLogin): values[kColKind] = d.kind_login; break;
+        case kGapKind: values[kColKind] = d.kind_gap; break;
+        default: values[kColKind] = d.kind_read; break;
+    }
+    values[kColPayload] = PointerGetDatum(bytes);
+    insert_group_row(ins, values, nulls);
+    return gr.first_event_id;
+}
+
+// Feeds the scorer the events of a stored group, in id order.
+void observe_group(Grouping& g, const Group& gr) {
+    int64 id = gr.first_event_id;
+    for (int32 i = gr.first; i >= 0; i = g.events[i].next) {
+        pii_audit::EventView event;
+        (void)pii_audit::decode_event(g.events[i].data, g.events[i].len, event);
+        pii_audit_scoring_observe(id++, event);
+    }
+}
+
+// Careful mode: rows inserted by insert() (a group, or a gap row) go in a subtransaction of
 // their own. Returns nullptr when they stay, else the error after undoing them: the ids taken
 // (*next as before), the rows still buffered, and the remembered side rows (rolled back too).
 // An error that says the server is in trouble fails the whole batch instead (retried later).
@@ -818,6 +1123,7 @@ template <class Fn>
 ErrorData* insert_alone(Inserter& ins, WorkerState* next, Fn&& insert) {
     flush_rows(ins);  // rows already buffered are not these rows' to roll back
     const WorkerState before = *next;
+    const size_t slice_entries = slice != nullptr ? slice->entries.size() : 0;
     ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
         insert();
         flush_rows(ins);
@@ -825,8 +1131,12 @@ ErrorData* insert_alone(Inserter& ins, WorkerState* next, Fn&& insert) {
     if (error == nullptr) return nullptr;
     if (environmental(error)) ReThrowError(error);
     *next = before;
-    for (int i = 0; i < ins.buffered; ++i) ExecClearTuple(ins.slots[i]);
-    ins.buffered = 0;
+    for (int t = 0; t < ins.ntargets; ++t) {
+        Target& target = ins.targets[t];
+        for (int i = 0; i < target.buffered; ++i) ExecClearTuple(target.slots[i]);
+        target.buffered = 0;
+    }
+    slice_guarded([&] { slice->entries.resize(slice_entries); });
     reset_dictionaries();
     return error;
 }
@@ -849,6 +1159,58 @@ bool store_gap(bool careful, Inserter& ins, WorkerState* next, Fn&& insert) {
     return false;
 }
 
+// A row that says events are missing here, and how many (or that the count is unknown). Its
+// session holds only the audit database's name; it has no statement.
+void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detail) {
+    const char* database = get_database_name(MyDatabaseId);
+    int64 session = side_row_id<kNumSessionColumns>(
+        ins, ins.sessions, &state->next_session_id, Part::kGapSession, nullptr, database,
+        [&](Datum* values, bool* nulls) {
+            values[1] = CStringGetTextDatum(database);
+            nulls[1] = false;
+        });
+    Grouping g;
+    grouping_init(g);
+    // A synthetic record is not needed: the gap's one event is encoded directly.
+    Group gr{session, 0, 0, -1, kGapKind, false, -1, -1, 1, ins.now, ins.now, 0};
+    gr.first_event_id = state->next_event_id++;
+    pii_audit::GroupEvent e;
+    e.event_time = ins.now;
+    e.status = 4;  // lost
+    e.has_row_count = lost >= 0;
+    e.row_count = lost;
+    e.has_detail = true;
+    e.detail = detail;
+    std::string_view payload;
+    if (!pii_audit::boundary::cpp_call(nullptr, [&] {
+            if (encoder == nullptr) encoder = new pii_audit::GroupEncoder();
+            encoder->reset(ins.now);
+            encoder->add(e);
+            payload = encoder->finish();
+        }, encoder_failure, sizeof encoder_failure))
+        elog(ERROR, "pii_audit: could not encode a gap row: %s", encoder_failure);
+    bytea* bytes = static_cast<bytea*>(palloc(VARHDRSZ + payload.size()));
+    SET_VARSIZE(bytes, VARHDRSZ + payload.size());
+    memcpy(VARDATA(bytes), payload.data(), payload.size());
+    Datum values[kNumGroupColumns];
+    bool nulls[kNumGroupColumns] = {};
+    values[kColFirstEventId] = Int64GetDatum(gr.first_event_id);
+    values[kColEventCount] = Int32GetDatum(1);
+    values[kColMinTime] = TimestampTzGetDatum(ins.now);
+    values[kColMaxTime] = TimestampTzGetDatum(ins.now);
+    values[kColRecordedAt] = TimestampTzGetDatum(ins.now);
+    values[kColSessionId] = Int64GetDatum(session);
+    nulls[kColStatementId] = nulls[kColBackendPid] = nulls[kColNestingLevel] = true;
+    values[kColKind] = ins.datums->kind_gap;
+    values[kColPayload] = PointerGetDatum(bytes);
+    insert_group_row(ins, values, nulls);
+    pfree(g.events);
+    pfree(g.groups);
+    pfree(g.slots);
+}
+
+// Persists one batch (and any gap to report) in one transaction. Returns how many queue
+// records the batch held; *more says the batch was cut short by its buffer.
 uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context, bool careful,
                   bool* more) {
     QueueBatch batch{};
@@ -866,40 +1228,24 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                                                   : "pii_audit: persisting audit events");
 
     Inserter& ins = *static_cast<Inserter*>(palloc0(sizeof(Inserter)));
-    ins.rel = table_open(state->trail_relid, RowExclusiveLock);
-    ins.ranges_frozen = ConditionalLockRelationOid(state->trail_relid, ShareUpdateExclusiveLock);
-    ins.slot_desc = CreateTupleDescCopy(RelationGetDescr(ins.rel));
+    ins.state = state;
+    ins.careful = careful;
     ins.estate = CreateExecutorState();
-    // A range table, so that a violated constraint can describe the failing row.
-    RangeTblEntry* rte = makeNode(RangeTblEntry);
-    rte->rtekind = RTE_RELATION;
-    rte->relid = state->trail_relid;
-    rte->relkind = RELKIND_RELATION;
-    rte->rellockmode = RowExclusiveLock;
-    ExecInitRangeTable(ins.estate, list_make1(rte));
-    ins.result = makeNode(ResultRelInfo);
-    InitResultRelInfo(ins.result, ins.rel, 1, nullptr, 0);
-    ExecOpenIndices(ins.result, false);
-    ins.check_constraints = RelationGetDescr(ins.rel)->constr != nullptr;
-    prepare_index_inserts(ins);
-    // One event at a time, each in a subtransaction: a buffer pinned by a bulk-insert state
-    // in a rolled-back subtransaction would be released under it.
-    ins.bulk = careful ? nullptr : GetBulkInsertState();
-    ins.sessions.relid = state->sessions_relid;
-    ins.statements.relid = state->statements_relid;
-    open_side_table(ins, ins.sessions);
-    open_side_table(ins, ins.statements);
     ins.cid = GetCurrentCommandId(true);
-    ins.now = GetCurrentTimestamp();
+    // Times only move forward from one batch to the next, whatever the clock does.
+    ins.now = Max(GetCurrentTimestamp(), state->last_recorded_at);
     ins.datums = new (palloc(sizeof(BatchDatums))) BatchDatums();
     ins.datums->kind_read = CStringGetTextDatum("read");
     ins.datums->kind_label_change = CStringGetTextDatum("label_change");
     ins.datums->kind_login = CStringGetTextDatum("login");
-    ins.datums->status_denied = CStringGetTextDatum("denied");
-    ins.datums->status_completed = CStringGetTextDatum("completed");
-    ins.datums->status_failed = CStringGetTextDatum("failed");
+    ins.datums->kind_gap = CStringGetTextDatum("gap");
+    ins.sessions.relid = state->sessions_relid;
+    ins.statements.relid = state->statements_relid;
+    ins.subject_index.relid = state->subject_index_relid;
+    ins.subject_slices.relid = state->subject_slices_relid;
 
     WorkerState next = *state;
+    next.last_recorded_at = ins.now;
     uint64 records = 0;
     int64 unstorable = 0;
     char unstorable_reason[256] = "";
@@ -910,6 +1256,9 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                        "memory at that moment were lost (their number is unknown)");
         }))
         next.note_unclean_restart = false;
+
+    Grouping g;
+    grouping_init(g);
     pii_audit::for_each_peeked_record(batch.data, batch.size, [&](const char* data, size_t len) {
         ++records;
         pii_audit::EventView event;
@@ -922,18 +1271,24 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             return;
         }
         if (event.header.queue_seq <= next.persisted_seq) return;  // stored before a restart
+        next.persisted_seq = event.header.queue_seq;
         if (!careful) {
-            // A failed batch is rolled back whole, and the scorer rebuilt from its last save.
-            pii_audit_scoring_observe(insert_event(ins, &next, event), event);
-            next.persisted_seq = event.header.queue_seq;
+            grouping_add(g, data, static_cast<uint32>(len), event, session_id(ins, &next, event),
+                         statement_id(ins, &next, event));
             return;
         }
-        int64 event_id = 0;
-        ErrorData* error =
-            insert_alone(ins, &next, [&] { event_id = insert_event(ins, &next, event); });
+        // Careful: each event alone (its side rows, its one-event group), in a subtransaction.
+        const int32 before = g.ngroups, before_events = g.nevents;
+        ErrorData* error = insert_alone(ins, &next, [&] {
+            grouping_add(g, data, static_cast<uint32>(len), event, session_id(ins, &next, event),
+                         statement_id(ins, &next, event), true);
+            store_group(ins, &next, g, g.groups[g.ngroups - 1]);
+        });
         if (error == nullptr) {
-            pii_audit_scoring_observe(event_id, event);
+            observe_group(g, g.groups[g.ngroups - 1]);
         } else {
+            g.ngroups = before;
+            g.nevents = before_events;
             // This event can never be stored: skip it, count it, say why in a gap row.
             if (unstorable++ == 0) strlcpy(unstorable_reason, error->message, sizeof unstorable_reason);
             ereport(WARNING, (errmsg("pii_audit: an audit event could not be stored: %s",
@@ -943,6 +1298,13 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         }
         next.persisted_seq = event.header.queue_seq;
     });
+    if (!careful) {
+        // A failed batch is rolled back whole, and the scorer rebuilt from its last save.
+        for (int32 i = 0; i < g.ngroups; ++i) {
+            store_group(ins, &next, g, g.groups[i]);
+            observe_group(g, g.groups[i]);
+        }
+    }
     if (unstorable > 0) {
         char detail[512];
         snprintf(detail, sizeof detail,
@@ -966,15 +1328,13 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             next.dropped_recorded = dropped;
     }
 
-    flush_rows(ins);
-    for (TupleTableSlot* slot : ins.slots)
-        if (slot) ExecDropSingleTupleTableSlot(slot);
-    if (ins.bulk) FreeBulkInsertState(ins.bulk);
+    close_targets(ins);
+    write_slice_if_due(ins, next.next_event_id - 1, false);
     close_side_table(ins.sessions);
     close_side_table(ins.statements);
-    ExecCloseIndices(ins.result);
+    close_side_table(ins.subject_index);
+    close_side_table(ins.subject_slices);
     FreeExecutorState(ins.estate);
-    table_close(ins.rel, NoLock);
 
     // Alerts commit with the events that raised them. Storing never depends on scoring: a
     // failure there rolls back only the alerts and stops scoring.
@@ -1182,7 +1542,7 @@ extern "C" void pii_audit_worker_main(Datum) {
             ready = prepare(&state);
             if (ready) {
                 start_scoring(state.next_event_id - 1);
-                summarize_ranges(&state, true);
+                prepare_partitions(&state);
             }
             pii_audit_queue_set_ready(ready);
             if (!ready) {
@@ -1207,7 +1567,7 @@ extern "C" void pii_audit_worker_main(Datum) {
             // Learning (reloads, saving baselines) and index upkeep only between batches.
             if (!more) {
                 maintain_scoring(state.next_event_id - 1, false);
-                summarize_ranges(&state, false);
+                prepare_partitions(&state);
             }
             TimestampTz now = GetCurrentTimestamp();
             if (records > 0) last_record_at = now;

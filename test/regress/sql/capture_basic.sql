@@ -52,8 +52,8 @@ SET pii_audit.end_user = 'clerk-0999';
 SELECT name FROM customers WHERE id = 23;
 RESET pii_audit.end_user;
 SELECT advance_seen() AS since \gset
-SELECT count(*) AS events, count(DISTINCT t.statement_id) AS statements,
-       count(DISTINCT t.session_id) AS sessions
-FROM pii_audit.trail t WHERE t.event_id > :since;
+SELECT sum(g.event_count) AS events, count(DISTINCT g.statement_id) AS statements,
+       count(DISTINCT g.session_id) AS sessions
+FROM pii_audit.trail_groups g WHERE g.first_event_id > :since;
 SELECT count(*) AS statement_rows FROM pii_audit.trail_statements
 WHERE query_text = 'SELECT name FROM customers WHERE id = $1' AND relation = 'public.customers';

@@ -81,11 +81,13 @@ DO $$
 BEGIN
     FOR i IN 1..300 LOOP
         PERFORM pg_stat_clear_snapshot();
-        EXIT WHEN (SELECT n_tup_ins FROM pg_stat_all_tables
-                   WHERE relid = 'pii_audit.trail'::regclass) > 0;
+        EXIT WHEN (SELECT sum(n_tup_ins) FROM pg_stat_all_tables
+                   WHERE relid IN (SELECT inhrelid FROM pg_inherits
+                                   WHERE inhparent = 'pii_audit.trail_groups'::regclass)) > 0;
         PERFORM pg_sleep(0.1);
     END LOOP;
 END
 $$;
-SELECT n_tup_ins > 0 AS trail_inserts_reported
-FROM pg_stat_all_tables WHERE relid = 'pii_audit.trail'::regclass;
+SELECT sum(n_tup_ins) > 0 AS trail_inserts_reported
+FROM pg_stat_all_tables WHERE relid IN (SELECT inhrelid FROM pg_inherits
+                                        WHERE inhparent = 'pii_audit.trail_groups'::regclass);

@@ -44,7 +44,8 @@ BEGIN
     RETURN QUERY
         SELECT e.kind, e.command, e.relation, e.columns, e.categories, e.row_count, e.status,
                e.end_user, e.query_text
-        FROM pii_audit.access_log e WHERE e.event_id > since ORDER BY e.event_id;
+        -- Time order: ids follow the order of batches, and within a batch the groups.
+        FROM pii_audit.access_log e WHERE e.event_id > since ORDER BY e.event_time, e.event_id;
 END
 $$;
 

@@ -1,0 +1,136 @@
+// SQL-callable functions that read the trail's groups (see include/pii_audit/trail_group.h and
+// the README, "How the trail is stored"): the views unpack groups into events with
+// _group_events, and subject lookups read the subject index with _subject_offsets.
+// PostgreSQL-free headers first (see pg_free.h).
+#include "pii_audit/trail_group.h"
+
+#include "pii_audit_internal.h"
+
+extern "C" {
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+PGDLLEXPORT Datum pii_audit_group_events(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pii_audit_subject_offsets(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_group_events);
+PG_FUNCTION_INFO_V1(pii_audit_subject_offsets);
+}
+
+#include <cstring>
+
+namespace {
+
+const char* status_name(std::uint8_t status) {
+    switch (status) {
+        case 1: return "completed";
+        case 2: return "failed";
+        case 3: return "denied";
+        case 4: return "lost";
+        default: return nullptr;
+    }
+}
+
+[[noreturn]] void damaged(int64 first_event_id, const char* why) {
+    ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                    errmsg("pii_audit: the trail group of event %lld is damaged: %s",
+                           static_cast<long long>(first_event_id), why),
+                    errhint("Restore pii_audit.trail_groups from a backup; the group's other "
+                            "columns (session, statement, times) are still readable.")));
+}
+
+}  // namespace
+
+// _group_events(first_event_id bigint, min_time timestamptz, payload bytea)
+//   RETURNS TABLE (event_id bigint, event_time timestamptz, status text, row_count bigint,
+//                  detail text, subject_count bigint, subjects bigint[],
+//                  subjects_truncated boolean, subject_count_estimated boolean)
+Datum pii_audit_group_events(PG_FUNCTION_ARGS) {
+    const int64 first_event_id = PG_GETARG_INT64(0);
+    const TimestampTz min_time = PG_GETARG_TIMESTAMPTZ(1);
+    bytea* payload = PG_GETARG_BYTEA_PP(2);
+    InitMaterializedSRF(fcinfo, 0);
+    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    if (rsinfo->setDesc->natts != 9)
+        elog(ERROR, "pii_audit_group_events: the function must return 9 columns");
+
+    // PostgreSQL-free decoding; a string_view into the payload per event, no allocation.
+    pii_audit::GroupDecoder decoder(
+        std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)), min_time);
+    pii_audit::GroupEvent e;
+    Datum values[9];
+    bool nulls[9];
+    Datum* hashes = nullptr;
+    int hashes_capacity = 0;
+    for (int64 i = 0; decoder.next(e); ++i) {
+        memset(nulls, 0, sizeof nulls);
+        values[0] = Int64GetDatum(first_event_id + i);
+        values[1] = TimestampTzGetDatum(e.event_time);
+        const char* status = status_name(e.status);
+        if (status == nullptr) damaged(first_event_id, "an event has an unknown status");
+        values[2] = CStringGetTextDatum(status);
+        values[3] = Int64GetDatum(e.row_count);
+        nulls[3] = !e.has_row_count;
+        nulls[4] = !e.has_detail;
+        if (e.has_detail)
+            values[4] = PointerGetDatum(
+                cstring_to_text_with_len(e.detail.data(), static_cast<int>(e.detail.size())));
+        nulls[5] = nulls[6] = nulls[7] = nulls[8] = !e.tracked;
+        if (e.tracked) {
+            values[5] = Int64GetDatum(e.subject_count);
+            int n = static_cast<int>(e.subjects.size() / 8);
+            if (n > hashes_capacity) {
+                hashes_capacity = n;
+                hashes = static_cast<Datum*>(palloc(sizeof(Datum) * n));
+            }
+            for (int k = 0; k < n; ++k) hashes[k] = Int64GetDatum(pii_audit::subject_at(e.subjects, k));
+            values[6] = PointerGetDatum(construct_array(hashes, n, INT8OID, sizeof(int64),
+                                                        FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+            values[7] = BoolGetDatum(e.truncated);
+            values[8] = BoolGetDatum(e.estimated);
+        }
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+    }
+    if (decoder.error() != nullptr) damaged(first_event_id, decoder.error());
+    return static_cast<Datum>(0);
+}
+
+// _subject_offsets(entries bytea, subject_hash bigint) RETURNS SETOF bigint: the group offsets
+// a subject index row holds for one hash. Entries are 8 bytes, little-endian: the hash's low 32
+// bits, then the offset of the group's first_event_id from the slice's; sorted by both.
+Datum pii_audit_subject_offsets(PG_FUNCTION_ARGS) {
+    bytea* entries = PG_GETARG_BYTEA_PP(0);
+    const uint64 hash = static_cast<uint64>(PG_GETARG_INT64(1));
+    InitMaterializedSRF(fcinfo, 0);
+    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    const auto* data = reinterpret_cast<const unsigned char*>(VARDATA_ANY(entries));
+    const size_t size = VARSIZE_ANY_EXHDR(entries);
+    if (size % 8 != 0)
+        ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                        errmsg("pii_audit: a row of the subject index is damaged "
+                               "(%zu bytes, not a multiple of 8)",
+                               size)));
+    auto u32 = [&](size_t at) {
+        return static_cast<uint32>(data[at]) | static_cast<uint32>(data[at + 1]) << 8 |
+               static_cast<uint32>(data[at + 2]) << 16 | static_cast<uint32>(data[at + 3]) << 24;
+    };
+    const uint32 want = static_cast<uint32>(hash & 0xffffffffu);
+    size_t lo = 0, hi = size / 8;
+    while (lo < hi) {  // the first entry whose key is >= want
+        size_t mid = lo + (hi - lo) / 2;
+        if (u32(mid * 8) < want)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo; i < size / 8 && u32(i * 8) == want; ++i) {
+        Datum value = Int64GetDatum(static_cast<int64>(u32(i * 8 + 4)));
+        bool isnull = false;
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+    }
+    return static_cast<Datum>(0);
+}
