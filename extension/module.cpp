@@ -24,6 +24,7 @@ int pii_audit_queue_wait_timeout_ms = 1000;
 char* pii_audit_end_user = nullptr;
 int pii_audit_max_query_length = 4096;
 int pii_audit_flush_interval_ms = 200;
+int pii_audit_subject_index_slice = 1000000;
 bool pii_audit_fail_on_error = false;
 bool pii_audit_loaded_at_startup = false;
 bool pii_audit_scoring = true;
@@ -157,6 +158,13 @@ void define_settings() {
         "Most subject hashes stored per event; the exact subject count is always stored.",
         "Above this the event is marked subjects_truncated. 0 stores counts only.",
         &pii_audit_max_subjects_per_event, 1000, 0, 100000, PGC_SUSET, 0, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "pii_audit.subject_index_slice",
+        "Subject entries the worker gathers before it writes them to the subject index.",
+        "Larger slices make the index smaller and subject_access faster; reads after the last "
+        "slice are found by reading their events. A slice is also written after an hour.",
+        &pii_audit_subject_index_slice, 1000000, 100, 100000000, PGC_SIGHUP, 0, nullptr, nullptr,
         nullptr);
     DefineCustomBoolVariable(
         "pii_audit.scoring", "Scores every stored event for insider patterns and raises alerts.",

@@ -85,6 +85,7 @@ void pii_audit_label_cache_init(void);
 
 // ---- subjects (capture/subject_capture.cpp) ----
 extern int pii_audit_max_subjects_per_event;
+extern int pii_audit_subject_index_slice;
 struct PlanState;
 struct SubjectTracker;
 // At postmaster start: read (or create) the secret that keys subject hashes.

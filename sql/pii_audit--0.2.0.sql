@@ -254,7 +254,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                              ELSE (want.hh >> (64 - sl.bucket_bits))::integer END
     CROSS JOIN LATERAL pii_audit._subject_offsets(x.entries, want.hh) AS o(offs)
     UNION
-    SELECT g.first_event_id, NULL, NULL FROM pii_audit.trail_groups g
+    SELECT g.first_event_id, NULL::timestamptz, NULL::timestamptz FROM pii_audit.trail_groups g
     WHERE g.first_event_id > (SELECT coalesce(max(last_event_id), 0)
                               FROM pii_audit.trail_subject_slices)
 $$;
@@ -312,6 +312,41 @@ ALTER TABLE pii_audit.trail_subject_index ENABLE ALWAYS TRIGGER trail_subject_in
 ALTER TABLE pii_audit.trail_subject_index ENABLE ALWAYS TRIGGER trail_subject_index_no_truncate;
 ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_append_only;
 ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_no_truncate;
+
+-- The partition of trail_groups for one UTC day, created if missing: standalone first, with a
+-- CHECK constraint matching its bounds, then ATTACHed (which locks the parent only against
+-- other schema changes, never against readers or the worker's inserts). The worker calls it
+-- before it stores the day's first group, and between batches for the next day.
+CREATE FUNCTION pii_audit._day_partition(day date) RETURNS regclass
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    name text := 'trail_groups_p' || to_char(day, 'YYYYMMDD');
+    lo text := to_char(day, 'YYYY-MM-DD') || ' 00:00:00+00';
+    hi text := to_char(day + 1, 'YYYY-MM-DD') || ' 00:00:00+00';
+    existing regclass := to_regclass('pii_audit.' || name);
+    old_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF existing IS NOT NULL THEN
+        RETURN existing;
+    END IF;
+    PERFORM set_config('lock_timeout', '5s', true);
+    EXECUTE format('CREATE TABLE pii_audit.%I (LIKE pii_audit.trail_groups INCLUDING DEFAULTS '
+                   'INCLUDING CONSTRAINTS INCLUDING STORAGE, '
+                   'CONSTRAINT %I CHECK (min_time >= %L AND min_time < %L))',
+                   name, name || '_day', lo, hi);
+    EXECUTE format('ALTER TABLE pii_audit.trail_groups ATTACH PARTITION pii_audit.%I '
+                   'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+    -- Statement triggers are not inherited; row triggers are, but not their ENABLE ALWAYS.
+    EXECUTE format('CREATE TRIGGER trail_no_truncate BEFORE TRUNCATE ON pii_audit.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change()', name);
+    EXECUTE format('ALTER TABLE pii_audit.%I ENABLE ALWAYS TRIGGER trail_no_truncate', name);
+    EXECUTE format('ALTER TABLE pii_audit.%I ENABLE ALWAYS TRIGGER trail_append_only', name);
+    EXECUTE format('REVOKE ALL ON pii_audit.%I FROM PUBLIC', name);
+    PERFORM set_config('lock_timeout', old_timeout, true);
+    RETURN ('pii_audit.' || name)::regclass;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit._day_partition(date) FROM PUBLIC;
 
 REVOKE ALL ON pii_audit.trail_groups, pii_audit.trail_sessions, pii_audit.trail_statements,
               pii_audit.trail_subject_index, pii_audit.trail_subject_slices,

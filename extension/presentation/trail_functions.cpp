@@ -6,6 +6,8 @@
 
 #include "pii_audit_internal.h"
 
+#include "boundary.h"
+
 extern "C" {
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -17,8 +19,10 @@ extern "C" {
 
 PGDLLEXPORT Datum pii_audit_group_events(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum pii_audit_subject_offsets(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pii_audit_event_payload(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pii_audit_group_events);
 PG_FUNCTION_INFO_V1(pii_audit_subject_offsets);
+PG_FUNCTION_INFO_V1(pii_audit_event_payload);
 }
 
 #include <cstring>
@@ -105,7 +109,8 @@ Datum pii_audit_group_events(PG_FUNCTION_ARGS) {
 Datum pii_audit_subject_offsets(PG_FUNCTION_ARGS) {
     bytea* entries = PG_GETARG_BYTEA_PP(0);
     const uint64 hash = static_cast<uint64>(PG_GETARG_INT64(1));
-    InitMaterializedSRF(fcinfo, 0);
+    // A set of a scalar: the tuple descriptor is the one the caller expects (one bigint).
+    InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
     auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
     const auto* data = reinterpret_cast<const unsigned char*>(VARDATA_ANY(entries));
     const size_t size = VARSIZE_ANY_EXHDR(entries);
@@ -133,4 +138,73 @@ Datum pii_audit_subject_offsets(PG_FUNCTION_ARGS) {
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
     }
     return static_cast<Datum>(0);
+}
+
+// _event_payload(event_time timestamptz, status text, row_count bigint, detail text,
+//                subject_count bigint, subjects bigint[], subjects_truncated boolean,
+//                subject_count_estimated boolean) RETURNS bytea
+// The payload of a group holding one event (min_time = event_time): how the upgrade from 0.1.0
+// moves each stored event into the grouped trail. NULL arguments mean what they meant in the
+// 0.1.0 trail (no row count, no detail, no subjects tracked).
+Datum pii_audit_event_payload(PG_FUNCTION_ARGS) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                        errmsg("pii_audit: an event needs a time and a status")));
+    pii_audit::GroupEvent e;
+    e.event_time = PG_GETARG_TIMESTAMPTZ(0);
+    char* status = text_to_cstring(PG_GETARG_TEXT_PP(1));
+    if (strcmp(status, "completed") == 0)
+        e.status = 1;
+    else if (strcmp(status, "failed") == 0)
+        e.status = 2;
+    else if (strcmp(status, "denied") == 0)
+        e.status = 3;
+    else if (strcmp(status, "lost") == 0)
+        e.status = 4;
+    else
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("pii_audit: unknown event status \"%s\"", status)));
+    e.has_row_count = !PG_ARGISNULL(2);
+    e.row_count = e.has_row_count ? PG_GETARG_INT64(2) : 0;
+    e.has_detail = !PG_ARGISNULL(3);
+    text* detail = e.has_detail ? PG_GETARG_TEXT_PP(3) : nullptr;
+    if (detail != nullptr)
+        e.detail = std::string_view(VARDATA_ANY(detail), VARSIZE_ANY_EXHDR(detail));
+    e.tracked = !PG_ARGISNULL(4);
+    e.subject_count = e.tracked ? PG_GETARG_INT64(4) : 0;
+    char* packed = nullptr;
+    if (e.tracked && !PG_ARGISNULL(5)) {
+        ArrayType* subjects = PG_GETARG_ARRAYTYPE_P(5);
+        Datum* items;
+        bool* item_nulls;
+        int n;
+        deconstruct_array(subjects, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+                          &items, &item_nulls, &n);
+        packed = static_cast<char*>(palloc(sizeof(int64) * (n > 0 ? n : 1)));
+        int kept = 0;
+        for (int i = 0; i < n; ++i) {
+            if (item_nulls[i]) continue;
+            int64 h = DatumGetInt64(items[i]);
+            memcpy(packed + kept * 8, &h, 8);
+            ++kept;
+        }
+        e.subjects = std::string_view(packed, static_cast<size_t>(kept) * 8);
+    }
+    e.truncated = e.tracked && !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
+    e.estimated = e.tracked && !PG_ARGISNULL(7) && PG_GETARG_BOOL(7);
+
+    static pii_audit::GroupEncoder* encoder = nullptr;
+    std::string_view payload;
+    char failure[256];
+    if (!pii_audit::boundary::cpp_call(nullptr, [&] {
+            if (encoder == nullptr) encoder = new pii_audit::GroupEncoder();
+            encoder->reset(e.event_time);
+            encoder->add(e);
+            payload = encoder->finish();
+        }, failure, sizeof failure))
+        ereport(ERROR, (errmsg("pii_audit: could not encode an event: %s", failure)));
+    bytea* out = static_cast<bytea*>(palloc(VARHDRSZ + payload.size()));
+    SET_VARSIZE(out, VARHDRSZ + payload.size());
+    memcpy(VARDATA(out), payload.data(), payload.size());
+    PG_RETURN_BYTEA_P(out);
 }

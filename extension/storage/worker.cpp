@@ -42,11 +42,13 @@ extern "C" {
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/date.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 }
 
 #include <algorithm>
+#include <array>
 #include <utility>
 #include <vector>
 
@@ -449,49 +451,24 @@ void partition_name(int32 day, char* out, size_t size) {
     snprintf(out, size, "trail_groups_p%04d%02d%02d", year, month, mday);
 }
 
-void day_bounds(int32 day, char* lo, char* hi, size_t size) {
-    for (int k = 0; k < 2; ++k) {
-        int year, month, mday;
-        j2date(day + k + POSTGRES_EPOCH_JDATE, &year, &month, &mday);
-        snprintf(k == 0 ? lo : hi, size, "%04d-%02d-%02d 00:00:00+00", year, month, mday);
-    }
-}
-
-// The partition for `day`, created if missing. Runs inside the caller's transaction.
+// The partition for `day`, created if missing (pii_audit._day_partition). Runs inside the
+// caller's transaction.
 Oid day_partition(WorkerState* state, int32 day, bool create) {
     char name[NAMEDATALEN];
     partition_name(day, name, sizeof name);
     Oid nsp = get_namespace_oid("pii_audit", false);
     Oid relid = get_relname_relid(name, nsp);
     if (OidIsValid(relid) || !create) return relid;
-    char lo[40], hi[40];
-    day_bounds(day, lo, hi, sizeof lo);
-    StringInfoData sql;
-    initStringInfo(&sql);
-    appendStringInfo(
-        &sql,
-        "SET LOCAL lock_timeout = '5s';"
-        "CREATE TABLE pii_audit.%s (LIKE pii_audit.trail_groups INCLUDING DEFAULTS "
-        "INCLUDING CONSTRAINTS INCLUDING STORAGE, "
-        "CONSTRAINT %s_day CHECK (min_time >= '%s' AND min_time < '%s'));"
-        "ALTER TABLE pii_audit.trail_groups ATTACH PARTITION pii_audit.%s "
-        "FOR VALUES FROM ('%s') TO ('%s');"
-        "CREATE TRIGGER trail_no_truncate BEFORE TRUNCATE ON pii_audit.%s "
-        "FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();"
-        "ALTER TABLE pii_audit.%s ENABLE ALWAYS TRIGGER trail_no_truncate;"
-        "ALTER TABLE pii_audit.%s ENABLE ALWAYS TRIGGER trail_append_only;"
-        "REVOKE ALL ON pii_audit.%s FROM PUBLIC;"
-        "SET LOCAL lock_timeout = 0;",
-        name, name, lo, hi, name, lo, hi, name, name, name, name);
+    Datum args[1] = {DateADTGetDatum(day)};
+    Oid types[1] = {DATEOID};
     SPI_connect();
-    if (SPI_execute(sql.data, false, 0) < 0)
+    if (SPI_execute_with_args("SELECT pii_audit._day_partition($1)", 1, types, args, nullptr, false,
+                              0) != SPI_OK_SELECT)
         elog(ERROR, "pii_audit: could not create the trail partition %s", name);
     SPI_finish();
-    pfree(sql.data);
     CommandCounterIncrement();
     relid = get_relname_relid(name, nsp);
     if (!OidIsValid(relid)) elog(ERROR, "pii_audit: the trail partition %s was not created", name);
-    ereport(DEBUG1, (errmsg("pii_audit: created trail partition %s", name)));
     (void)state;
     return relid;
 }
@@ -832,7 +809,6 @@ void grouping_add(Grouping& g, const char* data, uint32 len, const pii_audit::Ev
 // Entries (hash, group) of the events stored since the last slice, kept by the worker until a
 // slice is written (in the transaction of the batch that fills it). After any failure the
 // worker's start reads them again from the trail (rebuild_subject_slice).
-constexpr size_t kSliceEntries = 1000000;
 constexpr long kSliceMaxAgeMs = 60L * 60 * 1000;
 // Events whose subject list was cut short may have read anyone: subject_access looks them up
 // under this hash too.
@@ -934,13 +910,17 @@ void build_slice_rows(SubjectSlice& s) {
     }
 }
 
-// Writes the slice when it is full or old enough; called inside the batch's transaction after
-// its groups. last_event_id: the last id stored by this batch.
-void write_slice_if_due(Inserter& ins, int64 last_event_id, bool force) {
-    if (slice == nullptr || slice->entries.empty()) return;
-    bool due = force || slice->entries.size() >= kSliceEntries ||
-               TimestampDifferenceExceeds(slice->opened_at, GetCurrentTimestamp(), kSliceMaxAgeMs);
-    if (!due) return;
+bool slice_due(bool force) {
+    if (slice == nullptr || slice->entries.empty()) return false;
+    return force || slice->entries.size() >= static_cast<size_t>(pii_audit_subject_index_slice) ||
+           TimestampDifferenceExceeds(slice->opened_at, GetCurrentTimestamp(), kSliceMaxAgeMs);
+}
+
+// Writes the slice kept in memory (its rows through insert(relid-selector, values, nulls)) and
+// starts the next one after last_event_id. Runs inside a transaction that also stores (or has
+// stored) the slice's groups.
+template <class Insert>
+void write_slice(int64 last_event_id, Insert&& insert) {
     slice_guarded([&] { build_slice_rows(*slice); });
     const int64 slice_id = slice->first_event_id;
     for (const auto& bucket : slice->buckets) {
@@ -951,7 +931,7 @@ void write_slice_if_due(Inserter& ins, int64 last_event_id, bool force) {
         Datum values[3] = {Int64GetDatum(slice_id), Int32GetDatum(bucket.first),
                            PointerGetDatum(entries)};
         bool nulls[3] = {false, false, false};
-        insert_side_row(ins, ins.subject_index, values, nulls);
+        insert(false, values, nulls);
         pfree(entries);
     }
     Datum values[6] = {Int64GetDatum(slice_id),
@@ -961,8 +941,8 @@ void write_slice_if_due(Inserter& ins, int64 last_event_id, bool force) {
                        Int32GetDatum(slice->bucket_bits),
                        Int64GetDatum(static_cast<int64>(slice->entries.size()))};
     bool nulls[6] = {};
-    insert_side_row(ins, ins.subject_slices, values, nulls);
-    // If this transaction fails, the worker's start reads the entries again from the trail.
+    insert(true, values, nulls);
+    // If the transaction fails, the worker's start reads the entries again from the trail.
     reset_slice(last_event_id + 1);
     slice_guarded([&] {
         std::vector<char>().swap(slice->rows);
@@ -970,46 +950,91 @@ void write_slice_if_due(Inserter& ins, int64 last_event_id, bool force) {
     });
 }
 
-// At start: the entries of the groups stored after the last slice, read from the trail.
+// In the batch's transaction, after its groups.
+void write_slice_if_due(Inserter& ins, int64 last_event_id) {
+    if (!slice_due(false)) return;
+    write_slice(last_event_id, [&](bool slices, const Datum* values, const bool* nulls) {
+        insert_side_row(ins, slices ? ins.subject_slices : ins.subject_index, values, nulls);
+    });
+}
+
+// At start: the entries of the groups stored after the last slice, read from the trail in
+// chunks; a full slice is written on the way (after an upgrade, the whole old trail is indexed
+// here, a slice at a time, in bounded memory).
 void rebuild_subject_slice() {
     int64 after = spi_int64("SELECT max(last_event_id) FROM pii_audit.trail_subject_slices", 0);
     reset_slice(after + 1);
+    SPIPlanPtr insert_index = SPI_prepare(
+        "INSERT INTO pii_audit.trail_subject_index VALUES ($1, $2, $3)", 3,
+        std::array<Oid, 3>{INT8OID, INT4OID, BYTEAOID}.data());
+    SPIPlanPtr insert_slice = SPI_prepare(
+        "INSERT INTO pii_audit.trail_subject_slices VALUES ($1, $2, $3, $4, $5, $6)", 6,
+        std::array<Oid, 6>{INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, INT8OID}
+            .data());
+    if (insert_index == nullptr || insert_slice == nullptr)
+        elog(ERROR, "pii_audit: could not prepare the subject index inserts");
+    auto spi_insert = [&](bool slices, const Datum* values, const bool* nulls) {
+        char n[6];
+        for (int i = 0; i < (slices ? 6 : 3); ++i) n[i] = nulls[i] ? 'n' : ' ';
+        if (SPI_execute_plan(slices ? insert_slice : insert_index, const_cast<Datum*>(values), n,
+                             false, 0) != SPI_OK_INSERT)
+            elog(ERROR, "pii_audit: could not write the subject index");
+    };
     Oid types[1] = {INT8OID};
     Datum args[1] = {Int64GetDatum(after)};
-    if (SPI_execute_with_args("SELECT first_event_id, min_time, payload FROM pii_audit.trail_groups "
-                              "WHERE first_event_id > $1 ORDER BY first_event_id",
-                              1, types, args, nullptr, true, 0) != SPI_OK_SELECT)
-        elog(ERROR, "pii_audit: could not read the trail's groups after the subject index");
-    for (uint64 r = 0; r < SPI_processed; ++r) {
-        bool isnull;
-        HeapTuple tuple = SPI_tuptable->vals[r];
-        TupleDesc desc = SPI_tuptable->tupdesc;
-        int64 first = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-        TimestampTz min_time = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
-        bytea* payload = DatumGetByteaPP(SPI_getbinval(tuple, desc, 3, &isnull));
-        pii_audit::GroupDecoder decoder(
-            std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)), min_time);
-        pii_audit::GroupEvent e;
-        while (decoder.next(e)) {
-            // Decoded hashes are little-endian; the entries keep host order.
-            if (!e.tracked) continue;
-            char host[8 * 64];
-            const size_t n = e.subjects.size() / 8;
-            for (size_t done = 0; done < n;) {
-                size_t k = Min(n - done, static_cast<size_t>(64));
-                for (size_t i = 0; i < k; ++i) {
-                    int64 h = pii_audit::subject_at(e.subjects, done + i);
-                    memcpy(host + i * 8, &h, 8);
-                }
-                pii_audit::GroupEvent part = e;
-                part.subjects = std::string_view(host, k * 8);
-                part.truncated = e.truncated && done + k == n;
-                note_group_subjects(first, min_time, part);
-                done += k;
+    Portal portal = SPI_cursor_open_with_args(
+        nullptr,
+        "SELECT first_event_id, min_time, payload, event_count FROM pii_audit.trail_groups "
+        "WHERE first_event_id > $1 ORDER BY first_event_id",
+        1, types, args, nullptr, true, 0);
+    int64 last_id = after;
+    for (;;) {
+        SPI_cursor_fetch(portal, true, 10000);
+        if (SPI_processed == 0) break;
+        SPITupleTable* rows = SPI_tuptable;
+        const uint64 nrows = SPI_processed;
+        for (uint64 r = 0; r < nrows; ++r) {
+            bool isnull;
+            HeapTuple tuple = rows->vals[r];
+            TupleDesc desc = rows->tupdesc;
+            int64 first = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+            TimestampTz min_time = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
+            bytea* payload = DatumGetByteaPP(SPI_getbinval(tuple, desc, 3, &isnull));
+            int32 count = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+            // Slices end between groups.
+            if (slice_due(false) && slice->entries.size() >= static_cast<size_t>(pii_audit_subject_index_slice))
+                write_slice(last_id, spi_insert);
+            pii_audit::GroupDecoder decoder(
+                std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)), min_time);
+            pii_audit::GroupEvent e;
+            while (decoder.next(e)) {
+                if (!e.tracked) continue;
+                // Decoded hashes are little-endian; the entries keep host order.
+                char host[8 * 64];
+                const size_t n = e.subjects.size() / 8;
+                size_t done = 0;
+                do {
+                    size_t k = Min(n - done, static_cast<size_t>(64));
+                    for (size_t i = 0; i < k; ++i) {
+                        int64 h = pii_audit::subject_at(e.subjects, done + i);
+                        memcpy(host + i * 8, &h, 8);
+                    }
+                    pii_audit::GroupEvent part = e;
+                    part.subjects = std::string_view(host, k * 8);
+                    part.truncated = e.truncated && done + k == n;
+                    note_group_subjects(first, min_time, part);
+                    done += k;
+                } while (done < n);
             }
-            if (n == 0 && e.truncated) note_group_subjects(first, min_time, e);
+            if (decoder.error() != nullptr)
+                ereport(WARNING, (errmsg("pii_audit: the trail group of event %lld is damaged: %s",
+                                         static_cast<long long>(first), decoder.error()),
+                                  errdetail("Its subjects are left out of the subject index.")));
+            last_id = first + count - 1;
         }
+        SPI_freetuptable(rows);
     }
+    SPI_cursor_close(portal);
 }
 
 // ---------------------------------------------------------------- storing a batch
@@ -1122,6 +1147,14 @@ void observe_group(Grouping& g, const Group& gr) {
 template <class Fn>
 ErrorData* insert_alone(Inserter& ins, WorkerState* next, Fn&& insert) {
     flush_rows(ins);  // rows already buffered are not these rows' to roll back
+    // A buffer pinned by a bulk-insert state would change hands inside the subtransaction:
+    // from here on this batch inserts without one.
+    for (int t = 0; t < ins.ntargets; ++t) {
+        if (ins.targets[t].bulk == nullptr) continue;
+        FreeBulkInsertState(ins.targets[t].bulk);
+        ins.targets[t].bulk = nullptr;
+    }
+    ins.careful = true;
     const WorkerState before = *next;
     const size_t slice_entries = slice != nullptr ? slice->entries.size() : 0;
     ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
@@ -1244,6 +1277,12 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     ins.subject_index.relid = state->subject_index_relid;
     ins.subject_slices.relid = state->subject_slices_relid;
 
+    // Everything a subtransaction (careful mode, gap rows) writes to is opened out here: a
+    // relation opened inside one would be released with it.
+    open_side_table(ins, ins.sessions);
+    open_side_table(ins, ins.statements);
+    (void)target_for(ins, ins.now);
+
     WorkerState next = *state;
     next.last_recorded_at = ins.now;
     uint64 records = 0;
@@ -1278,6 +1317,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             return;
         }
         // Careful: each event alone (its side rows, its one-event group), in a subtransaction.
+        (void)target_for(ins, event.header.event_time);
         const int32 before = g.ngroups, before_events = g.nevents;
         ErrorData* error = insert_alone(ins, &next, [&] {
             grouping_add(g, data, static_cast<uint32>(len), event, session_id(ins, &next, event),
@@ -1329,7 +1369,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     }
 
     close_targets(ins);
-    write_slice_if_due(ins, next.next_event_id - 1, false);
+    write_slice_if_due(ins, next.next_event_id - 1);
     close_side_table(ins.sessions);
     close_side_table(ins.statements);
     close_side_table(ins.subject_index);

@@ -265,100 +265,54 @@ TEST_F(ConcurrentReads, EveryReadIsRecordedExactlyOnceWithGaplessIds) {
     expect_exact_trail(load, prefix);
 }
 
-// The trail's BRIN indexes only narrow a query to the ranges that are summarised; an
-// unsummarised range is read in full by every query. The worker summarises each range once it is
-// full, so a query for the newest events reads at most the last two ranges (a range is 128
-// pages, about 9,000 events), however long the trail. The load runs until the trail has at
-// least four ranges.
-TEST_F(ConcurrentReads, TrailIndexRangesAreSummarisedAsTheyFill) {
-    Connection& c = *admin_;
-    auto trail_pages = [&] { return c.int64("SELECT pg_relation_size('pii_audit.trail') / 8192"); };
-    for (int round = 0; round < 6 && trail_pages() < 4 * 128; ++round)
-        ASSERT_NO_FATAL_FAILURE(load_and_drain("brin"));
-    ASSERT_GE(trail_pages(), 4 * 128) << "the trail is too small for this test to say anything";
-    c.exec("SET enable_seqscan = off");
-    // Heap pages a query for the 100 newest events reads through each index.
-    auto pages_read = [&](const std::string& condition) -> int64_t {
-        Result plan = c.exec("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
-                             "SELECT count(*) FROM pii_audit.events WHERE " + condition);
-        for (int i = 0; i < plan.rows(); ++i) {
-            std::string line = plan.text(i, 0);
-            size_t at = line.find("lossy=");
-            if (at != std::string::npos) return std::stoll(line.substr(at + 6));
-        }
-        ADD_FAILURE() << "no bitmap heap scan in the plan of " << condition;
-        return -1;
-    };
-    const int64_t newest = max_event_id(c);
-    const std::string by_id = "event_id > " + std::to_string(newest - 100);
-    const std::string by_time =
-        "event_time > '" +
-        c.text("SELECT event_time FROM pii_audit.events WHERE event_id = $1",
-               {std::to_string(newest - 100)}) +
-        "'";
-    // The worker looks once a second, between batches.
-    int64_t id_pages = -1, time_pages = -1;
-    poll_until(std::chrono::seconds(10), [&] {
-        id_pages = pages_read(by_id);
-        time_pages = pages_read(by_time);
-        return id_pages <= 2 * 128 && time_pages <= 2 * 128;
-    });
-    EXPECT_LE(id_pages, 2 * 128) << "full ranges of the event_id index were left unsummarised";
-    EXPECT_LE(time_pages, 2 * 128) << "full ranges of the event_time index were left unsummarised";
-    EXPECT_GT(id_pages, 0);
-}
-
-// The worker adds no BRIN entries for rows in ranges that have no summary yet, relying on the
-// summary made later; that is only right while nobody can summarise during its batch. Every
-// event must still be found through both indexes when: the worker skipped entries (load 1); a
-// range was summarised while partial, so later rows in it need entries (load 2); another session
-// held ShareUpdateExclusiveLock on the trail, as VACUUM does, so the worker could not freeze the
-// ranges and inserted every entry (load 3).
+// Every event is found through the trail's indexes: by id (the groups' first_event_id, as
+// _events_in and events_after read it), and, for events with subjects, through the subject index,
+// both from its slices (written every 100 entries here) and from the groups after the last slice.
 TEST_F(ConcurrentReads, TrailIndexesFindEveryEvent) {
     Connection& c = *admin_;
+    c.exec("ALTER SYSTEM SET pii_audit.subject_index_slice = 100");
+    c.exec("SELECT pg_reload_conf()");
+    SqlOnExit reset(c, {"ALTER SYSTEM RESET pii_audit.subject_index_slice",
+                        "SELECT pg_reload_conf()"});
     const int64_t first = max_event_id(c) + 1;
-    const std::string summarise_all =
-        "SELECT brin_summarize_new_values('pii_audit.trail_event_id_brin') + "
-        "brin_summarize_new_values('pii_audit.trail_event_time_brin')";
-    ASSERT_NO_FATAL_FAILURE(load_and_drain("brin1"));
-    c.int64(summarise_all);  // includes the partial last range
-    ASSERT_NO_FATAL_FAILURE(load_and_drain("brin2"));
-    Connection vacuum_like(main_cluster());
-    vacuum_like.exec("BEGIN");
-    vacuum_like.exec("LOCK TABLE pii_audit.trail IN SHARE UPDATE EXCLUSIVE MODE");
-    ASSERT_NO_FATAL_FAILURE(load_and_drain("brin3"));
-    vacuum_like.exec("COMMIT");
-    c.int64(summarise_all);
+    ASSERT_NO_FATAL_FAILURE(load_and_drain("idx1"));
+    ASSERT_NO_FATAL_FAILURE(load_and_drain("idx2"));
     const int64_t last = max_event_id(c);
-    ASSERT_GE(last - first, 3 * kTotalReads);
-
-    c.exec("SET enable_seqscan = off");
-    c.exec("SET enable_indexscan = off");
-    int missing_by_id = 0, missing_by_time = 0, checked = 0;
-    for (int64_t id = first; id <= last; id += 97, ++checked) {
+    ASSERT_GE(last - first, 2 * kTotalReads);
+    EXPECT_GT(c.int64("SELECT count(*) FROM pii_audit.trail_subject_slices "
+                      "WHERE last_event_id >= $1",
+                      {std::to_string(first)}),
+              1)
+        << "no slice of the subject index was written";
+    int missing_by_id = 0, missing_by_subject = 0, checked = 0, with_subjects = 0;
+    for (int64_t id = first; id <= last; id += 37, ++checked) {
         const std::string ids = std::to_string(id);
-        if (c.int64("SELECT count(*) FROM pii_audit.trail WHERE event_id = $1", {ids}) != 1)
+        Result r = c.exec("SELECT event_id, subjects[1] FROM "
+                          "pii_audit._events_in($1::bigint - 1, $1::bigint)",
+                          {ids});
+        if (r.rows() != 1 || r.int64(0, 0) != id) {
             ++missing_by_id;
-        // event_id + 0: this lookup may use only the event_time index.
-        const std::string time =
-            c.text("SELECT event_time FROM pii_audit.trail WHERE event_id = $1", {ids});
-        if (c.int64("SELECT count(*) FROM pii_audit.trail WHERE event_time = $1::timestamptz "
-                    "AND event_id + 0 = $2",
-                    {time, ids}) != 1)
-            ++missing_by_time;
+            continue;
+        }
+        if (r.is_null(0, 1)) continue;
+        ++with_subjects;
+        if (c.int64("SELECT count(*) FROM pii_audit._subject_groups($1::bigint) s "
+                    "JOIN pii_audit.trail_groups g ON g.first_event_id = s.first_event_id "
+                    "WHERE $2::bigint BETWEEN g.first_event_id "
+                    "AND g.first_event_id + g.event_count - 1",
+                    {r.text(0, 1), ids}) < 1)
+            ++missing_by_subject;
     }
     EXPECT_EQ(missing_by_id, 0) << "of " << checked << " events looked up by event_id";
-    EXPECT_EQ(missing_by_time, 0) << "of " << checked << " events looked up by event_time";
-    const std::pair<const char*, const char*> lookups[] = {
-        {"trail_event_id_brin", "event_id = 1"},
-        {"trail_event_time_brin", "event_time = now() AND event_id + 0 = 1"}};
-    for (const auto& [index, condition] : lookups) {
-        Result plan =
-            c.exec(std::string("EXPLAIN SELECT count(*) FROM pii_audit.trail WHERE ") + condition);
-        std::string plan_text;
-        for (int i = 0; i < plan.rows(); ++i) plan_text += plan.text(i, 0) + "\n";
-        EXPECT_NE(plan_text.find(index), std::string::npos) << plan_text;
-    }
+    EXPECT_GT(with_subjects, 10) << "the load read too few keyed rows to test the subject index";
+    EXPECT_EQ(missing_by_subject, 0) << "of " << with_subjects << " events looked up by subject";
+    // events_after hands out the same events in id order, without gaps.
+    Result after = c.exec("SELECT min(event_id), max(event_id), count(*) FROM "
+                          "pii_audit.events_after($1, 500)",
+                          {std::to_string(first - 1)});
+    EXPECT_EQ(after.int64(0, 0), first);
+    EXPECT_EQ(after.int64(0, 1), first + 499);
+    EXPECT_EQ(after.int64(0, 2), 500);
 }
 
 // The worker is stopped (SIGTERM, through pg_terminate_backend) twice while clients read; the

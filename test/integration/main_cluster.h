@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "pg_client.h"
 
@@ -31,5 +32,27 @@ int64_t max_event_id(Connection& conn);
 testing::AssertionResult trail_is_gapless_and_ordered(Connection& conn);
 
 constexpr std::chrono::seconds kDrainTimeout{60};
+
+// Runs SQL when it goes out of scope (errors ignored), so that a failed assertion never leaves
+// the main cluster's trail with a test's constraint on it.
+class SqlOnExit {
+  public:
+    SqlOnExit(Connection& conn, std::vector<std::string> statements)
+        : conn_(conn), statements_(std::move(statements)) {}
+    SqlOnExit(const SqlOnExit&) = delete;
+    SqlOnExit& operator=(const SqlOnExit&) = delete;
+    ~SqlOnExit() {
+        for (const std::string& sql : statements_) {
+            try {
+                conn_.exec(sql);
+            } catch (...) {
+            }
+        }
+    }
+
+  private:
+    Connection& conn_;
+    std::vector<std::string> statements_;
+};
 
 }  // namespace pii_it

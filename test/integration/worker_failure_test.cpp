@@ -16,28 +16,6 @@
 namespace pii_it {
 namespace {
 
-// Runs SQL when it goes out of scope (errors ignored), so that a failed assertion never leaves
-// the main cluster's trail with a test's constraint on it.
-class SqlOnExit {
-  public:
-    SqlOnExit(Connection& conn, std::vector<std::string> statements)
-        : conn_(conn), statements_(std::move(statements)) {}
-    SqlOnExit(const SqlOnExit&) = delete;
-    SqlOnExit& operator=(const SqlOnExit&) = delete;
-    ~SqlOnExit() {
-        for (const std::string& sql : statements_) {
-            try {
-                conn_.exec(sql);
-            } catch (...) {
-            }
-        }
-    }
-
-  private:
-    Connection& conn_;
-    std::vector<std::string> statements_;
-};
-
 std::string row_of_status(Connection& conn) {
     return conn.text("SELECT row(s.*)::text FROM pii_audit.status s");
 }
@@ -57,9 +35,9 @@ TEST(WorkerFailure, AnEventThatCannotBeStoredIsSkippedAndCountedTheRestIsStored)
 
     // Every event of one backend now violates the trail's constraints. NOT VALID: the rows
     // already stored are not checked.
-    admin.exec("ALTER TABLE pii_audit.trail ADD CONSTRAINT it_poison CHECK (backend_pid <> " +
+    admin.exec("ALTER TABLE pii_audit.trail_groups ADD CONSTRAINT it_poison CHECK (backend_pid <> " +
                std::to_string(poisoned.backend_pid()) + ") NOT VALID");
-    SqlOnExit cleanup(admin, {"ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_poison"});
+    SqlOnExit cleanup(admin, {"ALTER TABLE pii_audit.trail_groups DROP CONSTRAINT IF EXISTS it_poison"});
 
     for (int i = 1; i <= 3; ++i) {
         healthy.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
@@ -87,7 +65,7 @@ TEST(WorkerFailure, AnEventThatCannotBeStoredIsSkippedAndCountedTheRestIsStored)
     EXPECT_TRUE(trail_is_gapless_and_ordered(admin));
 
     // Once the cause is gone, the same backend's events are stored again, in the normal way.
-    admin.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT it_poison");
+    admin.exec("ALTER TABLE pii_audit.trail_groups DROP CONSTRAINT it_poison");
     poisoned.exec("SELECT phone FROM customers WHERE id = 5");
     s = wait_for_drain(admin, 0, kDrainTimeout, &drained);
     ASSERT_TRUE(drained) << row_of_status(admin);
@@ -113,9 +91,9 @@ TEST(WorkerFailure, AGapRowThatCannotBeStoredDoesNotBlockTheTrail) {
     const int64_t gaps_before = admin.int64(
         "SELECT coalesce(sum(row_count), 0) FROM pii_audit.access_log WHERE kind = 'gap'");
 
-    admin.exec("ALTER TABLE pii_audit.trail ADD CONSTRAINT it_no_gaps CHECK (kind <> 'gap' AND "
+    admin.exec("ALTER TABLE pii_audit.trail_groups ADD CONSTRAINT it_no_gaps CHECK (kind <> 'gap' AND "
                "backend_pid <> " + std::to_string(poisoned.backend_pid()) + ") NOT VALID");
-    SqlOnExit cleanup(admin, {"ALTER TABLE pii_audit.trail DROP CONSTRAINT IF EXISTS it_no_gaps"});
+    SqlOnExit cleanup(admin, {"ALTER TABLE pii_audit.trail_groups DROP CONSTRAINT IF EXISTS it_no_gaps"});
     for (int i = 1; i <= 2; ++i) {
         healthy.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
         poisoned.exec("SELECT phone FROM customers WHERE id = " + std::to_string(i));
@@ -128,7 +106,7 @@ TEST(WorkerFailure, AGapRowThatCannotBeStoredDoesNotBlockTheTrail) {
               2);
     EXPECT_EQ(s1.events_dropped - s0.events_dropped, 2) << row_of_status(admin);
 
-    admin.exec("ALTER TABLE pii_audit.trail DROP CONSTRAINT it_no_gaps");
+    admin.exec("ALTER TABLE pii_audit.trail_groups DROP CONSTRAINT it_no_gaps");
     healthy.exec("SELECT phone FROM customers WHERE id = 3");
     ASSERT_TRUE(poll_until(std::chrono::seconds(30), [&] {
         return admin.int64("SELECT coalesce(sum(row_count), 0) FROM pii_audit.access_log "

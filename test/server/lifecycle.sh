@@ -144,13 +144,13 @@ q -d postgres -c 'SELECT pg_terminate_backend(worker_pid) FROM pii_audit.status'
 # or it would still be waiting for the lock when the server crashes.
 wait_until postgres "SELECT s.state = 'running' AND s.worker_pid <> $old_worker AND NOT w.clean_shutdown FROM pii_audit.status s, pii_audit.worker_state w" 30 || true
 # Hold the trail's table so the queued read cannot be stored, then crash the server.
-(q -d postgres -c 'BEGIN; LOCK TABLE pii_audit.trail IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)' \
+(q -d postgres -c 'BEGIN; LOCK TABLE pii_audit.trail_groups IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)' \
     >/dev/null 2>&1 || true) &
 locker=$!
-wait_until postgres "SELECT count(*) = 1 FROM pg_locks WHERE relation = 'pii_audit.trail'::regclass AND mode = 'AccessExclusiveLock' AND granted" 30 || true
+wait_until postgres "SELECT count(*) = 1 FROM pg_locks WHERE relation = 'pii_audit.trail_groups'::regclass AND mode = 'AccessExclusiveLock' AND granted" 30 || true
 q -d app -c 'SELECT name FROM customers WHERE id = 1' >/dev/null
 wait_until postgres "SELECT queue_depth_bytes > 0 FROM pii_audit.status" 10 || true
-locker_pid=$(q -d postgres -c "SELECT pid FROM pg_locks WHERE relation = 'pii_audit.trail'::regclass AND mode = 'AccessExclusiveLock' AND granted")
+locker_pid=$(q -d postgres -c "SELECT pid FROM pg_locks WHERE relation = 'pii_audit.trail_groups'::regclass AND mode = 'AccessExclusiveLock' AND granted")
 kill -9 "$locker_pid" 2>/dev/null || runuser -u postgres -- kill -9 "$locker_pid"
 wait "$locker" 2>/dev/null || true
 if wait_until postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE kind = 'gap' AND row_count IS NULL" 60; then
