@@ -73,7 +73,10 @@ for version in "${!released[@]}"; do
         cmake --build "$old_build" --target pii_audit -j2 >"$old_build/build.log" 2>&1 ||
             { tail -50 "$old_build/build.log"; exit 1; }
     fi
-    cmake --install "$old_build" >/dev/null
+    # The library, control file and scripts of the release, where PostgreSQL looks for them.
+    install -m 755 "$old_build/pii_audit.so" "$(pg_config --pkglibdir)/"
+    install -m 644 "$old_build/pii_audit.control" "$old_build"/src/sql/*.sql \
+        "$(pg_config --sharedir)/extension/"
 
     pgc_destroy "$dir" >/dev/null 2>&1 || true
     pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.flush_interval = 50" >/dev/null
@@ -98,10 +101,10 @@ SQL
     pgc_start "$dir" >/dev/null
     old_max=$(q -d postgres -c 'SELECT max(event_id) FROM pii_audit.events')
     before=$(snapshot "$old_max")
-    old_count=$(q -d postgres -c "SELECT count(*) FROM pii_audit.events")
+    old_count=$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE event_id <= $old_max")
     old_reads=$(q -d postgres -c "SELECT count(*) FROM pii_audit.subject_access('7')")
-    check "$version: the old trail holds reads of subject 7 (read, multi-row, denied)" t \
-        "$(q -d postgres -c "SELECT count(*) >= 3 FROM pii_audit.subject_access('7')")"
+    check "$version: the old trail holds reads of subject 7 (one row, several rows)" t \
+        "$(q -d postgres -c "SELECT count(*) >= 2 FROM pii_audit.subject_access('7')")"
 
     pgc_stop "$dir" fast >/dev/null
     reinstall_current
