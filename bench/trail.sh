@@ -111,8 +111,8 @@ echo "worker CPU per stored event: $cpu_us us"
 q -c 'CHECKPOINT' >/dev/null
 bytes=$(q -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm')")
 echo "disk: $(awk -v b="$bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }') in schema pii_audit, $(awk -v b="$bytes" -v n="$stored" 'BEGIN { printf "%.1f", b / n }') bytes per event ($stored events stored)"
-q -c "SELECT c.relname || ' ' || pg_size_pretty(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm') AND pg_total_relation_size(c.oid) > 1000000 ORDER BY 1" | sed 's/^/  /'
-echo "table statistics before ANALYZE: trail n_live_tup = $(q -c "SELECT coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'pii_audit' AND relname LIKE 'trail%'")"
+q -c "SELECT name || ' ' || pg_size_pretty(sum(size)::bigint) || coalesce(' in ' || nullif(count(*), 1) || ' partitions', '') FROM (SELECT regexp_replace(c.relname, '_p[0-9]{8}$', '') AS name, pg_total_relation_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm')) t GROUP BY name HAVING sum(size) > 1000000 ORDER BY 1" | sed 's/^/  /'
+echo "table statistics before ANALYZE: trail rows known to the planner's statistics = $(q -c "SELECT coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'pii_audit' AND relname LIKE 'trail%'")"
 ta=$(date +%s.%N)
 q -c 'ANALYZE' >/dev/null
 echo "ANALYZE of the audit database: $(awk -v a="$ta" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"

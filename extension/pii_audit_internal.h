@@ -144,6 +144,11 @@ void pii_audit_read_scorer_status(ScorerStatus* out);
 // Encodes and queues one event. allow_wait: may sleep for space (never during abort cleanup or
 // transaction callbacks). Returns false when the event was dropped (and counted).
 bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait);
+
+// Before planning: filters on the trail views' event_time and event_id imply filters on the
+// groups' own columns, which use their indexes (presentation/trail_planner.cpp).
+struct Query;
+void pii_audit_trail_quals(Query* parse);
 void pii_audit_count_capture_error(void);
 
 // Consumer side, used only by the background worker.

@@ -73,6 +73,11 @@ CREATE FUNCTION pii_audit._group_events(first_event_id bigint, min_time timestam
 RETURNS SETOF record LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE ROWS 20
 AS 'MODULE_PATHNAME', 'pii_audit_group_events';
 
+-- Whether a group's events recorded a subject hash, or may have read it (a list cut short).
+CREATE FUNCTION pii_audit._group_has_subject(min_time timestamptz, payload bytea, subject_hash bigint)
+RETURNS boolean LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pii_audit_group_has_subject';
+
 -- The group offsets one subject index row holds for a subject hash.
 CREATE FUNCTION pii_audit._subject_offsets(entries bytea, subject_hash bigint)
 RETURNS SETOF bigint LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE ROWS 2
@@ -222,8 +227,9 @@ COMMENT ON FUNCTION pii_audit.events_after(bigint, integer) IS
     'the next events after an event id, in id order (for collectors that poll by a rising id)';
 
 -- Groups that may hold a subject: those the subject index names for its hash or for events
--- whose subject list was cut short (the index keeps those under the smallest bigint), and every
--- group stored after the index's last slice.
+-- whose subject list was cut short (the index keeps those under the smallest bigint), and the
+-- groups stored after the index's last slice that hold it (read in place, not unpacked). With
+-- the bounds of their min_time, so that fetching them reads only the partitions concerned.
 CREATE FUNCTION pii_audit._subject_groups(h bigint)
 RETURNS TABLE (first_event_id bigint, min_time timestamptz, max_time timestamptz)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -235,9 +241,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                              ELSE (want.hh >> (64 - sl.bucket_bits))::integer END
     CROSS JOIN LATERAL pii_audit._subject_offsets(x.entries, want.hh) AS o(offs)
     UNION
-    SELECT g.first_event_id, NULL::timestamptz, NULL::timestamptz FROM pii_audit.trail_groups g
+    SELECT g.first_event_id, g.min_time, g.min_time FROM pii_audit.trail_groups g
     WHERE g.first_event_id > (SELECT coalesce(max(last_event_id), 0)
                               FROM pii_audit.trail_subject_slices)
+      AND pii_audit._group_has_subject(g.min_time, g.payload, h)
 $$;
 
 CREATE VIEW pii_audit.access_log AS
@@ -307,7 +314,7 @@ BEGIN
     FROM (SELECT DISTINCT c.first_event_id, c.min_time, c.max_time
           FROM pii_audit._subject_groups(h) c) c
     JOIN pii_audit.trail_groups g ON g.first_event_id = c.first_event_id
-         AND (c.min_time IS NULL OR g.min_time BETWEEN c.min_time AND c.max_time)
+         AND g.min_time BETWEEN c.min_time AND c.max_time
     CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
     LEFT JOIN pii_audit.trail_sessions s ON s.session_id = g.session_id
     LEFT JOIN pii_audit.trail_statements st ON st.statement_id = g.statement_id

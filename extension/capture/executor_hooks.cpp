@@ -377,6 +377,7 @@ bool internal_query(EState* estate) {
 PlannedStmt* capture_planner(Query* parse, const char* query_string, int cursor_options,
                              ParamListInfo bound_params) {
     PlannedStmt* result = nullptr;
+    pii_audit_trail_quals(parse);
     ++planner_depth;
     ++nesting_level;
     boundary::pg_finally(

@@ -1,0 +1,310 @@
+// Time and id filters on the trail's views reach the groups.
+//
+// pii_audit.events unpacks each group of trail_groups into its events with _group_events, so a
+// filter on the view's event_time or event_id is a filter on the function's output: PostgreSQL
+// cannot use it to skip groups, and a query for five minutes of events unpacks the whole trail.
+// Before planning, this adds the filters they imply on the group's own columns (a group's events
+// lie between min_time and max_time, at most an hour apart, and its ids are first_event_id ..
+// first_event_id + 4095), which use the indexes and prune partitions:
+//   event_time >= x  ->  max_time >= x AND min_time >= x - 1 hour
+//   event_time <= x  ->  min_time <= x                (and the strict forms alike)
+//   event_id   >= x  ->  first_event_id >= x - 4095
+//   event_id   <= x  ->  first_event_id <= x
+// Only filters of the form `column op expression` in the top-level AND of a WHERE clause, where
+// the expression has no columns, no volatile functions and no subqueries; the filters
+// themselves stay, so the result is the same whether an implied filter was added or not. A
+// filter on a view over pii_audit.events (access_log, login_log, label_changes) is first copied
+// into that view's query when the column is a plain column of pii_audit.events.
+#include "pii_audit_internal.h"
+
+extern "C" {
+#include "access/stratnum.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace_d.h"
+#include "catalog/pg_type.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_coerce.h"
+#include "parser/parse_func.h"
+#include "parser/parse_oper.h"
+#include "parser/parsetree.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+}
+
+namespace {
+
+constexpr int kMaxDepth = 8;
+
+struct TrailOids {
+    Oid group_events;  // pii_audit._group_events
+    Oid groups;        // pii_audit.trail_groups
+};
+
+bool find_trail(TrailOids* oids) {
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    if (!OidIsValid(nsp)) return false;
+    oids->groups = get_relname_relid("trail_groups", nsp);
+    if (!OidIsValid(oids->groups)) return false;
+    Oid args[3] = {INT8OID, TIMESTAMPTZOID, BYTEAOID};
+    oids->group_events =
+        LookupFuncName(list_make2(makeString(pstrdup("pii_audit")), makeString(pstrdup("_group_events"))),
+                       3, args, true);
+    return OidIsValid(oids->group_events);
+}
+
+bool has_column_walker(Node* node, void* context) {
+    if (node == nullptr) return false;
+    if (IsA(node, Var) || IsA(node, PlaceHolderVar) || IsA(node, SubLink) || IsA(node, Aggref) ||
+        IsA(node, WindowFunc) || IsA(node, GroupingFunc) ||
+        (IsA(node, Param) && castNode(Param, node)->paramkind != PARAM_EXTERN))
+        return true;
+    return expression_tree_walker(node, pii_audit_as_walker(has_column_walker), context);
+}
+
+// The filter's other side may be copied anywhere: no column of any query level, no subquery, no
+// aggregate, nothing volatile; parameters of the statement are fine.
+bool pseudo_constant(Node* expr) {
+    return expr != nullptr && !has_column_walker(expr, nullptr) && !contain_volatile_functions(expr);
+}
+
+// A btree comparison `Var op expr` (or `expr op Var`, commuted) on the range table entry rti.
+// Returns the strategy (BTLessStrategyNumber ..), the column and the expression.
+int comparison(Node* qual, Index rti, AttrNumber* attno, Node** other) {
+    if (!IsA(qual, OpExpr)) return 0;
+    auto* op = castNode(OpExpr, qual);
+    if (list_length(op->args) != 2) return 0;
+    Node* left = static_cast<Node*>(linitial(op->args));
+    Node* right = static_cast<Node*>(lsecond(op->args));
+    Oid opno = op->opno;
+    if (IsA(right, Var) && !IsA(left, Var)) {
+        std::swap(left, right);
+        opno = get_commutator(opno);
+        if (!OidIsValid(opno)) return 0;
+    }
+    if (!IsA(left, Var)) return 0;
+    auto* var = castNode(Var, left);
+    if (var->varno != static_cast<int>(rti) || var->varlevelsup != 0) return 0;
+    if (!pseudo_constant(right)) return 0;
+    List* interpretations = get_op_btree_interpretation(opno);
+    int strategy = 0;
+    ListCell* cell;
+    foreach (cell, interpretations) {
+        auto* it = static_cast<OpBtreeInterpretation*>(lfirst(cell));
+        if (it->strategy >= BTLessStrategyNumber && it->strategy <= BTGreaterStrategyNumber &&
+            it->strategy != 0) {
+            strategy = it->strategy;
+            break;
+        }
+    }
+    *attno = var->varattno;
+    *other = right;
+    return strategy;
+}
+
+List* and_list(Node* quals) {
+    if (quals == nullptr) return NIL;
+    if (is_andclause(quals)) return castNode(BoolExpr, quals)->args;
+    return list_make1(quals);
+}
+
+void add_qual(Query* q, Node* qual) {
+    q->jointree->quals = static_cast<Node*>(
+        make_and_qual(q->jointree->quals, qual));
+}
+
+// `column op expr` with a btree operator of the column's type and the expression's (made the
+// column's type when it is not), or nullptr.
+Node* compare(Var* column, int strategy, Node* expr) {
+    Oid type = column->vartype;
+    Node* arg = expr;
+    if (exprType(arg) != type) {
+        arg = coerce_to_target_type(nullptr, arg, exprType(arg), type, -1, COERCION_IMPLICIT,
+                                    COERCE_IMPLICIT_CAST, -1);
+        if (arg == nullptr) return nullptr;
+    }
+    Oid opno = InvalidOid;
+    switch (strategy) {
+        case BTLessStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup("<"))), type, type, true); break;
+        case BTLessEqualStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup("<="))), type, type, true); break;
+        case BTGreaterEqualStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup(">="))), type, type, true); break;
+        case BTGreaterStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup(">"))), type, type, true); break;
+        default: return nullptr;
+    }
+    if (!OidIsValid(opno)) return nullptr;
+    return reinterpret_cast<Node*>(make_opclause(opno, BOOLOID, false,
+                                                 static_cast<Expr*>(copyObjectImpl(column)),
+                                                 static_cast<Expr*>(copyObjectImpl(arg)),
+                                                 InvalidOid, InvalidOid));
+}
+
+// expr - offset (an interval for times, a bigint for ids), or nullptr.
+Node* minus(Node* expr, Oid type, Node* offset) {
+    if (exprType(expr) != type) {
+        expr = coerce_to_target_type(nullptr, expr, exprType(expr), type, -1, COERCION_IMPLICIT,
+                                     COERCE_IMPLICIT_CAST, -1);
+        if (expr == nullptr) return nullptr;
+    }
+    Oid opno = OpernameGetOprid(list_make1(makeString(pstrdup("-"))), type, exprType(offset));
+    if (!OidIsValid(opno)) return nullptr;
+    return reinterpret_cast<Node*>(make_opclause(opno, type, false, reinterpret_cast<Expr*>(expr),
+                                                 reinterpret_cast<Expr*>(offset), InvalidOid,
+                                                 InvalidOid));
+}
+
+Var* group_column(Index rti, const char* name, Query* q, Oid relid) {
+    AttrNumber attno = get_attnum(relid, name);
+    if (attno == InvalidAttrNumber) return nullptr;
+    (void)q;
+    return makeVar(rti, attno, get_atttype(relid, attno), -1, InvalidOid, 0);
+}
+
+// In the query of pii_audit.events (trail_groups g, _group_events(...) e): filters on e's
+// event_time (2nd column) and event_id (1st) imply filters on g.
+void add_group_quals(Query* q, const TrailOids& oids) {
+    Index g = 0, e = 0;
+    ListCell* cell;
+    Index rti = 0;
+    foreach (cell, q->rtable) {
+        ++rti;
+        auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
+        if (rte->rtekind == RTE_RELATION && rte->relid == oids.groups) g = rti;
+        if (rte->rtekind == RTE_FUNCTION && list_length(rte->functions) == 1) {
+            auto* fn = static_cast<RangeTblFunction*>(linitial(rte->functions));
+            if (IsA(fn->funcexpr, FuncExpr) &&
+                castNode(FuncExpr, fn->funcexpr)->funcid == oids.group_events)
+                e = rti;
+        }
+    }
+    if (g == 0 || e == 0) return;
+    List* added = NIL;
+    foreach (cell, and_list(q->jointree->quals)) {
+        AttrNumber attno;
+        Node* other;
+        int strategy = comparison(static_cast<Node*>(lfirst(cell)), e, &attno, &other);
+        if (strategy == 0 || (attno != 1 && attno != 2)) continue;
+        const bool lower = strategy == BTGreaterStrategyNumber ||
+                           strategy == BTGreaterEqualStrategyNumber ||
+                           strategy == BTEqualStrategyNumber;
+        const bool upper = strategy == BTLessStrategyNumber || strategy == BTLessEqualStrategyNumber ||
+                           strategy == BTEqualStrategyNumber;
+        if (attno == 2) {  // event_time
+            Var* min_time = group_column(g, "min_time", q, oids.groups);
+            Var* max_time = group_column(g, "max_time", q, oids.groups);
+            if (min_time == nullptr || max_time == nullptr) continue;
+            if (lower) {
+                int s = strategy == BTEqualStrategyNumber ? BTGreaterEqualStrategyNumber : strategy;
+                if (Node* n = compare(max_time, s, other)) added = lappend(added, n);
+                Interval* hour = static_cast<Interval*>(palloc0(sizeof(Interval)));
+                hour->time = 3600LL * 1000 * 1000;
+                Node* offset = reinterpret_cast<Node*>(makeConst(INTERVALOID, -1, InvalidOid,
+                                                                 sizeof(Interval),
+                                                                 PointerGetDatum(hour), false, false));
+                if (Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID, offset))
+                    if (Node* n = compare(min_time, BTGreaterEqualStrategyNumber, bound))
+                        added = lappend(added, n);
+            }
+            if (upper) {
+                int s = strategy == BTEqualStrategyNumber ? BTLessEqualStrategyNumber : strategy;
+                if (Node* n = compare(min_time, s, other)) added = lappend(added, n);
+            }
+        } else {  // event_id
+            Var* first = group_column(g, "first_event_id", q, oids.groups);
+            if (first == nullptr) continue;
+            if (lower) {
+                Node* offset = reinterpret_cast<Node*>(
+                    makeConst(INT8OID, -1, InvalidOid, sizeof(int64), Int64GetDatum(4095), false,
+                              FLOAT8PASSBYVAL));
+                if (Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), INT8OID, offset))
+                    if (Node* n = compare(first, BTGreaterEqualStrategyNumber, bound))
+                        added = lappend(added, n);
+            }
+            if (upper) {
+                int s = strategy == BTEqualStrategyNumber ? BTLessEqualStrategyNumber : strategy;
+                if (Node* n = compare(first, s, other)) added = lappend(added, n);
+            }
+        }
+    }
+    foreach (cell, added) add_qual(q, static_cast<Node*>(lfirst(cell)));
+}
+
+// A subquery a filter may be copied into: it returns its rows as they are.
+bool plain_subquery(Query* sub) {
+    return sub->commandType == CMD_SELECT && sub->setOperations == nullptr && !sub->hasAggs &&
+           !sub->hasWindowFuncs && !sub->hasTargetSRFs && sub->groupClause == NIL &&
+           sub->groupingSets == NIL && sub->havingQual == nullptr && sub->distinctClause == NIL &&
+           sub->limitCount == nullptr && sub->limitOffset == nullptr && sub->rowMarks == NIL &&
+           sub->cteList == NIL && sub->jointree != nullptr;
+}
+
+void walk(Query* q, const TrailOids& oids, int depth);
+
+// Filters on a view's column that is a plain column of a subquery in it go down a level.
+void copy_quals_down(Query* q, const TrailOids& oids, int depth) {
+    ListCell* cell;
+    Index rti = 0;
+    foreach (cell, q->rtable) {
+        ++rti;
+        auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
+        if (rte->rtekind != RTE_SUBQUERY || rte->subquery == nullptr || rte->security_barrier)
+            continue;
+        Query* sub = rte->subquery;
+        if (q->jointree != nullptr && plain_subquery(sub)) {
+            ListCell* qc;
+            foreach (qc, and_list(q->jointree->quals)) {
+                AttrNumber attno;
+                Node* other;
+                Node* qual = static_cast<Node*>(lfirst(qc));
+                if (comparison(qual, rti, &attno, &other) == 0) continue;
+                TargetEntry* te = get_tle_by_resno(sub->targetList, attno);
+                if (te == nullptr || te->resjunk || !IsA(te->expr, Var) ||
+                    castNode(Var, te->expr)->varlevelsup != 0)
+                    continue;
+                // The same filter, on the subquery's own column.
+                Node* copy = static_cast<Node*>(copyObjectImpl(qual));
+                auto* op = castNode(OpExpr, copy);
+                ListCell* arg;
+                foreach (arg, op->args) {
+                    if (IsA(lfirst(arg), Var) && castNode(Var, lfirst(arg))->varno == static_cast<int>(rti))
+                        lfirst(arg) = copyObjectImpl(te->expr);
+                }
+                add_qual(sub, copy);
+            }
+        }
+        walk(sub, oids, depth + 1);
+    }
+}
+
+void walk(Query* q, const TrailOids& oids, int depth) {
+    if (q == nullptr || depth > kMaxDepth || q->jointree == nullptr) return;
+    copy_quals_down(q, oids, depth);
+    add_group_quals(q, oids);
+}
+
+bool has_subquery(Query* q) {
+    ListCell* cell;
+    foreach (cell, q->rtable)
+        if (static_cast<RangeTblEntry*>(lfirst(cell))->rtekind == RTE_SUBQUERY) return true;
+    return false;
+}
+
+}  // namespace
+
+// Called by the planner hook before planning a query (see capture).
+void pii_audit_trail_quals(Query* parse) {
+    if (parse == nullptr || parse->commandType != CMD_SELECT) return;
+    // Cheap first: most statements read no subquery, and none outside the audit database reads
+    // pii_audit.events.
+    TrailOids oids;
+    bool direct = false;
+    ListCell* cell;
+    foreach (cell, parse->rtable) {
+        auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
+        if (rte->rtekind == RTE_FUNCTION) direct = true;
+    }
+    if (!has_subquery(parse) && !direct) return;
+    if (!find_trail(&oids)) return;
+    walk(parse, oids, 0);
+}

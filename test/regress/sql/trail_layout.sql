@@ -1,0 +1,117 @@
+-- The grouped trail (pii_audit.trail_groups): groups, their ids, the implied filters on the
+-- views, the subject index, damage.
+CREATE TABLE layout_people (id integer PRIMARY KEY, name text);
+INSERT INTO layout_people SELECT g, 'person ' || g FROM generate_series(1, 30) g;
+SECURITY LABEL FOR pii ON COLUMN layout_people.id IS 'subject_key';
+SECURITY LABEL FOR pii ON COLUMN layout_people.name IS 'name';
+SELECT advance_seen() AS since \gset
+-- One session, two statements interleaved: two groups; ids have no gaps, time order is kept.
+SELECT name FROM layout_people WHERE id = 1;
+SELECT name FROM layout_people WHERE id > 28;
+SELECT name FROM layout_people WHERE id = 2;
+SELECT name FROM layout_people WHERE id > 27;
+SELECT name FROM layout_people WHERE id = 3;
+SELECT wait_for_trail();
+SELECT count(*) AS events, count(DISTINCT first_event_id) AS groups
+FROM pii_audit.trail_groups g, pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+WHERE g.first_event_id > :since AND g.kind = 'read' AND g.statement_id IN
+      (SELECT statement_id FROM pii_audit.trail_statements WHERE relation = 'public.layout_people');
+SELECT query_text, row_count, subject_count FROM pii_audit.access_log
+WHERE event_id > :since AND relation = 'public.layout_people' ORDER BY event_time;
+SELECT max(event_id) - min(event_id) + 1 = count(*) AS gapless FROM pii_audit.events;
+
+-- Filters on event_time and event_id imply filters on the groups. They must never change a
+-- result: each filter below gives the same count as the same filter on an expression of the
+-- column (which implies nothing), at every boundary.
+CREATE TEMP TABLE boundaries AS
+SELECT event_id, event_time FROM pii_audit.events WHERE event_id > :since;
+DO $$
+DECLARE
+    b record;
+    op text;
+    direct bigint;
+    opaque bigint;
+    mismatches int := 0;
+    checks int := 0;
+BEGIN
+    FOR b IN SELECT * FROM boundaries LOOP
+        FOREACH op IN ARRAY ARRAY['<', '<=', '=', '>=', '>'] LOOP
+            EXECUTE format('SELECT count(*) FROM pii_audit.events WHERE event_time %s %L', op, b.event_time) INTO direct;
+            EXECUTE format('SELECT count(*) FROM pii_audit.events WHERE event_time + interval ''0'' %s %L', op, b.event_time) INTO opaque;
+            mismatches := mismatches + (direct <> opaque)::int;
+            EXECUTE format('SELECT count(*) FROM pii_audit.access_log WHERE %L %s event_time', b.event_time, op) INTO direct;
+            EXECUTE format('SELECT count(*) FROM pii_audit.access_log WHERE %L %s event_time + interval ''0''', b.event_time, op) INTO opaque;
+            mismatches := mismatches + (direct <> opaque)::int;
+            EXECUTE format('SELECT count(*) FROM pii_audit.events WHERE event_id %s %s', op, b.event_id::integer) INTO direct;
+            EXECUTE format('SELECT count(*) FROM pii_audit.events WHERE event_id + 0 %s %s', op, b.event_id) INTO opaque;
+            mismatches := mismatches + (direct <> opaque)::int;
+            checks := checks + 3;
+        END LOOP;
+    END LOOP;
+    RAISE NOTICE 'implied filters: % mismatches in % checks', mismatches, checks > 0;
+END
+$$;
+-- A prepared statement's parameters and now() - interval are expressions the filters take.
+PREPARE recent(timestamptz, bigint) AS
+SELECT count(*) FROM pii_audit.events WHERE event_time >= $1 AND event_id > $2;
+EXECUTE recent(now() - interval '1 hour', :since);
+SELECT count(*) FROM pii_audit.events WHERE event_time + interval '0' >= now() - interval '1 hour'
+                                        AND event_id + 0 > :since;
+-- The implied filters are in the plan (they use the groups' indexes).
+CREATE FUNCTION plan_mentions(query text, needle text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+        IF position(needle IN line) > 0 THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+SELECT plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now() - interval ''5 minutes''', 'max_time >=') AS time_lower,
+       plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now() - interval ''5 minutes''', 'min_time >=') AS time_lower_min,
+       plan_mentions('SELECT * FROM pii_audit.login_log WHERE event_time < now() - interval ''5 minutes''', 'min_time <') AS time_upper,
+       plan_mentions('SELECT * FROM pii_audit.events WHERE event_id > 12345', 'first_event_id >=') AS id_lower,
+       plan_mentions('SELECT * FROM pii_audit.label_changes WHERE event_id <= 12345', 'first_event_id <=') AS id_upper,
+       plan_mentions('SELECT * FROM pii_audit.events WHERE event_id > 1 OR event_time > now()', 'first_event_id') AS not_for_or;
+
+-- events_after: in id order, from the oldest when asked for 0, bad arguments refused.
+SELECT count(*) = 5 AND min(event_id) = 1 AND max(event_id) = 5 AS from_the_start
+FROM pii_audit.events_after(0, 5);
+SELECT array_agg(event_id ORDER BY event_id) = array_agg(event_id) AS in_order
+FROM pii_audit.events_after(:since, 100);
+SELECT count(*) FROM pii_audit.events_after(-5, 1);
+SELECT * FROM pii_audit.events_after(0, 0);
+SELECT * FROM pii_audit.events_after(NULL, 10);
+
+-- The subject index: with slices of 100 entries, reads land in slices and after them; the
+-- person is found either way, and only where read.
+ALTER SYSTEM SET pii_audit.subject_index_slice = 100;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.3);
+SELECT name FROM layout_people WHERE id > 0;
+SELECT name FROM layout_people WHERE id > 0;
+SELECT name FROM layout_people WHERE id > 0;
+SELECT name FROM layout_people WHERE id > 0;
+SELECT name FROM layout_people WHERE id = 17;
+SELECT wait_for_trail();
+SELECT count(*) > 0 AS slices_written FROM pii_audit.trail_subject_slices;
+SELECT count(*) AS reads_of_17, count(*) FILTER (WHERE match = 'recorded') AS recorded
+FROM pii_audit.subject_access('17') WHERE event_id > :since;
+SELECT count(*) AS reads_of_1 FROM pii_audit.subject_access('1') WHERE event_id > :since;
+SELECT count(*) AS reads_of_nobody FROM pii_audit.subject_access('no such person');
+ALTER SYSTEM RESET pii_audit.subject_index_slice;
+SELECT pg_reload_conf();
+
+-- A damaged group is reported, never read past. (A superuser can disable the trail's triggers;
+-- this test does, inside a transaction it rolls back.)
+BEGIN;
+ALTER TABLE pii_audit.trail_groups DISABLE TRIGGER trail_append_only;
+UPDATE pii_audit.trail_groups SET payload = substr(payload, 1, length(payload) - 1)
+WHERE first_event_id = (SELECT max(first_event_id) FROM pii_audit.trail_groups WHERE kind = 'read');
+SELECT count(*) FROM pii_audit.events;
+ROLLBACK;
+SELECT pii_audit._group_has_subject(now(), '\x01'::bytea, 1) AS damaged_may_hold_anyone;
+DROP TABLE layout_people;
