@@ -177,9 +177,11 @@ COMMENT ON VIEW pii_audit.events IS
 -- The events with ids in (after_id, upto_id], in id order, read through the groups' index on
 -- first_event_id (a filter on the view's event_id cannot use it). A group holds at most 4096
 -- events, so its first id is within 4096 of any of its ids.
+-- No SET clause, so that the planner inlines it into the calling query (every name in it is
+-- schema-qualified, and the operators are built-in ones on built-in types).
 CREATE FUNCTION pii_audit._events_in(after_id bigint, upto_id bigint)
 RETURNS SETOF pii_audit.events
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE ROWS 10000 AS $$
     SELECT e.event_id, e.event_time, g.recorded_at, g.kind, e.status, s.database_name,
            s.session_user_name, s.current_user_name, s.end_user, s.application_name,
            s.client_addr, g.backend_pid, st.command, st.relation, st.relation_oid, st.columns,
@@ -232,7 +234,7 @@ COMMENT ON FUNCTION pii_audit.events_after(bigint, integer) IS
 -- the bounds of their min_time, so that fetching them reads only the partitions concerned.
 CREATE FUNCTION pii_audit._subject_groups(h bigint)
 RETURNS TABLE (first_event_id bigint, min_time timestamptz, max_time timestamptz)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE ROWS 10 SET search_path = pg_catalog, pg_temp AS $$
     SELECT sl.first_event_id + o.offs, sl.min_time, sl.max_time
     FROM pii_audit.trail_subject_slices sl
     CROSS JOIN (VALUES (h), ((-9223372036854775807 - 1)::bigint)) AS want(hh)

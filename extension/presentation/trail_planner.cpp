@@ -110,9 +110,15 @@ List* and_list(Node* quals) {
     return list_make1(quals);
 }
 
+// Appends to the top-level AND of q's WHERE, so that and_list sees every filter added.
 void add_qual(Query* q, Node* qual) {
-    q->jointree->quals = static_cast<Node*>(
-        make_and_qual(q->jointree->quals, qual));
+    Node* quals = q->jointree->quals;
+    if (quals == nullptr)
+        q->jointree->quals = qual;
+    else if (is_andclause(quals))
+        castNode(BoolExpr, quals)->args = lappend(castNode(BoolExpr, quals)->args, qual);
+    else
+        q->jointree->quals = reinterpret_cast<Node*>(make_andclause(list_make2(quals, qual)));
 }
 
 // `column op expr` with a btree operator of the column's type and the expression's (made the
