@@ -484,7 +484,10 @@ class Generator {
         if (quarter_month(d)) rows *= s_.quarter_end_factor;
         const int index = month_end_index(d);
         const bool hidden_bulk = s_.inject && s_.hidden_bulk == index && st.name == "bo-0005";
-        if (hidden_bulk) rows = s_.month_end_copy_rows * s_.hidden_bulk_factor;
+        if (hidden_bulk) {
+            rows = s_.month_end_copy_rows * (quarter_month(d) ? s_.quarter_end_factor : 1) *
+                   s_.hidden_bulk_factor;
+        }
         std::vector<std::string> subjects;
         for (int r = 0; r < 400; ++r) subjects.push_back(person(rng_.below(st.pool_size)));
         const std::int64_t t = at(d, st.shift_start + 3600 + rng_.below(6 * 3600));

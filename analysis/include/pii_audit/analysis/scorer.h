@@ -62,6 +62,17 @@ struct ScorerConfig {
     std::vector<std::string> service_groups;  // peer groups of machine accounts (cadence is normal)
 };
 
+// A period the DBA declares in advance (an audit week, a migration, a campaign): the group's
+// volumes may rise up to `kKnownEventRatio` times their norm and categories new to the group
+// are not rare while it lasts. Colleagues' same-day behaviour and learned calendar rhythms
+// need no declaration; this is for what happens for the first time.
+struct KnownEvent {
+    std::string name;
+    std::string peer_group;   // empty: every peer group
+    std::int64_t from_us = 0;  // [from, to)
+    std::int64_t to_us = 0;
+};
+
 class StateError : public std::runtime_error {
   public:
     using std::runtime_error::runtime_error;
@@ -106,6 +117,12 @@ class Scorer {
     // pii_audit.mark_departed(): any later activity by this actor raises a critical alert.
     void mark_departed(std::string_view actor, std::int64_t time_us);
     void clear_departed(std::string_view actor);
+
+    // Known events (pii_audit.known_events). declare_event throws std::invalid_argument for an
+    // empty name or an empty or reversed period; the events already declared stay.
+    void declare_event(const KnownEvent& event);
+    void clear_known_events();
+    std::size_t known_events() const;
 
     // Baselines survive restarts: an opaque byte string tied to this library's state format.
     // restore_state throws StateError on anything malformed or from another format version and
