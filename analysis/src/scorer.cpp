@@ -137,7 +137,8 @@ constexpr double kWindowTeamRatio = 1.5;  // rolling windows are tight: 1.5x a t
 constexpr double kPersonalRatio = 2;      // an actor's own rhythm: up to 2x what it did last time
 constexpr double kShiftRate = 0.02;     // how often one member goes beyond a norm by chance
 constexpr double kRareRate = 0.01;      // how often one member reads a rare category by chance
-constexpr int kRhythms = 48;
+constexpr int kRhythms = 128;
+constexpr std::size_t kMaxHeld = 4096;  // signals held for the team; beyond, raised at once
 constexpr std::uint8_t kRhythmCategory = 64;  // rhythm kinds: metrics, then 64 + category
 
 // Compared with colleagues before any norm exists: one statement's rows (a cumulative quantity
@@ -517,6 +518,21 @@ struct Scorer::Impl {
     };
     std::vector<DeclaredEvent> known;
     Calendar calendar_cache;
+    // Signals held while the team may still follow; saved with the state.
+    struct Held {
+        std::uint32_t actor = 0;
+        std::uint8_t kind = 0;  // a metric, or kRhythmCategory + category
+        std::uint8_t detector = 0;
+        std::int32_t day = kNoDay;
+        std::int64_t due_us = 0;
+        std::int64_t time_us = 0;  // of the event that raised it
+        double strength = 0;
+        double value = 0;
+        std::string explanation;
+    };
+    std::vector<Held> held;
+    std::int64_t next_due = INT64_MAX;
+    bool event_is_bulk = false;  // the access event being scored
 
     explicit Impl(ScorerConfig c) : config(std::move(c)) {
         utc_offset_s = static_cast<std::int64_t>(config.utc_offset_minutes) * 60;
@@ -1202,6 +1218,113 @@ struct Scorer::Impl {
         return std::string();
     }
 
+    // ---- waiting for the team ------------------------------------------------------------------
+
+    static bool holdable_metric(int m) {
+        return m == kSubjectsDay || m == kRowsDay || m == kStatementRows || m == kCopyDay ||
+               m == kUnexplainedDay || m == kSessionRows;
+    }
+
+    // Only a bulk statement (a COPY, or kColdBulkFloor rows and more) is held: that is how a
+    // team's periodic run looks, and an insider who reads record by record is not slowed down.
+    bool may_hold(const ActorState& a) const {
+        if (!event_is_bulk || config.team_wait_minutes == 0 || held.size() >= kMaxHeld)
+            return false;
+        const GroupState& g = groups[a.group_id];
+        return g.today_day == a.today.day && g.today_actors >= 4;
+    }
+
+    // Holds a signal (or strengthens the one already held for the same actor and kind).
+    template <class Explain>
+    void hold(ActorState& a, std::uint8_t kind, Detector d, double strength, double value,
+              std::int64_t time_us, Explain&& explain) {
+        for (Held& h : held) {
+            if (h.actor == a.name_id && h.kind == kind && h.day == a.today.day) {
+                if (strength > h.strength) {
+                    h.strength = strength;
+                    h.value = value;
+                    h.time_us = time_us;
+                    h.explanation = explain();
+                }
+                return;
+            }
+        }
+        Held h;
+        h.actor = a.name_id;
+        h.kind = kind;
+        h.detector = static_cast<std::uint8_t>(d);
+        h.day = a.today.day;
+        h.due_us = time_us + std::int64_t{config.team_wait_minutes} * 60 * kMicrosPerSecond;
+        h.time_us = time_us;
+        h.strength = strength;
+        h.value = value;
+        h.explanation = explain();
+        next_due = std::min(next_due, h.due_us);
+        held.push_back(std::move(h));
+    }
+
+    void release_due(std::int64_t now_us, std::vector<Alert>& out) {
+        if (held.empty() || now_us < next_due) return;
+        next_due = INT64_MAX;
+        for (std::size_t i = 0; i < held.size();) {
+            if (held[i].due_us > now_us) {
+                next_due = std::min(next_due, held[i].due_us);
+                ++i;
+                continue;
+            }
+            Held h = std::move(held[i]);
+            held[i] = std::move(held.back());
+            held.pop_back();
+            settle(h, out);
+        }
+    }
+
+    // The wait is over: if enough colleagues made the same shift meanwhile, the signal was the
+    // team's (unless this actor went 5x past them); otherwise it is raised as it was.
+    void settle(const Held& h, std::vector<Alert>& out) {
+        ActorState& a = actors[h.actor];
+        GroupState& g = groups[a.group_id];
+        double strength = h.strength;
+        std::string explanation = h.explanation;
+        if (g.today_day == h.day && a.today.day == h.day) {
+            const std::uint32_t colleagues = g.today_actors > 0 ? g.today_actors - 1 : 0;
+            if (h.kind < kRhythmCategory) {
+                const CohortMetric& c = g.cohort[h.kind];
+                const std::uint32_t others = c.shifted - ((a.today.cohort_registered >> h.kind) & 1u);
+                std::array<float, kCohortSlots> values{};
+                int n = 0;
+                for (int i = 0; i < kCohortSlots; ++i) {
+                    if (c.actor[i] != 0 && c.actor[i] != a.name_id + 1) values[n++] = c.value[i];
+                }
+                if (n > 0 && others >= cohort_needed(colleagues, kShiftRate)) {
+                    std::nth_element(values.begin(), values.begin() + n / 2, values.begin() + n);
+                    TeamJudgement j;
+                    j.kind = TeamKind::cohort;
+                    j.others = others;
+                    j.reference = values[n / 2];
+                    j.limit = kCohortRatio * j.reference;
+                    if (h.value < j.limit) return;
+                    strength = 1 - std::exp2(-kMetrics[h.kind].weight * (1 + std::log2(h.value / j.limit)));
+                    explanation += team_text(j, h.value, kMetrics[h.kind].integral, h.day);
+                }
+            } else {
+                const int cat = h.kind - kRhythmCategory;
+                const std::uint64_t bit = std::uint64_t{1} << cat;
+                if (a.today.team_categories & bit) return;
+                const std::uint32_t others = g.cohort_categories[cat] > 0 ? g.cohort_categories[cat] - 1 : 0;
+                if (others >= cohort_needed(colleagues, kRareRate)) {
+                    a.today.team_categories |= bit;
+                    remember_rhythm(g, h.day, h.kind, others);
+                    return;
+                }
+            }
+        }
+        explanation += fmt::format(" (held {} minutes for colleagues making the same shift; none did)",
+                                   config.team_wait_minutes);
+        raise(a, static_cast<Detector>(h.detector), strength, h.time_us, out,
+              [&] { return explanation; });
+    }
+
     void check_metric(ActorState& a, int m, double value, std::int64_t time_us,
                       std::vector<Alert>& out) {
         Today& t = a.today;
@@ -1233,6 +1356,11 @@ struct Scorer::Impl {
         }
         // Look again only after another quarter of growth; the band rule handles escalation.
         t.limit[m] = static_cast<float>(value * 1.25 + 1);
+        if (team.kind == TeamKind::none && holdable_metric(m) && may_hold(a)) {
+            hold(a, static_cast<std::uint8_t>(m), spec.detector, strength, value, time_us,
+                 [&] { return metric_text(a, m, value); });
+            return;
+        }
         raise(a, spec.detector, strength, time_us, out, [&] {
             return metric_text(a, m, value) + team_text(team, value, spec.integral, t.day);
         });
@@ -1356,17 +1484,24 @@ struct Scorer::Impl {
         t.rare_subjects += static_cast<std::uint32_t>(std::max<std::size_t>(e.subjects.size, 1));
         add_evidence(a, Detector::sensitive_categories, e.event_id);
         const double strength = std::min(0.8, 0.35 + 0.1 * std::log2(1.0 + t.rare_subjects));
-        raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
-            const std::uint64_t rare = t.rare_categories & ~t.team_categories & t.categories_read;
-            int c = 0;
-            while (c < 63 && !(rare & (std::uint64_t{1} << c))) ++c;
+        const std::uint64_t rare = t.rare_categories & ~t.team_categories & t.categories_read;
+        int c = 0;
+        while (c < 63 && !(rare & (std::uint64_t{1} << c))) ++c;
+        auto explain = [&] {
             return fmt::format(
                 "read {} of {} subjects today, a category this actor read on {} of {} active days "
                 "and peers on {:.1f}% of their actor-days",
                 sensitive_names(rare), t.rare_subjects, a.category_days[c], a.active_days,
                 g.category_actor_days > 0 ? 100.0 * g.category_days[c] / g.category_actor_days
                                           : 0.0);
-        });
+        };
+        // Highly sensitive categories are never held: codes nobody else reads are news at once.
+        if (!(rare & sensitive_mask) && may_hold(a)) {
+            hold(a, static_cast<std::uint8_t>(kRhythmCategory + c), Detector::sensitive_categories,
+                 strength, t.rare_subjects, time_us, explain);
+            return;
+        }
+        raise(a, Detector::sensitive_categories, strength, time_us, out, explain);
     }
 
     // A category rare for the actor and its peers is no news when enough colleagues read it
@@ -1573,6 +1708,8 @@ struct Scorer::Impl {
     // ---- events ----------------------------------------------------------------------------
 
     void observe_access(const AccessEvent& e, std::vector<Alert>& out) {
+        release_due(e.time_us, out);
+        event_is_bulk = e.command == Command::copy || e.rows >= kColdBulkFloor;
         ActorState& a = actor(e.actor, e.peer_group);
         const std::int64_t previous = a.last_time_us;
         const std::int64_t time_us = std::max(e.time_us, previous);
@@ -1707,6 +1844,7 @@ struct Scorer::Impl {
     }
 
     void observe_login(const LoginEvent& e, std::vector<Alert>& out) {
+        release_due(e.time_us, out);
         ActorState& a = actor(e.actor, e.peer_group);
         const std::int64_t previous = a.last_time_us;
         const std::int64_t time_us = std::max(e.time_us, previous);
@@ -1837,6 +1975,8 @@ void validate(const ScorerConfig& c) {
     check(c.login_failures >= 1, "login_failures", "at least 1", c.login_failures);
     check(c.login_window_seconds >= 1, "login_window_seconds", "at least 1",
           c.login_window_seconds);
+    check(c.team_wait_minutes >= 0 && c.team_wait_minutes <= 24 * 60, "team_wait_minutes",
+          "0-1440", c.team_wait_minutes);
     check(c.sensitive_categories.size() <= 64, "sensitive_categories",
           "at most 64 names (categories share a 64-bit mask)",
           static_cast<double>(c.sensitive_categories.size()));
@@ -1859,6 +1999,11 @@ void Scorer::observe(const LoginEvent& event, std::vector<Alert>& out) {
     impl_->observe_login(event, out);
 }
 void Scorer::observe(const RelationEvent& event) { impl_->observe_relation(event); }
+
+void Scorer::release_held(std::int64_t now_us, std::vector<Alert>& out) {
+    impl_->release_due(now_us, out);
+}
+std::size_t Scorer::held() const { return impl_->held.size(); }
 
 void Scorer::mark_departed(std::string_view actor, std::int64_t time_us) {
     ActorState& a = impl_->actor(actor, {});
@@ -1988,6 +2133,18 @@ std::string Scorer::save_state() const {
     w.pod(s.addresses);
     w.pod(s.alerts_raised);
     w.pod(s.unknown_categories);
+    w.pod(static_cast<std::uint32_t>(s.held.size()));
+    for (const Impl::Held& h : s.held) {
+        w.pod(h.actor);
+        w.pod(h.kind);
+        w.pod(h.detector);
+        w.pod(h.day);
+        w.pod(h.due_us);
+        w.pod(h.time_us);
+        w.pod(h.strength);
+        w.pod(h.value);
+        w.str(h.explanation);
+    }
     return out;
 }
 
@@ -2046,6 +2203,26 @@ void Scorer::restore_state(std::string_view bytes) {
     fresh.addresses = r.pod<std::array<AddressFailures, kAddressSlots>>("login addresses");
     fresh.alerts_raised = r.pod<std::uint64_t>("alert count");
     fresh.unknown_categories = r.pod<std::uint64_t>("category count");
+    const std::uint32_t n_held = r.count(1, "held signals");
+    for (std::uint32_t i = 0; i < n_held; ++i) {
+        Impl::Held h;
+        h.actor = r.pod<std::uint32_t>("held actor");
+        h.kind = r.pod<std::uint8_t>("held kind");
+        h.detector = r.pod<std::uint8_t>("held detector");
+        h.day = r.pod<std::int32_t>("held day");
+        h.due_us = r.pod<std::int64_t>("held due");
+        h.time_us = r.pod<std::int64_t>("held time");
+        h.strength = r.pod<double>("held strength");
+        h.value = r.pod<double>("held value");
+        const std::uint32_t len = r.count(1, "held explanation");
+        h.explanation.assign(r.take(len, "held explanation"), len);
+        if (h.actor >= n_actors || h.detector >= kDetectorCount ||
+            (h.kind >= kOwnMetricCount && h.kind < kRhythmCategory) || h.kind >= kRhythmCategory + 64) {
+            throw StateError("scorer state: held signal inconsistent");
+        }
+        fresh.next_due = std::min(fresh.next_due, h.due_us);
+        fresh.held.push_back(std::move(h));
+    }
     if (!r.done()) throw StateError("scorer state has trailing bytes");
     fresh.sensitive_mask = 0;
     for (const std::string& name : fresh.config.sensitive_categories) {

@@ -60,6 +60,11 @@ struct ScorerConfig {
     int login_failures = 5;        // failures within the window before a success
     int login_window_seconds = 600;
     std::vector<std::string> service_groups;  // peer groups of machine accounts (cadence is normal)
+    // A volume or a rare category that goes beyond the norms while 3+ colleagues are working
+    // is held this long for the team to follow (a team-wide shift is a business process, and
+    // its first movers cannot know it yet). 0: raise at once. Highly sensitive categories,
+    // rolling windows and the non-volume detectors are never held.
+    int team_wait_minutes = 60;
 };
 
 // A period the DBA declares in advance (an audit week, a migration, a campaign): the group's
@@ -102,6 +107,12 @@ class Scorer {
     void observe(const AccessEvent& event, std::vector<Alert>& out);
     void observe(const LoginEvent& event, std::vector<Alert>& out);
     void observe(const RelationEvent& event);
+
+    // Raises what was held for the team (see ScorerConfig::team_wait_minutes) and is due by
+    // now_us. Every observe() does this too; call it when no events come (the worker between
+    // batches, the replay tool at the end of its input with INT64_MAX).
+    void release_held(std::int64_t now_us, std::vector<Alert>& out);
+    std::size_t held() const;
 
     std::vector<Alert> observe(const AccessEvent& event) {
         std::vector<Alert> out;
