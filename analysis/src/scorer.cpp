@@ -1133,7 +1133,10 @@ struct Scorer::Impl {
             j.reference = others[n / 2];
             if (m < kOwnMetricCount) {
                 j.limit = kCohortRatio * j.reference;
-                remember_rhythm(g, t.day, static_cast<std::uint8_t>(m), j.reference);
+                // Remembered once a quarter of the colleagues took part: a few members going
+                // beyond on the same day by chance are no rhythm (and would crowd the table).
+                if (4 * j.others >= colleagues)
+                    remember_rhythm(g, t.day, static_cast<std::uint8_t>(m), j.reference);
             } else {
                 // Rolling windows stay high for the window's length after a team's shift: that
                 // is no rhythm, but the level every member's window now holds.
@@ -1220,9 +1223,9 @@ struct Scorer::Impl {
 
     // ---- waiting for the team ------------------------------------------------------------------
 
+    // Highly sensitive reads and permission denials are never held.
     static bool holdable_metric(int m) {
-        return m == kSubjectsDay || m == kRowsDay || m == kStatementRows || m == kCopyDay ||
-               m == kUnexplainedDay || m == kSessionRows;
+        return m != kSensitiveDay && m != kDeniedDay && m != kSensitive30;
     }
 
     // Only a bulk statement (a COPY, or kColdBulkFloor rows and more) is held: that is how a
@@ -1296,15 +1299,23 @@ struct Scorer::Impl {
                 for (int i = 0; i < kCohortSlots; ++i) {
                     if (c.actor[i] != 0 && c.actor[i] != a.name_id + 1) values[n++] = c.value[i];
                 }
+                const bool window = h.kind >= kOwnMetricCount;
+                const int w = window ? h.kind - kOwnMetricCount : 0;
+                TeamJudgement j;
                 if (n > 0 && others >= cohort_needed(colleagues, kShiftRate)) {
                     std::nth_element(values.begin(), values.begin() + n / 2, values.begin() + n);
-                    TeamJudgement j;
                     j.kind = TeamKind::cohort;
                     j.others = others;
                     j.reference = values[n / 2];
-                    j.limit = kCohortRatio * j.reference;
+                } else if (window && g.window_team_until[w] >= h.day && g.window_team_level[w] > 0) {
+                    j.kind = TeamKind::window;
+                    j.reference = g.window_team_level[w];
+                }
+                if (j.kind != TeamKind::none) {
+                    j.limit = (window ? kWindowTeamRatio : kCohortRatio) * j.reference;
                     if (h.value < j.limit) return;
-                    strength = 1 - std::exp2(-kMetrics[h.kind].weight * (1 + std::log2(h.value / j.limit)));
+                    const double weight = kMetrics[h.kind].weight;
+                    strength = 1 - std::exp2(-weight * (1 + std::log2(h.value / j.limit)));
                     explanation += team_text(j, h.value, kMetrics[h.kind].integral, h.day);
                 }
             } else {
@@ -1314,7 +1325,7 @@ struct Scorer::Impl {
                 const std::uint32_t others = g.cohort_categories[cat] > 0 ? g.cohort_categories[cat] - 1 : 0;
                 if (others >= cohort_needed(colleagues, kRareRate)) {
                     a.today.team_categories |= bit;
-                    remember_rhythm(g, h.day, h.kind, others);
+                    if (4 * others >= colleagues) remember_rhythm(g, h.day, h.kind, others);
                     return;
                 }
             }
@@ -1520,7 +1531,7 @@ struct Scorer::Impl {
             const auto kind = static_cast<std::uint8_t>(kRhythmCategory + c);
             if (others >= cohort_needed(colleagues, kRareRate)) {
                 t.team_categories |= bit;
-                remember_rhythm(g, t.day, kind, others);
+                if (4 * others >= colleagues) remember_rhythm(g, t.day, kind, others);
             } else if (due_rhythm(g, t.day, kind) != nullptr ||
                        (event != nullptr && !(bit & sensitive_mask))) {
                 t.team_categories |= bit;
