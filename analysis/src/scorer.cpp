@@ -131,7 +131,7 @@ constexpr std::array<MetricSpec, kMetricCount> kMetrics = {{
 // end is expected from its first mover on.
 constexpr int kCohortSlots = 16;        // colleagues' values kept per quantity and day
 constexpr double kCohortRatio = 5;      // in a team-wide shift: fire beyond 5x the colleagues'
-constexpr double kKnownEventRatio = 5;  // in a declared event: beyond 5x the usual norm
+constexpr double kKnownEventRatio = 5;  // in a declared event: 5x what alerts on other days
 constexpr double kColdBulkFloor = 1000;  // rows in one statement: bulk work before any norm exists
 constexpr double kWindowTeamRatio = 1.5;  // rolling windows are tight: 1.5x a team-wide level
 constexpr double kPersonalRatio = 2;      // an actor's own rhythm: up to 2x what it did last time
@@ -313,6 +313,7 @@ struct Today {
     std::array<std::array<std::uint64_t, kEvidence>, kDetectorCount> evidence{};
     std::array<std::uint8_t, kDetectorCount> evidence_count{};
     std::uint16_t cohort_registered = 0;  // quantities counted in the group's cohort today
+    bool bulk_counted = false;            // counted in the group's bulk workers today
     std::uint64_t team_categories = 0;   // rare categories excused today (team, rhythm, event)
 };
 
@@ -394,6 +395,7 @@ struct GroupState {
     // Same-day cohort (reset with today_day) and the calendar rhythms learned from past cohorts.
     std::array<CohortMetric, kMetricCount> cohort{};
     std::array<std::uint16_t, 64> cohort_categories{};  // colleagues who read each category today
+    std::uint32_t today_bulk_actors = 0;  // colleagues who ran a bulk statement today
     std::array<Rhythm, kRhythms> rhythms{};
     // After a team-wide shift every member's rolling windows hold it for the window's length.
     std::array<float, kMetricCount - kOwnMetricCount> window_team_level{};
@@ -760,8 +762,10 @@ struct Scorer::Impl {
             if (!present[m]) continue;
             if (t.anomalous_mask & (1u << static_cast<int>(kMetrics[m].detector))) continue;
             // A day past the firing limit does not teach either, even if it stayed below the
-            // alert threshold: an insider must not become his peers' norm.
-            if (value[m] >= t.limit[m]) continue;
+            // alert threshold, was held for the team or excused as the team's: an insider must
+            // not become his peers' norm, nor a month end an ordinary day. (The limit of the
+            // day's norm, not t.limit, which rises after each firing.)
+            if (value[m] >= ordinary_limit(m, t.norm[m])) continue;
             if (m < kOwnMetricCount) {
                 a.own[m].decay(own_decay);
                 a.own[m].add(value[m]);
@@ -818,6 +822,7 @@ struct Scorer::Impl {
             g.today_sensitive_statements = 0;
             g.cohort = {};
             g.cohort_categories = {};
+            g.today_bulk_actors = 0;
         }
         const std::int32_t block = static_cast<std::int32_t>(floor_div(day, kBlockDays));
         const int slot = block_slot(block);
@@ -873,9 +878,13 @@ struct Scorer::Impl {
                 continue;
             }
             t.norm[m] = static_cast<float>(norm);
-            t.limit[m] = static_cast<float>(
-                std::max(norm * kMetrics[m].min_ratio, norm + kMetrics[m].min_excess));
+            t.limit[m] = static_cast<float>(ordinary_limit(m, norm));
         }
+    }
+
+    static double ordinary_limit(int m, double norm) {
+        if (norm < 0) return std::numeric_limits<double>::infinity();
+        return std::max(norm * kMetrics[m].min_ratio, norm + kMetrics[m].min_excess);
     }
 
     void enter_day(ActorState& a, std::int32_t day) {
@@ -1180,8 +1189,8 @@ struct Scorer::Impl {
             if (const DeclaredEvent* e = declared_event(a.group_id, t.day)) {
                 j.kind = TeamKind::declared;
                 j.event = e;
-                j.reference = t.norm[m];
-                j.limit = kKnownEventRatio * std::max(1.0, j.reference);
+                j.reference = t.limit[m];
+                j.limit = kKnownEventRatio * j.reference;
             }
         }
         return j;
@@ -1203,8 +1212,10 @@ struct Scorer::Impl {
                     feature_text(j.rhythm->feature), format_value(j.reference, integral),
                     j.rhythm->seen, times);
             case TeamKind::declared:
-                return fmt::format("; during the declared event '{}': {:.1f} times the usual norm",
-                                   j.event->name, times);
+                return fmt::format(
+                    "; during the declared event '{}': {:.1f} times the value that alerts on "
+                    "other days",
+                    j.event->name, times);
             case TeamKind::window:
                 return fmt::format(
                     "; the whole group's windows rose to about {} after a shift it made together: "
@@ -1228,10 +1239,14 @@ struct Scorer::Impl {
         return m != kSensitiveDay && m != kDeniedDay && m != kSensitive30;
     }
 
-    // Only a bulk statement (a COPY, or kColdBulkFloor rows and more) is held: that is how a
-    // team's periodic run looks, and an insider who reads record by record is not slowed down.
+    // Only the day of a bulk statement (a COPY, or kColdBulkFloor rows and more) is held: that
+    // is how a team's periodic run looks, and an insider who reads record by record is not
+    // slowed down.
     bool may_hold(const ActorState& a) const {
-        if (!event_is_bulk || config.team_wait_minutes == 0 || held.size() >= kMaxHeld)
+        const Today& t = a.today;
+        const bool bulk_today =
+            event_is_bulk || t.copies > 0 || t.max_statement_rows >= kColdBulkFloor;
+        if (!bulk_today || config.team_wait_minutes == 0 || held.size() >= kMaxHeld)
             return false;
         const GroupState& g = groups[a.group_id];
         return g.today_day == a.today.day && g.today_actors >= 4;
@@ -1311,6 +1326,12 @@ struct Scorer::Impl {
                     j.kind = TeamKind::window;
                     j.reference = g.window_team_level[w];
                 }
+                // Colleagues ran bulk statements too, but this quantity moved less for them: the
+                // team's bulk day, unless a colleague's value says how far is too far.
+                const std::uint32_t bulk_others =
+                    g.today_bulk_actors - (a.today.bulk_counted ? 1u : 0u);
+                if (j.kind == TeamKind::none && bulk_others >= cohort_needed(colleagues, kShiftRate))
+                    return;
                 if (j.kind != TeamKind::none) {
                     j.limit = (window ? kWindowTeamRatio : kCohortRatio) * j.reference;
                     if (h.value < j.limit) return;
@@ -1347,9 +1368,12 @@ struct Scorer::Impl {
         if (cold_bulk && team.kind != TeamKind::cohort) return;
         double strength;
         if (team.kind != TeamKind::none) {
-            // The team moved: what stands out is going far beyond the team.
-            if (value < team.limit) return;
-            strength = 1 - std::exp2(-spec.weight * (1 + std::log2(value / team.limit)));
+            // The team moved: what stands out is going far beyond the team (and never less
+            // than what would alert on an ordinary day).
+            const double limit =
+                t.norm[m] >= 0 ? std::max<double>(team.limit, t.limit[m]) : team.limit;
+            if (value < limit) return;
+            strength = 1 - std::exp2(-spec.weight * (1 + std::log2(value / limit)));
         } else {
             const double norm = t.norm[m];
             // Excess over the norm, as a ratio or in units of the norm's own spread (p99 -
@@ -1741,6 +1765,10 @@ struct Scorer::Impl {
         // Colleagues are those who read something today (a login alone does not count).
         if (t.statements == 0 && groups[a.group_id].today_day == c.day) ++groups[a.group_id].today_actors;
         ++t.statements;
+        if (event_is_bulk && !t.bulk_counted) {
+            t.bulk_counted = true;
+            if (GroupState& g = groups[a.group_id]; g.today_day == c.day) ++g.today_bulk_actors;
+        }
         track_cadence(a, time_us, e.event_id, out);
         track_origin(a, e, time_us, out);
 
