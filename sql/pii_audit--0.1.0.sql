@@ -581,8 +581,8 @@ CREATE TABLE pii_audit.known_events (
     CONSTRAINT known_events_at_most_a_year CHECK (ends <= starts + interval '366 days')
 );
 COMMENT ON TABLE pii_audit.known_events IS
-    'declared events: during [starts, ends) the peer group (NULL: every group) may read up to 5x '
-    'its usual volumes, and categories new to it, without an insider alert';
+    'declared events: during [starts, ends) the peer group (NULL: every group) may read 5x the '
+    'volumes that alert on other days, and categories new to it, without an insider alert';
 CREATE TRIGGER known_events_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON pii_audit.known_events FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._scorer_inputs_changed();
 REVOKE ALL ON pii_audit.known_events FROM PUBLIC;
