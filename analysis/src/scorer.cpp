@@ -852,7 +852,11 @@ struct Scorer::Impl {
         const GroupState& g = groups[a.group_id];
         for (int m = 0; m < kMetricCount; ++m) {
             double norm = -1, median = 0;
-            if (own_warm(a, m)) {
+            // Highly sensitive reads per day are judged by the role once the peers' norm is
+            // known: an actor's own habit of taking a code or two a day must not become his
+            // licence to take more (each day below the limit raised the next day's).
+            const bool role_only = m == kSensitiveDay && peer_warm(g, m, day);
+            if (own_warm(a, m) && !role_only) {
                 norm = a.own[m].quantile(config.norm_quantile);
                 median = a.own[m].quantile(0.5);
             }
