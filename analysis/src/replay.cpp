@@ -123,10 +123,9 @@ namespace {
 
 // The keys the replay format knows; one pass over a line's fields finds them all.
 constexpr std::string_view kKeys[] = {
-    "kind",    "time",     "actor",    "peer_group", "application", "client_addr",
-    "command", "relation", "session",  "columns",    "categories",  "subjects",
-    "rows",    "status",   "event_id", "success",    "subject",     "name",
-    "until"};
+    "kind",     "time",    "actor",   "peer_group", "application", "client_addr", "command",
+    "relation", "session", "columns", "categories", "subjects",    "rows",        "status",
+    "event_id", "success", "subject", "name",       "until"};
 constexpr std::size_t kKeyCount = sizeof kKeys / sizeof kKeys[0];
 
 std::size_t key_index(std::string_view key) {

@@ -129,16 +129,16 @@ constexpr std::array<MetricSpec, kMetricCount> kMetrics = {{
 // business process (month-end closing, an audit week): each member is then judged against what
 // the colleagues did that day, and the day of the calendar is remembered so that the next month
 // end is expected from its first mover on.
-constexpr int kCohortSlots = 16;        // colleagues' values kept per quantity and day
-constexpr double kCohortRatio = 5;      // in a team-wide shift: fire beyond 5x the colleagues'
-constexpr double kKnownEventRatio = 5;  // in a declared event: 5x what alerts on other days
-constexpr double kColdBulkFloor = 1000;  // rows in one statement: bulk work before any norm exists
+constexpr int kCohortSlots = 16;          // colleagues' values kept per quantity and day
+constexpr double kCohortRatio = 5;        // in a team-wide shift: fire beyond 5x the colleagues'
+constexpr double kKnownEventRatio = 5;    // in a declared event: 5x what alerts on other days
+constexpr double kColdBulkFloor = 1000;   // rows in one statement: bulk work before any norm exists
 constexpr double kWindowTeamRatio = 1.5;  // rolling windows are tight: 1.5x a team-wide level
 constexpr double kPersonalRatio = 2;      // an actor's own rhythm: up to 2x what it did last time
-constexpr double kShiftRate = 0.02;     // how often one member goes beyond a norm by chance
-constexpr double kRareRate = 0.01;      // how often one member reads a rare category by chance
+constexpr double kShiftRate = 0.02;       // how often one member goes beyond a norm by chance
+constexpr double kRareRate = 0.01;        // how often one member reads a rare category by chance
 constexpr int kRhythms = 128;
-constexpr std::size_t kMaxHeld = 4096;  // signals held for the team; beyond, raised at once
+constexpr std::size_t kMaxHeld = 4096;        // signals held for the team; beyond, raised at once
 constexpr std::uint8_t kRhythmCategory = 64;  // rhythm kinds: metrics, then 64 + category
 
 // Compared with colleagues before any norm exists: one statement's rows (a cumulative quantity
@@ -210,8 +210,7 @@ Calendar calendar_of(std::int32_t day) {
 }
 
 // How long a rhythm seen on a day of this kind is expected to come back.
-bool rhythm_due(std::uint16_t feature, std::int32_t last_day, std::uint8_t seen,
-                std::int32_t day) {
+bool rhythm_due(std::uint16_t feature, std::int32_t last_day, std::uint8_t seen, std::int32_t day) {
     const int ago = day - last_day;
     if (ago < 0) return false;
     switch (feature >> 8) {
@@ -314,7 +313,7 @@ struct Today {
     std::array<std::uint8_t, kDetectorCount> evidence_count{};
     std::uint16_t cohort_registered = 0;  // quantities counted in the group's cohort today
     bool bulk_counted = false;            // counted in the group's bulk workers today
-    std::uint64_t team_categories = 0;   // rare categories excused today (team, rhythm, event)
+    std::uint64_t team_categories = 0;    // rare categories excused today (team, rhythm, event)
 };
 
 struct ActorState {
@@ -395,7 +394,7 @@ struct GroupState {
     // Same-day cohort (reset with today_day) and the calendar rhythms learned from past cohorts.
     std::array<CohortMetric, kMetricCount> cohort{};
     std::array<std::uint16_t, 64> cohort_categories{};  // colleagues who read each category today
-    std::uint32_t today_bulk_actors = 0;  // colleagues who ran a bulk statement today
+    std::uint32_t today_bulk_actors = 0;                // colleagues who ran a bulk statement today
     std::array<Rhythm, kRhythms> rhythms{};
     // After a team-wide shift every member's rolling windows hold it for the window's length.
     std::array<float, kMetricCount - kOwnMetricCount> window_team_level{};
@@ -515,7 +514,7 @@ struct Scorer::Impl {
     // Declared by the DBA; not part of the saved state (the worker re-applies its table).
     struct DeclaredEvent {
         std::string name;
-        std::string group;  // empty: every group
+        std::string group;                      // empty: every group
         std::int32_t from_day = 0, to_day = 0;  // local days, inclusive
     };
     std::vector<DeclaredEvent> known;
@@ -1057,7 +1056,8 @@ struct Scorer::Impl {
             if (r.feature == 0 || r.kind != kind || !rhythm_due(r.feature, r.last_day, r.seen, day))
                 continue;
             for (int i = 0; i < cal.count; ++i) {
-                if (cal.features[i] == r.feature && (best == nullptr || r.magnitude > best->magnitude))
+                if (cal.features[i] == r.feature &&
+                    (best == nullptr || r.magnitude > best->magnitude))
                     best = &r;
             }
         }
@@ -1211,7 +1211,8 @@ struct Scorer::Impl {
                     j.others, format_value(j.reference, integral), times);
             case TeamKind::rhythm:
                 return fmt::format(
-                    "; on {}, when the group's values rise to about {} (seen on {} such days): this "
+                    "; on {}, when the group's values rise to about {} (seen on {} such days): "
+                    "this "
                     "is {:.1f} times that",
                     feature_text(j.rhythm->feature), format_value(j.reference, integral),
                     j.rhythm->seen, times);
@@ -1250,8 +1251,7 @@ struct Scorer::Impl {
         const Today& t = a.today;
         const bool bulk_today =
             event_is_bulk || t.copies > 0 || t.max_statement_rows >= kColdBulkFloor;
-        if (!bulk_today || config.team_wait_minutes == 0 || held.size() >= kMaxHeld)
-            return false;
+        if (!bulk_today || config.team_wait_minutes == 0 || held.size() >= kMaxHeld) return false;
         const GroupState& g = groups[a.group_id];
         return g.today_day == a.today.day && g.today_actors >= 4;
     }
@@ -1312,7 +1312,8 @@ struct Scorer::Impl {
             const std::uint32_t colleagues = g.today_actors > 0 ? g.today_actors - 1 : 0;
             if (h.kind < kRhythmCategory) {
                 const CohortMetric& c = g.cohort[h.kind];
-                const std::uint32_t others = c.shifted - ((a.today.cohort_registered >> h.kind) & 1u);
+                const std::uint32_t others =
+                    c.shifted - ((a.today.cohort_registered >> h.kind) & 1u);
                 std::array<float, kCohortSlots> values{};
                 int n = 0;
                 for (int i = 0; i < kCohortSlots; ++i) {
@@ -1326,7 +1327,8 @@ struct Scorer::Impl {
                     j.kind = TeamKind::cohort;
                     j.others = others;
                     j.reference = values[n / 2];
-                } else if (window && g.window_team_until[w] >= h.day && g.window_team_level[w] > 0) {
+                } else if (window && g.window_team_until[w] >= h.day &&
+                           g.window_team_level[w] > 0) {
                     j.kind = TeamKind::window;
                     j.reference = g.window_team_level[w];
                 }
@@ -1334,7 +1336,8 @@ struct Scorer::Impl {
                 // team's bulk day, unless a colleague's value says how far is too far.
                 const std::uint32_t bulk_others =
                     g.today_bulk_actors - (a.today.bulk_counted ? 1u : 0u);
-                if (j.kind == TeamKind::none && bulk_others >= cohort_needed(colleagues, kShiftRate))
+                if (j.kind == TeamKind::none &&
+                    bulk_others >= cohort_needed(colleagues, kShiftRate))
                     return;
                 if (j.kind != TeamKind::none) {
                     j.limit = (window ? kWindowTeamRatio : kCohortRatio) * j.reference;
@@ -1347,7 +1350,8 @@ struct Scorer::Impl {
                 const int cat = h.kind - kRhythmCategory;
                 const std::uint64_t bit = std::uint64_t{1} << cat;
                 if (a.today.team_categories & bit) return;
-                const std::uint32_t others = g.cohort_categories[cat] > 0 ? g.cohort_categories[cat] - 1 : 0;
+                const std::uint32_t others =
+                    g.cohort_categories[cat] > 0 ? g.cohort_categories[cat] - 1 : 0;
                 if (others >= cohort_needed(colleagues, kRareRate)) {
                     a.today.team_categories |= bit;
                     if (4 * others >= colleagues) remember_rhythm(g, h.day, h.kind, others);
@@ -1355,8 +1359,9 @@ struct Scorer::Impl {
                 }
             }
         }
-        explanation += fmt::format(" (held {} minutes for colleagues making the same shift; none did)",
-                                   config.team_wait_minutes);
+        explanation +=
+            fmt::format(" (held {} minutes for colleagues making the same shift; none did)",
+                        config.team_wait_minutes);
         raise(a, static_cast<Detector>(h.detector), strength, h.time_us, out,
               [&] { return explanation; });
     }
@@ -1555,7 +1560,8 @@ struct Scorer::Impl {
         for (int c = 0; c < 64; ++c) {
             const std::uint64_t bit = std::uint64_t{1} << c;
             if (!(rare & bit)) continue;
-            const std::uint32_t others = g.cohort_categories[c] > 0 ? g.cohort_categories[c] - 1 : 0;
+            const std::uint32_t others =
+                g.cohort_categories[c] > 0 ? g.cohort_categories[c] - 1 : 0;
             const auto kind = static_cast<std::uint8_t>(kRhythmCategory + c);
             if (others >= cohort_needed(colleagues, kRareRate)) {
                 t.team_categories |= bit;
@@ -2018,8 +2024,8 @@ void validate(const ScorerConfig& c) {
     check(c.login_failures >= 1, "login_failures", "at least 1", c.login_failures);
     check(c.login_window_seconds >= 1, "login_window_seconds", "at least 1",
           c.login_window_seconds);
-    check(c.team_wait_minutes >= 0 && c.team_wait_minutes <= 24 * 60, "team_wait_minutes",
-          "0-1440", c.team_wait_minutes);
+    check(c.team_wait_minutes >= 0 && c.team_wait_minutes <= 24 * 60, "team_wait_minutes", "0-1440",
+          c.team_wait_minutes);
     check(c.sensitive_categories.size() <= 64, "sensitive_categories",
           "at most 64 names (categories share a 64-bit mask)",
           static_cast<double>(c.sensitive_categories.size()));
@@ -2260,7 +2266,8 @@ void Scorer::restore_state(std::string_view bytes) {
         const std::uint32_t len = r.count(1, "held explanation");
         h.explanation.assign(r.take(len, "held explanation"), len);
         if (h.actor >= n_actors || h.detector >= kDetectorCount ||
-            (h.kind >= kOwnMetricCount && h.kind < kRhythmCategory) || h.kind >= kRhythmCategory + 64) {
+            (h.kind >= kOwnMetricCount && h.kind < kRhythmCategory) ||
+            h.kind >= kRhythmCategory + 64) {
             throw StateError("scorer state: held signal inconsistent");
         }
         fresh.next_due = std::min(fresh.next_due, h.due_us);

@@ -145,7 +145,8 @@ TEST(Calendar, ARhythmSeenOnceIsExpectedTheNextTime) {
     for (int i = 0; i < kTeam; ++i) copies.push_back(month_end_read(30, i, 28000 + 500 * i));
     std::vector<Alert> first = day_of(sim, 30, copies);
     EXPECT_FALSE(first.empty());
-    for (const Alert& a : first) EXPECT_TRUE(a.actor == member(0) || a.actor == member(1)) << a.actor;
+    for (const Alert& a : first)
+        EXPECT_TRUE(a.actor == member(0) || a.actor == member(1)) << a.actor;
     const std::size_t after_january = sim.alerts.size();
     run(sim, 31, 59);
     EXPECT_EQ(sim.alerts.size(), after_january) << describe(sim.alerts);

@@ -48,37 +48,38 @@ struct Settings {
     int role_changes = 3;
     int inject = 1;
     // Calendar rhythms, in real calendar months from start_epoch_day.
-    int festival_start = 38;          // a week of public holidays (New Year's Day and one more too)
-    int month_end_days = 2;           // the last N weekdays of a month close the books
-    double month_end_factor = 3;      // back-office statements on those days
-    int month_end_copy = 0;           // 1: on the month's last weekday each back-office member
+    int festival_start = 38;      // a week of public holidays (New Year's Day and one more too)
+    int month_end_days = 2;       // the last N weekdays of a month close the books
+    double month_end_factor = 3;  // back-office statements on those days
+    int month_end_copy = 0;       // 1: on the month's last weekday each back-office member
     double month_end_copy_rows = 30000;  // runs one COPY of about this many rows, which also
-    std::string month_end_copy_category = "address";  // reads a category the team otherwise never reads
-    double quarter_end_factor = 1;    // the COPY is this much larger in the last month of a quarter
-    int quarter_report = 0;           // 1: maternal care pulls its whole district at quarter end
-    int audit_week_start = 70;        // internal audit: back office x audit_week_factor
+    std::string month_end_copy_category =
+        "address";                  // reads a category the team otherwise never reads
+    double quarter_end_factor = 1;  // the COPY is this much larger in the last month of a quarter
+    int quarter_report = 0;         // 1: maternal care pulls its whole district at quarter end
+    int audit_week_start = 70;      // internal audit: back office x audit_week_factor
     int audit_week_days = 5;
     double audit_week_factor = 2;
-    int campaign_start = -1;          // a campaign: call-centre calls x campaign_factor
+    int campaign_start = -1;  // a campaign: call-centre calls x campaign_factor
     int campaign_days = 10;
     double campaign_factor = 1.8;
-    int reorg_day = -1;               // from this day counter clerks also read reorg_category on
+    int reorg_day = -1;  // from this day counter clerks also read reorg_category on
     std::string reorg_category = "address";  // every lookup, and do reorg_factor x as many
     double reorg_factor = 1.5;
     // Injected insiders: when and how much.
     int nanning_start = 20;
-    int nanning_max = 3;              // codes taken on a day: 1..nanning_max
-    double nanning_rate = 0.85;       // share of his working days on which he takes any
+    int nanning_max = 3;         // codes taken on a day: 1..nanning_max
+    double nanning_rate = 0.85;  // share of his working days on which he takes any
     int maternal_start = 15;
     double maternal_daily = 400;
     int crawler_start = 50;
     int departed_day = 60;
     int colleague_start = 62;
     int stuffing_day = 88;
-    int hidden_bulk = 0;              // n > 0: at the n-th month-end COPY, bo-0005 copies
-    double hidden_bulk_factor = 10;   // this many times the rows of a colleague's COPY
-    int hidden_codes = 0;             // n > 0: at the n-th month-end COPY, bo-0006 also reads the
-    int hidden_codes_subjects = 30;   // verification codes of this many people
+    int hidden_bulk = 0;             // n > 0: at the n-th month-end COPY, bo-0005 copies
+    double hidden_bulk_factor = 10;  // this many times the rows of a colleague's COPY
+    int hidden_codes = 0;            // n > 0: at the n-th month-end COPY, bo-0006 also reads the
+    int hidden_codes_subjects = 30;  // verification codes of this many people
 };
 
 // Portable draws: std::mt19937_64 is specified exactly; the distributions are our own so that
@@ -491,8 +492,9 @@ class Generator {
         std::vector<std::string> subjects;
         for (int r = 0; r < 400; ++r) subjects.push_back(person(rng_.below(st.pool_size)));
         const std::int64_t t = at(d, st.shift_start + 3600 + rng_.below(6 * 3600));
-        access(st, d, t, "accounts", {"name", "id_number", "bank_account", s_.month_end_copy_category},
-               subjects, static_cast<long>(rows), "COPY");
+        access(st, d, t, "accounts",
+               {"name", "id_number", "bank_account", s_.month_end_copy_category}, subjects,
+               static_cast<long>(rows), "COPY");
         if (hidden_bulk) {
             scenario("hidden_bulk").records.push_back({t, 1});
         }
@@ -510,7 +512,8 @@ class Generator {
     // Quarter end: each maternal-care worker reports on the whole district in one statement.
     void quarter_report(const Staff& st, int d) {
         std::vector<std::string> subjects;
-        for (int r = 0; r < 400; ++r) subjects.push_back(person(st.pool_base + rng_.below(st.pool_size)));
+        for (int r = 0; r < 400; ++r)
+            subjects.push_back(person(st.pool_base + rng_.below(st.pool_size)));
         const std::int64_t t = at(d, st.shift_start + 3600 + rng_.below(5 * 3600));
         access(st, d, t, "mothers", {"name", "phone", "health", "minor", "address"}, subjects,
                st.pool_size);
@@ -533,7 +536,8 @@ class Generator {
             access(st, d, t, "customers", {"name", "phone"}, {},
                    static_cast<long>(rng_.lognormal(40, 2.0)));
         }
-        if (first_weekday_of_month(d) && st.name == "dba-0000") {  // the monthly export, always by the same DBA
+        if (first_weekday_of_month(d) &&
+            st.name == "dba-0000") {  // the monthly export, always by the same DBA
             access(st, d, at(d, 23 * 3600), "customers", {"name", "phone", "id_number"}, {}, 200000,
                    "COPY");
         }
@@ -743,14 +747,16 @@ void set_option(Settings& s, const std::string& assignment) {
         {"month_end_copy_category", &s.month_end_copy_category},
         {"reorg_category", &s.reorg_category}};
     if (auto it = strings.find(name); it != strings.end()) {
-        if (value.empty() || value.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
+        if (value.empty() ||
+            value.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
             throw std::runtime_error(name + " must be a category name, not " + value);
         *it->second = value;
         return;
     }
     std::size_t used = 0;
     const double v = std::stod(value, &used);
-    if (used != value.size()) throw std::runtime_error("--set " + name + ": not a number: " + value);
+    if (used != value.size())
+        throw std::runtime_error("--set " + name + ": not a number: " + value);
     std::map<std::string, double*> reals = {
         {"clerk_lookups", &s.clerk_lookups},
         {"agent_calls", &s.agent_calls},

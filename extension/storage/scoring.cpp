@@ -286,8 +286,8 @@ void load_inputs() {
     });
     if (!ok) report_failure();
     if (ok && rejected[0] != '\0')
-        ereport(WARNING, (errmsg("pii_audit: a row of pii_audit.known_events was ignored: %s",
-                                 rejected)));
+        ereport(WARNING,
+                (errmsg("pii_audit: a row of pii_audit.known_events was ignored: %s", rejected)));
 }
 
 // ---------------------------------------------------------------- feeding events

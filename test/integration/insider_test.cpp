@@ -226,8 +226,9 @@ TEST_F(Insider, PeerGroupsSimultaneousBulkCopyIsQuietButTenTimesTheTeamIsAlerted
 
     const std::string bulk = marker + "bulk";
     Connection extra(as_role(role, bulk));
-    ASSERT_EQ(copy_out(extra, "COPY (SELECT c.name, c.phone FROM customers c, "
-                              "generate_series(1, 200) g) TO STDOUT"),
+    ASSERT_EQ(copy_out(extra,
+                       "COPY (SELECT c.name, c.phone FROM customers c, "
+                       "generate_series(1, 200) g) TO STDOUT"),
               200 * kCustomerRows);
     std::vector<int64_t> ids = wait_for_notifications(*listener, Clock::now() + kAlertDeadline);
     ASSERT_FALSE(ids.empty()) << "no alert within 5 s of a COPY ten times the team's";
@@ -250,24 +251,24 @@ TEST_F(Insider, PeerGroupsSimultaneousBulkCopyIsQuietButTenTimesTheTeamIsAlerted
 // Known events are the DBA's: constraints say what a row must be, officers may read them.
 TEST_F(Insider, KnownEventsRefuseMalformedRowsAndReachTheWorker) {
     const std::string name = unique_marker("audit week");
-    Result bad = admin_->exec_raw(
-        "INSERT INTO pii_audit.known_events (event_name, starts, ends) VALUES ('" + name +
-        "', now(), now() - interval '1 day')");
+    Result bad =
+        admin_->exec_raw("INSERT INTO pii_audit.known_events (event_name, starts, ends) VALUES ('" +
+                         name + "', now(), now() - interval '1 day')");
     EXPECT_EQ(bad.sqlstate(), "23514");
-    EXPECT_NE(bad.error().find("known_events_ends_after_starts"), std::string::npos)
-        << bad.error();
+    EXPECT_NE(bad.error().find("known_events_ends_after_starts"), std::string::npos) << bad.error();
     bad = admin_->exec_raw(
         "INSERT INTO pii_audit.known_events (event_name, starts, ends) VALUES ('  ', now(), "
         "now() + interval '1 day')");
     EXPECT_EQ(bad.sqlstate(), "23514");
     EXPECT_NE(bad.error().find("known_events_name_not_blank"), std::string::npos) << bad.error();
-    EXPECT_EQ(admin_->int64("SELECT count(*) FROM pii_audit.known_events WHERE event_name = $1",
-                            {name}),
-              0);
+    EXPECT_EQ(
+        admin_->int64("SELECT count(*) FROM pii_audit.known_events WHERE event_name = $1", {name}),
+        0);
 
-    admin_->exec("INSERT INTO pii_audit.known_events (event_name, peer_group, starts, ends) "
-                 "VALUES ($1, 'back_office', now(), now() + interval '5 days')",
-                 {name});
+    admin_->exec(
+        "INSERT INTO pii_audit.known_events (event_name, peer_group, starts, ends) "
+        "VALUES ($1, 'back_office', now(), now() + interval '5 days')",
+        {name});
     // The worker reloads its inputs after the commit and keeps scoring.
     std::this_thread::sleep_for(300ms);
     Connection reader(as_role(make_role("known_events"), unique_marker("reader")));

@@ -69,11 +69,12 @@ struct ScorerConfig {
 
 // A period the DBA declares in advance (an audit week, a migration, a campaign): the group's
 // volumes may rise to five times what would raise an alert on another day, and categories new
-// to the group (other than the highly sensitive ones) are not rare while it lasts. Colleagues' same-day behaviour and learned calendar rhythms
-// need no declaration; this is for what happens for the first time.
+// to the group (other than the highly sensitive ones) are not rare while it lasts. Colleagues'
+// same-day behaviour and learned calendar rhythms need no declaration; this is for what happens for
+// the first time.
 struct KnownEvent {
     std::string name;
-    std::string peer_group;   // empty: every peer group
+    std::string peer_group;    // empty: every peer group
     std::int64_t from_us = 0;  // [from, to)
     std::int64_t to_us = 0;
 };
