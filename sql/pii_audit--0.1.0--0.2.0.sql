@@ -448,3 +448,25 @@ $$;
 COMMENT ON FUNCTION pii_audit.breach_scope(text, timestamptz, timestamptz) IS
     'the distinct people whose rows a role or end user read in a time range: a notification list';
 
+
+-- Known events: periods the DBA declares in advance (an audit week, a migration, a campaign) so
+-- that insider scoring expects a peer group's unusual work. peer_group NULL: every group.
+CREATE TABLE pii_audit.known_events (
+    event_name text PRIMARY KEY
+        CONSTRAINT known_events_name_not_blank CHECK (btrim(event_name) <> ''),
+    peer_group text CONSTRAINT known_events_peer_group_not_blank CHECK (btrim(peer_group) <> ''),
+    starts timestamptz NOT NULL,
+    ends timestamptz NOT NULL,
+    note text,
+    CONSTRAINT known_events_ends_after_starts CHECK (ends > starts),
+    CONSTRAINT known_events_at_most_a_year CHECK (ends <= starts + interval '366 days')
+);
+COMMENT ON TABLE pii_audit.known_events IS
+    'declared events: during [starts, ends) the peer group (NULL: every group) may read 5x the '
+    'volumes that alert on other days, and categories new to it, without an insider alert';
+CREATE TRIGGER known_events_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON pii_audit.known_events FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._scorer_inputs_changed();
+REVOKE ALL ON pii_audit.known_events FROM PUBLIC;
+GRANT SELECT ON pii_audit.known_events TO pii_audit_officer;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pii_audit.known_events TO pii_audit_admin;
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.known_events', '');

@@ -123,9 +123,9 @@ namespace {
 
 // The keys the replay format knows; one pass over a line's fields finds them all.
 constexpr std::string_view kKeys[] = {
-    "kind",    "time",     "actor",    "peer_group", "application", "client_addr",
-    "command", "relation", "session",  "columns",    "categories",  "subjects",
-    "rows",    "status",   "event_id", "success",    "subject"};
+    "kind",     "time",    "actor",   "peer_group", "application", "client_addr", "command",
+    "relation", "session", "columns", "categories", "subjects",    "rows",        "status",
+    "event_id", "success", "subject", "name",       "until"};
 constexpr std::size_t kKeyCount = sizeof kKeys / sizeof kKeys[0];
 
 std::size_t key_index(std::string_view key) {
@@ -188,10 +188,12 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
         out.kind = RecordKind::relation;
     } else if (kind == "departed") {
         out.kind = RecordKind::departed;
+    } else if (kind == "known_event") {
+        out.kind = RecordKind::known_event;
     } else {
         error = fmt::format(
-            "field \"kind\" must be \"access\", \"login\", \"relation\" or "
-            "\"departed\", not \"{}\"",
+            "field \"kind\" must be \"access\", \"login\", \"relation\", \"departed\" or "
+            "\"known_event\", not \"{}\"",
             kind);
         return false;
     }
@@ -203,6 +205,25 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
             "2024-03-01T17:15:00.25+08:00, not \"{}\"",
             time);
         return false;
+    }
+    if (out.kind == RecordKind::known_event) {
+        std::string_view until;
+        if (!text("name", true, out.name) || !text("until", true, until) ||
+            !text("peer_group", false, out.peer_group)) {
+            return false;
+        }
+        if (out.name.empty()) {
+            error = "field \"name\" must not be empty";
+            return false;
+        }
+        if (!parse_iso8601(until, out.until_us) || out.until_us <= out.time_us) {
+            error = fmt::format(
+                "field \"until\" must be an ISO-8601 time with an offset after \"time\", not "
+                "\"{}\"",
+                until);
+            return false;
+        }
+        return true;
     }
     if (!text("actor", true, out.actor)) return false;
     if (out.actor.empty()) {
@@ -294,6 +315,7 @@ bool decode_record(const JsonLine& line, Record& out, std::string& error) {
             return text("subject", true, e.subject);
         }
         case RecordKind::departed:
+        case RecordKind::known_event:
             return true;
     }
     return true;

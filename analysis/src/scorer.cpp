@@ -125,6 +125,148 @@ constexpr std::array<MetricSpec, kMetricCount> kMetrics = {{
     {Detector::no_business_reason, 15, 1.15, 2.0, true},
 }};
 
+// Cohorts and calendar rhythms. A shift that most of a peer group makes on the same day is a
+// business process (month-end closing, an audit week): each member is then judged against what
+// the colleagues did that day, and the day of the calendar is remembered so that the next month
+// end is expected from its first mover on.
+constexpr int kCohortSlots = 16;          // colleagues' values kept per quantity and day
+constexpr double kCohortRatio = 5;        // in a team-wide shift: fire beyond 5x the colleagues'
+constexpr double kKnownEventRatio = 5;    // in a declared event: 5x what alerts on other days
+constexpr double kColdBulkFloor = 1000;   // rows in one statement: bulk work before any norm exists
+constexpr double kWindowTeamRatio = 1.5;  // rolling windows are tight: 1.5x a team-wide level
+constexpr double kPersonalRatio = 2;      // an actor's own rhythm: up to 2x what it did last time
+constexpr double kShiftRate = 0.02;       // how often one member goes beyond a norm by chance
+constexpr double kRareRate = 0.01;        // how often one member reads a rare category by chance
+constexpr int kRhythms = 128;
+constexpr std::size_t kMaxHeld = 4096;        // signals held for the team; beyond, raised at once
+constexpr std::uint8_t kRhythmCategory = 64;  // rhythm kinds: metrics, then 64 + category
+
+// Compared with colleagues before any norm exists: one statement's rows (a cumulative quantity
+// would compare a finished day with colleagues' days in progress).
+bool is_cold_bulk_metric(int m) { return m == kStatementRows; }
+
+// Colleagues who must have made the same shift the same day before it counts as the team's:
+// more than chance would give if each did it on `rate` of their days.
+std::uint32_t cohort_needed(std::uint32_t colleagues, double rate) {
+    const double expected = colleagues * rate;
+    const double needed = std::ceil(expected + 2 * std::sqrt(expected));
+    return std::max<std::uint32_t>(2, static_cast<std::uint32_t>(needed));
+}
+
+// Calendar features of a local day, as (kind << 8 | value).
+enum FeatureKind : std::uint16_t {
+    kMonthEnd = 1,  // value: weekdays left in the month after this day (0-2)
+    kMonthStart,    // weekdays of the month before this day (0-2)
+    kQuarterEnd,
+    kQuarterStart,
+    kDayOfMonth,
+    kWeekday,  // 0 = Monday; a weekly rhythm must be seen two weeks running
+};
+
+struct CivilDate {
+    int year, month, day;
+};
+CivilDate civil_from_days(std::int64_t days) {
+    days += 719468;
+    const std::int64_t era = floor_div(days, 146097);
+    const auto doe = static_cast<unsigned>(days - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    const int d = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
+    const int m = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
+    return {static_cast<int>(static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2)), m, d};
+}
+int weekday_of(std::int64_t day) { return static_cast<int>(((day + 3) % 7 + 7) % 7); }
+
+struct Calendar {
+    std::int32_t day = kNoDay;
+    int count = 0;
+    std::array<std::uint16_t, 8> features{};
+};
+
+Calendar calendar_of(std::int32_t day) {
+    Calendar c;
+    c.day = day;
+    const CivilDate date = civil_from_days(day);
+    const int wd = weekday_of(day);
+    auto add = [&](FeatureKind kind, int value) {
+        c.features[c.count++] = static_cast<std::uint16_t>(kind << 8 | value);
+    };
+    if (wd < 5) {
+        int left = 0, before = 0;
+        for (std::int32_t e = day + 1; civil_from_days(e).month == date.month; ++e)
+            left += weekday_of(e) < 5;
+        for (std::int32_t e = day - 1; civil_from_days(e).month == date.month; --e)
+            before += weekday_of(e) < 5;
+        if (left < 3) add(kMonthEnd, left);
+        if (left < 3 && date.month % 3 == 0) add(kQuarterEnd, left);
+        if (before < 3) add(kMonthStart, before);
+        if (before < 3 && date.month % 3 == 1) add(kQuarterStart, before);
+    }
+    add(kDayOfMonth, date.day);
+    add(kWeekday, wd);
+    return c;
+}
+
+// How long a rhythm seen on a day of this kind is expected to come back.
+bool rhythm_due(std::uint16_t feature, std::int32_t last_day, std::uint8_t seen, std::int32_t day) {
+    const int ago = day - last_day;
+    if (ago < 0) return false;
+    switch (feature >> 8) {
+        case kMonthEnd:
+        case kMonthStart:
+        case kDayOfMonth:
+            return ago <= 62;  // next month, or the one after
+        case kQuarterEnd:
+        case kQuarterStart:
+            return ago <= 190;
+        case kWeekday:
+            return ago == 0 || (ago == 7 && seen >= 2);
+    }
+    return false;
+}
+
+std::string feature_text(std::uint16_t feature) {
+    static constexpr const char* kDays[] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
+                                            "Friday", "Saturday", "Sunday"};
+    const int value = feature & 0xff;
+    switch (feature >> 8) {
+        case kMonthEnd:
+            return value == 0 ? "the month's last weekday"
+                              : fmt::format("month end ({} weekdays left)", value);
+        case kMonthStart:
+            return value == 0 ? "the month's first weekday"
+                              : fmt::format("month start (weekday {} of the month)", value + 1);
+        case kQuarterEnd:
+            return value == 0 ? "the quarter's last weekday"
+                              : fmt::format("quarter end ({} weekdays left)", value);
+        case kQuarterStart:
+            return fmt::format("quarter start (weekday {} of the quarter)", value + 1);
+        case kDayOfMonth:
+            return fmt::format("day {} of the month", value);
+        case kWeekday:
+            return fmt::format("{}s", kDays[value % 7]);
+    }
+    return "a calendar day";
+}
+
+// Colleagues beyond their own norms today, per quantity: how many, and the values of the first
+// kCohortSlots of them.
+struct CohortMetric {
+    std::array<std::uint32_t, kCohortSlots> actor{};  // actor id + 1; 0: empty
+    std::array<float, kCohortSlots> value{};
+    std::uint16_t shifted = 0;
+};
+
+struct Rhythm {
+    std::uint16_t feature = 0;  // 0: empty
+    std::uint8_t kind = 0;      // a metric, or kRhythmCategory + category
+    std::uint8_t seen = 0;      // days on which the group made this shift (saturating)
+    float magnitude = 0;        // the colleagues' median when it last happened
+    std::int32_t last_day = kNoDay;
+};
+
 std::uint32_t fingerprint32(std::string_view s) {
     return static_cast<std::uint32_t>(hash_bytes(s, 0x5bd1e995)) | 1u;  // 0 marks an empty slot
 }
@@ -169,6 +311,9 @@ struct Today {
     float machine_cv = 0;
     std::array<std::array<std::uint64_t, kEvidence>, kDetectorCount> evidence{};
     std::array<std::uint8_t, kDetectorCount> evidence_count{};
+    std::uint16_t cohort_registered = 0;  // quantities counted in the group's cohort today
+    bool bulk_counted = false;            // counted in the group's bulk workers today
+    std::uint64_t team_categories = 0;    // rare categories excused today (team, rhythm, event)
 };
 
 struct ActorState {
@@ -208,6 +353,14 @@ struct ActorState {
     std::array<std::uint16_t, 64> category_days{};  // active days on which each category was read
     std::uint32_t relation_events = 0;  // declared relations naming this actor
     bool group_known = false;           // seen with a peer group (not just named by a relation)
+    // The last days this actor went beyond its own norms, for personal monthly rhythms (the
+    // DBA's export on the first weekday of each month).
+    struct Shift {
+        std::int32_t day = kNoDay;
+        std::uint16_t mask = 0;
+        std::array<float, kOwnMetricCount> value{};
+    };
+    std::array<Shift, 2> shifts{};
     Today today;
 };
 
@@ -238,6 +391,14 @@ struct GroupState {
     std::uint32_t today_sensitive_actors = 0;
     std::uint32_t today_statements = 0;
     std::uint32_t today_sensitive_statements = 0;
+    // Same-day cohort (reset with today_day) and the calendar rhythms learned from past cohorts.
+    std::array<CohortMetric, kMetricCount> cohort{};
+    std::array<std::uint16_t, 64> cohort_categories{};  // colleagues who read each category today
+    std::uint32_t today_bulk_actors = 0;                // colleagues who ran a bulk statement today
+    std::array<Rhythm, kRhythms> rhythms{};
+    // After a team-wide shift every member's rolling windows hold it for the window's length.
+    std::array<float, kMetricCount - kOwnMetricCount> window_team_level{};
+    std::array<std::int32_t, kMetricCount - kOwnMetricCount> window_team_until{};
 };
 
 static_assert(std::is_trivially_copyable_v<ActorState>);
@@ -350,6 +511,29 @@ struct Scorer::Impl {
     std::uint64_t alerts_raised = 0;
     std::uint64_t unknown_categories = 0;
     std::int64_t utc_offset_s = 0;
+    // Declared by the DBA; not part of the saved state (the worker re-applies its table).
+    struct DeclaredEvent {
+        std::string name;
+        std::string group;                      // empty: every group
+        std::int32_t from_day = 0, to_day = 0;  // local days, inclusive
+    };
+    std::vector<DeclaredEvent> known;
+    Calendar calendar_cache;
+    // Signals held while the team may still follow; saved with the state.
+    struct Held {
+        std::uint32_t actor = 0;
+        std::uint8_t kind = 0;  // a metric, or kRhythmCategory + category
+        std::uint8_t detector = 0;
+        std::int32_t day = kNoDay;
+        std::int64_t due_us = 0;
+        std::int64_t time_us = 0;  // of the event that raised it
+        double strength = 0;
+        double value = 0;
+        std::string explanation;
+    };
+    std::vector<Held> held;
+    std::int64_t next_due = INT64_MAX;
+    bool event_is_bulk = false;  // the access event being scored
 
     explicit Impl(ScorerConfig c) : config(std::move(c)) {
         utc_offset_s = static_cast<std::int64_t>(config.utc_offset_minutes) * 60;
@@ -577,8 +761,10 @@ struct Scorer::Impl {
             if (!present[m]) continue;
             if (t.anomalous_mask & (1u << static_cast<int>(kMetrics[m].detector))) continue;
             // A day past the firing limit does not teach either, even if it stayed below the
-            // alert threshold: an insider must not become his peers' norm.
-            if (value[m] >= t.limit[m]) continue;
+            // alert threshold, was held for the team or excused as the team's: an insider must
+            // not become his peers' norm, nor a month end an ordinary day. (The limit of the
+            // day's norm, not t.limit, which rises after each firing.)
+            if (value[m] >= ordinary_limit(m, t.norm[m])) continue;
             if (m < kOwnMetricCount) {
                 a.own[m].decay(own_decay);
                 a.own[m].add(value[m]);
@@ -633,6 +819,9 @@ struct Scorer::Impl {
             g.today_sensitive_actors = 0;
             g.today_statements = 0;
             g.today_sensitive_statements = 0;
+            g.cohort = {};
+            g.cohort_categories = {};
+            g.today_bulk_actors = 0;
         }
         const std::int32_t block = static_cast<std::int32_t>(floor_div(day, kBlockDays));
         const int slot = block_slot(block);
@@ -662,7 +851,11 @@ struct Scorer::Impl {
         const GroupState& g = groups[a.group_id];
         for (int m = 0; m < kMetricCount; ++m) {
             double norm = -1, median = 0;
-            if (own_warm(a, m)) {
+            // Highly sensitive reads per day are judged by the role once the peers' norm is
+            // known: an actor's own habit of taking a code or two a day must not become his
+            // licence to take more (each day below the limit raised the next day's).
+            const bool role_only = m == kSensitiveDay && peer_warm(g, m, day);
+            if (own_warm(a, m) && !role_only) {
                 norm = a.own[m].quantile(config.norm_quantile);
                 median = a.own[m].quantile(0.5);
             }
@@ -688,9 +881,13 @@ struct Scorer::Impl {
                 continue;
             }
             t.norm[m] = static_cast<float>(norm);
-            t.limit[m] = static_cast<float>(
-                std::max(norm * kMetrics[m].min_ratio, norm + kMetrics[m].min_excess));
+            t.limit[m] = static_cast<float>(ordinary_limit(m, norm));
         }
+    }
+
+    static double ordinary_limit(int m, double norm) {
+        if (norm < 0) return std::numeric_limits<double>::infinity();
+        return std::max(norm * kMetrics[m].min_ratio, norm + kMetrics[m].min_excess);
     }
 
     void enter_day(ActorState& a, std::int32_t day) {
@@ -804,26 +1001,419 @@ struct Scorer::Impl {
         return names.empty() ? std::string("sensitive categories") : names;
     }
 
+    // ---- cohorts, calendar rhythms, declared events ------------------------------------------
+
+    const Calendar& calendar(std::int32_t day) {
+        if (calendar_cache.day != day) calendar_cache = calendar_of(day);
+        return calendar_cache;
+    }
+
+    const DeclaredEvent* declared_event(std::uint32_t group, std::int32_t day) const {
+        for (const DeclaredEvent& e : known) {
+            if ((e.group.empty() || e.group == group_names.name(group)) && day >= e.from_day &&
+                day <= e.to_day)
+                return &e;
+        }
+        return nullptr;
+    }
+
+    // Remembers that the group made this shift today, under every calendar feature of the day.
+    void remember_rhythm(GroupState& g, std::int32_t day, std::uint8_t kind, double magnitude) {
+        const Calendar& cal = calendar(day);
+        for (int i = 0; i < cal.count; ++i) {
+            const std::uint16_t f = cal.features[i];
+            Rhythm* slot = nullptr;
+            Rhythm* oldest = &g.rhythms[0];
+            for (Rhythm& r : g.rhythms) {
+                if (r.feature == f && r.kind == kind) {
+                    slot = &r;
+                    break;
+                }
+                if (oldest->feature != 0 && (r.feature == 0 || r.last_day < oldest->last_day))
+                    oldest = &r;
+            }
+            if (slot == nullptr) {
+                slot = oldest;
+                *slot = Rhythm{};
+                slot->feature = f;
+                slot->kind = kind;
+            }
+            if (slot->last_day != day) {
+                if (slot->seen < 255) ++slot->seen;
+                slot->last_day = day;
+                slot->magnitude = static_cast<float>(magnitude);
+            } else {
+                slot->magnitude = std::max(slot->magnitude, static_cast<float>(magnitude));
+            }
+        }
+    }
+
+    // The largest remembered shift of this kind that today's calendar makes due, if any.
+    const Rhythm* due_rhythm(const GroupState& g, std::int32_t day, std::uint8_t kind) {
+        const Calendar& cal = calendar(day);
+        const Rhythm* best = nullptr;
+        for (const Rhythm& r : g.rhythms) {
+            if (r.feature == 0 || r.kind != kind || !rhythm_due(r.feature, r.last_day, r.seen, day))
+                continue;
+            for (int i = 0; i < cal.count; ++i) {
+                if (cal.features[i] == r.feature &&
+                    (best == nullptr || r.magnitude > best->magnitude))
+                    best = &r;
+            }
+        }
+        return best;
+    }
+
+    enum class TeamKind : std::uint8_t { none, cohort, window, rhythm, personal, declared };
+    struct TeamJudgement {
+        TeamKind kind = TeamKind::none;
+        double limit = 0;      // fire at or beyond
+        double reference = 0;  // the colleagues' median, the remembered one, or the usual norm
+        std::uint32_t others = 0;
+        const Rhythm* rhythm = nullptr;
+        const DeclaredEvent* event = nullptr;
+        std::int32_t personal_day = kNoDay;
+    };
+
+    static void remember_shift(ActorState& a, int m, double value) {
+        const std::int32_t day = a.today.day;
+        ActorState::Shift* slot = &a.shifts[0];
+        for (ActorState::Shift& s : a.shifts) {
+            if (s.day == day) {
+                slot = &s;
+                break;
+            }
+            if (s.day < slot->day) slot = &s;
+        }
+        if (slot->day != day) *slot = ActorState::Shift{day, 0, {}};
+        slot->mask |= static_cast<std::uint16_t>(1u << m);
+        slot->value[m] = std::max(slot->value[m], static_cast<float>(value));
+    }
+
+    // A past day on which this actor went beyond its norm for m and that falls on the same
+    // point of the month or quarter as today (weekdays are too frequent to call a rhythm alone).
+    const ActorState::Shift* personal_rhythm(const ActorState& a, int m) {
+        const std::int32_t day = a.today.day;
+        const Calendar today = calendar(day);
+        for (const ActorState::Shift& s : a.shifts) {
+            if (s.day == kNoDay || s.day >= day || !(s.mask & (1u << m))) continue;
+            const Calendar then = calendar_of(s.day);
+            for (int i = 0; i < then.count; ++i) {
+                const std::uint16_t f = then.features[i];
+                if ((f >> 8) == kWeekday || !rhythm_due(f, s.day, 1, day)) continue;
+                for (int k = 0; k < today.count; ++k) {
+                    if (today.features[k] == f) return &s;
+                }
+            }
+        }
+        return nullptr;
+    }
+
+    // An actor went beyond its own norm for quantity m: counts it in the group's cohort, and
+    // says whether the team (today, on this day of the calendar before, or as declared) moved
+    // the same way, and how far this actor may go before it stands out from the team.
+    TeamJudgement judge_team(ActorState& a, int m, double value) {
+        TeamJudgement j;
+        GroupState& g = groups[a.group_id];
+        Today& t = a.today;
+        if (g.today_day != t.day) return j;
+        CohortMetric& c = g.cohort[m];
+        const std::uint32_t key = a.name_id + 1;
+        if (!(t.cohort_registered & (1u << m))) {
+            t.cohort_registered |= static_cast<std::uint16_t>(1u << m);
+            ++c.shifted;
+        }
+        std::array<float, kCohortSlots> others{};
+        int n = 0;
+        bool stored = false;
+        for (int i = 0; i < kCohortSlots; ++i) {
+            if (c.actor[i] == key) {
+                c.value[i] = std::max(c.value[i], static_cast<float>(value));
+                stored = true;
+            } else if (c.actor[i] == 0 && !stored) {
+                c.actor[i] = key;
+                c.value[i] = static_cast<float>(value);
+                stored = true;
+            } else if (c.actor[i] != 0) {
+                others[n++] = c.value[i];
+            }
+        }
+        const std::uint32_t colleagues = g.today_actors > 0 ? g.today_actors - 1 : 0;
+        j.others = c.shifted - 1;
+        if (n > 0 && j.others >= cohort_needed(colleagues, kShiftRate)) {
+            std::nth_element(others.begin(), others.begin() + n / 2, others.begin() + n);
+            j.kind = TeamKind::cohort;
+            j.reference = others[n / 2];
+            if (m < kOwnMetricCount) {
+                j.limit = kCohortRatio * j.reference;
+                // Remembered once a quarter of the colleagues took part: a few members going
+                // beyond on the same day by chance are no rhythm (and would crowd the table).
+                if (4 * j.others >= colleagues)
+                    remember_rhythm(g, t.day, static_cast<std::uint8_t>(m), j.reference);
+            } else {
+                // Rolling windows stay high for the window's length after a team's shift: that
+                // is no rhythm, but the level every member's window now holds.
+                const int w = m - kOwnMetricCount;
+                const int length = m == kSubjects90 ? 90 : 30;
+                g.window_team_level[w] =
+                    g.window_team_until[w] >= t.day
+                        ? std::max(g.window_team_level[w], static_cast<float>(j.reference))
+                        : static_cast<float>(j.reference);
+                g.window_team_until[w] = t.day + length;
+                j.limit = kWindowTeamRatio * j.reference;
+            }
+            return j;
+        }
+        if (m >= kOwnMetricCount) {
+            const int w = m - kOwnMetricCount;
+            if (g.window_team_until[w] >= t.day && g.window_team_level[w] > 0) {
+                j.kind = TeamKind::window;
+                j.reference = g.window_team_level[w];
+                j.limit = kWindowTeamRatio * j.reference;
+            }
+            return j;
+        }
+        if (const ActorState::Shift* past = personal_rhythm(a, m)) {
+            j.kind = TeamKind::personal;
+            j.personal_day = past->day;
+            j.reference = past->value[m];
+            j.limit = kPersonalRatio * j.reference;
+            remember_shift(a, m, value);
+            return j;
+        }
+        remember_shift(a, m, value);
+        if (const Rhythm* r = due_rhythm(g, t.day, static_cast<std::uint8_t>(m))) {
+            j.kind = TeamKind::rhythm;
+            j.rhythm = r;
+            j.reference = r->magnitude;
+            j.limit = kCohortRatio * j.reference;
+            return j;
+        }
+        if (t.norm[m] >= 0) {
+            if (const DeclaredEvent* e = declared_event(a.group_id, t.day)) {
+                j.kind = TeamKind::declared;
+                j.event = e;
+                j.reference = t.limit[m];
+                j.limit = kKnownEventRatio * j.reference;
+            }
+        }
+        return j;
+    }
+
+    static std::string team_text(const TeamJudgement& j, double value, bool integral,
+                                 std::int32_t day) {
+        const double times = value / std::max(j.reference, 1.0);
+        switch (j.kind) {
+            case TeamKind::cohort:
+                return fmt::format(
+                    "; {} colleagues went beyond their own norms for this today too (their median "
+                    "{}): this is {:.1f} times theirs",
+                    j.others, format_value(j.reference, integral), times);
+            case TeamKind::rhythm:
+                return fmt::format(
+                    "; on {}, when the group's values rise to about {} (seen on {} such days): "
+                    "this "
+                    "is {:.1f} times that",
+                    feature_text(j.rhythm->feature), format_value(j.reference, integral),
+                    j.rhythm->seen, times);
+            case TeamKind::declared:
+                return fmt::format(
+                    "; during the declared event '{}': {:.1f} times the value that alerts on "
+                    "other days",
+                    j.event->name, times);
+            case TeamKind::window:
+                return fmt::format(
+                    "; the whole group's windows rose to about {} after a shift it made together: "
+                    "this is {:.1f} times that",
+                    format_value(j.reference, integral), times);
+            case TeamKind::personal:
+                return fmt::format(
+                    "; this actor did about {} on the same day of the month {} days ago: this is "
+                    "{:.1f} times that",
+                    format_value(j.reference, integral), day - j.personal_day, times);
+            case TeamKind::none:
+                break;
+        }
+        return std::string();
+    }
+
+    // ---- waiting for the team ------------------------------------------------------------------
+
+    // Highly sensitive reads and permission denials are never held.
+    static bool holdable_metric(int m) {
+        return m != kSensitiveDay && m != kDeniedDay && m != kSensitive30;
+    }
+
+    // Only the day of a bulk statement (a COPY, or kColdBulkFloor rows and more) is held: that
+    // is how a team's periodic run looks, and an insider who reads record by record is not
+    // slowed down.
+    bool may_hold(const ActorState& a) const {
+        const Today& t = a.today;
+        const bool bulk_today =
+            event_is_bulk || t.copies > 0 || t.max_statement_rows >= kColdBulkFloor;
+        if (!bulk_today || config.team_wait_minutes == 0 || held.size() >= kMaxHeld) return false;
+        const GroupState& g = groups[a.group_id];
+        return g.today_day == a.today.day && g.today_actors >= 4;
+    }
+
+    // Holds a signal (or strengthens the one already held for the same actor and kind).
+    template <class Explain>
+    void hold(ActorState& a, std::uint8_t kind, Detector d, double strength, double value,
+              std::int64_t time_us, Explain&& explain) {
+        for (Held& h : held) {
+            if (h.actor == a.name_id && h.kind == kind && h.day == a.today.day) {
+                if (strength > h.strength) {
+                    h.strength = strength;
+                    h.value = value;
+                    h.time_us = time_us;
+                    h.explanation = explain();
+                }
+                return;
+            }
+        }
+        Held h;
+        h.actor = a.name_id;
+        h.kind = kind;
+        h.detector = static_cast<std::uint8_t>(d);
+        h.day = a.today.day;
+        h.due_us = time_us + std::int64_t{config.team_wait_minutes} * 60 * kMicrosPerSecond;
+        h.time_us = time_us;
+        h.strength = strength;
+        h.value = value;
+        h.explanation = explain();
+        next_due = std::min(next_due, h.due_us);
+        held.push_back(std::move(h));
+    }
+
+    void release_due(std::int64_t now_us, std::vector<Alert>& out) {
+        if (held.empty() || now_us < next_due) return;
+        next_due = INT64_MAX;
+        for (std::size_t i = 0; i < held.size();) {
+            if (held[i].due_us > now_us) {
+                next_due = std::min(next_due, held[i].due_us);
+                ++i;
+                continue;
+            }
+            Held h = std::move(held[i]);
+            held[i] = std::move(held.back());
+            held.pop_back();
+            settle(h, out);
+        }
+    }
+
+    // The wait is over: if enough colleagues made the same shift meanwhile, the signal was the
+    // team's (unless this actor went 5x past them); otherwise it is raised as it was.
+    void settle(const Held& h, std::vector<Alert>& out) {
+        ActorState& a = actors[h.actor];
+        GroupState& g = groups[a.group_id];
+        double strength = h.strength;
+        std::string explanation = h.explanation;
+        if (g.today_day == h.day && a.today.day == h.day) {
+            const std::uint32_t colleagues = g.today_actors > 0 ? g.today_actors - 1 : 0;
+            if (h.kind < kRhythmCategory) {
+                const CohortMetric& c = g.cohort[h.kind];
+                const std::uint32_t others =
+                    c.shifted - ((a.today.cohort_registered >> h.kind) & 1u);
+                std::array<float, kCohortSlots> values{};
+                int n = 0;
+                for (int i = 0; i < kCohortSlots; ++i) {
+                    if (c.actor[i] != 0 && c.actor[i] != a.name_id + 1) values[n++] = c.value[i];
+                }
+                const bool window = h.kind >= kOwnMetricCount;
+                const int w = window ? h.kind - kOwnMetricCount : 0;
+                TeamJudgement j;
+                if (n > 0 && others >= cohort_needed(colleagues, kShiftRate)) {
+                    std::nth_element(values.begin(), values.begin() + n / 2, values.begin() + n);
+                    j.kind = TeamKind::cohort;
+                    j.others = others;
+                    j.reference = values[n / 2];
+                } else if (window && g.window_team_until[w] >= h.day &&
+                           g.window_team_level[w] > 0) {
+                    j.kind = TeamKind::window;
+                    j.reference = g.window_team_level[w];
+                }
+                // Colleagues ran bulk statements too, but this quantity moved less for them: the
+                // team's bulk day, unless a colleague's value says how far is too far.
+                const std::uint32_t bulk_others =
+                    g.today_bulk_actors - (a.today.bulk_counted ? 1u : 0u);
+                if (j.kind == TeamKind::none &&
+                    bulk_others >= cohort_needed(colleagues, kShiftRate))
+                    return;
+                if (j.kind != TeamKind::none) {
+                    j.limit = (window ? kWindowTeamRatio : kCohortRatio) * j.reference;
+                    if (h.value < j.limit) return;
+                    const double weight = kMetrics[h.kind].weight;
+                    strength = 1 - std::exp2(-weight * (1 + std::log2(h.value / j.limit)));
+                    explanation += team_text(j, h.value, kMetrics[h.kind].integral, h.day);
+                }
+            } else {
+                const int cat = h.kind - kRhythmCategory;
+                const std::uint64_t bit = std::uint64_t{1} << cat;
+                if (a.today.team_categories & bit) return;
+                const std::uint32_t others =
+                    g.cohort_categories[cat] > 0 ? g.cohort_categories[cat] - 1 : 0;
+                if (others >= cohort_needed(colleagues, kRareRate)) {
+                    a.today.team_categories |= bit;
+                    if (4 * others >= colleagues) remember_rhythm(g, h.day, h.kind, others);
+                    return;
+                }
+            }
+        }
+        explanation +=
+            fmt::format(" (held {} minutes for colleagues making the same shift; none did)",
+                        config.team_wait_minutes);
+        raise(a, static_cast<Detector>(h.detector), strength, h.time_us, out,
+              [&] { return explanation; });
+    }
+
     void check_metric(ActorState& a, int m, double value, std::int64_t time_us,
                       std::vector<Alert>& out) {
         Today& t = a.today;
-        if (!(value >= t.limit[m])) return;
+        // Without any norm, bulk work is judged against colleagues doing bulk work the same day.
+        const bool cold_bulk = t.norm[m] < 0 && is_cold_bulk_metric(m) && value >= kColdBulkFloor;
+        if (!(value >= t.limit[m]) && !cold_bulk) return;
         const MetricSpec& spec = kMetrics[m];
-        const double norm = t.norm[m];
-        // Excess over the norm, as a ratio or in units of the norm's own spread (p99 - median),
-        // whichever says more: tight norms (peers' 30-day windows) make +30% remarkable.
-        // A wide norm (median far below the percentile: heavy-tailed work) needs a larger ratio.
-        const double spread = std::max<double>(t.norm[m] - t.median[m], spec.min_excess);
-        const double log_width = std::log2((norm + 1) / (t.median[m] + 1));
-        const double ratio =
-            std::log2((value + 1) / (norm + 1)) * std::min(1.0, 3.0 / std::max(log_width, 1e-9));
-        // Window sums are tight (a month averages days out), so a spread there means more.
-        const double spreads = (value - norm) / ((m < kOwnMetricCount ? 4 : 2) * spread);
-        const double excess = std::max(ratio, spreads);
-        const double strength = 1 - std::exp2(-spec.weight * excess);
+        const TeamJudgement team = judge_team(a, m, value);
+        if (cold_bulk && team.kind != TeamKind::cohort) return;
+        double strength;
+        if (team.kind != TeamKind::none) {
+            // The team moved: what stands out is going far beyond the team (and never less
+            // than what would alert on an ordinary day).
+            const double limit =
+                t.norm[m] >= 0 ? std::max<double>(team.limit, t.limit[m]) : team.limit;
+            if (value < limit) return;
+            strength = 1 - std::exp2(-spec.weight * (1 + std::log2(value / limit)));
+        } else {
+            const double norm = t.norm[m];
+            // Excess over the norm, as a ratio or in units of the norm's own spread (p99 -
+            // median), whichever says more: tight norms (peers' 30-day windows) make +30%
+            // remarkable. A wide norm (median far below the percentile: heavy-tailed work) needs
+            // a larger ratio.
+            const double spread = std::max<double>(t.norm[m] - t.median[m], spec.min_excess);
+            const double log_width = std::log2((norm + 1) / (t.median[m] + 1));
+            const double ratio = std::log2((value + 1) / (norm + 1)) *
+                                 std::min(1.0, 3.0 / std::max(log_width, 1e-9));
+            // Window sums are tight (a month averages days out), so a spread there means more.
+            const double spreads = (value - norm) / ((m < kOwnMetricCount ? 4 : 2) * spread);
+            const double excess = std::max(ratio, spreads);
+            strength = 1 - std::exp2(-spec.weight * excess);
+        }
         // Look again only after another quarter of growth; the band rule handles escalation.
         t.limit[m] = static_cast<float>(value * 1.25 + 1);
+        if (team.kind == TeamKind::none && holdable_metric(m) && may_hold(a)) {
+            hold(a, static_cast<std::uint8_t>(m), spec.detector, strength, value, time_us,
+                 [&] { return metric_text(a, m, value); });
+            return;
+        }
         raise(a, spec.detector, strength, time_us, out, [&] {
+            return metric_text(a, m, value) + team_text(team, value, spec.integral, t.day);
+        });
+    }
+
+    std::string metric_text(const ActorState& a, int m, double value) const {
+        const Today& t = a.today;
+        const MetricSpec& spec = kMetrics[m];
+        {
             const std::string v = format_value(value, spec.integral);
             const std::string norms = norms_text(a, m);
             switch (m) {
@@ -879,7 +1469,7 @@ struct Scorer::Impl {
                         sensitive_names(sensitive_mask), v, covered_days(a, t.day, 30), norms);
             }
             return std::string();
-        });
+        }
     }
 
     // Cold start: neither the actor nor its peers have a learned norm for sensitive reads yet
@@ -931,21 +1521,56 @@ struct Scorer::Impl {
                 if (own < 0.02 && peer < 0.01) t.rare_categories |= std::uint64_t{1} << c;
             }
         }
-        if (!(categories & t.rare_categories)) return;
+        const std::uint64_t rare_now = categories & t.rare_categories & ~t.team_categories;
+        if (!rare_now) return;
+        excuse_team_categories(a, rare_now);
+        if (!(categories & t.rare_categories & ~t.team_categories)) return;
         t.rare_subjects += static_cast<std::uint32_t>(std::max<std::size_t>(e.subjects.size, 1));
         add_evidence(a, Detector::sensitive_categories, e.event_id);
         const double strength = std::min(0.8, 0.35 + 0.1 * std::log2(1.0 + t.rare_subjects));
-        raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
-            const std::uint64_t rare = t.rare_categories & t.categories_read;
-            int c = 0;
-            while (c < 63 && !(rare & (std::uint64_t{1} << c))) ++c;
+        const std::uint64_t rare = t.rare_categories & ~t.team_categories & t.categories_read;
+        int c = 0;
+        while (c < 63 && !(rare & (std::uint64_t{1} << c))) ++c;
+        auto explain = [&] {
             return fmt::format(
                 "read {} of {} subjects today, a category this actor read on {} of {} active days "
                 "and peers on {:.1f}% of their actor-days",
                 sensitive_names(rare), t.rare_subjects, a.category_days[c], a.active_days,
                 g.category_actor_days > 0 ? 100.0 * g.category_days[c] / g.category_actor_days
                                           : 0.0);
-        });
+        };
+        // Highly sensitive categories are never held: codes nobody else reads are news at once.
+        if (!(rare & sensitive_mask) && may_hold(a)) {
+            hold(a, static_cast<std::uint8_t>(kRhythmCategory + c), Detector::sensitive_categories,
+                 strength, t.rare_subjects, time_us, explain);
+            return;
+        }
+        raise(a, Detector::sensitive_categories, strength, time_us, out, explain);
+    }
+
+    // A category rare for the actor and its peers is no news when enough colleagues read it
+    // today too, when the group read it on this day of the calendar before, or during a declared
+    // event (except the highly sensitive categories, which a declaration does not excuse).
+    void excuse_team_categories(ActorState& a, std::uint64_t rare) {
+        Today& t = a.today;
+        GroupState& g = groups[a.group_id];
+        if (g.today_day != t.day) return;
+        const std::uint32_t colleagues = g.today_actors > 0 ? g.today_actors - 1 : 0;
+        const DeclaredEvent* event = declared_event(a.group_id, t.day);
+        for (int c = 0; c < 64; ++c) {
+            const std::uint64_t bit = std::uint64_t{1} << c;
+            if (!(rare & bit)) continue;
+            const std::uint32_t others =
+                g.cohort_categories[c] > 0 ? g.cohort_categories[c] - 1 : 0;
+            const auto kind = static_cast<std::uint8_t>(kRhythmCategory + c);
+            if (others >= cohort_needed(colleagues, kRareRate)) {
+                t.team_categories |= bit;
+                if (4 * others >= colleagues) remember_rhythm(g, t.day, kind, others);
+            } else if (due_rhythm(g, t.day, kind) != nullptr ||
+                       (event != nullptr && !(bit & sensitive_mask))) {
+                t.team_categories |= bit;
+            }
+        }
     }
 
     // ---- hours, cadence, applications --------------------------------------------------------
@@ -1128,6 +1753,8 @@ struct Scorer::Impl {
     // ---- events ----------------------------------------------------------------------------
 
     void observe_access(const AccessEvent& e, std::vector<Alert>& out) {
+        release_due(e.time_us, out);
+        event_is_bulk = e.command == Command::copy || e.rows >= kColdBulkFloor;
         ActorState& a = actor(e.actor, e.peer_group);
         const std::int64_t previous = a.last_time_us;
         const std::int64_t time_us = std::max(e.time_us, previous);
@@ -1148,6 +1775,10 @@ struct Scorer::Impl {
         // Colleagues are those who read something today (a login alone does not count).
         if (t.statements == 0 && groups[a.group_id].today_day == c.day) ++groups[a.group_id].today_actors;
         ++t.statements;
+        if (event_is_bulk && !t.bulk_counted) {
+            t.bulk_counted = true;
+            if (GroupState& g = groups[a.group_id]; g.today_day == c.day) ++g.today_bulk_actors;
+        }
         track_cadence(a, time_us, e.event_id, out);
         track_origin(a, e, time_us, out);
 
@@ -1158,6 +1789,13 @@ struct Scorer::Impl {
         if (GroupState& g = groups[a.group_id]; g.today_day == c.day) {
             ++g.today_statements;
             g.today_sensitive_statements += sensitive;
+        }
+        if (const std::uint64_t first_today = categories & ~t.categories_read; first_today != 0) {
+            if (GroupState& g = groups[a.group_id]; g.today_day == c.day) {
+                for (int bit = 0; bit < 64; ++bit) {
+                    if ((first_today >> bit) & 1u) ++g.cohort_categories[bit];
+                }
+            }
         }
         t.categories_read |= categories;
         check_rare_categories(a, categories, e, time_us, out);
@@ -1255,6 +1893,7 @@ struct Scorer::Impl {
     }
 
     void observe_login(const LoginEvent& e, std::vector<Alert>& out) {
+        release_due(e.time_us, out);
         ActorState& a = actor(e.actor, e.peer_group);
         const std::int64_t previous = a.last_time_us;
         const std::int64_t time_us = std::max(e.time_us, previous);
@@ -1385,6 +2024,8 @@ void validate(const ScorerConfig& c) {
     check(c.login_failures >= 1, "login_failures", "at least 1", c.login_failures);
     check(c.login_window_seconds >= 1, "login_window_seconds", "at least 1",
           c.login_window_seconds);
+    check(c.team_wait_minutes >= 0 && c.team_wait_minutes <= 24 * 60, "team_wait_minutes", "0-1440",
+          c.team_wait_minutes);
     check(c.sensitive_categories.size() <= 64, "sensitive_categories",
           "at most 64 names (categories share a 64-bit mask)",
           static_cast<double>(c.sensitive_categories.size()));
@@ -1408,6 +2049,11 @@ void Scorer::observe(const LoginEvent& event, std::vector<Alert>& out) {
 }
 void Scorer::observe(const RelationEvent& event) { impl_->observe_relation(event); }
 
+void Scorer::release_held(std::int64_t now_us, std::vector<Alert>& out) {
+    impl_->release_due(now_us, out);
+}
+std::size_t Scorer::held() const { return impl_->held.size(); }
+
 void Scorer::mark_departed(std::string_view actor, std::int64_t time_us) {
     ActorState& a = impl_->actor(actor, {});
     a.departed = true;
@@ -1419,6 +2065,24 @@ void Scorer::clear_departed(std::string_view actor) {
     if (id != StringInterner::kAbsent) impl_->actors[id].departed = false;
 }
 
+void Scorer::declare_event(const KnownEvent& event) {
+    if (event.name.empty()) throw std::invalid_argument("known event: the name must not be empty");
+    if (!(event.to_us > event.from_us)) {
+        throw std::invalid_argument(fmt::format(
+            "known event '{}': the period must end after it starts", event.name.substr(0, 63)));
+    }
+    Impl& s = *impl_;
+    Impl::DeclaredEvent d;
+    d.name = event.name;
+    d.group = event.peer_group;
+    d.from_day = s.clock(event.from_us).day;
+    d.to_day = s.clock(event.to_us - 1).day;
+    s.known.push_back(std::move(d));
+}
+
+void Scorer::clear_known_events() { impl_->known.clear(); }
+std::size_t Scorer::known_events() const { return impl_->known.size(); }
+
 const ScorerConfig& Scorer::config() const { return impl_->config; }
 
 // ---- state ---------------------------------------------------------------------------------
@@ -1426,7 +2090,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 3;
+constexpr std::uint32_t kFormatVersion = 4;  // 4: cohorts and calendar rhythms per group
 
 class Writer {
   public:
@@ -1518,6 +2182,18 @@ std::string Scorer::save_state() const {
     w.pod(s.addresses);
     w.pod(s.alerts_raised);
     w.pod(s.unknown_categories);
+    w.pod(static_cast<std::uint32_t>(s.held.size()));
+    for (const Impl::Held& h : s.held) {
+        w.pod(h.actor);
+        w.pod(h.kind);
+        w.pod(h.detector);
+        w.pod(h.day);
+        w.pod(h.due_us);
+        w.pod(h.time_us);
+        w.pod(h.strength);
+        w.pod(h.value);
+        w.str(h.explanation);
+    }
     return out;
 }
 
@@ -1576,12 +2252,34 @@ void Scorer::restore_state(std::string_view bytes) {
     fresh.addresses = r.pod<std::array<AddressFailures, kAddressSlots>>("login addresses");
     fresh.alerts_raised = r.pod<std::uint64_t>("alert count");
     fresh.unknown_categories = r.pod<std::uint64_t>("category count");
+    const std::uint32_t n_held = r.count(1, "held signals");
+    for (std::uint32_t i = 0; i < n_held; ++i) {
+        Impl::Held h;
+        h.actor = r.pod<std::uint32_t>("held actor");
+        h.kind = r.pod<std::uint8_t>("held kind");
+        h.detector = r.pod<std::uint8_t>("held detector");
+        h.day = r.pod<std::int32_t>("held day");
+        h.due_us = r.pod<std::int64_t>("held due");
+        h.time_us = r.pod<std::int64_t>("held time");
+        h.strength = r.pod<double>("held strength");
+        h.value = r.pod<double>("held value");
+        const std::uint32_t len = r.count(1, "held explanation");
+        h.explanation.assign(r.take(len, "held explanation"), len);
+        if (h.actor >= n_actors || h.detector >= kDetectorCount ||
+            (h.kind >= kOwnMetricCount && h.kind < kRhythmCategory) ||
+            h.kind >= kRhythmCategory + 64) {
+            throw StateError("scorer state: held signal inconsistent");
+        }
+        fresh.next_due = std::min(fresh.next_due, h.due_us);
+        fresh.held.push_back(std::move(h));
+    }
     if (!r.done()) throw StateError("scorer state has trailing bytes");
     fresh.sensitive_mask = 0;
     for (const std::string& name : fresh.config.sensitive_categories) {
         const std::uint32_t bit = fresh.category_names.intern(name);
         if (bit < 64) fresh.sensitive_mask |= std::uint64_t{1} << bit;
     }
+    fresh.known = std::move(impl_->known);  // declared by the DBA, not learned: kept as is
     *impl_ = std::move(fresh);
 }
 

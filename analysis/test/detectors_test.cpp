@@ -605,3 +605,45 @@ TEST(DetectorsThreshold, ThresholdSuppressesWeakerAlerts) {
 
 }  // namespace
 }  // namespace pii_audit::analysis
+
+namespace pii_audit::analysis {
+namespace {
+
+// The Nanning clerk's way: two codes a day while serving customers, then more. Judged by his
+// own history, each day below the limit raised the next day's; highly sensitive reads per day
+// are judged by the role once the peers' norm is known (240 clerks, each reading a customer's
+// code on 2% of days). Rolling windows cannot speak yet: this is the trail's first month.
+TEST(DetectorsSensitive, AClerksOwnHabitOfTakingCodesIsNotHisLicence) {
+    using testing::at;
+    Sim sim;
+    auto codes = [&](const std::string& actor, int day, int n) {
+        for (int i = 0; i < n; ++i) {
+            Sim::Read r;
+            r.actor = actor;
+            r.time = at(day, 16, 10 * i);
+            r.categories = {"phone", "verification_code"};
+            r.subjects = {actor + "-served-" + std::to_string(day) + "-" + std::to_string(i)};
+            sim.access(r);
+        }
+    };
+    for (int day = 0; day < 22; ++day) {
+        if (!testing::weekday(day)) continue;
+        for (int p = 0; p < 240; ++p) {
+            const std::string clerk = "clerk" + std::to_string(p);
+            sim.office_day(day, clerk, "clerk", 5);
+            if (p != 3 && (day + p) % 50 == 0) codes(clerk, day, 1);
+        }
+        codes("clerk3", day, day < 21 ? 2 : 4);
+    }
+    const auto got = sim.alerts_for("clerk3");
+    ASSERT_FALSE(got.empty()) << testing::describe(sim.alerts);
+    EXPECT_EQ(got.front().detector, Detector::sensitive_categories);
+    EXPECT_GE(got.front().time_us, at(21, 0)) << got.front().explanation;  // not for his habit
+    EXPECT_NE(got.front().explanation.find("of 4 distinct subjects today"), std::string::npos)
+        << got.front().explanation;
+    EXPECT_NE(got.front().explanation.find("peers' median 0"), std::string::npos)
+        << got.front().explanation;
+}
+
+}  // namespace
+}  // namespace pii_audit::analysis

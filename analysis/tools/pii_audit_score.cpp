@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +35,7 @@ const char kUsage[] =
     "  --sensitive a,b        highly sensitive categories (default verification_code,credential)\n"
     "  --service-groups a,b   peer groups of machine accounts\n"
     "  --dormant-days N       silence after which activity is dormant reuse (default 30)\n"
+    "  --team-wait MINUTES    hold volume signals for colleagues to follow (default 60; 0: off)\n"
     "  --load-state FILE      start from saved baselines\n"
     "  --save-state FILE      save baselines at the end\n"
     "  --no-alerts            do not print alerts (for timing)\n"
@@ -142,6 +144,8 @@ int run(int argc, char** argv) {
             config.service_groups = split_list(value());
         } else if (arg == "--dormant-days") {
             config.dormant_days = number(1, 3650);
+        } else if (arg == "--team-wait") {
+            config.team_wait_minutes = number(0, 24 * 60);
         } else if (arg == "--load-state") {
             load_state = value();
         } else if (arg == "--save-state") {
@@ -216,6 +220,10 @@ int run(int argc, char** argv) {
             case pa::RecordKind::departed:
                 scorer.mark_departed(record.actor, record.time_us);
                 break;
+            case pa::RecordKind::known_event:
+                scorer.declare_event({std::string(record.name), std::string(record.peer_group),
+                                      record.time_us, record.until_us});
+                break;
         }
         alert_count += alerts.size();
         if (print_alerts) {
@@ -226,6 +234,19 @@ int run(int argc, char** argv) {
             if (out.size() > (1 << 16)) {
                 std::fwrite(out.data(), 1, out.size(), stdout);
                 out.clear();
+            }
+        }
+    }
+    // The input is over: what was still held for colleagues is raised now, unless the state is
+    // saved to continue from (it keeps what is held).
+    if (status == 0 && save_state.empty()) {
+        alerts.clear();
+        scorer.release_held(INT64_MAX, alerts);
+        alert_count += alerts.size();
+        if (print_alerts) {
+            for (const pa::Alert& a : alerts) {
+                out += pa::alert_json(a);
+                out += '\n';
             }
         }
     }

@@ -55,7 +55,7 @@ std::vector<std::string> split_tabs(const std::string& line) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string key_path, alerts_path;
+    std::string key_path, alerts_path, summary_name;
     bool list_false = false;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -63,11 +63,14 @@ int main(int argc, char** argv) {
             key_path = argv[++i];
         } else if (a == "--alerts" && i + 1 < argc) {
             alerts_path = argv[++i];
+        } else if (a == "--summary" && i + 1 < argc) {
+            summary_name = argv[++i];
         } else if (a == "--list-false") {
             list_false = true;
         } else {
             fmt::print(stderr,
-                       "usage: insider-eval --key key.tsv --alerts alerts.jsonl [--list-false]\n");
+                       "usage: insider-eval --key key.tsv --alerts alerts.jsonl [--list-false] "
+                       "[--summary NAME]\n");
             return 64;
         }
     }
@@ -143,6 +146,7 @@ int main(int argc, char** argv) {
 
     acc::accumulator_set<double, acc::stats<acc::tag::mean, acc::tag::max>> taken_share;
     int detected = 0;
+    std::string per_scenario;  // for --summary: name=records before/total, or name=MISS
     fmt::print("{:<20} {:<12} {:<8} {:>11} {:>15}  {}\n", "scenario", "actor", "detected",
                "first (h)", "records before", "first detector (score)");
     for (const Scenario& s : scenarios) {
@@ -151,6 +155,7 @@ int main(int argc, char** argv) {
             fmt::print("{:<20} {:<12} {:<8} {:>11} {:>9} / {:<5}\n", s.name, s.actor, "NO", "-",
                        "-", s.total);
             taken_share(1.0);
+            per_scenario += fmt::format(" {}=MISS/{}", s.name, s.total);
             continue;
         }
         ++detected;
@@ -159,6 +164,7 @@ int main(int argc, char** argv) {
             if (r.first <= s.first_alert_us) before += r.second;
         }
         taken_share(s.total > 0 ? static_cast<double>(before) / s.total : 0.0);
+        per_scenario += fmt::format(" {}={}/{}", s.name, before, s.total);
         fmt::print("{:<20} {:<12} {:<8} {:>11.1f} {:>9} / {:<5}  {} ({})\n", s.name, s.actor, "yes",
                    static_cast<double>(s.first_alert_us - first_record) / 3.6e9, before, s.total,
                    s.first_detector, s.first_score);
@@ -176,6 +182,13 @@ int main(int argc, char** argv) {
     fmt::print("false alerts per 1,000 actor-days: {:.2f} ({} actor-days; target <= 1)\n", per_1000,
                actor_days);
     for (const auto& [d, n] : false_by_detector) fmt::print("  false {}: {}\n", d, n);
+    if (!summary_name.empty()) {
+        // One tab-separated line for bench/insider/grid.sh to tabulate.
+        fmt::print("summary\t{}\t{}\t{}\t{}\t{}\t{:.2f}\t{:.3f}\t{}\n", summary_name, detected,
+                   scenarios.size(), false_alerts.size(), actor_days, per_1000,
+                   all > 0 ? static_cast<double>(true_alerts) / all : 0.0,
+                   per_scenario.empty() ? "" : per_scenario.substr(1));
+    }
     if (list_false) {
         for (const AlertRow& a : false_alerts) {
             fmt::print("FALSE {} {} {} {}: {}\n", pa::format_iso8601(a.time_us), a.actor,

@@ -47,6 +47,39 @@ struct Settings {
     int new_hires = 6;
     int role_changes = 3;
     int inject = 1;
+    // Calendar rhythms, in real calendar months from start_epoch_day.
+    int festival_start = 38;      // a week of public holidays (New Year's Day and one more too)
+    int month_end_days = 2;       // the last N weekdays of a month close the books
+    double month_end_factor = 3;  // back-office statements on those days
+    int month_end_copy = 0;       // 1: on the month's last weekday each back-office member
+    double month_end_copy_rows = 30000;  // runs one COPY of about this many rows, which also
+    std::string month_end_copy_category =
+        "address";                  // reads a category the team otherwise never reads
+    double quarter_end_factor = 1;  // the COPY is this much larger in the last month of a quarter
+    int quarter_report = 0;         // 1: maternal care pulls its whole district at quarter end
+    int audit_week_start = 70;      // internal audit: back office x audit_week_factor
+    int audit_week_days = 5;
+    double audit_week_factor = 2;
+    int campaign_start = -1;  // a campaign: call-centre calls x campaign_factor
+    int campaign_days = 10;
+    double campaign_factor = 1.8;
+    int reorg_day = -1;  // from this day counter clerks also read reorg_category on
+    std::string reorg_category = "address";  // every lookup, and do reorg_factor x as many
+    double reorg_factor = 1.5;
+    // Injected insiders: when and how much.
+    int nanning_start = 20;
+    int nanning_max = 3;         // codes taken on a day: 1..nanning_max
+    double nanning_rate = 0.85;  // share of his working days on which he takes any
+    int maternal_start = 15;
+    double maternal_daily = 400;
+    int crawler_start = 50;
+    int departed_day = 60;
+    int colleague_start = 62;
+    int stuffing_day = 88;
+    int hidden_bulk = 0;             // n > 0: at the n-th month-end COPY, bo-0005 copies
+    double hidden_bulk_factor = 10;  // this many times the rows of a colleague's COPY
+    int hidden_codes = 0;            // n > 0: at the n-th month-end COPY, bo-0006 also reads the
+    int hidden_codes_subjects = 30;  // verification codes of this many people
 };
 
 // Portable draws: std::mt19937_64 is specified exactly; the distributions are our own so that
@@ -255,13 +288,53 @@ class Generator {
     }
 
     bool holiday(int d) const {
-        // New Year's Day, a Spring Festival week, Qingming.
-        return d == 0 || (d >= 38 && d <= 44) || d == 94;
+        // New Year's Day, a festival week, and a day eight weeks later.
+        const int f = s_.festival_start;
+        return d == 0 || (d >= f && d <= f + 6) || d == f + 56;
+    }
+    // Monday = 0, from the real calendar.
+    int weekday(int d) const { return ((s_.start_epoch_day + d + 3) % 7 + 7) % 7; }
+    struct Civil {
+        int year, month, day;
+    };
+    Civil civil(int d) const {
+        std::int64_t days = std::int64_t{s_.start_epoch_day} + d + 719468;
+        const std::int64_t era = days / 146097;
+        const unsigned doe = static_cast<unsigned>(days - era * 146097);
+        const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        const unsigned mp = (5 * doy + 2) / 153;
+        const int dd = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
+        const int m = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
+        return {static_cast<int>(yoe + era * 400 + (m <= 2)), m, dd};
+    }
+    // Weekdays left in this calendar month after day d.
+    int weekdays_left_in_month(int d) const {
+        const int month = civil(d).month;
+        int left = 0;
+        for (int e = d + 1; civil(e).month == month; ++e) left += weekday(e) < 5;
+        return left;
     }
     bool month_end(int d) const {
-        // The last two weekdays before day 30, 60, 90, ...: closing the books.
-        const int in_month = d % 30;
-        return in_month >= 27 && d % 7 < 5;
+        return weekday(d) < 5 && weekdays_left_in_month(d) < s_.month_end_days;
+    }
+    bool last_weekday_of_month(int d) const {
+        return weekday(d) < 5 && weekdays_left_in_month(d) == 0;
+    }
+    bool first_weekday_of_month(int d) const {
+        if (weekday(d) >= 5) return false;
+        const int month = civil(d).month;
+        for (int e = d - 1; civil(e).month == month; --e) {
+            if (weekday(e) < 5) return false;
+        }
+        return true;
+    }
+    bool quarter_month(int d) const { return civil(d).month % 3 == 0; }
+    // 1 for the first month-end COPY day of the period, 2 for the second, ...
+    int month_end_index(int d) const {
+        int n = 0;
+        for (int e = 0; e <= d; ++e) n += last_weekday_of_month(e);
+        return last_weekday_of_month(d) ? n : 0;
     }
 
     // ---- emitting ----------------------------------------------------------------------------
@@ -327,7 +400,7 @@ class Generator {
         if (d < st.hired) return false;
         if (st.departed_day >= 0 && d >= st.departed_day) return false;
         if (d >= st.leave_from && d < st.leave_to) return false;
-        const int wd = d % 7;
+        const int wd = weekday(d);
         const bool moved = st.role_change_day >= 0 && d >= st.role_change_day;
         const Role role = moved ? Role::back_office : st.role;
         switch (role) {
@@ -347,7 +420,13 @@ class Generator {
                  const char* occasional = nullptr, double occasional_rate = 0) {
         double count = rng_.lognormal(median, 0.3);
         if (month_end(d)) count *= 1.3;
-        const bool saturday_morning = st.role == Role::clerk && d % 7 == 5;
+        const bool reorganised = st.role == Role::clerk && s_.reorg_day >= 0 && d >= s_.reorg_day;
+        if (reorganised) count *= s_.reorg_factor;
+        if (st.role == Role::agent && s_.campaign_start >= 0 && d >= s_.campaign_start &&
+            d < s_.campaign_start + s_.campaign_days) {
+            count *= s_.campaign_factor;
+        }
+        const bool saturday_morning = st.role == Role::clerk && weekday(d) == 5;
         if (saturday_morning) count *= 0.5;
         const int shift_end = saturday_morning ? 13 * 3600 : st.shift_end;
         const int n = static_cast<int>(count);
@@ -366,6 +445,7 @@ class Generator {
             if (!rng_.chance(s_.walkin_rate))
                 relation(st, t - (60 + rng_.below(600)) * 1000000LL, who);
             std::vector<std::string> cats = categories;
+            if (reorganised) cats.push_back(s_.reorg_category);
             if (sensitive && rng_.chance(sensitive_rate)) cats.push_back(sensitive);
             if (occasional && rng_.chance(occasional_rate)) cats.push_back(occasional);
             access(st, d, t, relation_name, cats, {who}, 1);
@@ -379,8 +459,9 @@ class Generator {
 
     void back_office_day(const Staff& st, int d) {
         double statements = rng_.lognormal(12, 0.4);
-        if (month_end(d)) statements *= 3;
-        if (d >= 70 && d < 75) statements *= 2;  // internal audit week
+        if (month_end(d)) statements *= s_.month_end_factor;
+        if (d >= s_.audit_week_start && d < s_.audit_week_start + s_.audit_week_days)
+            statements *= s_.audit_week_factor;  // internal audit week
         const int n = static_cast<int>(statements);
         login(st, at(d, st.shift_start - 300), true, st.client);
         for (int i = 0; i < n; ++i) {
@@ -395,6 +476,47 @@ class Generator {
             if (rng_.chance(s_.back_office_travel_rate)) cats.push_back("travel");
             access(st, d, t, "accounts", cats, subjects, rows);
         }
+        if (s_.month_end_copy && last_weekday_of_month(d)) month_end_copy(st, d);
+    }
+
+    // Closing the books: every back-office member exports the month's accounts in one COPY.
+    void month_end_copy(const Staff& st, int d) {
+        double rows = rng_.lognormal(s_.month_end_copy_rows, 0.3);
+        if (quarter_month(d)) rows *= s_.quarter_end_factor;
+        const int index = month_end_index(d);
+        const bool hidden_bulk = s_.inject && s_.hidden_bulk == index && st.name == "bo-0005";
+        if (hidden_bulk) {
+            rows = s_.month_end_copy_rows * (quarter_month(d) ? s_.quarter_end_factor : 1) *
+                   s_.hidden_bulk_factor;
+        }
+        std::vector<std::string> subjects;
+        for (int r = 0; r < 400; ++r) subjects.push_back(person(rng_.below(st.pool_size)));
+        const std::int64_t t = at(d, st.shift_start + 3600 + rng_.below(6 * 3600));
+        access(st, d, t, "accounts",
+               {"name", "id_number", "bank_account", s_.month_end_copy_category}, subjects,
+               static_cast<long>(rows), "COPY");
+        if (hidden_bulk) {
+            scenario("hidden_bulk").records.push_back({t, 1});
+        }
+        if (s_.inject && s_.hidden_codes == index && st.name == "bo-0006") {
+            // Hidden in the team's run: the codes of people nobody in the team has a reason to see.
+            for (int i = 0; i < s_.hidden_codes_subjects; ++i) {
+                const std::int64_t when = t + (30 + i * 40) * 1000000LL;
+                access(st, d, when, "sms_codes", {"phone", "verification_code"},
+                       {person(rng_.below(400000))}, 1);
+                scenario("hidden_codes").records.push_back({when, 1});
+            }
+        }
+    }
+
+    // Quarter end: each maternal-care worker reports on the whole district in one statement.
+    void quarter_report(const Staff& st, int d) {
+        std::vector<std::string> subjects;
+        for (int r = 0; r < 400; ++r)
+            subjects.push_back(person(st.pool_base + rng_.below(st.pool_size)));
+        const std::int64_t t = at(d, st.shift_start + 3600 + rng_.below(5 * 3600));
+        access(st, d, t, "mothers", {"name", "phone", "health", "minor", "address"}, subjects,
+               st.pool_size);
     }
 
     void service_day(const Staff& st, int d) {
@@ -414,7 +536,8 @@ class Generator {
             access(st, d, t, "customers", {"name", "phone"}, {},
                    static_cast<long>(rng_.lognormal(40, 2.0)));
         }
-        if (d % 30 == 1 && st.name == "dba-0000") {  // the monthly export, always by the same DBA
+        if (first_weekday_of_month(d) &&
+            st.name == "dba-0000") {  // the monthly export, always by the same DBA
             access(st, d, at(d, 23 * 3600), "customers", {"name", "phone", "id_number"}, {}, 200000,
                    "COPY");
         }
@@ -443,6 +566,8 @@ class Generator {
                 case Role::maternal:
                     lookups(st, d, s_.maternal_visits,
                             {"name", "phone", "health", "minor", "address"}, nullptr, 0, "mothers");
+                    if (s_.quarter_report && quarter_month(d) && last_weekday_of_month(d))
+                        quarter_report(st, d);
                     break;
                 case Role::service:
                     service_day(st, d);
@@ -478,13 +603,23 @@ class Generator {
             scenarios_.push_back(s);
         };
         const int last = s_.days;
-        add("nanning_clerk", "clerk-0007", std::min(20, last - 1), std::min(110, last));
-        add("maternal_bulk", "mcare-0003", std::min(15, last - 1), std::min(115, last));
-        add("departed_account", "agent-0011", std::min(66, last - 1), std::min(67, last));
-        add("colleague_lookups", "agent-0023", std::min(62, last - 1), std::min(92, last));
-        add("night_crawler", "bo-0004", std::min(50, last - 1), std::min(54, last));
-        add("credential_stuffing", "agent-0031", std::min(88, last - 1), std::min(89, last));
-        find("agent-0011")->departed_day = std::min(60, last - 1);
+        auto from = [&](int d) { return std::min(d, last - 1); };
+        auto to = [&](int d) { return std::min(d, last); };
+        add("nanning_clerk", "clerk-0007", from(s_.nanning_start), to(s_.nanning_start + 90));
+        add("maternal_bulk", "mcare-0003", from(s_.maternal_start), to(s_.maternal_start + 100));
+        add("departed_account", "agent-0011", from(s_.departed_day + 6), to(s_.departed_day + 7));
+        add("colleague_lookups", "agent-0023", from(s_.colleague_start),
+            to(s_.colleague_start + 30));
+        add("night_crawler", "bo-0004", from(s_.crawler_start), to(s_.crawler_start + 4));
+        add("credential_stuffing", "agent-0031", from(s_.stuffing_day), to(s_.stuffing_day + 1));
+        find("agent-0011")->departed_day = from(s_.departed_day);
+        // Insiders hidden in the team's month-end run: the scenario is that one day.
+        for (int d = 0; d < last; ++d) {
+            const int index = s_.month_end_copy ? month_end_index(d) : 0;
+            if (index == 0) continue;
+            if (index == s_.hidden_bulk) add("hidden_bulk", "bo-0005", d, d + 1);
+            if (index == s_.hidden_codes) add("hidden_codes", "bo-0006", d, d + 1);
+        }
     }
 
     bool in(const std::string& name, int d) const {
@@ -498,8 +633,8 @@ class Generator {
     // to three of them, on most working days.
     void nanning(const Staff& st, int d, std::size_t served_from) {
         if (!s_.inject || !in("nanning_clerk", d) || served_.size() <= served_from) return;
-        if (!rng_.chance(0.85)) return;
-        const int n = 1 + rng_.below(3);
+        if (!rng_.chance(s_.nanning_rate)) return;
+        const int n = 1 + rng_.below(s_.nanning_max);
         for (int i = 0; i < n; ++i) {
             const auto& [t, who] =
                 served_[served_from + static_cast<std::size_t>(rng_.below(
@@ -515,7 +650,7 @@ class Generator {
             Staff& st = *find("mcare-0003");
             if (works(st, d)) {
                 // Other districts' mothers, in pages of 25-60, spread over the working day.
-                int remaining = static_cast<int>(rng_.lognormal(400, 0.3));
+                int remaining = static_cast<int>(rng_.lognormal(s_.maternal_daily, 0.3));
                 while (remaining > 0) {
                     const int page = std::min(remaining, 25 + rng_.below(36));
                     std::vector<std::string> subjects;
@@ -530,7 +665,7 @@ class Generator {
                 }
             }
         }
-        if (d == std::min(60, s_.days - 1)) {
+        if (d == std::min(s_.departed_day, s_.days - 1)) {
             const Staff& st = *find("agent-0011");
             lines_.push_back(
                 {at(d, 0), fmt::format(R"({{"kind":"departed","time":"{}","actor":"{}"}})",
@@ -607,7 +742,21 @@ void set_option(Settings& s, const std::string& assignment) {
     if (eq == std::string::npos)
         throw std::runtime_error("--set needs name=value, not " + assignment);
     const std::string name = assignment.substr(0, eq);
-    const double v = std::stod(assignment.substr(eq + 1));
+    const std::string value = assignment.substr(eq + 1);
+    std::map<std::string, std::string*> strings = {
+        {"month_end_copy_category", &s.month_end_copy_category},
+        {"reorg_category", &s.reorg_category}};
+    if (auto it = strings.find(name); it != strings.end()) {
+        if (value.empty() ||
+            value.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
+            throw std::runtime_error(name + " must be a category name, not " + value);
+        *it->second = value;
+        return;
+    }
+    std::size_t used = 0;
+    const double v = std::stod(value, &used);
+    if (used != value.size())
+        throw std::runtime_error("--set " + name + ": not a number: " + value);
     std::map<std::string, double*> reals = {
         {"clerk_lookups", &s.clerk_lookups},
         {"agent_calls", &s.agent_calls},
@@ -617,7 +766,16 @@ void set_option(Settings& s, const std::string& assignment) {
         {"agent_travel_rate", &s.agent_travel_rate},
         {"back_office_travel_rate", &s.back_office_travel_rate},
         {"walkin_rate", &s.walkin_rate},
-        {"back_office_credential_rate", &s.back_office_credential_rate}};
+        {"back_office_credential_rate", &s.back_office_credential_rate},
+        {"month_end_factor", &s.month_end_factor},
+        {"month_end_copy_rows", &s.month_end_copy_rows},
+        {"quarter_end_factor", &s.quarter_end_factor},
+        {"audit_week_factor", &s.audit_week_factor},
+        {"campaign_factor", &s.campaign_factor},
+        {"reorg_factor", &s.reorg_factor},
+        {"nanning_rate", &s.nanning_rate},
+        {"maternal_daily", &s.maternal_daily},
+        {"hidden_bulk_factor", &s.hidden_bulk_factor}};
     std::map<std::string, int*> ints = {{"days", &s.days},
                                         {"clerks", &s.clerks},
                                         {"agents", &s.agents},
@@ -629,7 +787,26 @@ void set_option(Settings& s, const std::string& assignment) {
                                         {"role_changes", &s.role_changes},
                                         {"inject", &s.inject},
                                         {"utc_offset_minutes", &s.utc_offset_minutes},
-                                        {"start_epoch_day", &s.start_epoch_day}};
+                                        {"start_epoch_day", &s.start_epoch_day},
+                                        {"festival_start", &s.festival_start},
+                                        {"month_end_days", &s.month_end_days},
+                                        {"month_end_copy", &s.month_end_copy},
+                                        {"quarter_report", &s.quarter_report},
+                                        {"audit_week_start", &s.audit_week_start},
+                                        {"audit_week_days", &s.audit_week_days},
+                                        {"campaign_start", &s.campaign_start},
+                                        {"campaign_days", &s.campaign_days},
+                                        {"reorg_day", &s.reorg_day},
+                                        {"nanning_start", &s.nanning_start},
+                                        {"nanning_max", &s.nanning_max},
+                                        {"maternal_start", &s.maternal_start},
+                                        {"crawler_start", &s.crawler_start},
+                                        {"departed_day", &s.departed_day},
+                                        {"colleague_start", &s.colleague_start},
+                                        {"stuffing_day", &s.stuffing_day},
+                                        {"hidden_bulk", &s.hidden_bulk},
+                                        {"hidden_codes", &s.hidden_codes},
+                                        {"hidden_codes_subjects", &s.hidden_codes_subjects}};
     if (auto it = reals.find(name); it != reals.end()) {
         *it->second = v;
     } else if (auto it2 = ints.find(name); it2 != ints.end()) {

@@ -84,6 +84,10 @@ int main(int argc, char** argv) {
             case pa::RecordKind::departed:
                 scorer.mark_departed(r.actor, r.time_us);
                 break;
+            case pa::RecordKind::known_event:
+                scorer.declare_event(
+                    {std::string(r.name), std::string(r.peer_group), r.time_us, r.until_us});
+                break;
         }
         alert_count += alerts.size();
     }

@@ -36,6 +36,7 @@ extern "C" {
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -196,7 +197,14 @@ struct InputRow {
     bool cleared;
 };
 
-// Reads pii_audit.peer_groups and pii_audit.departed (inside a transaction, SPI connected).
+struct KnownEventRow {
+    const char* name;
+    const char* group;  // NULL: every group
+    TimestampTz starts, ends;
+};
+
+// Reads pii_audit.peer_groups, pii_audit.departed and pii_audit.known_events (inside a
+// transaction, SPI connected).
 void load_inputs() {
     uint64 ngroups = 0;
     InputRow* groups = nullptr;
@@ -224,7 +232,27 @@ void load_inputs() {
                 SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
         }
     }
-    bool ok = guarded("loading peer groups and departed accounts", [&] {
+    // An audit database whose objects predate known events has none to load.
+    uint64 nevents = 0;
+    KnownEventRow* events = nullptr;
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    if (OidIsValid(nsp) && OidIsValid(get_relname_relid("known_events", nsp)) &&
+        SPI_execute("SELECT event_name, peer_group, starts, ends FROM pii_audit.known_events", true,
+                    0) == SPI_OK_SELECT) {
+        nevents = SPI_processed;
+        events = static_cast<KnownEventRow*>(palloc0(sizeof(KnownEventRow) * (nevents + 1)));
+        for (uint64 i = 0; i < nevents; ++i) {
+            bool isnull;
+            events[i].name = text_copy(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+            events[i].group = text_copy(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+            events[i].starts = DatumGetTimestampTz(
+                SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+            events[i].ends = DatumGetTimestampTz(
+                SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
+        }
+    }
+    char rejected[256] = "";
+    bool ok = guarded("loading peer groups, departed accounts and known events", [&] {
         std::unordered_map<std::string, std::string> map;
         for (uint64 i = 0; i < ngroups; ++i)
             if (groups[i].actor != nullptr && groups[i].group != nullptr)
@@ -243,8 +271,23 @@ void load_inputs() {
                 scoring->departed.erase(m.actor);
             }
         }
+        scoring->scorer->clear_known_events();
+        for (uint64 i = 0; i < nevents; ++i) {
+            const KnownEventRow& e = events[i];
+            try {  // inside cpp_call: a bad row is skipped, the others applied
+                scoring->scorer->declare_event({e.name ? e.name : "", e.group ? e.group : "",
+                                                e.starts + kUnixToPostgresMicros,
+                                                e.ends + kUnixToPostgresMicros});
+            } catch (const std::invalid_argument& bad) {  // inside cpp_call
+                // The table's constraints keep such rows out; one that got in is skipped.
+                if (rejected[0] == '\0') snprintf(rejected, sizeof rejected, "%s", bad.what());
+            }
+        }
     });
     if (!ok) report_failure();
+    if (ok && rejected[0] != '\0')
+        ereport(WARNING,
+                (errmsg("pii_audit: a row of pii_audit.known_events was ignored: %s", rejected)));
 }
 
 // ---------------------------------------------------------------- feeding events
@@ -815,6 +858,21 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
         pii_audit_worker_commit_transaction();
         pii_audit_scoring_after_commit();
         return;
+    }
+    // Signals held for colleagues to follow are due even when no events come.
+    if (scoring_active() && s.scorer->held() > 0) {
+        const int64 now_us = GetCurrentTimestamp() + kUnixToPostgresMicros;
+        if (!guarded("releasing held signals",
+                     [&] { s.scorer->release_held(now_us, s.pending); })) {
+            report_failure();
+            return;
+        }
+        if (!s.pending.empty()) {
+            pii_audit_worker_begin_transaction();
+            pii_audit_scoring_store_alerts();
+            pii_audit_worker_commit_transaction();
+            pii_audit_scoring_after_commit();
+        }
     }
     bool rebuild = settings_changed();
     bool reload = rebuild || s.inputs_generation != pii_audit_scorer_inputs_generation();

@@ -180,6 +180,111 @@ TEST_F(Insider, ClerkReadingCodesAmongColleaguesWhoReadNoneIsAlertedWithinFiveSe
               1);
 }
 
+// COPY ... TO STDOUT through libpq, the data read and dropped; returns the rows copied.
+int64_t copy_out(Connection& conn, const std::string& sql) {
+    PGresult* start = PQexec(conn.get(), sql.c_str());
+    const bool copying = PQresultStatus(start) == PGRES_COPY_OUT;
+    const std::string start_error = PQresultErrorMessage(start);
+    PQclear(start);
+    if (!copying) throw std::runtime_error("COPY did not start: " + start_error);
+    char* row = nullptr;
+    int n;
+    while ((n = PQgetCopyData(conn.get(), &row, 0)) > 0) PQfreemem(row);
+    if (n == -2) throw std::runtime_error(PQerrorMessage(conn.get()));
+    int64_t rows = -1;
+    while (PGresult* end = PQgetResult(conn.get())) {
+        if (PQresultStatus(end) == PGRES_COMMAND_OK) rows = std::stoll(PQcmdTuples(end));
+        PQclear(end);
+    }
+    return rows;
+}
+
+// A team's month-end run on a fresh installation: every member exports about the same number
+// of customers in one COPY. That is the team's day, not an insider; one member copying ten
+// times what the others copied that day stands out from the team. (No norm is learned yet, so
+// before cohorts the scorer said nothing about either.)
+TEST_F(Insider, PeerGroupsSimultaneousBulkCopyIsQuietButTenTimesTheTeamIsAlerted) {
+    const std::string role = make_role("month_end");
+    const std::string marker = unique_marker("monthend");
+    auto listener = listen();
+    const std::string team_copy =
+        "COPY (SELECT c.name, c.phone FROM customers c, generate_series(1, 20) g) TO STDOUT";
+    for (int m = 0; m < 4; ++m) {
+        Connection member(as_role(role, marker + "member" + std::to_string(m)));
+        ASSERT_EQ(copy_out(member, team_copy), 20 * kCustomerRows);
+    }
+    bool drained = false;
+    wait_for_drain(*admin_, 0, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained);
+    EXPECT_EQ(admin_->int64("SELECT count(*) FROM pii_audit.access_log WHERE end_user LIKE $1 "
+                            "AND command = 'COPY'",
+                            {marker + "member%"}),
+              4);
+    EXPECT_TRUE(wait_for_notifications(*listener, Clock::now() + 1s).empty());
+    EXPECT_EQ(admin_->int64("SELECT count(*) FROM pii_audit.alerts WHERE peer_group = $1", {role}),
+              0);
+
+    const std::string bulk = marker + "bulk";
+    Connection extra(as_role(role, bulk));
+    ASSERT_EQ(copy_out(extra,
+                       "COPY (SELECT c.name, c.phone FROM customers c, "
+                       "generate_series(1, 200) g) TO STDOUT"),
+              200 * kCustomerRows);
+    std::vector<int64_t> ids = wait_for_notifications(*listener, Clock::now() + kAlertDeadline);
+    ASSERT_FALSE(ids.empty()) << "no alert within 5 s of a COPY ten times the team's";
+    auto alert = alert_by_id(*admin_, ids.front());
+    ASSERT_TRUE(alert.has_value());
+    EXPECT_EQ(alert->actor, bulk);
+    EXPECT_EQ(alert->peer_group, role);
+    EXPECT_EQ(alert->detector, "bulk_reading");
+    EXPECT_NE(alert->explanation.find("read 20000 rows in one statement"), std::string::npos)
+        << alert->explanation;
+    EXPECT_NE(alert->explanation.find("4 colleagues"), std::string::npos) << alert->explanation;
+    EXPECT_NE(alert->explanation.find("10.0 times theirs"), std::string::npos)
+        << alert->explanation;
+    EXPECT_EQ(admin_->int64("SELECT count(*) FROM pii_audit.alerts WHERE peer_group = $1 AND "
+                            "actor <> $2",
+                            {role, bulk}),
+              0);
+}
+
+// Known events are the DBA's: constraints say what a row must be, officers may read them.
+TEST_F(Insider, KnownEventsRefuseMalformedRowsAndReachTheWorker) {
+    const std::string name = unique_marker("audit week");
+    Result bad =
+        admin_->exec_raw("INSERT INTO pii_audit.known_events (event_name, starts, ends) VALUES ('" +
+                         name + "', now(), now() - interval '1 day')");
+    EXPECT_EQ(bad.sqlstate(), "23514");
+    EXPECT_NE(bad.error().find("known_events_ends_after_starts"), std::string::npos) << bad.error();
+    bad = admin_->exec_raw(
+        "INSERT INTO pii_audit.known_events (event_name, starts, ends) VALUES ('  ', now(), "
+        "now() + interval '1 day')");
+    EXPECT_EQ(bad.sqlstate(), "23514");
+    EXPECT_NE(bad.error().find("known_events_name_not_blank"), std::string::npos) << bad.error();
+    EXPECT_EQ(
+        admin_->int64("SELECT count(*) FROM pii_audit.known_events WHERE event_name = $1", {name}),
+        0);
+
+    admin_->exec(
+        "INSERT INTO pii_audit.known_events (event_name, peer_group, starts, ends) "
+        "VALUES ($1, 'back_office', now(), now() + interval '5 days')",
+        {name});
+    // The worker reloads its inputs after the commit and keeps scoring.
+    std::this_thread::sleep_for(300ms);
+    Connection reader(as_role(make_role("known_events"), unique_marker("reader")));
+    reader.exec("SELECT name FROM customers WHERE id = 3");
+    bool drained = false;
+    wait_for_drain(*admin_, 0, kDrainTimeout, &drained);
+    ASSERT_TRUE(drained);
+    EXPECT_EQ(admin_->text("SELECT state FROM pii_audit.scorer_status"), "running");
+    EXPECT_EQ(admin_->text("SELECT string_agg(privilege_type, ',' ORDER BY privilege_type) FROM "
+                           "information_schema.role_table_grants WHERE table_schema = "
+                           "'pii_audit' AND table_name = 'known_events' AND grantee = "
+                           "'pii_audit_officer'"),
+              "SELECT");
+    admin_->exec("DELETE FROM pii_audit.known_events WHERE event_name = $1", {name});
+}
+
 TEST_F(Insider, DepartedAccountIsACriticalAlert) {
     const std::string role = make_role("departed");
     const std::string leaver = unique_marker("leaver");

@@ -12,7 +12,7 @@
 
 namespace pii_audit::analysis {
 
-enum class RecordKind : std::uint8_t { access, login, relation, departed };
+enum class RecordKind : std::uint8_t { access, login, relation, departed, known_event };
 
 struct Record {
     RecordKind kind = RecordKind::access;
@@ -20,7 +20,11 @@ struct Record {
     LoginEvent login;        // kind == login
     RelationEvent relation;  // kind == relation
     std::int64_t time_us = 0;
-    std::string_view actor;  // every kind
+    std::string_view actor;  // every kind but known_event
+    // kind == known_event: a declared period [time_us, until_us) for peer_group (empty: all).
+    std::string_view name;
+    std::string_view peer_group;
+    std::int64_t until_us = 0;
 };
 
 // Fills `out` with views into `line`; returns false with a message naming the field and what was

@@ -60,6 +60,23 @@ struct ScorerConfig {
     int login_failures = 5;        // failures within the window before a success
     int login_window_seconds = 600;
     std::vector<std::string> service_groups;  // peer groups of machine accounts (cadence is normal)
+    // A volume or a rare category that goes beyond the norms while 3+ colleagues are working
+    // is held this long for the team to follow (a team-wide shift is a business process, and
+    // its first movers cannot know it yet). 0: raise at once. Highly sensitive categories,
+    // rolling windows and the non-volume detectors are never held.
+    int team_wait_minutes = 60;
+};
+
+// A period the DBA declares in advance (an audit week, a migration, a campaign): the group's
+// volumes may rise to five times what would raise an alert on another day, and categories new
+// to the group (other than the highly sensitive ones) are not rare while it lasts. Colleagues'
+// same-day behaviour and learned calendar rhythms need no declaration; this is for what happens for
+// the first time.
+struct KnownEvent {
+    std::string name;
+    std::string peer_group;    // empty: every peer group
+    std::int64_t from_us = 0;  // [from, to)
+    std::int64_t to_us = 0;
 };
 
 class StateError : public std::runtime_error {
@@ -92,6 +109,12 @@ class Scorer {
     void observe(const LoginEvent& event, std::vector<Alert>& out);
     void observe(const RelationEvent& event);
 
+    // Raises what was held for the team (see ScorerConfig::team_wait_minutes) and is due by
+    // now_us. Every observe() does this too; call it when no events come (the worker between
+    // batches, the replay tool at the end of its input with INT64_MAX).
+    void release_held(std::int64_t now_us, std::vector<Alert>& out);
+    std::size_t held() const;
+
     std::vector<Alert> observe(const AccessEvent& event) {
         std::vector<Alert> out;
         observe(event, out);
@@ -106,6 +129,12 @@ class Scorer {
     // pii_audit.mark_departed(): any later activity by this actor raises a critical alert.
     void mark_departed(std::string_view actor, std::int64_t time_us);
     void clear_departed(std::string_view actor);
+
+    // Known events (pii_audit.known_events). declare_event throws std::invalid_argument for an
+    // empty name or an empty or reversed period; the events already declared stay.
+    void declare_event(const KnownEvent& event);
+    void clear_known_events();
+    std::size_t known_events() const;
 
     // Baselines survive restarts: an opaque byte string tied to this library's state format.
     // restore_state throws StateError on anything malformed or from another format version and
