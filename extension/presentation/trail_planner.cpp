@@ -21,12 +21,13 @@ extern "C" {
 #include "access/stratnum.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace_d.h"
+#include "catalog/pg_opfamily_d.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_coerce.h"
-#include "parser/parse_func.h"
 #include "parser/parse_oper.h"
 #include "parser/parsetree.h"
 #include "utils/builtins.h"
@@ -37,6 +38,10 @@ extern "C" {
 namespace {
 
 constexpr int kMaxDepth = 8;
+// Built-in catalog objects (pg_opfamily.dat, pg_operator.dat), fixed across versions.
+constexpr Oid kDatetimeBtreeFamily = 434;     // btree datetime_ops
+constexpr Oid kTimestamptzMinusInterval = 1329;  // timestamptz - interval
+constexpr Oid kInt8Minus = 685;               // int8 - int8
 
 struct TrailOids {
     Oid group_events;  // pii_audit._group_events
@@ -48,10 +53,14 @@ bool find_trail(TrailOids* oids) {
     if (!OidIsValid(nsp)) return false;
     oids->groups = get_relname_relid("trail_groups", nsp);
     if (!OidIsValid(oids->groups)) return false;
+    // Straight from the catalog cache: a name lookup would check the user's USAGE on the schema
+    // and fail the statement of anyone who has none (most users), which must never happen here.
     Oid args[3] = {INT8OID, TIMESTAMPTZOID, BYTEAOID};
+    oidvector* types = buildoidvector(args, 3);
     oids->group_events =
-        LookupFuncName(list_make2(makeString(pstrdup("pii_audit")), makeString(pstrdup("_group_events"))),
-                       3, args, true);
+        GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum("_group_events"),
+                        PointerGetDatum(types), ObjectIdGetDatum(nsp));
+    pfree(types);
     return OidIsValid(oids->group_events);
 }
 
@@ -131,14 +140,10 @@ Node* compare(Var* column, int strategy, Node* expr) {
                                     COERCE_IMPLICIT_CAST, -1);
         if (arg == nullptr) return nullptr;
     }
-    Oid opno = InvalidOid;
-    switch (strategy) {
-        case BTLessStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup("<"))), type, type, true); break;
-        case BTLessEqualStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup("<="))), type, type, true); break;
-        case BTGreaterEqualStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup(">="))), type, type, true); break;
-        case BTGreaterStrategyNumber: opno = compatible_oper_opid(list_make1(makeString(pstrdup(">"))), type, type, true); break;
-        default: return nullptr;
-    }
+    // Operators by their btree family, never by name: a name would be looked up in the user's
+    // search_path.
+    const Oid family = type == TIMESTAMPTZOID ? kDatetimeBtreeFamily : INTEGER_BTREE_FAM_OID;
+    Oid opno = get_opfamily_member(family, type, type, static_cast<int16>(strategy));
     if (!OidIsValid(opno)) return nullptr;
     return reinterpret_cast<Node*>(make_opclause(opno, BOOLOID, false,
                                                  static_cast<Expr*>(copyObjectImpl(column)),
@@ -153,8 +158,7 @@ Node* minus(Node* expr, Oid type, Node* offset) {
                                      COERCE_IMPLICIT_CAST, -1);
         if (expr == nullptr) return nullptr;
     }
-    Oid opno = OpernameGetOprid(list_make1(makeString(pstrdup("-"))), type, exprType(offset));
-    if (!OidIsValid(opno)) return nullptr;
+    Oid opno = type == TIMESTAMPTZOID ? kTimestamptzMinusInterval : kInt8Minus;
     return reinterpret_cast<Node*>(make_opclause(opno, type, false, reinterpret_cast<Expr*>(expr),
                                                  reinterpret_cast<Expr*>(offset), InvalidOid,
                                                  InvalidOid));

@@ -64,7 +64,7 @@ SELECT wait_for_trail();
 SELECT a.end_user, a.current_user_name, a.relation, a.categories, a.match,
        a.event_time BETWEEN w.since AND w.until AS in_window
 FROM nn_window w, pii_audit.subject_access('15000000555') a
-WHERE a.match = 'recorded' ORDER BY a.event_id;
+WHERE a.match = 'recorded' ORDER BY a.event_time, a.event_id;
 
 -- A colleague's scope holds only the customers she looked up.
 SELECT count(*) > 0 AS some, bool_and(identifier IN (SELECT phone FROM nn_customers)) AS all_known
