@@ -251,6 +251,27 @@ bool plain_subquery(Query* sub) {
 
 void walk(Query* q, const TrailOids& oids, int depth);
 
+// Whether q reads trail_groups through _group_events, here or in a subquery of its FROM list:
+// only such subqueries get filters copied into them (any other query keeps its plan).
+bool reads_groups(Query* q, const TrailOids& oids, int depth) {
+    if (q == nullptr || depth > kMaxDepth) return false;
+    bool groups = false, unpacks = false;
+    ListCell* cell;
+    foreach (cell, q->rtable) {
+        auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
+        if (rte->rtekind == RTE_RELATION && rte->relid == oids.groups) groups = true;
+        if (rte->rtekind == RTE_FUNCTION && list_length(rte->functions) == 1) {
+            auto* fn = static_cast<RangeTblFunction*>(linitial(rte->functions));
+            if (IsA(fn->funcexpr, FuncExpr) &&
+                castNode(FuncExpr, fn->funcexpr)->funcid == oids.group_events)
+                unpacks = true;
+        }
+        if (rte->rtekind == RTE_SUBQUERY && reads_groups(rte->subquery, oids, depth + 1))
+            return true;
+    }
+    return groups && unpacks;
+}
+
 // Filters on a view's column that is a plain column of a subquery in it go down a level.
 void copy_quals_down(Query* q, const TrailOids& oids, int depth) {
     ListCell* cell;
@@ -261,6 +282,7 @@ void copy_quals_down(Query* q, const TrailOids& oids, int depth) {
         if (rte->rtekind != RTE_SUBQUERY || rte->subquery == nullptr || rte->security_barrier)
             continue;
         Query* sub = rte->subquery;
+        if (!reads_groups(sub, oids, depth + 1)) continue;
         if (q->jointree != nullptr && plain_subquery(sub)) {
             ListCell* qc;
             foreach (qc, and_list(q->jointree->quals)) {
