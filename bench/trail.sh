@@ -111,7 +111,7 @@ echo "worker CPU per stored event: $cpu_us us"
 q -c 'CHECKPOINT' >/dev/null
 bytes=$(q -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm')")
 echo "disk: $(awk -v b="$bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }') in schema pii_audit, $(awk -v b="$bytes" -v n="$stored" 'BEGIN { printf "%.1f", b / n }') bytes per event ($stored events stored)"
-q -c "SELECT name || ' ' || pg_size_pretty(sum(size)::bigint) || coalesce(' in ' || nullif(count(*), 1) || ' partitions', '') FROM (SELECT regexp_replace(c.relname, '_p[0-9]{8}$', '') AS name, pg_total_relation_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm')) t GROUP BY name HAVING sum(size) > 1000000 ORDER BY 1" | sed 's/^/  /'
+q -c "SELECT name || ' ' || pg_size_pretty(sum(size)::bigint) || coalesce(' in ' || nullif(count(*), 1) || ' partitions', '') FROM (SELECT regexp_replace(c.relname, '_p[0-9]{6}$', '') AS name, pg_total_relation_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm')) t GROUP BY name HAVING sum(size) > 1000000 ORDER BY 1" | sed 's/^/  /'
 echo "table statistics before ANALYZE: trail rows known to the planner's statistics = $(q -c "SELECT coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'pii_audit' AND relname LIKE 'trail%'")"
 ta=$(date +%s.%N)
 q -c 'ANALYZE' >/dev/null
@@ -130,14 +130,16 @@ fi
 declare -a names sqls
 add() { names+=("$1"); sqls+=("$2"); }
 add "subject_access, one person" "SELECT * FROM pii_audit.subject_access('$subject')"
-add "breach_scope, one clerk, a day" "SELECT * FROM pii_audit.breach_scope('clerk_7', '$middle', '$middle'::timestamptz + interval '1 day')"
-add "breach_scope, one clerk, a month" "SELECT * FROM pii_audit.breach_scope('clerk_7', '$middle', '$middle'::timestamptz + interval '30 days')"
+# A clerk who worked around the middle of the span.
+clerk=$(q -c "SELECT s.session_user_name FROM pii_audit.trail_groups g JOIN pii_audit.trail_sessions s USING (session_id) WHERE g.min_time >= '$middle' AND g.kind = 'read' ORDER BY g.min_time LIMIT 1")
+add "breach_scope, one clerk, a day" "SELECT * FROM pii_audit.breach_scope('$clerk', '$middle', '$middle'::timestamptz + interval '1 day')"
+add "breach_scope, one clerk, a month" "SELECT * FROM pii_audit.breach_scope('$clerk', '$middle', '$middle'::timestamptz + interval '30 days')"
 # shellcheck disable=SC2059
 add "10,000 events after an id near the start" "$(printf "$pull" "$near_start")"
 # shellcheck disable=SC2059
 add "10,000 events after an id near the end" "$(printf "$pull" "$near_end")"
 add "access_log, 5 minutes" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
-add "access_log, 1 hour, one clerk" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND session_user_name = 'clerk_7'"
+add "access_log, 1 hour, one clerk" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND session_user_name = '$clerk'"
 add "access_log, 1 hour, one relation" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND relation = 'public.visits'"
 
 timed() {  # prints the milliseconds of one run of SQL (its rows go to /dev/null)

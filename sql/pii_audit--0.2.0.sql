@@ -116,8 +116,8 @@ CREATE TABLE pii_audit.trail_statements (
 );
 CREATE INDEX trail_statements_relations ON pii_audit.trail_statements (relation);
 
--- Partitioned by day (UTC) of min_time: the worker adds each day's partition (ATTACH, which
--- takes no lock that blocks readers) and removes whole days when pii_audit.retention says so.
+-- Partitioned by UTC calendar month of min_time: the worker adds each month's partition
+-- (ATTACH, which takes no lock that blocks readers).
 -- A group's events lie within one hour (max_time - min_time), so a time range on events bounds
 -- the groups to read.
 CREATE TABLE pii_audit.trail_groups (
@@ -284,9 +284,9 @@ INSERT INTO pii_audit.worker_state DEFAULT VALUES;
 CREATE FUNCTION pii_audit._refuse_change() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    -- A day's partition of trail_groups is named for the table it belongs to.
+    -- A month's partition of trail_groups is named for the table it belongs to.
     RAISE EXCEPTION 'the pii_audit trail is append-only: % on % is not allowed', TG_OP,
-        regexp_replace(TG_TABLE_NAME, '^trail_groups_p[0-9]{8}$', 'trail_groups')
+        regexp_replace(TG_TABLE_NAME, '^trail_groups_p[0-9]{6}$', 'trail_groups')
         USING ERRCODE = 'insufficient_privilege';
 END
 $$;
@@ -322,16 +322,17 @@ ALTER TABLE pii_audit.trail_subject_index ENABLE ALWAYS TRIGGER trail_subject_in
 ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_append_only;
 ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_no_truncate;
 
--- The partition of trail_groups for one UTC day, created if missing: standalone first, with a
--- CHECK constraint matching its bounds, then ATTACHed (which locks the parent only against
--- other schema changes, never against readers or the worker's inserts). The worker calls it
--- before it stores the day's first group, and between batches for the next day.
-CREATE FUNCTION pii_audit._day_partition(day date) RETURNS regclass
+-- The partition of trail_groups for the UTC calendar month of a day, created if missing:
+-- standalone first, with a CHECK constraint matching its bounds, then ATTACHed (which locks the
+-- parent only against other schema changes, never against readers or the worker's inserts). The
+-- worker calls it before it stores the month's first group, and between batches for the next.
+CREATE FUNCTION pii_audit._month_partition(day date) RETURNS regclass
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    name text := 'trail_groups_p' || to_char(day, 'YYYYMMDD');
-    lo text := to_char(day, 'YYYY-MM-DD') || ' 00:00:00+00';
-    hi text := to_char(day + 1, 'YYYY-MM-DD') || ' 00:00:00+00';
+    first date := date_trunc('month', day)::date;
+    name text := 'trail_groups_p' || to_char(first, 'YYYYMM');
+    lo text := to_char(first, 'YYYY-MM-DD') || ' 00:00:00+00';
+    hi text := to_char((first + interval '1 month')::date, 'YYYY-MM-DD') || ' 00:00:00+00';
     existing regclass := to_regclass('pii_audit.' || name);
     old_timeout text := current_setting('lock_timeout');
 BEGIN
@@ -342,7 +343,7 @@ BEGIN
     EXECUTE format('CREATE TABLE pii_audit.%I (LIKE pii_audit.trail_groups INCLUDING DEFAULTS '
                    'INCLUDING CONSTRAINTS INCLUDING STORAGE, '
                    'CONSTRAINT %I CHECK (min_time >= %L AND min_time < %L))',
-                   name, name || '_day', lo, hi);
+                   name, name || '_month', lo, hi);
     EXECUTE format('ALTER TABLE pii_audit.trail_groups ATTACH PARTITION pii_audit.%I '
                    'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
     -- Statement triggers are not inherited; row triggers are, but not their ENABLE ALWAYS.
@@ -355,7 +356,7 @@ BEGIN
     RETURN ('pii_audit.' || name)::regclass;
 END
 $$;
-REVOKE ALL ON FUNCTION pii_audit._day_partition(date) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pii_audit._month_partition(date) FROM PUBLIC;
 
 REVOKE ALL ON pii_audit.trail_groups, pii_audit.trail_sessions, pii_audit.trail_statements,
               pii_audit.trail_subject_index, pii_audit.trail_subject_slices,
@@ -364,7 +365,7 @@ REVOKE ALL ON FUNCTION pii_audit._events_in(bigint, bigint), pii_audit._subject_
               pii_audit.events_after(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pii_audit.events_after(bigint, integer) TO pii_audit_officer;
 
--- pg_dump keeps the trail (each day's partition is an ordinary table to pg_dump, dumped with
+-- pg_dump keeps the trail (each month's partition is an ordinary table to pg_dump, dumped with
 -- its rows) and the categories an administrator added.
 SELECT pg_catalog.pg_extension_config_dump('pii_audit.trail_sessions', '');
 SELECT pg_catalog.pg_extension_config_dump('pii_audit.trail_statements', '');

@@ -7,8 +7,9 @@
 //                        span_start timestamptz, span_end timestamptz, seed int,
 //                        database text, relations oid[]) RETURNS bigint
 //
-// Event i (first_event <= i < first_event + events, out of total_events) happens at
-// span_start + i/total_events of the span, by one of `sessions` concurrent connections of
+// Event i (first_event <= i < first_event + events, out of total_events) happens in burst
+// i / 25,000 (bursts spread evenly over the span, events 20 us apart in a burst), by one of
+// `sessions` concurrent connections of
 // `actors` clerks (clerk_1 ...) in `database`, reading one of four statements on three keyed
 // tables (customers, accounts, visits: their oids in `relations`), about one customer (c1 ...
 // c<subjects>) hashed with the server's subject key, so subject_access('c42') finds it. Every
@@ -87,7 +88,12 @@ extern "C" Datum pii_audit_bench_load(PG_FUNCTION_ARGS) {
                         errmsg("pii_audit_bench_load: bad arguments"),
                         errhint("0 <= first_event, first_event + events <= total_events, "
                                 "sessions, actors and subjects > 0, span_start < span_end.")));
-    const double step = static_cast<double>(span_end - span_start) / static_cast<double>(total);
+    // Events come in bursts of kBurst, 20 us apart (about what 50,000 reads a second make, and
+    // what one batch of the worker holds), the bursts spread over the span: spreading every
+    // event evenly would put hours between two reads of one session, which no real batch holds.
+    constexpr int64 kBurst = 25000;
+    const int64 bursts = (total + kBurst - 1) / kBurst;
+    const double step = static_cast<double>(span_end - span_start) / static_cast<double>(bursts);
     uint64 rng = static_cast<uint64>(seed) * 0x100000001b3ULL + static_cast<uint64>(first);
     int64 taken = 0;
     char user[32], app[32], addr[32], subject[32];
@@ -113,7 +119,8 @@ extern "C" Datum pii_audit_bench_load(PG_FUNCTION_ARGS) {
         event.header.status = static_cast<uint8>(r % 100 == 0 ? pii_audit::EventStatus::kFailed
                                                               : pii_audit::EventStatus::kCompleted);
         event.header.nesting_level = 1;
-        event.header.event_time = span_start + static_cast<int64>(step * static_cast<double>(i));
+        event.header.event_time = span_start + static_cast<int64>(step * static_cast<double>(i / kBurst)) +
+                                  (i % kBurst) * 20;
         event.header.row_count = 1;
         event.header.query_id = st.query_id;
         event.header.relation_oid = relation_oids[statement < 2 ? 0 : statement - 1];

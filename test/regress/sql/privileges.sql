@@ -36,7 +36,7 @@ TRUNCATE pii_audit.trail_sessions;
 UPDATE pii_audit.trail_statements SET query_text = 'SELECT 1';
 DELETE FROM pii_audit.trail_statements;
 TRUNCATE pii_audit.trail_statements;
--- ... and each day's partition of trail_groups, and the subject index, refuse too.
+-- ... and each month's partition of trail_groups, and the subject index, refuse too.
 DO $$
 DECLARE
     day_partition regclass := (SELECT inhrelid::regclass FROM pg_inherits
@@ -49,7 +49,7 @@ BEGIN
             EXECUTE format(statement, day_partition);
             RAISE NOTICE 'a partition allowed %', split_part(statement, ' ', 1);
         EXCEPTION WHEN insufficient_privilege THEN
-            RAISE NOTICE 'partition: %', regexp_replace(SQLERRM, 'p[0-9]{8}', 'pYYYYMMDD');
+            RAISE NOTICE 'partition: %', regexp_replace(SQLERRM, 'p[0-9]{6}', 'pYYYYMM');
         END;
     END LOOP;
 END
