@@ -14,8 +14,9 @@
 # bytes per event of everything in schema pii_audit (tables, side tables, TOAST, every index),
 # and each query's time cold (server restarted, OS page cache dropped, if root) and warm
 # (median of 3). Environment: SESSIONS (64), ACTORS (1000), SUBJECTS (1000000), SPAN_DAYS (365),
-# CHUNK (events per loader call, 2000000), SCORING (off), KEEP=1 keeps the cluster in
-# /tmp/pii_audit_trail_bench for more queries (stop it with scripts/pgcluster.sh's pgc_destroy).
+# CHUNK (events per loader call, 2000000), SCORING (off), COLD=0 skips the cold runs, KEEP=1
+# keeps the cluster in /tmp/pii_audit_trail_bench for more queries (stop it with
+# scripts/pgcluster.sh's pgc_destroy). Exits non-zero if a query fails or events are dropped.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/pgcluster.sh
@@ -84,6 +85,7 @@ worker_cpu() {  # clock ticks of user + system time of the worker process
 }
 tck=$(getconf CLK_TCK)
 persisted0=$(status events_persisted)
+dropped_before=$(status events_dropped)
 
 echo "# trail.sh: $events events, $sessions sessions, $actors actors, $subjects subjects, $span_days days, scoring $scoring"
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
@@ -97,11 +99,16 @@ while ((done_events < events)); do
     done_events=$((done_events + n))
     echo "# loaded $done_events events ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }') s)"
 done
+# Every event the queue took is stored, or counted as dropped: wait for that (at most 10 min).
 target=$((persisted0 + events))
-while (($(status events_persisted) < target)); do sleep 0.5; done
+deadline=$((SECONDS + 600))
+while (($(status events_persisted) + $(status events_dropped) - dropped_before < target)); do
+    ((SECONDS < deadline)) || { echo "trail.sh: the worker did not store the events within 10 min: $(q -c 'SELECT row(s.*) FROM pii_audit.status s')" >&2; exit 1; }
+    sleep 0.5
+done
 t1=$(date +%s.%N)
 cpu1=$(worker_cpu)
-dropped=$(status events_dropped)
+dropped=$(($(status events_dropped) - dropped_before))
 stored=$(q -c "SELECT last_event_id FROM pii_audit.worker_state")
 load_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 cpu_us=$(awk -v c=$((cpu1 - cpu0)) -v t="$tck" -v n="$events" 'BEGIN { printf "%.2f", c / t * 1e6 / n }')
@@ -147,7 +154,7 @@ timed() {  # prints the milliseconds of one run of SQL (its rows go to /dev/null
         awk '/^Time:/ { t = $2 } END { print t }'
 }
 cold_ok=0
-if [[ $(id -u) == 0 && -w /proc/sys/vm/drop_caches ]]; then cold_ok=1; fi
+if [[ "${COLD:-1}" == 1 && $(id -u) == 0 && -w /proc/sys/vm/drop_caches ]]; then cold_ok=1; fi
 printf '\n| query | rows | cold ms | warm ms (median of 3) |\n|---|---|---|---|\n'
 for i in "${!names[@]}"; do
     cold="-"
@@ -166,3 +173,7 @@ for i in "${!names[@]}"; do
     rows=$(q -c "SELECT count(*) FROM (${sqls[$i]}) x")
     printf '| %s | %s | %s | %s |\n' "${names[$i]}" "$rows" "$cold" "$median"
 done
+if ((dropped > 0)); then
+    echo "trail.sh: $dropped events were dropped: the figures above do not describe a complete trail" >&2
+    exit 1
+fi
