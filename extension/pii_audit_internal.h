@@ -145,6 +145,14 @@ void pii_audit_read_scorer_status(ScorerStatus* out);
 // transaction callbacks). Returns false when the event was dropped (and counted).
 bool pii_audit_enqueue(pii_audit::EventView& event, bool allow_wait);
 
+// A bytea holding these bytes, in the current memory context.
+inline bytea* pii_audit_bytea(std::string_view bytes) {
+    auto* out = static_cast<bytea*>(palloc(VARHDRSZ + bytes.size()));
+    SET_VARSIZE(out, VARHDRSZ + bytes.size());
+    memcpy(VARDATA(out), bytes.data(), bytes.size());
+    return out;
+}
+
 // Before planning: filters on the trail views' event_time and event_id imply filters on the
 // groups' own columns, which use their indexes (presentation/trail_planner.cpp).
 struct Query;

@@ -205,10 +205,7 @@ Datum pii_audit_event_payload(PG_FUNCTION_ARGS) {
             payload = encoder->finish();
         }, failure, sizeof failure))
         ereport(ERROR, (errmsg("pii_audit: could not encode an event: %s", failure)));
-    bytea* out = static_cast<bytea*>(palloc(VARHDRSZ + payload.size()));
-    SET_VARSIZE(out, VARHDRSZ + payload.size());
-    memcpy(VARDATA(out), payload.data(), payload.size());
-    PG_RETURN_BYTEA_P(out);
+    PG_RETURN_BYTEA_P(pii_audit_bytea(payload));
 }
 
 // _group_has_subject(min_time timestamptz, payload bytea, subject_hash bigint) RETURNS boolean:

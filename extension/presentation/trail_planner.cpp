@@ -164,30 +164,37 @@ Node* minus(Node* expr, Oid type, Node* offset) {
                                                  InvalidOid));
 }
 
-Var* group_column(Index rti, const char* name, Query* q, Oid relid) {
+Var* group_column(Index rti, const char* name, Oid relid) {
     AttrNumber attno = get_attnum(relid, name);
     if (attno == InvalidAttrNumber) return nullptr;
-    (void)q;
     return makeVar(rti, attno, get_atttype(relid, attno), -1, InvalidOid, 0);
 }
 
-// In the query of pii_audit.events (trail_groups g, _group_events(...) e): filters on e's
-// event_time (2nd column) and event_id (1st) imply filters on g.
-void add_group_quals(Query* q, const TrailOids& oids) {
-    Index g = 0, e = 0;
+// The range table entries of trail_groups (*g) and of _group_events (*e) in q itself, 0 when
+// absent: the shape of pii_audit.events' query.
+void find_group_entries(Query* q, const TrailOids& oids, Index* g, Index* e) {
+    *g = *e = 0;
     ListCell* cell;
     Index rti = 0;
     foreach (cell, q->rtable) {
         ++rti;
         auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
-        if (rte->rtekind == RTE_RELATION && rte->relid == oids.groups) g = rti;
+        if (rte->rtekind == RTE_RELATION && rte->relid == oids.groups) *g = rti;
         if (rte->rtekind == RTE_FUNCTION && list_length(rte->functions) == 1) {
             auto* fn = static_cast<RangeTblFunction*>(linitial(rte->functions));
             if (IsA(fn->funcexpr, FuncExpr) &&
                 castNode(FuncExpr, fn->funcexpr)->funcid == oids.group_events)
-                e = rti;
+                *e = rti;
         }
     }
+}
+
+// In the query of pii_audit.events (trail_groups g, _group_events(...) e): filters on e's
+// event_time (2nd column) and event_id (1st) imply filters on g.
+void add_group_quals(Query* q, const TrailOids& oids) {
+    Index g, e;
+    find_group_entries(q, oids, &g, &e);
+    ListCell* cell;
     if (g == 0 || e == 0) return;
     List* added = NIL;
     foreach (cell, and_list(q->jointree->quals)) {
@@ -201,8 +208,8 @@ void add_group_quals(Query* q, const TrailOids& oids) {
         const bool upper = strategy == BTLessStrategyNumber || strategy == BTLessEqualStrategyNumber ||
                            strategy == BTEqualStrategyNumber;
         if (attno == 2) {  // event_time
-            Var* min_time = group_column(g, "min_time", q, oids.groups);
-            Var* max_time = group_column(g, "max_time", q, oids.groups);
+            Var* min_time = group_column(g, "min_time", oids.groups);
+            Var* max_time = group_column(g, "max_time", oids.groups);
             if (min_time == nullptr || max_time == nullptr) continue;
             if (lower) {
                 int s = strategy == BTEqualStrategyNumber ? BTGreaterEqualStrategyNumber : strategy;
@@ -221,7 +228,7 @@ void add_group_quals(Query* q, const TrailOids& oids) {
                 if (Node* n = compare(min_time, s, other)) added = lappend(added, n);
             }
         } else {  // event_id
-            Var* first = group_column(g, "first_event_id", q, oids.groups);
+            Var* first = group_column(g, "first_event_id", oids.groups);
             if (first == nullptr) continue;
             if (lower) {
                 Node* offset = reinterpret_cast<Node*>(
@@ -255,21 +262,16 @@ void walk(Query* q, const TrailOids& oids, int depth);
 // only such subqueries get filters copied into them (any other query keeps its plan).
 bool reads_groups(Query* q, const TrailOids& oids, int depth) {
     if (q == nullptr || depth > kMaxDepth) return false;
-    bool groups = false, unpacks = false;
+    Index g, e;
+    find_group_entries(q, oids, &g, &e);
+    if (g != 0 && e != 0) return true;
     ListCell* cell;
     foreach (cell, q->rtable) {
         auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
-        if (rte->rtekind == RTE_RELATION && rte->relid == oids.groups) groups = true;
-        if (rte->rtekind == RTE_FUNCTION && list_length(rte->functions) == 1) {
-            auto* fn = static_cast<RangeTblFunction*>(linitial(rte->functions));
-            if (IsA(fn->funcexpr, FuncExpr) &&
-                castNode(FuncExpr, fn->funcexpr)->funcid == oids.group_events)
-                unpacks = true;
-        }
         if (rte->rtekind == RTE_SUBQUERY && reads_groups(rte->subquery, oids, depth + 1))
             return true;
     }
-    return groups && unpacks;
+    return false;
 }
 
 // Filters on a view's column that is a plain column of a subquery in it go down a level.

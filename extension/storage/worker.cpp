@@ -470,7 +470,7 @@ void partition_name(int32 day, char* out, size_t size) {
 
 // The partition holding `day`, created if missing (pii_audit._month_partition). Runs inside the
 // caller's transaction.
-Oid day_partition(WorkerState* state, int32 day, bool create) {
+Oid day_partition(int32 day, bool create) {
     char name[NAMEDATALEN];
     partition_name(day, name, sizeof name);
     Oid nsp = get_namespace_oid("pii_audit", false);
@@ -486,7 +486,6 @@ Oid day_partition(WorkerState* state, int32 day, bool create) {
     CommandCounterIncrement();
     relid = get_relname_relid(name, nsp);
     if (!OidIsValid(relid)) elog(ERROR, "pii_audit: the trail partition %s was not created", name);
-    (void)state;
     return relid;
 }
 
@@ -500,8 +499,8 @@ void prepare_partitions(WorkerState* state) {
     state->partitions_checked_at = now;
     ErrorData* error = pii_audit::boundary::pg_own_transactions([&] {
         pii_audit_worker_begin_transaction();
-        (void)day_partition(state, day_of(now), true);
-        (void)day_partition(state, next_month(day_of(now)), true);
+        (void)day_partition(day_of(now), true);
+        (void)day_partition(next_month(day_of(now)), true);
         pii_audit_worker_commit_transaction();
     });
     if (error != nullptr) {
@@ -541,7 +540,6 @@ struct Target {
 };
 
 struct Inserter {
-    WorkerState* state;
     EState* estate;
     Target targets[kMaxTargets];
     int ntargets;
@@ -621,7 +619,7 @@ Target& target_for(Inserter& ins, TimestampTz min_time) {
     Target& t = ins.targets[ins.ntargets];
     memset(&t, 0, sizeof t);
     t.month = month;
-    Oid relid = day_partition(ins.state, day, true);
+    Oid relid = day_partition(day, true);
     t.rel = table_open(relid, RowExclusiveLock);
     t.slot_desc = CreateTupleDescCopy(RelationGetDescr(t.rel));
     t.result = makeNode(ResultRelInfo);
@@ -870,16 +868,14 @@ void reset_slice(int64 first_event_id) {
     });
 }
 
-void note_group_subjects(int64 group_first_id, TimestampTz min_time, const pii_audit::GroupEvent& e) {
-    if (!e.tracked) return;
+// Keeps the entries of one event of a group: its n subject hashes (hash_at(i)) and, when its
+// list was cut short, the mark for possible reads.
+template <class HashAt>
+void note_group_subjects(int64 group_first_id, TimestampTz min_time, size_t n, bool truncated,
+                         HashAt&& hash_at) {
     slice_guarded([&] {
-        const size_t n = e.subjects.size() / 8;
-        for (size_t i = 0; i < n; ++i) {
-            int64 h;
-            memcpy(&h, e.subjects.data() + i * 8, 8);
-            slice->entries.push_back({h, group_first_id});
-        }
-        if (e.truncated) slice->entries.push_back({kTruncatedMark, group_first_id});
+        for (size_t i = 0; i < n; ++i) slice->entries.push_back({hash_at(i), group_first_id});
+        if (truncated) slice->entries.push_back({kTruncatedMark, group_first_id});
     });
     if (slice->opened_at == 0) {
         slice->opened_at = GetCurrentTimestamp();
@@ -942,10 +938,8 @@ void write_slice(int64 last_event_id, Insert&& insert) {
     slice_guarded([&] { build_slice_rows(*slice); });
     const int64 slice_id = slice->first_event_id;
     for (const auto& bucket : slice->buckets) {
-        const size_t len = bucket.second.second;
-        bytea* entries = static_cast<bytea*>(palloc(VARHDRSZ + len));
-        SET_VARSIZE(entries, VARHDRSZ + len);
-        memcpy(VARDATA(entries), slice->rows.data() + bucket.second.first, len);
+        bytea* entries = pii_audit_bytea(
+            std::string_view(slice->rows.data() + bucket.second.first, bucket.second.second));
         Datum values[3] = {Int64GetDatum(slice_id), Int32GetDatum(bucket.first),
                            PointerGetDatum(entries)};
         bool nulls[3] = {false, false, false};
@@ -1020,29 +1014,16 @@ void rebuild_subject_slice() {
             bytea* payload = DatumGetByteaPP(SPI_getbinval(tuple, desc, 3, &isnull));
             int32 count = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
             // Slices end between groups.
-            if (slice_due(false) && slice->entries.size() >= static_cast<size_t>(pii_audit_subject_index_slice))
+            if (slice->entries.size() >= static_cast<size_t>(pii_audit_subject_index_slice))
                 write_slice(last_id, spi_insert);
             pii_audit::GroupDecoder decoder(
                 std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)), min_time);
             pii_audit::GroupEvent e;
             while (decoder.next(e)) {
                 if (!e.tracked) continue;
-                // Decoded hashes are little-endian; the entries keep host order.
-                char host[8 * 64];
-                const size_t n = e.subjects.size() / 8;
-                size_t done = 0;
-                do {
-                    size_t k = Min(n - done, static_cast<size_t>(64));
-                    for (size_t i = 0; i < k; ++i) {
-                        int64 h = pii_audit::subject_at(e.subjects, done + i);
-                        memcpy(host + i * 8, &h, 8);
-                    }
-                    pii_audit::GroupEvent part = e;
-                    part.subjects = std::string_view(host, k * 8);
-                    part.truncated = e.truncated && done + k == n;
-                    note_group_subjects(first, min_time, part);
-                    done += k;
-                } while (done < n);
+                // Decoded hashes are little-endian.
+                note_group_subjects(first, min_time, e.subjects.size() / 8, e.truncated,
+                                    [&](size_t i) { return pii_audit::subject_at(e.subjects, i); });
             }
             if (decoder.error() != nullptr)
                 ereport(WARNING, (errmsg("pii_audit: the trail group of event %lld is damaged: %s",
@@ -1094,6 +1075,8 @@ pii_audit::GroupEvent group_event(const pii_audit::EventView& event) {
 pii_audit::GroupEncoder* encoder = nullptr;
 char encoder_failure[256];
 
+void insert_group(Inserter& ins, const Group& gr, std::string_view payload);
+
 // Stores a group whose events were collected in `g`, with ids from state->next_event_id.
 // Returns the group's first event id.
 int64 store_group(Inserter& ins, WorkerState* state, Grouping& g, Group& gr) {
@@ -1112,16 +1095,26 @@ int64 store_group(Inserter& ins, WorkerState* state, Grouping& g, Group& gr) {
         if (!boundary::cpp_call(nullptr, [&] { encoder->add(e); }, encoder_failure,
                                 sizeof encoder_failure))
             elog(ERROR, "pii_audit: could not encode a trail group: %s", encoder_failure);
-        note_group_subjects(gr.first_event_id, gr.min_time, e);
+        // Hashes from the queue are in host order.
+        if (e.tracked)
+            note_group_subjects(gr.first_event_id, gr.min_time, e.subjects.size() / 8, e.truncated,
+                                [&](size_t i) {
+                                    int64 h;
+                                    memcpy(&h, e.subjects.data() + i * 8, 8);
+                                    return h;
+                                });
     }
     std::string_view payload;
     if (!boundary::cpp_call(nullptr, [&] { payload = encoder->finish(); }, encoder_failure,
                             sizeof encoder_failure))
         elog(ERROR, "pii_audit: could not encode a trail group: %s", encoder_failure);
-    bytea* bytes = static_cast<bytea*>(palloc(VARHDRSZ + payload.size()));
-    SET_VARSIZE(bytes, VARHDRSZ + payload.size());
-    memcpy(VARDATA(bytes), payload.data(), payload.size());
+    insert_group(ins, gr, payload);
+    return gr.first_event_id;
+}
 
+// The row of a group (its events encoded in payload).
+void insert_group(Inserter& ins, const Group& gr, std::string_view payload) {
+    using namespace pii_audit;
     BatchDatums& d = *ins.datums;
     Datum values[kNumGroupColumns];
     bool nulls[kNumGroupColumns] = {};
@@ -1143,9 +1136,8 @@ int64 store_group(Inserter& ins, WorkerState* state, Grouping& g, Group& gr) {
         case kGapKind: values[kColKind] = d.kind_gap; break;
         default: values[kColKind] = d.kind_read; break;
     }
-    values[kColPayload] = PointerGetDatum(bytes);
+    values[kColPayload] = PointerGetDatum(pii_audit_bytea(payload));
     insert_group_row(ins, values, nulls);
-    return gr.first_event_id;
 }
 
 // Feeds the scorer the events of a stored group, in id order.
@@ -1220,9 +1212,7 @@ void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detai
             values[1] = CStringGetTextDatum(database);
             nulls[1] = false;
         });
-    Grouping g;
-    grouping_init(g);
-    // A synthetic record is not needed: the gap's one event is encoded directly.
+    // The gap's one event is encoded directly (it came from no queue record).
     Group gr{session, 0, 0, -1, kGapKind, false, -1, -1, 1, ins.now, ins.now, 0};
     gr.first_event_id = state->next_event_id++;
     pii_audit::GroupEvent e;
@@ -1240,24 +1230,7 @@ void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detai
             payload = encoder->finish();
         }, encoder_failure, sizeof encoder_failure))
         elog(ERROR, "pii_audit: could not encode a gap row: %s", encoder_failure);
-    bytea* bytes = static_cast<bytea*>(palloc(VARHDRSZ + payload.size()));
-    SET_VARSIZE(bytes, VARHDRSZ + payload.size());
-    memcpy(VARDATA(bytes), payload.data(), payload.size());
-    Datum values[kNumGroupColumns];
-    bool nulls[kNumGroupColumns] = {};
-    values[kColFirstEventId] = Int64GetDatum(gr.first_event_id);
-    values[kColEventCount] = Int32GetDatum(1);
-    values[kColMinTime] = TimestampTzGetDatum(ins.now);
-    values[kColMaxTime] = TimestampTzGetDatum(ins.now);
-    values[kColRecordedAt] = TimestampTzGetDatum(ins.now);
-    values[kColSessionId] = Int64GetDatum(session);
-    nulls[kColStatementId] = nulls[kColBackendPid] = nulls[kColNestingLevel] = true;
-    values[kColKind] = ins.datums->kind_gap;
-    values[kColPayload] = PointerGetDatum(bytes);
-    insert_group_row(ins, values, nulls);
-    pfree(g.events);
-    pfree(g.groups);
-    pfree(g.slots);
+    insert_group(ins, gr, payload);
 }
 
 // Persists one batch (and any gap to report) in one transaction. Returns how many queue
@@ -1279,7 +1252,6 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                                                   : "pii_audit: persisting audit events");
 
     Inserter& ins = *static_cast<Inserter*>(palloc0(sizeof(Inserter)));
-    ins.state = state;
     ins.careful = careful;
     ins.estate = CreateExecutorState();
     ins.cid = GetCurrentCommandId(true);
