@@ -11,6 +11,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
 source "$repo/scripts/pgcluster.sh"
+# shellcheck source=checks.sh
+source "$repo/test/server/checks.sh"
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "SKIP: disk_full.sh mounts a small tmpfs and needs root"
@@ -19,8 +21,6 @@ fi
 dir=$(mktemp -d /tmp/pii_audit_disk.XXXXXX)
 small=$dir/small
 mkdir -p "$small"
-failures=0
-passes=0
 cleanup() {
     pgc_destroy "$dir" >/dev/null 2>&1 || true
     umount "$small" 2>/dev/null || true
@@ -34,24 +34,6 @@ fi
 chown "$(pgc__server_user):" "$small"
 chmod 700 "$small"
 
-check() {  # check NAME EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        echo "ok - $1"
-        passes=$((passes + 1))
-    else
-        echo "not ok - $1: expected [$2], got [$3]"
-        failures=$((failures + 1))
-    fi
-}
-q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
-wait_until() {  # wait_until DB SQL-returning-t [seconds]
-    local deadline=$((SECONDS + ${3:-30}))
-    while ((SECONDS < deadline)); do
-        [[ "$(q -d "$1" -c "$2" 2>/dev/null)" == t ]] && return 0
-        sleep 0.2
-    done
-    return 1
-}
 status() { q -d audit -c "SELECT $1 FROM pii_audit.status"; }
 
 # A 1 MB queue overflows within seconds of a stopped worker, so the loss path is exercised.

@@ -12,43 +12,16 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
 source "$repo/scripts/pgcluster.sh"
+# shellcheck source=checks.sh
+source "$repo/test/server/checks.sh"
 
 dir=$(mktemp -d /tmp/pii_audit_life.XXXXXX)
-failures=0
-passes=0
 cleanup() {
     pgc_destroy "$dir" >/dev/null 2>&1 || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
 
-check() {  # check NAME EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        echo "ok - $1"
-        passes=$((passes + 1))
-    else
-        echo "not ok - $1: expected [$2], got [$3]"
-        failures=$((failures + 1))
-    fi
-}
-contains() {  # contains NAME NEEDLE HAYSTACK
-    if [[ "$3" == *"$2"* ]]; then
-        echo "ok - $1"
-        passes=$((passes + 1))
-    else
-        echo "not ok - $1: [$2] not in [$3]"
-        failures=$((failures + 1))
-    fi
-}
-q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
-wait_until() {  # wait_until DB SQL-returning-t [seconds]
-    local deadline=$((SECONDS + ${3:-30}))
-    while ((SECONDS < deadline)); do
-        [[ "$(q -d "$1" -c "$2" 2>/dev/null)" == t ]] && return 0
-        sleep 0.2
-    done
-    return 1
-}
 fresh_cluster() {
     pgc_destroy "$dir" >/dev/null 2>&1 || true
     pgc_init "$dir" auto "$@" >/dev/null

@@ -12,6 +12,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
 source "$repo/scripts/pgcluster.sh"
+# shellcheck source=checks.sh
+source "$repo/test/server/checks.sh"
 build_dir=$(cd "${1:?usage: upgrade.sh BUILD_DIR}" && pwd)
 
 # version -> the commit that released it
@@ -19,8 +21,6 @@ declare -A released=([0.1.0]=19bddd3c40752b0b22afb9d8cf35755273c41331)
 current=$(sed -n 's/^default_version = .\([0-9.]*\).$/\1/p' "$build_dir/pii_audit.control")
 
 dir=$(mktemp -d /tmp/pii_audit_upgrade.XXXXXX)
-failures=0
-passes=0
 reinstall_current() { cmake --install "$build_dir" >/dev/null; }
 cleanup() {
     pgc_destroy "$dir" >/dev/null 2>&1 || true
@@ -28,24 +28,6 @@ cleanup() {
     reinstall_current
 }
 trap cleanup EXIT
-check() {  # check NAME EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        echo "ok - $1"
-        passes=$((passes + 1))
-    else
-        echo "not ok - $1: expected [$2], got [$3]"
-        failures=$((failures + 1))
-    fi
-}
-q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
-wait_until() {  # wait_until DB SQL-returning-t [seconds]
-    local deadline=$((SECONDS + ${3:-30}))
-    while ((SECONDS < deadline)); do
-        [[ "$(q -d "$1" -c "$2" 2>/dev/null)" == t ]] && return 0
-        sleep 0.2
-    done
-    return 1
-}
 # Every column of every view, in id order: what must not change.
 snapshot() {  # snapshot UPTO_ID
     q -d postgres -c "SELECT e::text FROM pii_audit.events e WHERE event_id <= $1 ORDER BY event_id" \
