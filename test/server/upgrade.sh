@@ -17,11 +17,17 @@ source "$repo/test/server/checks.sh"
 build_dir=$(cd "${1:?usage: upgrade.sh BUILD_DIR}" && pwd)
 
 # version -> the commit that released it
-declare -A released=([0.1.0]=19bddd3c40752b0b22afb9d8cf35755273c41331)
+declare -A released=([0.1.0]=19bddd3c40752b0b22afb9d8cf35755273c41331
+                      [0.2.0]=198697adcaf451c8ccc4de587b2dd213c54b8a02)
 current=$(sed -n 's/^default_version = .\([0-9.]*\).$/\1/p' "$build_dir/pii_audit.control")
 
 dir=$(mktemp -d /tmp/pii_audit_upgrade.XXXXXX)
-reinstall_current() { cmake --install "$build_dir" >/dev/null; }
+# cmake --install skips files whose timestamp looks unchanged, and a release installed within
+# the second after this build looks so: remove them first.
+reinstall_current() {
+    rm -f "$(pg_config --pkglibdir)/pii_audit.so" "$(pg_config --sharedir)"/extension/pii_audit[.-]*
+    cmake --install "$build_dir" >/dev/null
+}
 cleanup() {
     pgc_destroy "$dir" >/dev/null 2>&1 || true
     rm -rf "$dir"
@@ -56,6 +62,7 @@ for version in "${!released[@]}"; do
             { tail -50 "$old_build/build.log"; exit 1; }
     fi
     # The library, control file and scripts of the release, where PostgreSQL looks for them.
+    rm -f "$(pg_config --sharedir)"/extension/pii_audit[.-]*
     install -m 755 "$old_build/pii_audit.so" "$(pg_config --pkglibdir)/"
     install -m 644 "$old_build/pii_audit.control" "$old_build"/src/sql/*.sql \
         "$(pg_config --sharedir)/extension/"
