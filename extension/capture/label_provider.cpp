@@ -1,6 +1,7 @@
 // The `pii` security-label provider: validates labels, restricts who may change them, makes every
 // backend re-read the labels of the relation, and records each change in the trail when its
-// transaction ends (as completed on commit, failed on abort).
+// transaction ends (as completed on commit, failed on abort). Removals of trail partitions
+// (retention) are recorded the same way.
 #include "pii_audit_internal.h"
 
 extern "C" {
@@ -33,7 +34,10 @@ extern "C" {
 
 namespace {
 
+// A label change or a removal of events, recorded when its transaction ends.
 struct PendingLabelChange {
+    pii_audit::EventKind kind;
+    int64 row_count;  // removals: how many events
     TimestampTz time;
     Oid relid;
     char* relation;
@@ -58,7 +62,8 @@ void emit_pending(pii_audit::EventStatus status) {
     foreach (cell, pending_changes) {
         auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
         pii_audit::EventView event;
-        event.header.kind = static_cast<uint8>(pii_audit::EventKind::kLabelChange);
+        event.header.kind = static_cast<uint8>(change->kind);
+        event.header.row_count = change->row_count;
         event.header.status = static_cast<uint8>(
             change->rolled_back ? pii_audit::EventStatus::kFailed : status);
         event.header.event_time = change->time;
@@ -68,8 +73,9 @@ void emit_pending(pii_audit::EventStatus status) {
         pii_audit_apply_identity(change->identity, event);
         event.field[pii_audit::kCommand] = change->command;
         event.field[pii_audit::kRelation] = change->relation;
-        std::string_view column(change->column, strlen(change->column) + 1);
-        event.field[pii_audit::kColumns] = column;
+        if (change->column != nullptr)
+            event.field[pii_audit::kColumns] =
+                std::string_view(change->column, strlen(change->column) + 1);
         event.field[pii_audit::kCategories] =
             std::string_view(change->categories, change->categories_len);
         event.field[pii_audit::kQueryText] =
@@ -77,8 +83,9 @@ void emit_pending(pii_audit::EventStatus status) {
         event.field[pii_audit::kDetail] = change->detail;
         // Label changes switch auditing on or off: they wait for queue space like reads do
         // (bounded by queue_wait_timeout, and not at all while the worker is stalled). Commit
-        // and abort hold interrupts, so the wait cannot turn into an error here.
-        (void)pii_audit_enqueue(event, true);
+        // and abort hold interrupts, so the wait cannot turn into an error here. The worker
+        // (removing events for retention) never waits for space only it can free.
+        (void)pii_audit_enqueue(event, !pii_audit_capture_suppressed);
     }
     pending_changes = NIL;
 }
@@ -185,21 +192,15 @@ void validate_target(const ObjectAddress* object) {
                                "tables, materialized views and foreign tables")));
 }
 
-// Records a label change of column `attnum` of `relid`, emitted when the transaction ends.
-void queue_change(Oid relid, int attnum, const char* categories, size_t categories_len,
-                  const char* detail, const char* command) {
+// A pending event of this transaction, with the statement and the reader as they are now.
+PendingLabelChange* new_pending(pii_audit::EventKind kind, Oid relid, const char* relation,
+                                const char* detail, const char* command) {
     MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
     auto* change = static_cast<PendingLabelChange*>(palloc0(sizeof(PendingLabelChange)));
+    change->kind = kind;
     change->time = GetCurrentTimestamp();
     change->relid = relid;
-    change->relation =
-        quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
-    change->column = pstrdup(get_attname(relid, static_cast<AttrNumber>(attnum), false));
-    if (categories_len > 0) {
-        change->categories = static_cast<char*>(palloc(categories_len));
-        memcpy(change->categories, categories, categories_len);
-        change->categories_len = static_cast<int>(categories_len);
-    }
+    change->relation = pstrdup(relation);
     change->detail = pstrdup(detail);
     change->command = command;
     change->subxact = GetCurrentSubTransactionId();
@@ -215,6 +216,25 @@ void queue_change(Oid relid, int attnum, const char* categories, size_t categori
         RegisterSubXactCallback(on_subxact_event, nullptr);
         xact_callback_registered = true;
     }
+    return change;
+}
+
+// Records a label change of column `attnum` of `relid`, emitted when the transaction ends.
+void queue_change(Oid relid, int attnum, const char* categories, size_t categories_len,
+                  const char* detail, const char* command) {
+    char* relation =
+        quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+    char* column = get_attname(relid, static_cast<AttrNumber>(attnum), false);
+    PendingLabelChange* change =
+        new_pending(pii_audit::EventKind::kLabelChange, relid, relation, detail, command);
+    MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+    change->column = pstrdup(column);
+    if (categories_len > 0) {
+        change->categories = static_cast<char*>(palloc(categories_len));
+        memcpy(change->categories, categories, categories_len);
+        change->categories_len = static_cast<int>(categories_len);
+    }
+    MemoryContextSwitchTo(old);
 }
 
 // Dropping a labelled column (or its table) removes its label with it: the trail must say so,
@@ -340,4 +360,26 @@ void pii_audit_register_label_provider(void) {
     register_label_provider("pii", pii_label_hook);
     prev_object_access = object_access_hook;
     object_access_hook = on_object_access;
+}
+
+// pii_audit._record_removal(relid, relation, events, detail): called by pii_audit's removal of
+// trail partitions in the same transaction as the DROP. The event goes into the queue when the
+// transaction ends: as completed if it committed, as failed if it did not.
+extern "C" {
+PGDLLEXPORT Datum pii_audit_record_removal(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_record_removal);
+}
+
+Datum pii_audit_record_removal(PG_FUNCTION_ARGS) {
+    Oid relid = PG_GETARG_OID(0);
+    char* relation = text_to_cstring(PG_GETARG_TEXT_PP(1));
+    int64 events = PG_GETARG_INT64(2);
+    char* detail = text_to_cstring(PG_GETARG_TEXT_PP(3));
+    if (events < 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("a removal cannot remove %lld events", static_cast<long long>(events))));
+    PendingLabelChange* removal = new_pending(pii_audit::EventKind::kRemoval, relid, relation,
+                                              detail, "REMOVE EVENTS");
+    removal->row_count = events;
+    PG_RETURN_VOID();
 }
