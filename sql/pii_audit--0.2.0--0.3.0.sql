@@ -96,8 +96,8 @@ $$;
 REVOKE ALL ON FUNCTION pii_audit.drop_export_checkpoint(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pii_audit.drop_export_checkpoint(text) TO pii_audit_admin;
 
--- Queues the record of a removal; it reaches the trail when the transaction ends (as completed
--- if it committed, failed if not).
+-- Announces the removal of a partition, just before its DROP; the record reaches the trail when
+-- the transaction ends, if the DROP happened (as completed if it committed, failed if not).
 CREATE FUNCTION pii_audit._record_removal(relid oid, relation text, events bigint, detail text)
 RETURNS void LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'pii_audit_record_removal';
 REVOKE ALL ON FUNCTION pii_audit._record_removal(oid, text, bigint, text) FROM PUBLIC;
@@ -147,11 +147,11 @@ BEGIN
                 USING ERRCODE = 'object_in_use',
                       HINT = 'Let that export catch up, or, if it is gone for good, unregister it with pii_audit.drop_export_checkpoint.';
         END IF;
-        EXECUTE format('DROP TABLE pii_audit.%I', p.relname);
-        removed := removed + 1;
         removed_partition := 'pii_audit.' || p.relname;
+        -- Announced first, confirmed by the DROP (a partition dropped without an announcement
+        -- is recorded too, from its rows, by the drop itself).
         IF events IS NULL THEN
-            events := 0;  -- an empty month: nothing was removed, nothing to record
+            events := 0;  -- an empty month: nothing is removed, nothing to record
         ELSE
             PERFORM pii_audit._record_removal(p.relid, removed_partition, events,
                 format('%s events with ids from %s to %s (%s to %s UTC) removed: %s', events,
@@ -159,6 +159,8 @@ BEGIN
                        to_char(oldest_event AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                        to_char(newest_event AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), why));
         END IF;
+        EXECUTE format('DROP TABLE pii_audit.%I', p.relname);
+        removed := removed + 1;
         RETURN NEXT;
     END LOOP;
     IF removed > 0 THEN

@@ -9,6 +9,9 @@ extern "C" {
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "executor/tuptable.h"
 #include "catalog/indexing.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_seclabel.h"
@@ -27,6 +30,7 @@ extern "C" {
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 }
 
@@ -38,6 +42,7 @@ namespace {
 struct PendingLabelChange {
     pii_audit::EventKind kind;
     int64 row_count;  // removals: how many events
+    bool confirmed;   // removals: the partition was dropped (announced ones wait for the DROP)
     TimestampTz time;
     Oid relid;
     char* relation;
@@ -61,6 +66,7 @@ void emit_pending(pii_audit::EventStatus status) {
     ListCell* cell;
     foreach (cell, pending_changes) {
         auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
+        if (!change->confirmed) continue;  // announced, but the DROP never came
         pii_audit::EventView event;
         event.header.kind = static_cast<uint8>(change->kind);
         event.header.row_count = change->row_count;
@@ -198,6 +204,7 @@ PendingLabelChange* new_pending(pii_audit::EventKind kind, Oid relid, const char
     MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
     auto* change = static_cast<PendingLabelChange*>(palloc0(sizeof(PendingLabelChange)));
     change->kind = kind;
+    change->confirmed = kind != pii_audit::EventKind::kRemoval;
     change->time = GetCurrentTimestamp();
     change->relid = relid;
     change->relation = pstrdup(relation);
@@ -252,6 +259,97 @@ void record_dropped_label(Oid relid, int attnum, const char* label, const char* 
                  psprintf("%s with its label (was '%s')", what, label), "DROP");
 }
 
+// ---------------------------------------------------------------- removals of trail partitions
+// pii_audit._remove_partitions announces each removal (ids, count, times, why) before its DROP;
+// the DROP confirms it. A partition of trail_groups dropped any other way (DROP TABLE by a
+// superuser, DROP EXTENSION) is recorded too: its rows are read before they go.
+
+bool is_trail_partition(Oid relid) {
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    if (!OidIsValid(nsp) || get_rel_namespace(relid) != nsp) return false;
+    const char* name = get_rel_name(relid);
+    if (name == nullptr || strncmp(name, "trail_groups_p", 14) != 0 || strlen(name) != 20)
+        return false;
+    for (int i = 14; i < 20; ++i)
+        if (name[i] < '0' || name[i] > '9') return false;
+    return true;
+}
+
+PendingLabelChange* announced_removal(Oid relid) {
+    ListCell* cell;
+    foreach (cell, pending_changes) {
+        auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
+        if (change->kind == pii_audit::EventKind::kRemoval && change->relid == relid)
+            return change;
+    }
+    return nullptr;
+}
+
+void utc_text(TimestampTz t, char* out, size_t size) {
+    struct pg_tm tm;
+    fsec_t fsec;
+    if (timestamp2tm(t, nullptr, &tm, &fsec, nullptr, nullptr) != 0) {
+        strlcpy(out, "?", size);
+        return;
+    }
+    snprintf(out, size, "%04d-%02d-%02d %02d:%02d:%02d", tm.tm_year, tm.tm_mon, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+// A partition dropped without an announcement: its groups, read before the DROP removes them.
+void record_unannounced_drop(Oid relid) {
+    AttrNumber cols[4] = {get_attnum(relid, "first_event_id"), get_attnum(relid, "event_count"),
+                          get_attnum(relid, "min_time"), get_attnum(relid, "max_time")};
+    int64 events = 0, first = PG_INT64_MAX, last = 0;
+    TimestampTz oldest = DT_NOEND, newest = DT_NOBEGIN;
+    bool readable = true;
+    for (AttrNumber col : cols) readable = readable && col > 0;
+    if (readable) {
+        Relation rel = table_open(relid, AccessShareLock);  // the DROP holds a stronger lock
+        Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+        TableScanDesc scan = table_beginscan(rel, snapshot, 0, nullptr);
+        TupleTableSlot* slot = table_slot_create(rel, nullptr);
+        while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
+            bool nulls[4];
+            Datum values[4];
+            for (int i = 0; i < 4; ++i) values[i] = slot_getattr(slot, cols[i], &nulls[i]);
+            if (nulls[0] || nulls[1] || nulls[2] || nulls[3]) continue;
+            int64 id = DatumGetInt64(values[0]);
+            int64 count = DatumGetInt32(values[1]);
+            events += count;
+            first = Min(first, id);
+            last = Max(last, id + count - 1);
+            oldest = Min(oldest, DatumGetTimestampTz(values[2]));
+            newest = Max(newest, DatumGetTimestampTz(values[3]));
+        }
+        ExecDropSingleTupleTableSlot(slot);
+        table_endscan(scan);
+        UnregisterSnapshot(snapshot);
+        table_close(rel, AccessShareLock);
+        if (events == 0) return;  // an empty month: nothing was removed
+    }
+    char* relation = quote_qualified_identifier("pii_audit", get_rel_name(relid));
+    const char* detail;
+    if (readable) {
+        char from[32], to[32];
+        utc_text(oldest, from, sizeof from);
+        utc_text(newest, to, sizeof to);
+        detail = psprintf("%lld events with ids from %lld to %lld (%s to %s UTC) removed: "
+                          "the partition was dropped directly, not by retention or "
+                          "pii_audit.remove_events",
+                          static_cast<long long>(events), static_cast<long long>(first),
+                          static_cast<long long>(last), from, to);
+    } else {
+        detail = "events removed: the partition was dropped directly, not by retention or "
+                 "pii_audit.remove_events; its columns had been altered, so how many is not "
+                 "known";
+    }
+    PendingLabelChange* removal = new_pending(pii_audit::EventKind::kRemoval, relid, relation,
+                                              detail, "DROP TABLE");
+    removal->row_count = readable ? events : -1;
+    removal->confirmed = true;
+}
+
 object_access_hook_type prev_object_access = nullptr;
 
 void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id,
@@ -262,6 +360,13 @@ void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int 
     if (!can_carry_labels(get_rel_relkind(object_id))) return;
     // Labels exist only where the extension is installed; skip the catalog lookups elsewhere.
     if (!OidIsValid(get_extension_oid("pii_audit", true))) return;
+    if (sub_id == 0 && is_trail_partition(object_id)) {
+        if (PendingLabelChange* announced = announced_removal(object_id))
+            announced->confirmed = true;
+        else
+            record_unannounced_drop(object_id);
+        return;
+    }
     if (sub_id > 0) {
         ObjectAddress column = {RelationRelationId, object_id, sub_id};
         if (char* label = GetSecurityLabel(&column, "pii"))
@@ -363,8 +468,9 @@ void pii_audit_register_label_provider(void) {
 }
 
 // pii_audit._record_removal(relid, relation, events, detail): called by pii_audit's removal of
-// trail partitions in the same transaction as the DROP. The event goes into the queue when the
-// transaction ends: as completed if it committed, as failed if it did not.
+// trail partitions just before the DROP, in the same transaction. The event goes into the queue
+// when the transaction ends, if the DROP happened: as completed if it committed, as failed if
+// it did not.
 extern "C" {
 PGDLLEXPORT Datum pii_audit_record_removal(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pii_audit_record_removal);
@@ -378,6 +484,9 @@ Datum pii_audit_record_removal(PG_FUNCTION_ARGS) {
     if (events < 0)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("a removal cannot remove %lld events", static_cast<long long>(events))));
+    if (announced_removal(relid) != nullptr)
+        ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
+                        errmsg("the removal of %s is already recorded", relation)));
     PendingLabelChange* removal = new_pending(pii_audit::EventKind::kRemoval, relid, relation,
                                               detail, "REMOVE EVENTS");
     removal->row_count = events;

@@ -39,6 +39,7 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -123,6 +124,7 @@ struct WorkerState {
     TimestampTz partitions_checked_at;  // when the next month's partition was last made sure of
     TimestampTz retention_checked_at;   // when pii_audit.retention was last applied
     bool warned_retention;              // said that the installed SQL cannot remove events
+    bool trail_gone;                    // a batch found the trail's tables dropped
 };
 
 void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
@@ -1128,7 +1130,8 @@ pii_audit::GroupEvent group_event(const pii_audit::EventView& event) {
     e.event_time = event.header.event_time;
     e.status = event.header.status;
     // A label change counts no rows; a connection attempt reads none.
-    e.has_row_count = kind != EventKind::kLabelChange && kind != EventKind::kLogin;
+    e.has_row_count = kind != EventKind::kLabelChange && kind != EventKind::kLogin &&
+                      !(kind == EventKind::kRemoval && event.header.row_count < 0);
     e.row_count = event.header.row_count;
     e.tracked = (event.header.flags & kFlagSubjectsTracked) != 0;
     e.truncated = (event.header.flags & kFlagSubjectsTruncated) != 0;
@@ -1321,6 +1324,17 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     // The transaction switches to its own context: the batch's allocations go to the batch
     // context, reset after every batch.
     pii_audit_worker_begin_transaction();
+    // DROP EXTENSION (or a dropped table) since prepare(): the events stay queued, and the
+    // worker waits for the trail again instead of failing on relations that are gone.
+    const Oid tables[] = {state->groups_relid, state->sessions_relid, state->statements_relid,
+                          state->subject_index_relid, state->subject_slices_relid};
+    for (Oid relid : tables) {
+        if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid))) continue;
+        pii_audit_worker_commit_transaction();
+        state->trail_gone = true;
+        *more = false;
+        return 0;
+    }
     MemoryContext old = MemoryContextSwitchTo(batch_context);
     pgstat_report_activity(STATE_RUNNING, careful ? "pii_audit: persisting audit events one by one"
                                                   : "pii_audit: persisting audit events");
@@ -1659,6 +1673,13 @@ extern "C" void pii_audit_worker_main(Datum) {
         if (ready) {
             bool more = false;
             uint64 records = flush_once(&state, buffer, batch_context, failures >= 2, &more);
+            if (state.trail_gone) {
+                state.trail_gone = false;
+                state.warned_not_installed = false;
+                ready = false;
+                pii_audit_queue_set_ready(false);
+                return;
+            }
             if (failures > 0) {
                 ereport(LOG, (errmsg("pii_audit: storing events works again after %d failed "
                                      "attempt%s",

@@ -220,9 +220,64 @@ check "the record names who removed and why, in their session" "postgres|postgre
     "$(q -d postgres -c "SELECT session_user_name || '|' || current_user_name || '|' || substring(detail from 'removed: .*') FROM pii_audit.events WHERE kind = 'removal' AND detail LIKE '%case 2026-17%'")"
 contains "a removal with nothing to remove says so" 'nothing removed' \
     "$(q -d postgres -c "SELECT * FROM pii_audit.remove_events(now() - interval '1 day', 'again')" 2>&1)"
+load_late() {  # load_late N SEED: N reads on the first day of the oldest month, stored
+    q -d postgres -c "SELECT bench_load($1, 0, $1, 2, 3, 500, '$span_start', '$span_start'::timestamptz + interval '1 day', $2, 'postgres', ARRAY['customers'::regclass, 'accounts'::regclass, 'visits'::regclass]::oid[])" >/dev/null
+    wait_until postgres "SELECT events_persisted = events_enqueued FROM pii_audit.status" 60 || true
+}
+
+# ---- a long reader holds the trail: the worker's removal gives up after its lock timeout,
+# records nothing, and removes the month once the reader is gone
+load_late 500 3
+removals=$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'removal'")
+completed=$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'removal' AND status = 'completed'")
+q -d postgres -c "BEGIN; SELECT count(*) FROM pii_audit.trail_groups; SELECT pg_sleep(4); COMMIT" >/dev/null &
+reader=$!
+sleep 0.5
+q -d postgres -c "ALTER SYSTEM SET pii_audit.retention = '1 day'" -c 'SELECT pg_reload_conf()' >/dev/null
+if wait_until postgres "SELECT true" 1 && sleep 2 && pgc_log "$dir" | grep -q 'could not remove events past retention: canceling statement due to lock timeout'; then
+    check "a reader holding the trail makes the worker give up after its lock timeout" ok ok
+else
+    check "a reader holding the trail makes the worker give up after its lock timeout" logged "$(pgc_log "$dir" | grep -i 'retention' | tail -2)"
+fi
+check "the removal given up is not recorded" "$removals" \
+    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'removal'")"
+wait "$reader"
+q -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
+if wait_until postgres "SELECT count(*) = $completed + 1 FROM pii_audit.events WHERE kind = 'removal' AND status = 'completed'" 30; then
+    check "once the reader is gone the month is removed" ok ok
+else
+    check "once the reader is gone the month is removed" ok "$(months)"
+fi
+check "no failed removal besides the rolled-back one" 1 \
+    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'removal' AND status = 'failed'")"
+
+# ---- a superuser's DROP TABLE of a month, bypassing remove_events, is recorded from its rows
+q -d postgres -c "ALTER SYSTEM RESET pii_audit.retention" -c 'SELECT pg_reload_conf()' >/dev/null
+load_late 700 4
+q -d postgres -c "DROP TABLE $late_month" >/dev/null
+if wait_until postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE kind = 'removal' AND command = 'DROP TABLE'" 30; then
+    check "a direct DROP TABLE of a month is recorded" "completed|700|$late_month|postgres" \
+        "$(q -d postgres -c "SELECT status || '|' || row_count || '|' || relation || '|' || session_user_name FROM pii_audit.events WHERE kind = 'removal' AND command = 'DROP TABLE'")"
+    contains "and says it bypassed retention" "dropped directly, not by retention or pii_audit.remove_events" \
+        "$(q -d postgres -c "SELECT detail FROM pii_audit.events WHERE kind = 'removal' AND command = 'DROP TABLE'")"
+else
+    check "a direct DROP TABLE of a month is recorded" recorded "not recorded"
+fi
+
 check "the ids missing are exactly the events the completed removals name" \
     "$(q -d postgres -c "SELECT sum(row_count) FROM pii_audit.events WHERE kind = 'removal' AND status = 'completed'")" \
     "$(q -d postgres -c "SELECT max(event_id) - count(*) FROM pii_audit.events")"
+# ---- DROP EXTENSION takes the trail with it: the new trail starts with what was dropped
+kept=$(q -d postgres -c "SELECT count(*) FROM pii_audit.events")
+q -d postgres -c 'DROP EXTENSION pii_audit CASCADE' -c 'CREATE EXTENSION pii_audit' 2>/dev/null
+if wait_until postgres "SELECT count(*) > 0 FROM pii_audit.events WHERE kind = 'removal'" 30; then
+    # At least what the count saw; logins of the connections after it may have joined them.
+    check "after DROP EXTENSION the new trail records the events dropped with the old one" t \
+        "$(q -d postgres -c "SELECT sum(row_count) BETWEEN $kept AND $kept + 3 FROM pii_audit.events WHERE kind = 'removal' AND command = 'DROP TABLE'")"
+else
+    check "after DROP EXTENSION the new trail records the events dropped with the old one" recorded "not recorded"
+fi
+
 check "no error in the server log" "" \
     "$(pgc_log "$dir" | grep -E 'ERROR|PANIC|TRAP|WARNING' | grep -v 'extension is not installed in audit database\|invalid value for parameter\|cannot be changed now\|permission denied\|must not be negative\|not in the trail yet\|invalid export checkpoint\|no export checkpoint\|is in the future\|and why (reason)\|has delivered events up to\|STATEMENT' | head -3)"
 
