@@ -610,9 +610,11 @@ namespace pii_audit::analysis {
 namespace {
 
 // The Nanning clerk's way: two codes a day while serving customers, then more. Judged by his
-// own history, each day below the limit raised the next day's; highly sensitive reads per day
-// are judged by the role once the peers' norm is known (240 clerks, each reading a customer's
-// code on 2% of days). Rolling windows cannot speak yet: this is the trail's first month.
+// own history, each day below the limit raised the next day's; and a day of two codes is
+// within any daily limit. What gives him away is the sum: highly sensitive subject-days in his
+// 30-day window against the role's daily rate over his active days (240 clerks, each reading a
+// customer's code on 2% of days), before the peers' window norm exists (the trail's first
+// month) and without letting his own window become the norm.
 TEST(DetectorsSensitive, AClerksOwnHabitOfTakingCodesIsNotHisLicence) {
     using testing::at;
     Sim sim;
@@ -638,11 +640,12 @@ TEST(DetectorsSensitive, AClerksOwnHabitOfTakingCodesIsNotHisLicence) {
     const auto got = sim.alerts_for("clerk3");
     ASSERT_FALSE(got.empty()) << testing::describe(sim.alerts);
     EXPECT_EQ(got.front().detector, Detector::sensitive_categories);
-    EXPECT_GE(got.front().time_us, at(21, 0)) << got.front().explanation;  // not for his habit
-    EXPECT_NE(got.front().explanation.find("of 4 distinct subjects today"), std::string::npos)
+    // Within his first week: a handful of codes where the role's rate expects a tenth of one.
+    EXPECT_LT(got.front().time_us, at(7, 0)) << got.front().explanation;
+    EXPECT_NE(got.front().explanation.find("at the role's daily rate"), std::string::npos)
         << got.front().explanation;
-    EXPECT_NE(got.front().explanation.find("peers' median 0"), std::string::npos)
-        << got.front().explanation;
+    // His colleagues' occasional code is no alert, and nobody else is a suspect.
+    EXPECT_EQ(sim.alerts.size(), got.size()) << testing::describe(sim.alerts);
 }
 
 }  // namespace
