@@ -148,15 +148,37 @@ constexpr double kPaceWindow = 1.2;   // rolling windows average days out: 20% i
 constexpr int kPaceMinColleagues = 3;
 constexpr double kPaceMinBaseline = 5;  // below, counts are too small for a pace to mean anything
 // Highly sensitive subject-days in the 30-day window, in a role that rarely reads them, are
-// judged by the role's daily rate and spread (a limit of expected + 4 standard deviations + 3),
+// judged by the role's daily rate (the count a Poisson process at that rate exceeds with
+// probability kRoleTail),
 // not by the window norm's upper tail: in a group of thirty, that is the insider's own window.
-constexpr double kRoleSpreads = 4;
-constexpr double kRoleMargin = 3;
+constexpr double kRoleTail = 1e-3;  // chance of a window that high for an ordinary member
+constexpr double kRoleMargin = 2;
 constexpr double kRoleFewPerDay = 10;  // the role's 99.5th percentile day: a few records at most
+// Lookups with no declared business reason, per category: in a role that reads a category with
+// a ticket (travel records in a call centre), reading it without one is what the colleague who
+// looks people up for a friend does. Judged per day against the role's rate of such lookups
+// when that rate is low (under one every other day); the limit is the count a Poisson process at
+// that rate reaches with probability kUnexplainedTail, and at least kUnexplainedFloor.
+constexpr double kUncommonUnexplained = 0.5;
+constexpr double kUnexplainedTail = 1e-5;
+constexpr double kUnexplainedFloor = 3;
 
 // Compared with colleagues before any norm exists: one statement's rows (a cumulative quantity
 // would compare a finished day with colleagues' days in progress).
 bool is_cold_bulk_metric(int m) { return m == kStatementRows; }
+
+// The smallest k with P(X >= k) < tail for X ~ Poisson(mu).
+double poisson_upper(double mu, double tail) {
+    if (!(mu > 0)) return 1;
+    double pmf = std::exp(-mu), below = 0;
+    int k = 0;
+    for (; k < 100000; ++k) {
+        below += pmf;
+        if (1 - below < tail) break;
+        pmf *= mu / (k + 1);
+    }
+    return k + 1;
+}
 
 // Colleagues who must have made the same shift the same day before it counts as the team's:
 // more than chance would give if each did it on `rate` of their days.
@@ -330,6 +352,7 @@ struct Today {
     float role_limit30 = std::numeric_limits<float>::infinity();  // kSensitive30 by the role
     float role_spread30 = 1;
     float role_expected30 = 0;
+    std::array<std::uint8_t, 64> unexplained_by_category{};  // unexplained reads today
 };
 
 struct ActorState {
@@ -399,6 +422,7 @@ struct GroupState {
     std::array<float, kGroupAppSlots> app_days{};
     float actor_days = 0;
     std::array<float, 64> category_days{};  // decayed actor-days reading each category
+    std::array<float, 64> unexplained_category{};  // decayed unexplained reads per category
     float category_actor_days = 0;
     std::uint32_t relation_events = 0;
     // Who in the group was active today, and how many of them read a sensitive category: before
@@ -744,6 +768,7 @@ struct Scorer::Impl {
             // Everything a group remembers forgets at the same pace, per calendar day, so that
             // shares (of days with a category, an application, a machine cadence) stay shares.
             for (float& c : g.category_days) c *= f;
+            for (float& c : g.unexplained_category) c *= f;
             g.category_actor_days *= f;
             for (float& d : g.app_days) d *= f;
             g.actor_days *= f;
@@ -802,6 +827,9 @@ struct Scorer::Impl {
         }
         g.actor_days += 1;
         g.category_actor_days += 1;
+        if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::no_business_reason)))) {
+            for (int c = 0; c < 64; ++c) g.unexplained_category[c] += t.unexplained_by_category[c];
+        }
         if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::sensitive_categories)))) {
             for (int c = 0; c < 64; ++c) {
                 if (!(t.categories_read & (std::uint64_t{1} << c))) continue;
@@ -923,11 +951,17 @@ struct Scorer::Impl {
             // peers' days, which one insider barely moves), not by the window norm's upper tail
             // (in a small group, the insider's own window).
             const double n = active_days_in_window(a) + 1;  // and today
-            const double mean = daily.mean();
-            const double spread = std::sqrt(n * std::max(daily.variance(), mean));
-            const double role = n * mean + kRoleSpreads * spread + kRoleMargin;
+            // The role's rate now: after a reorganisation or in a campaign the last few days say
+            // more than the decayed norm.
+            const FineHistogram& recent = g.recent[kSensitiveDay];
+            const double mean = std::max(daily.mean(), recent.total() >= 5 ? recent.mean() : 0.0);
+            // Counts of chance events: Poisson, widened by the peers' day-to-day dispersion.
+            const double dispersion = mean > 0 ? std::max(1.0, daily.variance() / mean) : 1.0;
+            const double role = std::max(
+                n * mean + kRoleMargin,
+                dispersion * poisson_upper(n * mean / dispersion, kRoleTail));
             t.role_expected30 = static_cast<float>(n * mean);
-            t.role_spread30 = static_cast<float>(std::max(spread, 1.0));
+            t.role_spread30 = static_cast<float>(std::max(std::sqrt(n * mean * dispersion), 1.0));
             if (role < t.limit[kSensitive30]) {
                 t.role_limit30 = static_cast<float>(role);
                 t.limit[kSensitive30] = t.role_limit30;
@@ -1695,6 +1729,57 @@ struct Scorer::Impl {
         });
     }
 
+    // The colleagues looked up this category without a ticket far more often today than their
+    // rate says for this hour (a reorganisation that adds the category to every screen, a
+    // campaign): the team's work changed, and what it reads without a ticket is not one member's
+    // secret. Counted over the whole team: such lookups are too rare for a per-person median.
+    bool team_reads_unexplained(const ActorState& a, int c, double rate, std::int64_t time_us) {
+        const GroupState& g = groups[a.group_id];
+        if (g.today_day != a.today.day) return false;
+        const int how = clock(time_us).how;
+        double seen = 0, expected = 0;
+        std::uint32_t readers = 0;
+        for (const ActorState& o : actors) {
+            if (o.group_id != a.group_id || o.name_id == a.name_id || o.today.day != a.today.day ||
+                o.today.statements == 0)
+                continue;
+            const double n = o.today.unexplained_by_category[c];
+            seen += n;
+            readers += n > 0;
+            expected += rate * day_done(o, how);
+        }
+        return readers >= 2 && seen >= 2 * expected + kUnexplainedFloor;
+    }
+
+    // Lookups without a declared reason of a category the role reads with one (see
+    // kUncommonUnexplained): per category, today's count against the role's daily rate.
+    void check_unexplained_categories(ActorState& a, std::uint64_t categories, std::uint32_t added,
+                                      std::int64_t time_us, std::vector<Alert>& out) {
+        Today& t = a.today;
+        const GroupState& g = groups[a.group_id];
+        const bool peers_known = g.category_actor_days >= config.min_peer_days;
+        for (int c = 0; c < 64; ++c) {
+            if (!(categories & (std::uint64_t{1} << c))) continue;
+            std::uint8_t& n = t.unexplained_by_category[c];
+            n = static_cast<std::uint8_t>(std::min<std::uint32_t>(255, n + added));
+            if (!peers_known) continue;
+            const double rate = g.unexplained_category[c] / g.category_actor_days;
+            if (rate >= kUncommonUnexplained) continue;
+            const double limit = std::max(kUnexplainedFloor, poisson_upper(rate, kUnexplainedTail));
+            if (n < limit) continue;
+            if (team_reads_unexplained(a, c, rate, time_us)) continue;
+            const std::uint32_t count = n;
+            const double strength = std::min(0.9, 0.6 + 0.1 * (count - limit));
+            raise(a, Detector::no_business_reason, strength, time_us, out, [&] {
+                return fmt::format(
+                    "looked up {} of {} subjects today with no declared business relation; peers "
+                    "look up {} without one {:.2f} times per actor-day",
+                    category_names.name(static_cast<std::uint32_t>(c)), count,
+                    category_names.name(static_cast<std::uint32_t>(c)), rate);
+            });
+        }
+    }
+
     // A category the actor's role (almost) never reads, such as travel records in a call centre,
     // is judged like a highly sensitive one: by how many people's records it was read for today.
     void check_rare_categories(ActorState& a, std::uint64_t categories, const AccessEvent& e,
@@ -2002,6 +2087,7 @@ struct Scorer::Impl {
         HyperLogLog<8>& block_hll = a.blocks[block_slot(block)];
         bool new_subject = false, new_window = false, new_sensitive = false,
              new_unexplained = false;
+        std::uint32_t unexplained_here = 0;
         for (std::string_view s : e.subjects) {
             const std::uint64_t h = hash_bytes(s);
             new_subject |= t.subjects.add(h);
@@ -2012,6 +2098,7 @@ struct Scorer::Impl {
             if (check_relations &&
                 !relations.covers(mix64(h ^ (std::uint64_t{a.name_id} << 1)), c.day)) {
                 new_unexplained |= t.unexplained.add(h);
+                ++unexplained_here;  // per category read, not per distinct subject of the day
             }
         }
         if (unusual) t.unusual_subjects += static_cast<std::uint32_t>(e.subjects.size);
@@ -2054,6 +2141,8 @@ struct Scorer::Impl {
             const double share = window_unexplained_share(a);
             if (share >= 0) check_metric(a, kUnexplainedShare30, share, time_us, out);
         }
+        if (unexplained_here > 0)
+            check_unexplained_categories(a, categories, unexplained_here, time_us, out);
         const double rows = static_cast<double>(std::max<std::int64_t>(e.rows, 0));
         if (rows > 0 || e.command == Command::copy) {
             t.rows += rows;
@@ -2287,7 +2376,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 4;  // 4: cohorts and calendar rhythms per group
+constexpr std::uint32_t kFormatVersion = 5;  // 5: team pace, unexplained reads per category
 
 class Writer {
   public:

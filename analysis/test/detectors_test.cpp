@@ -144,8 +144,9 @@ TEST_F(Detectors, LookupsWithoutBusinessReason) {
     const Alert* alert = first(got, Detector::no_business_reason);
     ASSERT_NE(alert, nullptr) << describe(sim.alerts);
     EXPECT_GE(alert->score, 60);  // unexplained lookups weigh heavily
-    EXPECT_NE(alert->explanation.find("with no declared business relation in the last 30 days"),
-              std::string::npos)
+    // Per category (peers look up names and phones without a ticket rarely: repeat customers
+    // have one from the last 30 days) or per day, whichever speaks first.
+    EXPECT_NE(alert->explanation.find("with no declared business relation"), std::string::npos)
         << alert->explanation;
     // The same lookups with tickets are ordinary.
     Sim::Read t = r;
