@@ -1585,9 +1585,9 @@ struct Scorer::Impl {
                     t.limit[m] = static_cast<float>(value * 1.1 + 1);  // look again later
                     return;
                 }
-                // Beyond even the team's pace: judged as on any day (and the day of a bulk
-                // statement may still wait for colleagues who follow).
-                team = TeamJudgement{};
+                // Beyond even the team's pace. On the day of a bulk statement, colleagues may
+                // still follow: judged as on any day, so that the signal can wait for them.
+                if (holdable_metric(m) && may_hold(a)) team = TeamJudgement{};
             }
         }
         double strength;

@@ -135,6 +135,69 @@ TEST(Cohorts, CodesNobodyElseReadsInTheTeamRunAreAlertedAtOnce) {
     EXPECT_EQ(sim.alerts.size(), sim.alerts_for(member(7)).size()) << describe(sim.alerts);
 }
 
+// A day of `per_member` ordinary statements for everyone, spread over the same working hours
+// (08:00-15:30), plus `extra` reads: a month-end workload done record by record, no bulk statement.
+std::vector<Alert> busy_day(Sim& sim, int day, int per_member, std::vector<Sim::Read> extra = {}) {
+    std::vector<Sim::Read> reads = std::move(extra);
+    for (int s = 0; s < per_member; ++s) {
+        for (int i = 0; i < kTeam; ++i) {
+            Sim::Read r = ordinary(day, i, s);
+            r.time = at(day, 8, 0) + (std::int64_t{s} * 450 * 60 / per_member + i * 7) * 1000000;
+            reads.push_back(r);
+        }
+    }
+    std::stable_sort(reads.begin(), reads.end(),
+                     [](const Sim::Read& a, const Sim::Read& b) { return a.time < b.time; });
+    std::vector<Alert> got;
+    for (const Sim::Read& r : reads) {
+        auto out = sim.access(r);
+        got.insert(got.end(), out.begin(), out.end());
+    }
+    return got;
+}
+
+TEST(Cohorts, ATeamsRecordByRecordMonthEndRaisesNothingTheFirstTime) {
+    ScorerConfig config;
+    config.team_wait_minutes = 0;  // nothing is held: only the team's pace can excuse
+    Sim sim(config);
+    run(sim, 0, 30);
+    // The first month end ever: everyone works through three times the usual statements.
+    const auto got = busy_day(sim, 30, 30);
+    EXPECT_TRUE(got.empty()) << describe(got);
+    // The same workload by one member alone on an ordinary day is news (so the test can fail).
+    run(sim, 31, 35);
+    std::vector<Sim::Read> alone;
+    for (int s = 10; s < 30; ++s) {
+        Sim::Read r = ordinary(35, 4, s);
+        r.time = at(35, 8, 0) + std::int64_t{s} * 15 * 60 * 1000000;
+        alone.push_back(r);
+    }
+    const auto news = day_of(sim, 35, alone);
+    ASSERT_FALSE(news.empty()) << describe(sim.alerts);
+    EXPECT_EQ(news.front().actor, member(4));
+}
+
+TEST(Cohorts, OneMemberReadingTenTimesTheTeamsPaceStandsOut) {
+    ScorerConfig config;
+    config.team_wait_minutes = 0;
+    Sim sim(config);
+    run(sim, 0, 30);
+    // In the team's busy month end, member 6 also reads ten times a colleague's month-end
+    // workload in the afternoon, when the team's pace is plain to see (irregular gaps: a person).
+    std::vector<Sim::Read> extra;
+    for (int s = 0; s < 270; ++s) {
+        Sim::Read r = ordinary(30, 6, s);
+        r.time = at(30, 11, 0) + std::int64_t{s} * 45 * 1000000 + (s % 3) * 20 * 1000000;
+        extra.push_back(r);
+    }
+    const auto got = busy_day(sim, 30, 30, extra);
+    ASSERT_FALSE(got.empty()) << describe(sim.alerts);
+    for (const Alert& a : got) EXPECT_EQ(a.actor, member(6)) << describe(got);
+    bool paced = false;
+    for (const Alert& a : got) paced |= a.explanation.find("usual pace") != std::string::npos;
+    EXPECT_TRUE(paced) << describe(got);
+}
+
 TEST(Calendar, ARhythmSeenOnceIsExpectedTheNextTime) {
     ScorerConfig config;
     config.team_wait_minutes = 0;  // no waiting: only the calendar can excuse a first mover
