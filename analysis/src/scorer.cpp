@@ -2376,7 +2376,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 5;  // 5: team pace, unexplained reads per category
+constexpr std::uint32_t kFormatVersion = 5;  // 5: unexplained reads per category, active days
 
 class Writer {
   public:
