@@ -143,8 +143,8 @@ constexpr std::uint8_t kRhythmCategory = 64;  // rhythm kinds: metrics, then 64 
 // The team's pace (record by record): colleagues' values so far today, each divided by what that
 // colleague usually does by this hour. A whole team working at 1.5x its usual pace (a campaign,
 // a month-end workload without any bulk statement) is a business process from its first hour.
-constexpr double kPaceDaily = 1.5;    // daily quantities: one member's day varies by ~40%
-constexpr double kPaceWindow = 1.2;   // rolling windows average days out: 20% is a real shift
+constexpr double kPaceDaily = 1.5;   // daily quantities: one member's day varies by ~40%
+constexpr double kPaceWindow = 1.2;  // rolling windows average days out: 20% is a real shift
 constexpr int kPaceMinColleagues = 3;
 constexpr double kPaceMinBaseline = 5;  // below, counts are too small for a pace to mean anything
 // Highly sensitive subject-days in the 30-day window, in a role that rarely reads them, are
@@ -957,9 +957,9 @@ struct Scorer::Impl {
             const double mean = std::max(daily.mean(), recent.total() >= 5 ? recent.mean() : 0.0);
             // Counts of chance events: Poisson, widened by the peers' day-to-day dispersion.
             const double dispersion = mean > 0 ? std::max(1.0, daily.variance() / mean) : 1.0;
-            const double role = std::max(
-                n * mean + kRoleMargin,
-                dispersion * poisson_upper(n * mean / dispersion, kRoleTail));
+            const double role =
+                std::max(n * mean + kRoleMargin,
+                         dispersion * poisson_upper(n * mean / dispersion, kRoleTail));
             t.role_expected30 = static_cast<float>(n * mean);
             t.role_spread30 = static_cast<float>(std::max(std::sqrt(n * mean * dispersion), 1.0));
             if (role < t.limit[kSensitive30]) {
@@ -1579,7 +1579,8 @@ struct Scorer::Impl {
                 team.pace = pace;
                 team.others = counted;
                 team.reference = ordinary_limit(m, t.norm[m]);
-                if (m == kSensitive30) team.reference = std::min<double>(team.reference, t.role_limit30);
+                if (m == kSensitive30)
+                    team.reference = std::min<double>(team.reference, t.role_limit30);
                 team.limit = std::min(pace, kCohortRatio) * team.reference;
                 if (value < team.limit) {
                     t.limit[m] = static_cast<float>(value * 1.1 + 1);  // look again later
@@ -2053,7 +2054,8 @@ struct Scorer::Impl {
         // Colleagues are those who read something today (a login alone does not count).
         if (t.statements == 0 && groups[a.group_id].today_day == c.day) ++groups[a.group_id].today_actors;
         if (t.statements == 0) {
-            std::uint8_t& days = a.active_block[block_slot(static_cast<std::int32_t>(floor_div(c.day, kBlockDays)))];
+            std::uint8_t& days =
+                a.active_block[block_slot(static_cast<std::int32_t>(floor_div(c.day, kBlockDays)))];
             if (days < 255) ++days;
         }
         ++t.statements;

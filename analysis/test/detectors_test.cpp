@@ -664,7 +664,8 @@ class TravelWithTickets : public ::testing::Test {
   protected:
     static constexpr int kAgents = 30;
     // One day in time order (the team's reads interleave, as in the trail).
-    void day(int d, const std::vector<std::string>& without_ticket = {}, int ticketless_travel = 0) {
+    void day(int d, const std::vector<std::string>& without_ticket = {},
+             int ticketless_travel = 0) {
         std::vector<std::pair<Sim::Read, bool>> reads;  // read, with a ticket
         for (int p = 0; p < kAgents; ++p) {
             const std::string agent = "agent" + std::to_string(p);
@@ -676,10 +677,9 @@ class TravelWithTickets : public ::testing::Test {
                 r.subjects = {agent + "-caller-" + std::to_string(d * 100 + k)};
                 r.categories = {"name", "phone"};
                 if ((d + k + p) % 10 == 0) r.categories = {"name", "travel"};
-                const bool ticketless =
-                    std::find(without_ticket.begin(), without_ticket.end(), agent) !=
-                        without_ticket.end() &&
-                    k < ticketless_travel;
+                const bool ticketless = std::find(without_ticket.begin(), without_ticket.end(),
+                                                  agent) != without_ticket.end() &&
+                                        k < ticketless_travel;
                 // Walk-ins: about one call in seven has no ticket, never a travel case.
                 const bool walk_in =
                     r.categories[1] == "phone" && ((d * 31 + k) * 17 + p * 13) % 100 < 15;
