@@ -146,6 +146,8 @@ constexpr std::uint8_t kRhythmCategory = 64;  // rhythm kinds: metrics, then 64 
 constexpr double kPaceDaily = 1.5;   // daily quantities: one member's day varies by ~40%
 constexpr double kPaceWindow = 1.2;  // rolling windows average days out: 20% is a real shift
 constexpr int kPaceMinColleagues = 3;
+constexpr std::uint32_t kPaceMemoActors = 32;             // groups this large reuse a pace
+constexpr std::int64_t kPaceMemoMicros = 5 * 60 * 1000000;  // for five minutes
 constexpr double kPaceMinBaseline = 5;  // below, counts are too small for a pace to mean anything
 // Highly sensitive subject-days in the 30-day window, in a role that rarely reads them, are
 // judged by the role's daily rate (the count a Poisson process at that rate exceeds with
@@ -575,6 +577,16 @@ struct Scorer::Impl {
     std::vector<Held> held;
     std::int64_t next_due = INT64_MAX;
     bool event_is_bulk = false;  // the access event being scored
+    // The team's pace, per group and quantity, reused for a few minutes in large groups: on a
+    // day the whole team shifts, every member would otherwise pass over all the others, each
+    // time a quantity of theirs fires. Not saved (a cache).
+    struct PaceMemo {
+        std::int32_t day = kNoDay;
+        std::int64_t until_us = 0;
+        double pace = 0;
+        std::uint32_t counted = 0;
+    };
+    std::vector<std::array<PaceMemo, kMetricCount>> pace_memo;
 
     explicit Impl(ScorerConfig c) : config(std::move(c)) {
         utc_offset_s = static_cast<std::int64_t>(config.utc_offset_minutes) * 60;
@@ -1273,6 +1285,15 @@ struct Scorer::Impl {
             window_median = peer_norm(g, m, day).quantile(0.5);
             if (window_median < kPaceMinBaseline) return 0;
         }
+        // In a large group one member barely moves the median: the pace of a few minutes ago,
+        // computed without another member, serves.
+        const bool memo_ok = g.today_actors >= kPaceMemoActors;
+        if (pace_memo.size() < groups.size()) pace_memo.resize(groups.size());
+        PaceMemo& memo = pace_memo[a.group_id][m];
+        if (memo_ok && memo.day == day && time_us < memo.until_us) {
+            counted = memo.counted;
+            return memo.pace;
+        }
         const int how = clock(time_us).how;
         std::array<double, 64> paces{};
         for (const ActorState& c : actors) {
@@ -1292,10 +1313,14 @@ struct Scorer::Impl {
             paces[counted % paces.size()] = current_value(c, m) / baseline;
             ++counted;
         }
-        if (counted < kPaceMinColleagues) return 0;
-        const std::size_t n = std::min<std::size_t>(counted, paces.size());
-        std::nth_element(paces.begin(), paces.begin() + n / 2, paces.begin() + n);
-        return paces[n / 2];
+        double pace = 0;
+        if (counted >= kPaceMinColleagues) {
+            const std::size_t n = std::min<std::size_t>(counted, paces.size());
+            std::nth_element(paces.begin(), paces.begin() + n / 2, paces.begin() + n);
+            pace = paces[n / 2];
+        }
+        if (memo_ok) memo = {day, time_us + kPaceMemoMicros, pace, counted};
+        return pace;
     }
 
     // An actor went beyond its own norm for quantity m: counts it in the group's cohort, and
