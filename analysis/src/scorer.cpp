@@ -140,10 +140,47 @@ constexpr double kRareRate = 0.01;        // how often one member reads a rare c
 constexpr int kRhythms = 128;
 constexpr std::size_t kMaxHeld = 4096;        // signals held for the team; beyond, raised at once
 constexpr std::uint8_t kRhythmCategory = 64;  // rhythm kinds: metrics, then 64 + category
+// The team's pace (record by record): colleagues' values so far today, each divided by what that
+// colleague usually does by this hour. A whole team working at 1.5x its usual pace (a campaign,
+// a month-end workload without any bulk statement) is a business process from its first hour.
+constexpr double kPaceDaily = 1.5;   // daily quantities: one member's day varies by ~40%
+constexpr double kPaceWindow = 1.2;  // rolling windows average days out: 20% is a real shift
+constexpr int kPaceMinColleagues = 3;
+constexpr std::uint32_t kPaceMemoActors = 32;             // groups this large reuse a pace
+constexpr std::int64_t kPaceMemoMicros = 5 * 60 * 1000000;  // for five minutes
+constexpr double kPaceMinBaseline = 5;  // below, counts are too small for a pace to mean anything
+// Highly sensitive subject-days in the 30-day window, in a role that rarely reads them, are
+// judged by the role's daily rate (the count a Poisson process at that rate exceeds with
+// probability kRoleTail),
+// not by the window norm's upper tail: in a group of thirty, that is the insider's own window.
+constexpr double kRoleTail = 1e-3;  // chance of a window that high for an ordinary member
+constexpr double kRoleMargin = 2;
+constexpr double kRoleFewPerDay = 10;  // the role's 99.5th percentile day: a few records at most
+// Lookups with no declared business reason, per category: in a role that reads a category with
+// a ticket (travel records in a call centre), reading it without one is what the colleague who
+// looks people up for a friend does. Judged per day against the role's rate of such lookups
+// when that rate is low (under one every other day); the limit is the count a Poisson process at
+// that rate reaches with probability kUnexplainedTail, and at least kUnexplainedFloor.
+constexpr double kUncommonUnexplained = 0.5;
+constexpr double kUnexplainedTail = 1e-5;
+constexpr double kUnexplainedFloor = 3;
 
 // Compared with colleagues before any norm exists: one statement's rows (a cumulative quantity
 // would compare a finished day with colleagues' days in progress).
 bool is_cold_bulk_metric(int m) { return m == kStatementRows; }
+
+// The smallest k with P(X >= k) < tail for X ~ Poisson(mu).
+double poisson_upper(double mu, double tail) {
+    if (!(mu > 0)) return 1;
+    double pmf = std::exp(-mu), below = 0;
+    int k = 0;
+    for (; k < 100000; ++k) {
+        below += pmf;
+        if (1 - below < tail) break;
+        pmf *= mu / (k + 1);
+    }
+    return k + 1;
+}
 
 // Colleagues who must have made the same shift the same day before it counts as the team's:
 // more than chance would give if each did it on `rate` of their days.
@@ -314,6 +351,10 @@ struct Today {
     std::uint16_t cohort_registered = 0;  // quantities counted in the group's cohort today
     bool bulk_counted = false;            // counted in the group's bulk workers today
     std::uint64_t team_categories = 0;    // rare categories excused today (team, rhythm, event)
+    float role_limit30 = std::numeric_limits<float>::infinity();  // kSensitive30 by the role
+    float role_spread30 = 1;
+    float role_expected30 = 0;
+    std::array<std::uint8_t, 64> unexplained_by_category{};  // unexplained reads today
 };
 
 struct ActorState {
@@ -334,6 +375,7 @@ struct ActorState {
     std::array<std::uint32_t, kBlocks> sensitive_block{};    // subject-days per block
     std::array<std::uint32_t, kBlocks> unexplained_block{};  // unexplained subject-days
     std::array<std::uint32_t, kBlocks> subject_block{};      // all subject-days
+    std::array<std::uint8_t, kBlocks> active_block{};        // days with reads
     HyperLogLog<8> window30;  // unions of blocks, rebuilt each day, then updated in place
     HyperLogLog<8> window90;
     EwMeanVar gaps;
@@ -382,6 +424,7 @@ struct GroupState {
     std::array<float, kGroupAppSlots> app_days{};
     float actor_days = 0;
     std::array<float, 64> category_days{};  // decayed actor-days reading each category
+    std::array<float, 64> unexplained_category{};  // decayed unexplained reads per category
     float category_actor_days = 0;
     std::uint32_t relation_events = 0;
     // Who in the group was active today, and how many of them read a sensitive category: before
@@ -534,6 +577,16 @@ struct Scorer::Impl {
     std::vector<Held> held;
     std::int64_t next_due = INT64_MAX;
     bool event_is_bulk = false;  // the access event being scored
+    // The team's pace, per group and quantity, reused for a few minutes in large groups: on a
+    // day the whole team shifts, every member would otherwise pass over all the others, each
+    // time a quantity of theirs fires. Not saved (a cache).
+    struct PaceMemo {
+        std::int32_t day = kNoDay;
+        std::int64_t until_us = 0;
+        double pace = 0;
+        std::uint32_t counted = 0;
+    };
+    std::vector<std::array<PaceMemo, kMetricCount>> pace_memo;
 
     explicit Impl(ScorerConfig c) : config(std::move(c)) {
         utc_offset_s = static_cast<std::int64_t>(config.utc_offset_minutes) * 60;
@@ -656,6 +709,16 @@ struct Scorer::Impl {
         }
         return sum;
     }
+    // Days with reads in the 30-day window before today.
+    static double active_days_in_window(const ActorState& a) {
+        const std::int32_t block = static_cast<std::int32_t>(floor_div(a.today.day, kBlockDays));
+        double days = 0;
+        for (std::int32_t b = block - (kBlocks30 - 1); b <= block; ++b) {
+            const int slot = block_slot(b);
+            if (a.block_id[slot] == b) days += a.active_block[slot];
+        }
+        return std::max(0.0, days - (a.today.statements > 0 ? 1 : 0));
+    }
     static double window_sensitive(const ActorState& a) {
         return window_sum(a, &ActorState::sensitive_block);
     }
@@ -717,6 +780,7 @@ struct Scorer::Impl {
             // Everything a group remembers forgets at the same pace, per calendar day, so that
             // shares (of days with a category, an application, a machine cadence) stay shares.
             for (float& c : g.category_days) c *= f;
+            for (float& c : g.unexplained_category) c *= f;
             g.category_actor_days *= f;
             for (float& d : g.app_days) d *= f;
             g.actor_days *= f;
@@ -765,6 +829,7 @@ struct Scorer::Impl {
             // not become his peers' norm, nor a month end an ordinary day. (The limit of the
             // day's norm, not t.limit, which rises after each firing.)
             if (value[m] >= ordinary_limit(m, t.norm[m])) continue;
+            if (m == kSensitive30 && value[m] >= t.role_limit30) continue;
             if (m < kOwnMetricCount) {
                 a.own[m].decay(own_decay);
                 a.own[m].add(value[m]);
@@ -774,6 +839,9 @@ struct Scorer::Impl {
         }
         g.actor_days += 1;
         g.category_actor_days += 1;
+        if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::no_business_reason)))) {
+            for (int c = 0; c < 64; ++c) g.unexplained_category[c] += t.unexplained_by_category[c];
+        }
         if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::sensitive_categories)))) {
             for (int c = 0; c < 64; ++c) {
                 if (!(t.categories_read & (std::uint64_t{1} << c))) continue;
@@ -831,6 +899,7 @@ struct Scorer::Impl {
             a.sensitive_block[slot] = 0;
             a.unexplained_block[slot] = 0;
             a.subject_block[slot] = 0;
+            a.active_block[slot] = 0;
         }
         a.window30.clear();
         a.window90.clear();
@@ -883,11 +952,43 @@ struct Scorer::Impl {
             t.norm[m] = static_cast<float>(norm);
             t.limit[m] = static_cast<float>(ordinary_limit(m, norm));
         }
+        t.role_limit30 = std::numeric_limits<float>::infinity();
+        const FineHistogram& daily = g.daily[kSensitiveDay];
+        if (peer_warm(g, kSensitiveDay, day) && daily.quantile(0.5) < 1 &&
+            daily.quantile(config.peer_quantile) <= kRoleFewPerDay) {
+            // A role that reads highly sensitive categories on fewer than half its days, a few
+            // records at a time (a counter clerk's occasional code, not a back office's bulk
+            // statements, whose heavy tail no daily rate describes): the window is judged by
+            // the role's daily rate over the actor's active days in it (mean and spread of the
+            // peers' days, which one insider barely moves), not by the window norm's upper tail
+            // (in a small group, the insider's own window).
+            const double n = active_days_in_window(a) + 1;  // and today
+            // The role's rate now: after a reorganisation or in a campaign the last few days say
+            // more than the decayed norm.
+            const FineHistogram& recent = g.recent[kSensitiveDay];
+            const double mean = std::max(daily.mean(), recent.total() >= 5 ? recent.mean() : 0.0);
+            // Counts of chance events: Poisson, widened by the peers' day-to-day dispersion.
+            const double dispersion = mean > 0 ? std::max(1.0, daily.variance() / mean) : 1.0;
+            const double role =
+                std::max(n * mean + kRoleMargin,
+                         dispersion * poisson_upper(n * mean / dispersion, kRoleTail));
+            t.role_expected30 = static_cast<float>(n * mean);
+            t.role_spread30 = static_cast<float>(std::max(std::sqrt(n * mean * dispersion), 1.0));
+            if (role < t.limit[kSensitive30]) {
+                t.role_limit30 = static_cast<float>(role);
+                t.limit[kSensitive30] = t.role_limit30;
+            }
+        }
     }
 
     static double ordinary_limit(int m, double norm) {
         if (norm < 0) return std::numeric_limits<double>::infinity();
-        return std::max(norm * kMetrics[m].min_ratio, norm + kMetrics[m].min_excess);
+        double limit = std::max(norm * kMetrics[m].min_ratio, norm + kMetrics[m].min_excess);
+        // A few unexplained lookups a day are a count of chance events (walk-ins): a day's count
+        // varies by about its square root, so a margin of 2 of those above the norm (itself a
+        // high percentile) is the least that is news.
+        if (m == kUnexplainedDay) limit = std::max(limit, norm + 2 * std::sqrt(norm));
+        return limit;
     }
 
     void enter_day(ActorState& a, std::int32_t day) {
@@ -1064,7 +1165,7 @@ struct Scorer::Impl {
         return best;
     }
 
-    enum class TeamKind : std::uint8_t { none, cohort, window, rhythm, personal, declared };
+    enum class TeamKind : std::uint8_t { none, cohort, window, rhythm, personal, declared, pace };
     struct TeamJudgement {
         TeamKind kind = TeamKind::none;
         double limit = 0;      // fire at or beyond
@@ -1073,6 +1174,7 @@ struct Scorer::Impl {
         const Rhythm* rhythm = nullptr;
         const DeclaredEvent* event = nullptr;
         std::int32_t personal_day = kNoDay;
+        double pace = 0;  // TeamKind::pace: the colleagues' median pace
     };
 
     static void remember_shift(ActorState& a, int m, double value) {
@@ -1107,6 +1209,118 @@ struct Scorer::Impl {
             }
         }
         return nullptr;
+    }
+
+    // Share of its usual day an actor has worked by this hour of the week, from its own profile
+    // of active hours on this weekday (all weekdays when it rarely works this one). Never below
+    // a fifth: early in the day a few reads say little about the pace.
+    static double day_done(const ActorState& a, int how) {
+        const int weekday = how / 24, hour = how % 24;
+        auto done = [&](int wd) {
+            double before = 0, all = 0;
+            for (int h = 0; h < 24; ++h) {
+                const double n = a.hours[wd * 24 + h];
+                all += n;
+                if (h < hour) before += n;
+                if (h == hour) before += n / 2;
+            }
+            return std::pair<double, double>(before, all);
+        };
+        auto [before, all] = done(weekday);
+        if (all < 3) {
+            before = all = 0;
+            for (int wd = 0; wd < 7; ++wd) {
+                const auto [b, n] = done(wd);
+                before += b;
+                all += n;
+            }
+        }
+        if (all < 3) return 1;
+        return std::clamp(before / all, 0.2, 1.0);
+    }
+
+    // Actor a's value of quantity m so far today (daily quantities) or now (windows).
+    static double current_value(const ActorState& a, int m) {
+        const Today& t = a.today;
+        switch (m) {
+            case kSubjectsDay:
+                return t.subjects_counted;
+            case kSensitiveDay:
+                return t.sensitive_counted;
+            case kRowsDay:
+                return t.rows;
+            case kStatementRows:
+                return t.max_statement_rows;
+            case kUnexplainedDay:
+                return t.unexplained_counted;
+            case kSessionRows:
+                return t.max_session_rows;
+            case kSubjects30:
+                return window_subjects(a, 30);
+            case kSubjects90:
+                return window_subjects(a, 90);
+            case kSensitive30:
+                return window_sensitive(a);
+            case kUnexplained30:
+                return window_unexplained(a);
+        }
+        return -1;  // counts of COPYs and denials, shares: no pace
+    }
+
+    // How fast the colleagues work today compared with their usual day: the median over active
+    // colleagues of (value so far) / (own median day x share of the day done by now). Windows
+    // compare each colleague's window now with the peers' median window at the same point of a
+    // block. Returns 0 when too few colleagues have a baseline to say.
+    double team_pace(const ActorState& a, int m, std::int64_t time_us, std::uint32_t& counted) {
+        counted = 0;
+        if (current_value(a, m) < 0) return 0;
+        const GroupState& g = groups[a.group_id];
+        const std::int32_t day = a.today.day;
+        if (g.today_day != day || g.today_actors < kPaceMinColleagues + 1) return 0;
+        const bool window = m >= kOwnMetricCount;
+        const bool cumulative = !window && m != kStatementRows && m != kSessionRows;
+        double window_median = 0;
+        if (window) {
+            if (!peer_warm(g, m, day)) return 0;
+            window_median = peer_norm(g, m, day).quantile(0.5);
+            if (window_median < kPaceMinBaseline) return 0;
+        }
+        // In a large group one member barely moves the median: the pace of a few minutes ago,
+        // computed without another member, serves.
+        const bool memo_ok = g.today_actors >= kPaceMemoActors;
+        if (pace_memo.size() < groups.size()) pace_memo.resize(groups.size());
+        PaceMemo& memo = pace_memo[a.group_id][m];
+        if (memo_ok && memo.day == day && time_us < memo.until_us) {
+            counted = memo.counted;
+            return memo.pace;
+        }
+        const int how = clock(time_us).how;
+        std::array<double, 64> paces{};
+        for (const ActorState& c : actors) {
+            if (c.group_id != a.group_id || c.name_id == a.name_id || c.today.day != day ||
+                c.today.statements == 0)
+                continue;
+            double baseline = window_median;
+            if (!window) {
+                if (own_warm(c, m)) {
+                    baseline = c.own[m].quantile(0.5);
+                } else if (peer_warm(g, m, day)) {
+                    baseline = g.daily[m].quantile(0.5);
+                }
+                if (baseline < kPaceMinBaseline) continue;
+                if (cumulative) baseline *= day_done(c, how);
+            }
+            paces[counted % paces.size()] = current_value(c, m) / baseline;
+            ++counted;
+        }
+        double pace = 0;
+        if (counted >= kPaceMinColleagues) {
+            const std::size_t n = std::min<std::size_t>(counted, paces.size());
+            std::nth_element(paces.begin(), paces.begin() + n / 2, paces.begin() + n);
+            pace = paces[n / 2];
+        }
+        if (memo_ok) memo = {day, time_us + kPaceMemoMicros, pace, counted};
+        return pace;
     }
 
     // An actor went beyond its own norm for quantity m: counts it in the group's cohort, and
@@ -1231,6 +1445,11 @@ struct Scorer::Impl {
                     "; this actor did about {} on the same day of the month {} days ago: this is "
                     "{:.1f} times that",
                     format_value(j.reference, integral), day - j.personal_day, times);
+            case TeamKind::pace:
+                return fmt::format(
+                    "; {} colleagues work at {:.1f} times their usual pace today (a team-wide "
+                    "shift): this is {:.1f} times the value that alerts at the usual pace",
+                    j.others, j.pace, value / std::max(j.reference, 1.0));
             case TeamKind::none:
                 break;
         }
@@ -1373,8 +1592,30 @@ struct Scorer::Impl {
         const bool cold_bulk = t.norm[m] < 0 && is_cold_bulk_metric(m) && value >= kColdBulkFloor;
         if (!(value >= t.limit[m]) && !cold_bulk) return;
         const MetricSpec& spec = kMetrics[m];
-        const TeamJudgement team = judge_team(a, m, value);
+        TeamJudgement team = judge_team(a, m, value);
         if (cold_bulk && team.kind != TeamKind::cohort) return;
+        if (team.kind == TeamKind::none && t.norm[m] >= 0) {
+            // Nobody else went beyond a norm yet, but the team may be working at a higher pace
+            // record by record: then the limit moves with the pace.
+            std::uint32_t counted = 0;
+            const double pace = team_pace(a, m, time_us, counted);
+            if (pace >= (m < kOwnMetricCount ? kPaceDaily : kPaceWindow)) {
+                team.kind = TeamKind::pace;
+                team.pace = pace;
+                team.others = counted;
+                team.reference = ordinary_limit(m, t.norm[m]);
+                if (m == kSensitive30)
+                    team.reference = std::min<double>(team.reference, t.role_limit30);
+                team.limit = std::min(pace, kCohortRatio) * team.reference;
+                if (value < team.limit) {
+                    t.limit[m] = static_cast<float>(value * 1.1 + 1);  // look again later
+                    return;
+                }
+                // Beyond even the team's pace. On the day of a bulk statement, colleagues may
+                // still follow: judged as on any day, so that the signal can wait for them.
+                if (holdable_metric(m) && may_hold(a)) team = TeamJudgement{};
+            }
+        }
         double strength;
         if (team.kind != TeamKind::none) {
             // The team moved: what stands out is going far beyond the team (and never less
@@ -1395,7 +1636,11 @@ struct Scorer::Impl {
                                  std::min(1.0, 3.0 / std::max(log_width, 1e-9));
             // Window sums are tight (a month averages days out), so a spread there means more.
             const double spreads = (value - norm) / ((m < kOwnMetricCount ? 4 : 2) * spread);
-            const double excess = std::max(ratio, spreads);
+            double excess = norm >= 0 ? std::max(ratio, spreads) : 0;
+            if (m == kSensitive30 && value >= t.role_limit30) {
+                // Beyond the role's typical window (the ordinary norm may be the insider's own).
+                excess = std::max(excess, 1 + (value - t.role_limit30) / (2 * t.role_spread30));
+            }
             strength = 1 - std::exp2(-spec.weight * excess);
         }
         // Look again only after another quarter of growth; the band rule handles escalation.
@@ -1462,11 +1707,19 @@ struct Scorer::Impl {
                         "looked up subjects with no declared business relation on {} subject-days "
                         "in the last {} days; {} (peers at the same point of their 30-day windows)",
                         v, covered_days(a, t.day, 30), norms);
-                case kSensitive30:
-                    return fmt::format(
+                case kSensitive30: {
+                    std::string text = fmt::format(
                         "read {} of subjects on {} subject-days in the last {} days; {} (peers at "
                         "the same point of their 30-day windows)",
                         sensitive_names(sensitive_mask), v, covered_days(a, t.day, 30), norms);
+                    if (value >= t.role_limit30) {
+                        text += fmt::format(
+                            "; at the role's daily rate about {:.1f} were expected over this "
+                            "actor's {:.0f} active days in the window (limit {:.0f})",
+                            t.role_expected30, active_days_in_window(a) + 1, t.role_limit30);
+                    }
+                    return text;
+                }
             }
             return std::string();
         }
@@ -1500,6 +1753,57 @@ struct Scorer::Impl {
                 "and {} of {} colleagues' {} statements today read any",
                 sensitive_names(t.sensitive_category_mask), count, sensitive, others, statements);
         });
+    }
+
+    // The colleagues looked up this category without a ticket far more often today than their
+    // rate says for this hour (a reorganisation that adds the category to every screen, a
+    // campaign): the team's work changed, and what it reads without a ticket is not one member's
+    // secret. Counted over the whole team: such lookups are too rare for a per-person median.
+    bool team_reads_unexplained(const ActorState& a, int c, double rate, std::int64_t time_us) {
+        const GroupState& g = groups[a.group_id];
+        if (g.today_day != a.today.day) return false;
+        const int how = clock(time_us).how;
+        double seen = 0, expected = 0;
+        std::uint32_t readers = 0;
+        for (const ActorState& o : actors) {
+            if (o.group_id != a.group_id || o.name_id == a.name_id || o.today.day != a.today.day ||
+                o.today.statements == 0)
+                continue;
+            const double n = o.today.unexplained_by_category[c];
+            seen += n;
+            readers += n > 0;
+            expected += rate * day_done(o, how);
+        }
+        return readers >= 2 && seen >= 2 * expected + kUnexplainedFloor;
+    }
+
+    // Lookups without a declared reason of a category the role reads with one (see
+    // kUncommonUnexplained): per category, today's count against the role's daily rate.
+    void check_unexplained_categories(ActorState& a, std::uint64_t categories, std::uint32_t added,
+                                      std::int64_t time_us, std::vector<Alert>& out) {
+        Today& t = a.today;
+        const GroupState& g = groups[a.group_id];
+        const bool peers_known = g.category_actor_days >= config.min_peer_days;
+        for (int c = 0; c < 64; ++c) {
+            if (!(categories & (std::uint64_t{1} << c))) continue;
+            std::uint8_t& n = t.unexplained_by_category[c];
+            n = static_cast<std::uint8_t>(std::min<std::uint32_t>(255, n + added));
+            if (!peers_known) continue;
+            const double rate = g.unexplained_category[c] / g.category_actor_days;
+            if (rate >= kUncommonUnexplained) continue;
+            const double limit = std::max(kUnexplainedFloor, poisson_upper(rate, kUnexplainedTail));
+            if (n < limit) continue;
+            if (team_reads_unexplained(a, c, rate, time_us)) continue;
+            const std::uint32_t count = n;
+            const double strength = std::min(0.9, 0.6 + 0.1 * (count - limit));
+            raise(a, Detector::no_business_reason, strength, time_us, out, [&] {
+                return fmt::format(
+                    "looked up {} of {} subjects today with no declared business relation; peers "
+                    "look up {} without one {:.2f} times per actor-day",
+                    category_names.name(static_cast<std::uint32_t>(c)), count,
+                    category_names.name(static_cast<std::uint32_t>(c)), rate);
+            });
+        }
     }
 
     // A category the actor's role (almost) never reads, such as travel records in a call centre,
@@ -1774,6 +2078,11 @@ struct Scorer::Impl {
         if (e.status != AccessStatus::ok) return;
         // Colleagues are those who read something today (a login alone does not count).
         if (t.statements == 0 && groups[a.group_id].today_day == c.day) ++groups[a.group_id].today_actors;
+        if (t.statements == 0) {
+            std::uint8_t& days =
+                a.active_block[block_slot(static_cast<std::int32_t>(floor_div(c.day, kBlockDays)))];
+            if (days < 255) ++days;
+        }
         ++t.statements;
         if (event_is_bulk && !t.bulk_counted) {
             t.bulk_counted = true;
@@ -1805,6 +2114,7 @@ struct Scorer::Impl {
         HyperLogLog<8>& block_hll = a.blocks[block_slot(block)];
         bool new_subject = false, new_window = false, new_sensitive = false,
              new_unexplained = false;
+        std::uint32_t unexplained_here = 0;
         for (std::string_view s : e.subjects) {
             const std::uint64_t h = hash_bytes(s);
             new_subject |= t.subjects.add(h);
@@ -1815,6 +2125,7 @@ struct Scorer::Impl {
             if (check_relations &&
                 !relations.covers(mix64(h ^ (std::uint64_t{a.name_id} << 1)), c.day)) {
                 new_unexplained |= t.unexplained.add(h);
+                ++unexplained_here;  // per category read, not per distinct subject of the day
             }
         }
         if (unusual) t.unusual_subjects += static_cast<std::uint32_t>(e.subjects.size);
@@ -1857,6 +2168,8 @@ struct Scorer::Impl {
             const double share = window_unexplained_share(a);
             if (share >= 0) check_metric(a, kUnexplainedShare30, share, time_us, out);
         }
+        if (unexplained_here > 0)
+            check_unexplained_categories(a, categories, unexplained_here, time_us, out);
         const double rows = static_cast<double>(std::max<std::int64_t>(e.rows, 0));
         if (rows > 0 || e.command == Command::copy) {
             t.rows += rows;
@@ -2090,7 +2403,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 4;  // 4: cohorts and calendar rhythms per group
+constexpr std::uint32_t kFormatVersion = 5;  // 5: unexplained reads per category, active days
 
 class Writer {
   public:

@@ -51,10 +51,10 @@ Sim::Read month_end_read(int day, int i, std::int64_t rows) {
 }
 
 // One day in time order: everyone's ordinary statements, plus `extra` reads.
-std::vector<Alert> day_of(Sim& sim, int day, std::vector<Sim::Read> extra = {}) {
+std::vector<Alert> day_of(Sim& sim, int day, std::vector<Sim::Read> extra = {}, int team = kTeam) {
     std::vector<Sim::Read> reads = std::move(extra);
     for (int s = 0; s < 10; ++s) {
-        for (int i = 0; i < kTeam; ++i) reads.push_back(ordinary(day, i, s));
+        for (int i = 0; i < team; ++i) reads.push_back(ordinary(day, i, s));
     }
     std::stable_sort(reads.begin(), reads.end(),
                      [](const Sim::Read& a, const Sim::Read& b) { return a.time < b.time; });
@@ -68,14 +68,14 @@ std::vector<Alert> day_of(Sim& sim, int day, std::vector<Sim::Read> extra = {}) 
 
 // Weekdays [from, to): the team's ordinary work, and at a month end everyone's COPY (member
 // `big` copies `big_rows`).
-void run(Sim& sim, int from, int to, int big = -1, std::int64_t big_rows = 0) {
+void run(Sim& sim, int from, int to, int big = -1, std::int64_t big_rows = 0, int team = kTeam) {
     for (int day = from; day < to; ++day) {
         if (!testing::weekday(day)) continue;
         const bool month_end = day == kMonthEnds[0] || day == kMonthEnds[1] || day == kMonthEnds[2];
         std::vector<Sim::Read> copies;
-        for (int i = 0; i < kTeam && month_end; ++i)
+        for (int i = 0; i < team && month_end; ++i)
             copies.push_back(month_end_read(day, i, i == big ? big_rows : 28000 + 500 * i));
-        day_of(sim, day, copies);
+        day_of(sim, day, copies, team);
     }
 }
 
@@ -133,6 +133,88 @@ TEST(Cohorts, CodesNobodyElseReadsInTheTeamRunAreAlertedAtOnce) {
     // Raised while he was reading (not held for the team): before his 10th code.
     EXPECT_LT(got.front().time_us, at(59, 12, 27)) << got.front().explanation;
     EXPECT_EQ(sim.alerts.size(), sim.alerts_for(member(7)).size()) << describe(sim.alerts);
+}
+
+// A day of `per_member` ordinary statements for everyone, spread over the same working hours
+// (08:00-15:30), plus `extra` reads: a month-end workload done record by record, no bulk statement.
+std::vector<Alert> busy_day(Sim& sim, int day, int per_member, std::vector<Sim::Read> extra = {},
+                            int team = kTeam) {
+    std::vector<Sim::Read> reads = std::move(extra);
+    for (int s = 0; s < per_member; ++s) {
+        for (int i = 0; i < team; ++i) {
+            Sim::Read r = ordinary(day, i, s);
+            r.time = at(day, 8, 0) + (std::int64_t{s} * 450 * 60 / per_member + i * 7) * 1000000;
+            reads.push_back(r);
+        }
+    }
+    std::stable_sort(reads.begin(), reads.end(),
+                     [](const Sim::Read& a, const Sim::Read& b) { return a.time < b.time; });
+    std::vector<Alert> got;
+    for (const Sim::Read& r : reads) {
+        auto out = sim.access(r);
+        got.insert(got.end(), out.begin(), out.end());
+    }
+    return got;
+}
+
+TEST(Cohorts, ATeamsRecordByRecordMonthEndRaisesNothingTheFirstTime) {
+    ScorerConfig config;
+    config.team_wait_minutes = 0;  // nothing is held: only the team's pace can excuse
+    Sim sim(config);
+    run(sim, 0, 30);
+    // The first month end ever: everyone works through three times the usual statements.
+    const auto got = busy_day(sim, 30, 30);
+    EXPECT_TRUE(got.empty()) << describe(got);
+    // The same workload by one member alone on an ordinary day is news (so the test can fail).
+    run(sim, 31, 35);
+    std::vector<Sim::Read> alone;
+    for (int s = 10; s < 30; ++s) {
+        Sim::Read r = ordinary(35, 4, s);
+        r.time = at(35, 8, 0) + std::int64_t{s} * 15 * 60 * 1000000;
+        alone.push_back(r);
+    }
+    const auto news = day_of(sim, 35, alone);
+    ASSERT_FALSE(news.empty()) << describe(sim.alerts);
+    EXPECT_EQ(news.front().actor, member(4));
+}
+
+TEST(Cohorts, OneMemberReadingTenTimesTheTeamsPaceStandsOut) {
+    ScorerConfig config;
+    config.team_wait_minutes = 0;
+    Sim sim(config);
+    run(sim, 0, 30);
+    // In the team's busy month end, member 6 also reads ten times a colleague's month-end
+    // workload in the afternoon, when the team's pace is plain to see (irregular gaps: a person).
+    std::vector<Sim::Read> extra;
+    for (int s = 0; s < 270; ++s) {
+        Sim::Read r = ordinary(30, 6, s);
+        r.time = at(30, 11, 0) + std::int64_t{s} * 45 * 1000000 + (s % 3) * 20 * 1000000;
+        extra.push_back(r);
+    }
+    const auto got = busy_day(sim, 30, 30, extra);
+    ASSERT_FALSE(got.empty()) << describe(sim.alerts);
+    for (const Alert& a : got) EXPECT_EQ(a.actor, member(6)) << describe(got);
+    bool paced = false;
+    for (const Alert& a : got) paced |= a.explanation.find("usual pace") != std::string::npos;
+    EXPECT_TRUE(paced) << describe(got);
+}
+
+// A team of 40 (the pace of the last five minutes is reused): the same two judgements.
+TEST(Cohorts, ALargeTeamsPaceExcusesItsMonthEndButNotTenTimesIt) {
+    constexpr int kLarge = 40;
+    ScorerConfig config;
+    config.team_wait_minutes = 0;
+    Sim sim(config);
+    run(sim, 0, 30, -1, 0, kLarge);
+    std::vector<Sim::Read> extra;
+    for (int s = 0; s < 270; ++s) {
+        Sim::Read r = ordinary(30, 6, s);
+        r.time = at(30, 11, 0) + std::int64_t{s} * 45 * 1000000 + (s % 3) * 20 * 1000000;
+        extra.push_back(r);
+    }
+    const auto got = busy_day(sim, 30, 30, extra, kLarge);
+    ASSERT_FALSE(got.empty()) << describe(sim.alerts);
+    for (const Alert& a : got) EXPECT_EQ(a.actor, member(6)) << describe(got);
 }
 
 TEST(Calendar, ARhythmSeenOnceIsExpectedTheNextTime) {

@@ -2,6 +2,7 @@
 // trivially copyable and allocation-free, so an actor's whole state has a size known at compile
 // time and can be saved and restored byte for byte.
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -56,6 +57,13 @@ class DecayingHistogramT {
         return bin_lower(Bins - 1);
     }
 
+    // Mean and variance at bin resolution (each bin at its middle; the zero bin at 0).
+    double mean() const { return moment(1); }
+    double variance() const {
+        const double m = mean();
+        return std::max(0.0, moment(2) - m * m);
+    }
+
     // Weighted fraction of observations >= value (at bin resolution).
     double fraction_at_least(double value) const {
         if (total_ <= 0) return 0;
@@ -74,6 +82,17 @@ class DecayingHistogramT {
     }
 
   private:
+    double moment(int power) const {
+        if (total_ <= 0) return 0;
+        double sum = 0;
+        for (int b = 1; b < Bins; ++b) {
+            if (weights_[b] <= 0) continue;
+            const double mid = (bin_lower(b) + bin_lower(b + 1)) / 2;
+            sum += weights_[b] * (power == 1 ? mid : mid * mid);
+        }
+        return sum / total_;
+    }
+
     std::array<float, Bins> weights_{};
     float total_ = 0;
 };
