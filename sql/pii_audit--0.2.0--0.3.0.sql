@@ -42,6 +42,12 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     next_id bigint;
 BEGIN
+    -- A restore (pg_dump keeps both tables; alert_events' data comes first) brings the alert
+    -- and its events back: the alert's arrival is not a new raising.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM pii_audit.alert_events e
+                                    WHERE e.alert_id = NEW.alert_id AND e.change = 'raised') THEN
+        RETURN NULL;
+    END IF;
     -- Writers of alert_events queue here until the previous one committed; readers are not
     -- blocked (SHARE ROW EXCLUSIVE conflicts only with writers).
     LOCK TABLE pii_audit.alert_events IN SHARE ROW EXCLUSIVE MODE;
