@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
 
     TrailEvent bulk = lookup;
     std::string long_query = "SELECT name, phone FROM customers WHERE segment = $1 AND (";
-    while (long_query.size() < 4000) long_query += "region = $2 OR \"quoted \"\"name\"\"\" = $3 OR ";
+    while (long_query.size() < 4000)
+        long_query += "region = $2 OR \"quoted \"\"name\"\"\" = $3 OR ";
     long_query += "true)";
     std::vector<std::int64_t> many(1000);
     for (std::size_t i = 0; i < many.size(); ++i)
@@ -91,7 +92,8 @@ int main(int argc, char** argv) {
     bulk.subject_count = 1000;
     bulk.subjects = IdList{many.data(), many.size()};
 
-    std::printf("| format | lookup events/s | ns/event | bytes/line | bulk read events/s | bytes/line |\n");
+    std::printf(
+        "| format | lookup events/s | ns/event | bytes/line | bulk read events/s | bytes/line |\n");
     std::printf("|---|---|---|---|---|---|\n");
     for (Format f : {Format::json, Format::ocsf, Format::cef, Format::leef, Format::rfc5424}) {
         std::size_t len = 0, bulk_len = 0;

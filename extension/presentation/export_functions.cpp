@@ -3,7 +3,8 @@
 // SIEM format (include/pii_audit/siem_format.h). PostgreSQL work (arguments, encoding, arrays)
 // happens first, into plain views of palloc'd memory; then one cpp_call formats; then the line is
 // copied into a text datum. No C++ object with a destructor lives across a PostgreSQL call.
-// PostgreSQL-free headers first (see pg_free.h).
+// PostgreSQL-free headers first (see pg_free.h); the blank lines keep clang-format from sorting
+// them after postgres.h.
 #include "pii_audit/siem_format.h"
 #include "pii_audit/trail_group.h"
 
@@ -88,7 +89,8 @@ std::optional<pii_audit::siem::TextList> opt_text_list(FunctionCallInfo fcinfo, 
     bool* nulls;
     int n;
     deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &items, &nulls, &n);
-    auto* views = static_cast<std::string_view*>(palloc(sizeof(std::string_view) * (n > 0 ? n : 1)));
+    auto* views =
+        static_cast<std::string_view*>(palloc(sizeof(std::string_view) * (n > 0 ? n : 1)));
     size_t kept = 0;
     for (int i = 0; i < n; ++i)
         if (!nulls[i]) new (&views[kept++]) std::string_view(utf8_text(items[i]));
@@ -111,9 +113,9 @@ pii_audit::siem::IdList id_list(Datum d) {
 }
 
 [[noreturn]] void unknown_format(const char* name) {
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                    errmsg("unknown export format \"%s\"", name),
-                    errhint("The formats are %s.", pii_audit::siem::kFormatNames)));
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown export format \"%s\"", name),
+             errhint("The formats are %s.", pii_audit::siem::kFormatNames)));
 }
 
 Format format_arg(FunctionCallInfo fcinfo, int arg) {
@@ -123,8 +125,8 @@ Format format_arg(FunctionCallInfo fcinfo, int arg) {
                         errhint("The formats are %s.", pii_audit::siem::kFormatNames)));
     text* t = PG_GETARG_TEXT_PP(arg);
     Format format;
-    if (!pii_audit::siem::parse_format(
-            std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)), &format))
+    if (!pii_audit::siem::parse_format(std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)),
+                                       &format))
         unknown_format(text_to_cstring(t));
     return format;
 }
@@ -152,11 +154,14 @@ template <class Fill>
 text* format_line(Fill&& fill) {
     static std::string* buffer = nullptr;
     char failure[256];
-    if (!pii_audit::boundary::cpp_call("pii_audit: formatting an export line", [&] {
-            if (buffer == nullptr) buffer = new std::string();
-            buffer->clear();
-            fill(*buffer);
-        }, failure, sizeof failure))
+    if (!pii_audit::boundary::cpp_call(
+            "pii_audit: formatting an export line",
+            [&] {
+                if (buffer == nullptr) buffer = new std::string();
+                buffer->clear();
+                fill(*buffer);
+            },
+            failure, sizeof failure))
         ereport(ERROR, (errmsg("%s", failure)));
     return cstring_to_text_with_len(buffer->data(), static_cast<int>(buffer->size()));
 }
@@ -217,9 +222,8 @@ Datum pii_audit_format_event(PG_FUNCTION_ARGS) {
     e.subjects_truncated = opt_bool(fcinfo, 25);
     e.subject_count_estimated = opt_bool(fcinfo, 26);
     const auto from = origin();
-    PG_RETURN_TEXT_P(format_line([&](std::string& out) {
-        pii_audit::siem::format_event(format, from, e, out);
-    }));
+    PG_RETURN_TEXT_P(format_line(
+        [&](std::string& out) { pii_audit::siem::format_event(format, from, e, out); }));
 }
 
 // _format_alert_event(format, alert_event_id, change, event_time, alert_id, alert_time,
@@ -257,9 +261,8 @@ Datum pii_audit_format_alert_event(PG_FUNCTION_ARGS) {
     if (!PG_ARGISNULL(16)) a.status_at = unix_micros(PG_GETARG_TIMESTAMPTZ(16));
     a.note = opt_text(fcinfo, 17);
     const auto from = origin();
-    PG_RETURN_TEXT_P(format_line([&](std::string& out) {
-        pii_audit::siem::format_alert(format, from, a, out);
-    }));
+    PG_RETURN_TEXT_P(format_line(
+        [&](std::string& out) { pii_audit::siem::format_alert(format, from, a, out); }));
 }
 
 // ---------------------------------------------------------------- export() straight from groups
@@ -272,11 +275,16 @@ namespace {
 
 const char* group_status_name(std::uint8_t status) {
     switch (status) {
-        case 1: return "completed";
-        case 2: return "failed";
-        case 3: return "denied";
-        case 4: return "lost";
-        default: return nullptr;
+        case 1:
+            return "completed";
+        case 2:
+            return "failed";
+        case 3:
+            return "denied";
+        case 4:
+            return "lost";
+        default:
+            return nullptr;
     }
 }
 
@@ -307,7 +315,8 @@ std::optional<std::string_view> spi_text(HeapTuple tuple, TupleDesc desc, int co
     return utf8_text(d);
 }
 
-std::optional<pii_audit::siem::TextList> spi_text_list(HeapTuple tuple, TupleDesc desc, int column) {
+std::optional<pii_audit::siem::TextList> spi_text_list(HeapTuple tuple, TupleDesc desc,
+                                                       int column) {
     bool isnull;
     Datum d = SPI_getbinval(tuple, desc, column, &isnull);
     if (isnull) return std::nullopt;
@@ -315,7 +324,8 @@ std::optional<pii_audit::siem::TextList> spi_text_list(HeapTuple tuple, TupleDes
     bool* nulls;
     int n;
     deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &items, &nulls, &n);
-    auto* views = static_cast<std::string_view*>(palloc(sizeof(std::string_view) * (n > 0 ? n : 1)));
+    auto* views =
+        static_cast<std::string_view*>(palloc(sizeof(std::string_view) * (n > 0 ? n : 1)));
     size_t kept = 0;
     for (int i = 0; i < n; ++i)
         if (!nulls[i]) new (&views[kept++]) std::string_view(utf8_text(items[i]));
@@ -335,9 +345,10 @@ GroupRow read_group(HeapTuple tuple, TupleDesc desc) {
     text* kind = DatumGetTextPP(SPI_getbinval(tuple, desc, 5, &isnull));
     if (!pii_audit::siem::parse_event_kind(
             std::string_view(VARDATA_ANY(kind), VARSIZE_ANY_EXHDR(kind)), &e.kind))
-        ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                        errmsg("pii_audit: the trail group of event %lld has an unknown kind \"%s\"",
-                               static_cast<long long>(row.first_event_id), text_to_cstring(kind))));
+        ereport(ERROR,
+                (errcode(ERRCODE_DATA_CORRUPTED),
+                 errmsg("pii_audit: the trail group of event %lld has an unknown kind \"%s\"",
+                        static_cast<long long>(row.first_event_id), text_to_cstring(kind))));
     Datum pid = SPI_getbinval(tuple, desc, 6, &isnull);
     if (!isnull) e.backend_pid = DatumGetInt32(pid);
     Datum nesting = SPI_getbinval(tuple, desc, 7, &isnull);
@@ -421,7 +432,8 @@ int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 af
             " st.relation, st.columns, st.categories, st.query_id, st.query_text,"
             " st.query_truncated"
             " FROM pii_audit.trail_groups g"
-            " LEFT JOIN pii_audit.trail_sessions s ON s.session_id OPERATOR(pg_catalog.=) g.session_id"
+            " LEFT JOIN pii_audit.trail_sessions s ON s.session_id OPERATOR(pg_catalog.=) "
+            "g.session_id"
             " LEFT JOIN pii_audit.trail_statements st"
             "   ON st.statement_id OPERATOR(pg_catalog.=) g.statement_id"
             // OPERATOR() forms all bind alike: the parentheses say what goes with what.
@@ -447,16 +459,19 @@ int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 af
         for (uint64 r = 0; r < SPI_processed; ++r) {
             MemoryContext caller = MemoryContextSwitchTo(per_group);
             const GroupRow row = read_group(SPI_tuptable->vals[r], SPI_tuptable->tupdesc);
-            if (!pii_audit::boundary::cpp_call("pii_audit: formatting an export line", [&] {
-                    if (group_lines == nullptr) group_lines = new GroupLines();
-                    format_group(format, from, row, after, upto, *group_lines);
-                }, failure, sizeof failure))
+            if (!pii_audit::boundary::cpp_call(
+                    "pii_audit: formatting an export line",
+                    [&] {
+                        if (group_lines == nullptr) group_lines = new GroupLines();
+                        format_group(format, from, row, after, upto, *group_lines);
+                    },
+                    failure, sizeof failure))
                 ereport(ERROR, (errmsg("%s", failure)));
             if (group_lines->damage != nullptr)
-                ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                                errmsg("pii_audit: the trail group of event %lld is damaged: %s",
-                                       static_cast<long long>(row.first_event_id),
-                                       group_lines->damage)));
+                ereport(ERROR,
+                        (errcode(ERRCODE_DATA_CORRUPTED),
+                         errmsg("pii_audit: the trail group of event %lld is damaged: %s",
+                                static_cast<long long>(row.first_event_id), group_lines->damage)));
             size_t begin = 0;
             for (size_t k = 0; k < group_lines->ids.size(); ++k) {
                 const size_t end = group_lines->ends[k];
@@ -484,11 +499,10 @@ int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 af
 int64 next_group(int64 after) {
     Oid types[1] = {INT8OID};
     Datum args[1] = {Int64GetDatum(after)};
-    if (SPI_execute_with_args(
-            "SELECT g.first_event_id FROM pii_audit.trail_groups g"
-            " WHERE g.first_event_id OPERATOR(pg_catalog.>) $1"
-            " ORDER BY g.first_event_id LIMIT 1",
-            1, types, args, nullptr, true, 1) != SPI_OK_SELECT)
+    if (SPI_execute_with_args("SELECT g.first_event_id FROM pii_audit.trail_groups g"
+                              " WHERE g.first_event_id OPERATOR(pg_catalog.>) $1"
+                              " ORDER BY g.first_event_id LIMIT 1",
+                              1, types, args, nullptr, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "pii_audit: could not read the trail's groups");
     if (SPI_processed == 0) return -1;
     bool isnull;

@@ -207,10 +207,14 @@ std::string_view id_list(const IdList& list) {
 
 const char* kind_name(EventKind kind) {
     switch (kind) {
-        case EventKind::read: return "read";
-        case EventKind::login: return "login";
-        case EventKind::label_change: return "label_change";
-        case EventKind::gap: return "gap";
+        case EventKind::read:
+            return "read";
+        case EventKind::login:
+            return "login";
+        case EventKind::label_change:
+            return "label_change";
+        case EventKind::gap:
+            return "gap";
     }
     return "read";
 }
@@ -219,7 +223,7 @@ bool succeeded(std::string_view status) { return status == "completed"; }
 
 // ------------------------------------------------------------------ JSON writer
 class Json {
-public:
+  public:
     explicit Json(std::string& out) : out_(out) {
         out_.push_back('{');
         first_[0] = true;
@@ -341,7 +345,7 @@ public:
     }
     std::string& out() { return out_; }
 
-private:
+  private:
     void key(std::string_view k) {
         if (!first_[depth_]) out_.push_back(',');
         first_[depth_] = false;
@@ -455,7 +459,6 @@ void ecs_event(const Origin& origin, const TrailEvent& e, std::string& out) {
     j.finish();
 }
 
-
 const char* alert_change_name(AlertChange change) {
     return change == AlertChange::raised ? "raised" : "status";
 }
@@ -533,12 +536,18 @@ constexpr OcsfClass kDetectionFinding{2, "Findings", 2004, "Detection Finding"};
 
 const char* ocsf_severity_name(int id) {
     switch (id) {
-        case 1: return "Informational";
-        case 2: return "Low";
-        case 3: return "Medium";
-        case 4: return "High";
-        case 5: return "Critical";
-        default: return "Unknown";
+        case 1:
+            return "Informational";
+        case 2:
+            return "Low";
+        case 3:
+            return "Medium";
+        case 4:
+            return "High";
+        case 5:
+            return "Critical";
+        default:
+            return "Unknown";
     }
 }
 
@@ -603,7 +612,8 @@ bool is_hostname(std::string_view name) {
     std::size_t label = 0;
     char previous = '.';
     for (char c : name) {
-        const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        const bool alnum =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
         if (c == '.') {
             if (label == 0 || previous == '-') return false;
             label = 0;
@@ -714,8 +724,8 @@ void ocsf_event(const Origin& origin, const TrailEvent& e, std::string& out) {
             break;
         }
         case EventKind::login:
-            ocsf_head(j, origin, kAuthentication, 1, "Logon", ok ? 1 : 2, e.event_time,
-                      e.event_id, e.recorded_at, "pii_audit.events");
+            ocsf_head(j, origin, kAuthentication, 1, "Logon", ok ? 1 : 2, e.event_time, e.event_id,
+                      e.recorded_at, "pii_audit.events");
             ocsf_status(j, e.status);
             j.begin("user");
             j.str("name", e.session_user_name.value_or(std::string_view("unknown")));
@@ -749,8 +759,8 @@ void ocsf_event(const Origin& origin, const TrailEvent& e, std::string& out) {
             break;
         }
         case EventKind::gap:
-            ocsf_head(j, origin, kEventLogActivity, 99, "Events Lost", 4, e.event_time,
-                      e.event_id, e.recorded_at, "pii_audit.events");
+            ocsf_head(j, origin, kEventLogActivity, 99, "Events Lost", 4, e.event_time, e.event_id,
+                      e.recorded_at, "pii_audit.events");
             ocsf_status(j, e.status);
             j.begin("actor");
             j.raw_str("app_name", "pii_audit worker");
@@ -852,7 +862,7 @@ void ocsf_alert(const Origin& origin, const AlertEvent& a, std::string& out) {
 // ------------------------------------------------------------------ key=value writers
 // CEF: header fields separated by |, then extension pairs separated by spaces.
 class Cef {
-public:
+  public:
     Cef(std::string& out, const Origin& origin, std::string_view signature, std::string_view name,
         int severity)
         : out_(out) {
@@ -917,14 +927,14 @@ public:
         if (value) labelled_num(key, label, static_cast<std::int64_t>(*value));
     }
 
-private:
+  private:
     std::string& out_;
     bool first_ = true;
 };
 
 // LEEF 2.0 with a tab between attributes (declared as x09 in the header).
 class Leef {
-public:
+  public:
     Leef(std::string& out, const Origin& origin, std::string_view event_id) : out_(out) {
         out_.append("LEEF:2.0|");
         append_leef_header(out_, kProduct);
@@ -969,14 +979,14 @@ public:
         if (value) kv(key, *value ? "true" : "false");
     }
 
-private:
+  private:
     std::string& out_;
     bool first_ = true;
 };
 
 // RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ID PARAM="VALUE" ...] MSG
 class Syslog {
-public:
+  public:
     Syslog(std::string& out, const Origin& origin, int severity, std::int64_t time_micros,
            std::optional<std::int32_t> procid, std::string_view msgid)
         : out_(out) {
@@ -1037,7 +1047,7 @@ public:
     }
     std::string& out() { return out_; }
 
-private:
+  private:
     std::string& out_;
 };
 
@@ -1045,20 +1055,28 @@ bool is_ipv6(std::string_view addr) { return addr.find(':') != std::string_view:
 
 int cef_event_severity(const TrailEvent& e) {
     switch (e.kind) {
-        case EventKind::read: return e.status == "denied" ? 5 : 3;
-        case EventKind::login: return succeeded(e.status) ? 3 : 5;
-        case EventKind::label_change: return 5;
-        case EventKind::gap: return 8;
+        case EventKind::read:
+            return e.status == "denied" ? 5 : 3;
+        case EventKind::login:
+            return succeeded(e.status) ? 3 : 5;
+        case EventKind::label_change:
+            return 5;
+        case EventKind::gap:
+            return 8;
     }
     return 3;
 }
 
 const char* event_title(EventKind kind) {
     switch (kind) {
-        case EventKind::read: return "Read of personal data";
-        case EventKind::login: return "Login";
-        case EventKind::label_change: return "Personal data label change";
-        case EventKind::gap: return "Audit events lost";
+        case EventKind::read:
+            return "Read of personal data";
+        case EventKind::login:
+            return "Login";
+        case EventKind::label_change:
+            return "Personal data label change";
+        case EventKind::gap:
+            return "Audit events lost";
     }
     return "";
 }
@@ -1209,17 +1227,20 @@ void leef_alert(const Origin& origin, const AlertEvent& a, std::string& out) {
 
 int syslog_event_severity(const TrailEvent& e) {
     switch (e.kind) {
-        case EventKind::read: return e.status == "denied" ? 5 : 6;
-        case EventKind::login: return succeeded(e.status) ? 6 : 5;
-        case EventKind::label_change: return 5;
-        case EventKind::gap: return 4;
+        case EventKind::read:
+            return e.status == "denied" ? 5 : 6;
+        case EventKind::login:
+            return succeeded(e.status) ? 6 : 5;
+        case EventKind::label_change:
+            return 5;
+        case EventKind::gap:
+            return 4;
     }
     return 6;
 }
 
 void syslog_event(const Origin& origin, const TrailEvent& e, std::string& out) {
-    Syslog s(out, origin, syslog_event_severity(e), e.event_time, e.backend_pid,
-             kind_name(e.kind));
+    Syslog s(out, origin, syslog_event_severity(e), e.event_time, e.backend_pid, kind_name(e.kind));
     s.num("event_id", e.event_id);
     s.kv("status", e.status);
     s.kv("database_name", e.database_name);
@@ -1249,7 +1270,8 @@ void syslog_event(const Origin& origin, const TrailEvent& e, std::string& out) {
     o.append(kind_name(e.kind));
     o.push_back(' ');
     // status is one of the trail's own words; escape anyway so that nothing breaks the line.
-    escape_text(o, e.status, is_control, [](std::string& x, unsigned char) { x.append(kReplacement); });
+    escape_text(o, e.status, is_control,
+                [](std::string& x, unsigned char) { x.append(kReplacement); });
 }
 
 int syslog_alert_severity(std::string_view severity) {
@@ -1260,8 +1282,7 @@ int syslog_alert_severity(std::string_view severity) {
 }
 
 void syslog_alert(const Origin& origin, const AlertEvent& a, std::string& out) {
-    Syslog s(out, origin, syslog_alert_severity(a.severity), a.event_time, std::nullopt,
-             "alert");
+    Syslog s(out, origin, syslog_alert_severity(a.severity), a.event_time, std::nullopt, "alert");
     s.num("alert_event_id", a.alert_event_id);
     s.kv("change", alert_change_name(a.change));
     s.num("alert_id", a.alert_id);
@@ -1300,46 +1321,77 @@ bool parse_format(std::string_view name, Format* format) noexcept {
 
 const char* format_name(Format format) noexcept {
     switch (format) {
-        case Format::json: return "json";
-        case Format::ocsf: return "ocsf";
-        case Format::cef: return "cef";
-        case Format::leef: return "leef";
-        case Format::rfc5424: return "rfc5424";
+        case Format::json:
+            return "json";
+        case Format::ocsf:
+            return "ocsf";
+        case Format::cef:
+            return "cef";
+        case Format::leef:
+            return "leef";
+        case Format::rfc5424:
+            return "rfc5424";
     }
     return "json";
 }
 
 bool parse_event_kind(std::string_view name, EventKind* kind) noexcept {
-    if (name == "read") *kind = EventKind::read;
-    else if (name == "login") *kind = EventKind::login;
-    else if (name == "label_change") *kind = EventKind::label_change;
-    else if (name == "gap") *kind = EventKind::gap;
-    else return false;
+    if (name == "read")
+        *kind = EventKind::read;
+    else if (name == "login")
+        *kind = EventKind::login;
+    else if (name == "label_change")
+        *kind = EventKind::label_change;
+    else if (name == "gap")
+        *kind = EventKind::gap;
+    else
+        return false;
     return true;
 }
 
 void format_event(Format format, const Origin& origin, const TrailEvent& event, std::string& out) {
     switch (format) {
-        case Format::json: ecs_event(origin, event, out); return;
-        case Format::ocsf: ocsf_event(origin, event, out); return;
-        case Format::cef: cef_event(origin, event, out); return;
-        case Format::leef: leef_event(origin, event, out); return;
-        case Format::rfc5424: syslog_event(origin, event, out); return;
+        case Format::json:
+            ecs_event(origin, event, out);
+            return;
+        case Format::ocsf:
+            ocsf_event(origin, event, out);
+            return;
+        case Format::cef:
+            cef_event(origin, event, out);
+            return;
+        case Format::leef:
+            leef_event(origin, event, out);
+            return;
+        case Format::rfc5424:
+            syslog_event(origin, event, out);
+            return;
     }
 }
 
 void format_alert(Format format, const Origin& origin, const AlertEvent& alert, std::string& out) {
     switch (format) {
-        case Format::json: ecs_alert(origin, alert, out); return;
-        case Format::ocsf: ocsf_alert(origin, alert, out); return;
-        case Format::cef: cef_alert(origin, alert, out); return;
-        case Format::leef: leef_alert(origin, alert, out); return;
-        case Format::rfc5424: syslog_alert(origin, alert, out); return;
+        case Format::json:
+            ecs_alert(origin, alert, out);
+            return;
+        case Format::ocsf:
+            ocsf_alert(origin, alert, out);
+            return;
+        case Format::cef:
+            cef_alert(origin, alert, out);
+            return;
+        case Format::leef:
+            leef_alert(origin, alert, out);
+            return;
+        case Format::rfc5424:
+            syslog_alert(origin, alert, out);
+            return;
     }
 }
 
 void append_utf8(std::string& out, std::string_view text) {
-    escape_text(out, text, [](unsigned char) { return false; }, [](std::string&, unsigned char) {});
+    escape_text(
+        out, text, [](unsigned char) { return false; }, [](std::string&, unsigned char) {});
 }
 
 void append_json_string(std::string& out, std::string_view text) {
@@ -1348,13 +1400,27 @@ void append_json_string(std::string& out, std::string_view text) {
         out, text, [](unsigned char b) { return b < 0x20 || b == '"' || b == '\\'; },
         [](std::string& o, unsigned char b) {
             switch (b) {
-                case '"': o.append("\\\""); return;
-                case '\\': o.append("\\\\"); return;
-                case '\n': o.append("\\n"); return;
-                case '\r': o.append("\\r"); return;
-                case '\t': o.append("\\t"); return;
-                case '\b': o.append("\\b"); return;
-                case '\f': o.append("\\f"); return;
+                case '"':
+                    o.append("\\\"");
+                    return;
+                case '\\':
+                    o.append("\\\\");
+                    return;
+                case '\n':
+                    o.append("\\n");
+                    return;
+                case '\r':
+                    o.append("\\r");
+                    return;
+                case '\t':
+                    o.append("\\t");
+                    return;
+                case '\b':
+                    o.append("\\b");
+                    return;
+                case '\f':
+                    o.append("\\f");
+                    return;
                 default: {
                     static constexpr char kHex[] = "0123456789abcdef";
                     o.append("\\u00");
@@ -1370,9 +1436,12 @@ void append_cef_header(std::string& out, std::string_view text) {
     escape_text(
         out, text, [](unsigned char b) { return is_control(b) || b == '|' || b == '\\'; },
         [](std::string& o, unsigned char b) {
-            if (b == '|') o.append("\\|");
-            else if (b == '\\') o.append("\\\\");
-            else o.append(kReplacement);
+            if (b == '|')
+                o.append("\\|");
+            else if (b == '\\')
+                o.append("\\\\");
+            else
+                o.append(kReplacement);
         });
 }
 
@@ -1380,11 +1449,16 @@ void append_cef_value(std::string& out, std::string_view text) {
     escape_text(
         out, text, [](unsigned char b) { return is_control(b) || b == '=' || b == '\\'; },
         [](std::string& o, unsigned char b) {
-            if (b == '=') o.append("\\=");
-            else if (b == '\\') o.append("\\\\");
-            else if (b == '\n') o.append("\\n");
-            else if (b == '\r') o.append("\\r");
-            else o.append(kReplacement);
+            if (b == '=')
+                o.append("\\=");
+            else if (b == '\\')
+                o.append("\\\\");
+            else if (b == '\n')
+                o.append("\\n");
+            else if (b == '\r')
+                o.append("\\r");
+            else
+                o.append(kReplacement);
         });
 }
 
@@ -1394,22 +1468,32 @@ void append_leef_value(std::string& out, std::string_view text) {
     escape_text(
         out, text, [](unsigned char b) { return is_control(b) || b == '\\'; },
         [](std::string& o, unsigned char b) {
-            if (b == '\\') o.append("\\\\");
-            else if (b == '\t') o.append("\\t");
-            else if (b == '\n') o.append("\\n");
-            else if (b == '\r') o.append("\\r");
-            else o.append(kReplacement);
+            if (b == '\\')
+                o.append("\\\\");
+            else if (b == '\t')
+                o.append("\\t");
+            else if (b == '\n')
+                o.append("\\n");
+            else if (b == '\r')
+                o.append("\\r");
+            else
+                o.append(kReplacement);
         });
 }
 
 void append_sd_value(std::string& out, std::string_view text) {
     escape_text(
-        out, text, [](unsigned char b) { return is_control(b) || b == '"' || b == '\\' || b == ']'; },
+        out, text,
+        [](unsigned char b) { return is_control(b) || b == '"' || b == '\\' || b == ']'; },
         [](std::string& o, unsigned char b) {
-            if (b == '"') o.append("\\\"");
-            else if (b == '\\') o.append("\\\\");
-            else if (b == ']') o.append("\\]");
-            else o.append(kReplacement);
+            if (b == '"')
+                o.append("\\\"");
+            else if (b == '\\')
+                o.append("\\\\");
+            else if (b == ']')
+                o.append("\\]");
+            else
+                o.append(kReplacement);
         });
 }
 

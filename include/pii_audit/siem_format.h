@@ -19,13 +19,13 @@
 // PostgreSQL-free: the extension's export functions, the shipper and the unit tests share it.
 #pragma once
 
-#include "pii_audit/pg_free.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "pii_audit/pg_free.h"
 
 namespace pii_audit::siem {
 
@@ -102,8 +102,8 @@ struct AlertEvent {
     std::int32_t score = 0;
     std::string_view severity;  // low, medium, high, critical
     std::string_view explanation;
-    IdList evidence;            // event ids, oldest first
-    std::string_view status;    // open, acknowledged, closed (after this change)
+    IdList evidence;          // event ids, oldest first
+    std::string_view status;  // open, acknowledged, closed (after this change)
     std::optional<std::string_view> status_by;
     std::optional<std::int64_t> status_at;
     std::optional<std::string_view> note;

@@ -60,7 +60,8 @@ Validator::Validator(std::string schema_dir) : dir_(std::move(schema_dir)) {
                 break;
             }
             if (!walk.contains("extends")) break;
-            std::ifstream parent(fs::path(dir_) / class_by_name.at(walk["extends"].get<std::string>()));
+            std::ifstream parent(fs::path(dir_) /
+                                 class_by_name.at(walk["extends"].get<std::string>()));
             walk = json::parse(parent);
         }
         const int category_uid = categories_.at("attributes").at(category).at("uid").get<int>();
@@ -94,7 +95,8 @@ void Validator::merge_file_attributes(json& into, const json& definition) {
             // A profile's attributes belong to events that declare the profile
             // (metadata.profiles); they are marked with its name.
             if (included.value("meta", "") == "profile" && included.contains("attributes")) {
-                for (auto it = included["attributes"].begin(); it != included["attributes"].end(); ++it)
+                for (auto it = included["attributes"].begin(); it != included["attributes"].end();
+                     ++it)
                     if (it.key() != "$include") it.value()["profile"] = included["name"];
             }
             merge_file_attributes(into, included);
@@ -133,8 +135,8 @@ const Validator::Compiled& Validator::event_class(int class_uid) {
     while (chain.back().contains("extends")) {
         const std::string parent = chain.back()["extends"].get<std::string>();
         std::string parent_file;
-        for (const auto& entry :
-             std::filesystem::recursive_directory_iterator(std::filesystem::path(dir_) / "events")) {
+        for (const auto& entry : std::filesystem::recursive_directory_iterator(
+                 std::filesystem::path(dir_) / "events")) {
             if (entry.path().stem() != parent) continue;
             parent_file = std::filesystem::relative(entry.path(), dir_).string();
         }
@@ -207,7 +209,8 @@ void Validator::check_scalar(const std::string& type, const json& definition, co
             }
             const std::string s = value.get<std::string>();
             if (def.contains("max_len") && s.size() > def["max_len"].get<std::size_t>())
-                problems.push_back(path + ": longer than " + def["max_len"].dump() + " (" + t + ")");
+                problems.push_back(path + ": longer than " + def["max_len"].dump() + " (" + t +
+                                   ")");
             if (def.contains("regex") &&
                 !std::regex_search(s, std::regex(def["regex"].get<std::string>())))
                 problems.push_back(path + ": \"" + s + "\" does not match " + t + "'s pattern");
@@ -215,11 +218,13 @@ void Validator::check_scalar(const std::string& type, const json& definition, co
             if (!value.is_number_integer() || value.get<long long>() < INT_MIN ||
                 value.get<long long>() > INT_MAX)
                 problems.push_back(path + ": not a 32-bit integer (" + type + ")");
-            else if (def.contains("range") && (value.get<long long>() < def["range"][0].get<long long>() ||
-                                               value.get<long long>() > def["range"][1].get<long long>()))
+            else if (def.contains("range") &&
+                     (value.get<long long>() < def["range"][0].get<long long>() ||
+                      value.get<long long>() > def["range"][1].get<long long>()))
                 problems.push_back(path + ": out of range (" + type + ")");
         } else if (t == "long_t") {
-            if (!value.is_number_integer()) problems.push_back(path + ": not an integer (" + type + ")");
+            if (!value.is_number_integer())
+                problems.push_back(path + ": not an integer (" + type + ")");
         } else if (t == "float_t") {
             if (!value.is_number()) problems.push_back(path + ": not a number (" + type + ")");
         } else if (t == "boolean_t") {
@@ -248,7 +253,8 @@ void Validator::check_value(const json& definition, const json& value, const std
             return;
         }
         for (std::size_t i = 0; i < value.size(); ++i)
-            check_scalar(type, definition, value[i], path + "[" + std::to_string(i) + "]", problems);
+            check_scalar(type, definition, value[i], path + "[" + std::to_string(i) + "]",
+                         problems);
         return;
     }
     check_scalar(type, definition, value, path, problems);
@@ -278,7 +284,8 @@ void Validator::check_object(const Compiled& type, const json& value, const std:
         // ("profile": null marks an attribute of a profile's object that is not the profile's.)
         if (definition.contains("profile") && definition["profile"].is_string() &&
             !profiles_.count(definition["profile"].get<std::string>())) {
-            problems.push_back(at + ": belongs to profile " + definition["profile"].get<std::string>() +
+            problems.push_back(at + ": belongs to profile " +
+                               definition["profile"].get<std::string>() +
                                ", which metadata.profiles does not declare");
             continue;
         }
@@ -287,14 +294,18 @@ void Validator::check_object(const Compiled& type, const json& value, const std:
         check_value(definition, it.value(), at, problems);
     }
     for (auto it = type.attributes.begin(); it != type.attributes.end(); ++it) {
-        const bool in_profile = it.value().contains("profile") && it.value()["profile"].is_string() &&
+        const bool in_profile = it.value().contains("profile") &&
+                                it.value()["profile"].is_string() &&
                                 !profiles_.count(it.value()["profile"].get<std::string>());
-        if (it.value().value("requirement", "") == "required" && !value.contains(it.key()) && !in_profile)
-            problems.push_back(join(path, it.key()) + ": required by " + type.caption + " but missing");
+        if (it.value().value("requirement", "") == "required" && !value.contains(it.key()) &&
+            !in_profile)
+            problems.push_back(join(path, it.key()) + ": required by " + type.caption +
+                               " but missing");
         // *_id and its sibling name: the name is the id's caption (Other: any name).
         const json& def = it.value();
         if (def.contains("sibling") && def.contains("enum") && value.contains(it.key()) &&
-            value.contains(def["sibling"].get<std::string>()) && value[it.key()].is_number_integer()) {
+            value.contains(def["sibling"].get<std::string>()) &&
+            value[it.key()].is_number_integer()) {
             const std::string key = std::to_string(value[it.key()].get<long long>());
             const std::string sibling = def["sibling"].get<std::string>();
             if (key != "99" && def["enum"].contains(key) &&
@@ -324,7 +335,8 @@ void Validator::check_object(const Compiled& type, const json& value, const std:
 
 std::vector<std::string> Validator::validate(const json& event) {
     std::vector<std::string> problems;
-    if (!event.is_object() || !event.contains("class_uid") || !event["class_uid"].is_number_integer())
+    if (!event.is_object() || !event.contains("class_uid") ||
+        !event["class_uid"].is_number_integer())
         return {"event: no integer class_uid"};
     const Compiled* c = nullptr;
     try {

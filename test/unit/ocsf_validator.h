@@ -16,9 +16,8 @@
 // type_name ("<class caption>: <activity caption>").
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,14 +25,14 @@
 namespace ocsf_test {
 
 class Validator {
-public:
+  public:
     explicit Validator(std::string schema_dir);
     // The problems found in one event (empty: valid). Each names the attribute's path.
     std::vector<std::string> validate(const nlohmann::json& event);
     // Every definition file read so far, relative to the schema directory.
     const std::set<std::string>& files_read() const { return files_read_; }
 
-private:
+  private:
     struct Compiled {
         std::string caption;
         nlohmann::json attributes;   // name -> merged definition
@@ -58,7 +57,7 @@ private:
     std::string dir_;
     nlohmann::json dictionary_;
     nlohmann::json categories_;
-    std::map<int, std::string> class_files_;      // class_uid -> file
+    std::map<int, std::string> class_files_;           // class_uid -> file
     std::map<std::string, std::string> object_files_;  // object name -> file
     std::map<int, Compiled> classes_;
     std::map<std::string, Compiled> objects_;

@@ -2,18 +2,19 @@
 // field a user controls (application name, end user, role names, table and column names, the
 // statement), read back with a parser of the format's own grammar; every ocsf event validated
 // against the OCSF 1.3.0 schema's definition files (test/data/ocsf-1.3.0).
+#include "pii_audit/siem_format.h"
+
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "ocsf_validator.h"
-#include "pii_audit/siem_format.h"
 
 using namespace pii_audit::siem;
 using nlohmann::json;
@@ -38,9 +39,12 @@ std::string cef_unescape_value(const std::string& v) {
     for (std::size_t i = 0; i < v.size(); ++i) {
         if (v[i] == '\\' && i + 1 < v.size()) {
             char n = v[++i];
-            if (n == 'n') out.push_back('\n');
-            else if (n == 'r') out.push_back('\r');
-            else out.push_back(n);  // \\ and \=
+            if (n == 'n')
+                out.push_back('\n');
+            else if (n == 'r')
+                out.push_back('\r');
+            else
+                out.push_back(n);  // \\ and \=
         } else {
             out.push_back(v[i]);
         }
@@ -252,11 +256,21 @@ std::vector<Hostile> hostile_values() {
         {"non-ASCII", "clerk-\xC3\xBC-\xE9\x93\xB6\xE8\xA1\x8C-\xF0\x9F\x98\x80",
          "clerk-\xC3\xBC-\xE9\x93\xB6\xE8\xA1\x8C-\xF0\x9F\x98\x80",
          "clerk-\xC3\xBC-\xE9\x93\xB6\xE8\xA1\x8C-\xF0\x9F\x98\x80"},
-        {"invalid UTF-8", "a\xFF\xFE" "b\xC3", "a" + kFffd + kFffd + "b" + kFffd,
-         "a" + kFffd + kFffd + "b" + kFffd},
-        {"overlong and surrogate", "\xC0\xAF\xED\xA0\x80z", kFffd + kFffd + kFffd + kFffd + kFffd + "z",
-         kFffd + kFffd + kFffd + kFffd + kFffd + "z"},
-        {"other controls", std::string("a\x01" "b\x1B" "c\x7F", 6), std::string("a\x01" "b\x1B" "c\x7F", 6),
+        {"invalid UTF-8",
+         "a\xFF\xFE"
+         "b\xC3",
+         "a" + kFffd + kFffd + "b" + kFffd, "a" + kFffd + kFffd + "b" + kFffd},
+        {"overlong and surrogate", "\xC0\xAF\xED\xA0\x80z",
+         kFffd + kFffd + kFffd + kFffd + kFffd + "z", kFffd + kFffd + kFffd + kFffd + kFffd + "z"},
+        {"other controls",
+         std::string("a\x01"
+                     "b\x1B"
+                     "c\x7F",
+                     6),
+         std::string("a\x01"
+                     "b\x1B"
+                     "c\x7F",
+                     6),
          "a" + kFffd + "b" + kFffd + "c" + kFffd},
         {"4 kB", big, big, big},
     };
@@ -270,8 +284,8 @@ std::string expected_in(Format f, const Hostile& h) {
     const std::string& v = h.line_value;
     for (std::size_t i = 0; i < v.size(); ++i) {
         const char c = v[i];
-        const bool lost = (c == '\t' && f != Format::leef) ||
-                          ((c == '\n' || c == '\r') && f == Format::rfc5424);
+        const bool lost =
+            (c == '\t' && f != Format::leef) || ((c == '\n' || c == '\r') && f == Format::rfc5424);
         if (lost)
             out += kFffd;
         else
@@ -451,15 +465,15 @@ TEST(SiemEscaping, Utf8Repair) {
     } cases[] = {
         {"plain", "plain"},
         {"\xC3\xBC\xE2\x82\xAC\xF0\x9F\x98\x80", "\xC3\xBC\xE2\x82\xAC\xF0\x9F\x98\x80"},
-        {"\x80", kFffd},                                // stray continuation
-        {"\xC3", kFffd},                                // cut short at the end
-        {"\xC3(", kFffd + "("},                         // cut short before ASCII
-        {"\xC1\xBF", kFffd + kFffd},                    // overlong 2-byte
-        {"\xE0\x80\xAF", kFffd + kFffd + kFffd},        // overlong 3-byte
-        {"\xED\xBF\xBF", kFffd + kFffd + kFffd},        // surrogate
+        {"\x80", kFffd},                                      // stray continuation
+        {"\xC3", kFffd},                                      // cut short at the end
+        {"\xC3(", kFffd + "("},                               // cut short before ASCII
+        {"\xC1\xBF", kFffd + kFffd},                          // overlong 2-byte
+        {"\xE0\x80\xAF", kFffd + kFffd + kFffd},              // overlong 3-byte
+        {"\xED\xBF\xBF", kFffd + kFffd + kFffd},              // surrogate
         {"\xF4\x90\x80\x80", kFffd + kFffd + kFffd + kFffd},  // past U+10FFFF
         {"\xF5", kFffd},
-        {"\xEF\xBF\xBF", "\xEF\xBF\xBF"},               // U+FFFF is a character
+        {"\xEF\xBF\xBF", "\xEF\xBF\xBF"},  // U+FFFF is a character
     };
     for (const auto& c : cases) {
         std::string out;
@@ -528,8 +542,7 @@ TEST(SiemFormat, JsonFieldsFollowEcs) {
     EXPECT_EQ(p["row_count"], 1);
     EXPECT_EQ(p["query_id"], "-8906077902670405810");
     EXPECT_EQ(p["subject_count"], 3);
-    EXPECT_EQ(p["subjects"],
-              json::array({"-9223372036854775808", "42", "9223372036854775807"}));
+    EXPECT_EQ(p["subjects"], json::array({"-9223372036854775808", "42", "9223372036854775807"}));
     EXPECT_EQ(p["subjects_truncated"], false);
 
     EventFixture denied(EventKind::read, "denied");
@@ -625,7 +638,8 @@ TEST(SiemFormat, HostileValuesInEveryUserField) {
                      const char* ocsf_c, const char* cef_key, const char* leef_key,
                      const char* sd_key) -> std::string {
         switch (f) {
-            case Format::json: return from_json(line, {json_path_a, json_path_b});
+            case Format::json:
+                return from_json(line, {json_path_a, json_path_b});
             case Format::ocsf:
                 return ocsf_c ? from_json(line, {ocsf_a, ocsf_b, ocsf_c})
                               : from_json(line, {ocsf_a, ocsf_b});
@@ -676,7 +690,8 @@ TEST(SiemFormat, HostileValuesInEveryUserField) {
              return field(f, line, "pii_audit", "relation", "table", "name", nullptr, "cs3",
                           "resource", "relation");
          }},
-        {"column", [&](TrailEvent& e, std::string_view v) {
+        {"column",
+         [&](TrailEvent& e, std::string_view v) {
              one_column[0] = v;
              e.columns = TextList{one_column.data(), 1};
          },
@@ -700,8 +715,8 @@ TEST(SiemFormat, HostileValuesInEveryUserField) {
         {"database_name", [](TrailEvent& e, std::string_view v) { e.database_name = v; },
          [&](Format f, const std::string& line) {
              if (f == Format::json) return from_json(line, {"db", "name"});
-             return field(f, line, nullptr, nullptr, "database", "name", nullptr, "cs6",
-                          "database", "database_name");
+             return field(f, line, nullptr, nullptr, "database", "name", nullptr, "cs6", "database",
+                          "database_name");
          }},
     };
     ocsf_test::Validator validator(ocsf_dir());
@@ -812,10 +827,14 @@ TEST(SiemOcsf, EveryKindIsValidOcsf) {
         const char* status;
         int class_uid, activity_id;
     } cases[] = {
-        {EventKind::read, "completed", 6005, 1},      {EventKind::read, "failed", 6005, 1},
-        {EventKind::read, "denied", 6005, 1},         {EventKind::login, "completed", 3002, 1},
-        {EventKind::login, "failed", 3002, 1},        {EventKind::label_change, "completed", 3004, 3},
-        {EventKind::label_change, "failed", 3004, 3}, {EventKind::gap, "lost", 1008, 99},
+        {EventKind::read, "completed", 6005, 1},
+        {EventKind::read, "failed", 6005, 1},
+        {EventKind::read, "denied", 6005, 1},
+        {EventKind::login, "completed", 3002, 1},
+        {EventKind::login, "failed", 3002, 1},
+        {EventKind::label_change, "completed", 3004, 3},
+        {EventKind::label_change, "failed", 3004, 3},
+        {EventKind::gap, "lost", 1008, 99},
     };
     for (const auto& c : cases) {
         EventFixture fx(c.kind, c.status);
@@ -919,7 +938,8 @@ TEST(SiemOcsf, ValidatorRejectsBrokenEvents) {
 // Only the definition files the validator reads are vendored.
 TEST(SiemOcsf, VendoredFilesAreAllNeeded) {
     ocsf_test::Validator validator(ocsf_dir());
-    for (EventKind kind : {EventKind::read, EventKind::login, EventKind::label_change, EventKind::gap}) {
+    for (EventKind kind :
+         {EventKind::read, EventKind::login, EventKind::label_change, EventKind::gap}) {
         EventFixture fx(kind);
         validator.validate(json::parse(format(Format::ocsf, fx.e)));
     }
