@@ -215,6 +215,8 @@ const char* kind_name(EventKind kind) {
             return "label_change";
         case EventKind::gap:
             return "gap";
+        case EventKind::removal:
+            return "removal";
     }
     return "read";
 }
@@ -389,6 +391,11 @@ void ecs_event(const Origin& origin, const TrailEvent& e, std::string& out) {
             j.raw_array("category", {"database"});
             j.raw_array("type", {"error"});
             j.raw_str("action", "events_lost");
+            break;
+        case EventKind::removal:
+            j.raw_array("category", {"database"});
+            j.raw_array("type", {"deletion"});
+            j.raw_str("action", "events_removed");
             break;
     }
     j.raw_str("outcome", ok ? "success" : "failure");
@@ -776,6 +783,30 @@ void ocsf_event(const Origin& origin, const TrailEvent& e, std::string& out) {
                 j.num("count", *e.row_count);
             j.str("message", e.detail);
             break;
+        case EventKind::removal:
+            // Old events deleted from the trail: the log's Delete activity.
+            ocsf_head(j, origin, kEventLogActivity, 2, "Delete", 3, e.event_time, e.event_id,
+                      e.recorded_at, "pii_audit.events");
+            ocsf_status(j, e.status);
+            j.begin("actor");
+            if (e.session_user_name) {
+                j.begin("user");
+                j.str("name", *e.session_user_name);
+                j.end();
+            }
+            j.raw_str("app_name", e.session_user_name ? "pii_audit" : "pii_audit worker");
+            j.end();
+            j.begin("device");
+            ocsf_server_name(j, origin);
+            j.num("type_id", 1);
+            j.raw_str("type", "Server");
+            j.end();
+            j.raw_str("log_name", "pii_audit.events");
+            j.raw_str("log_provider", kProduct);
+            if (e.row_count && *e.row_count >= 0 && *e.row_count <= 2147483647)
+                j.num("count", *e.row_count);
+            j.str("message", e.detail);
+            break;
     }
     ocsf_unmapped(j, origin, e);
     j.finish();
@@ -1063,6 +1094,8 @@ int cef_event_severity(const TrailEvent& e) {
             return 5;
         case EventKind::gap:
             return 8;
+        case EventKind::removal:
+            return 5;
     }
     return 3;
 }
@@ -1077,6 +1110,8 @@ const char* event_title(EventKind kind) {
             return "Personal data label change";
         case EventKind::gap:
             return "Audit events lost";
+        case EventKind::removal:
+            return "Audit events removed";
     }
     return "";
 }
@@ -1235,6 +1270,8 @@ int syslog_event_severity(const TrailEvent& e) {
             return 5;
         case EventKind::gap:
             return 4;
+        case EventKind::removal:
+            return 5;
     }
     return 6;
 }
@@ -1344,6 +1381,8 @@ bool parse_event_kind(std::string_view name, EventKind* kind) noexcept {
         *kind = EventKind::label_change;
     else if (name == "gap")
         *kind = EventKind::gap;
+    else if (name == "removal")
+        *kind = EventKind::removal;
     else
         return false;
     return true;

@@ -5,7 +5,7 @@
 //            event.*, user.*, source.ip, host.name, db.*), the rest under pii_audit.*
 //   ocsf     one JSON object of OCSF 1.3.0: Datastore Activity (6005) for reads, Entity
 //            Management (3004) for label changes, Authentication (3002) for logins, Event Log
-//            Activity (1008) for gaps, Detection Finding (2004) for alerts
+//            Activity (1008) for gaps and removals, Detection Finding (2004) for alerts
 //   cef      ArcSight CEF 0 (header escaping: \ and |; extension escaping: \, = and newlines)
 //   leef     IBM QRadar LEEF 2.0, tab-delimited attributes
 //   rfc5424  a syslog message (RFC 5424) with the event as structured data
@@ -51,7 +51,9 @@ struct IdList {
     std::size_t size = 0;
 };
 
-enum class EventKind : std::uint8_t { read, login, label_change, gap };
+// removal: events left the trail (retention, or a superuser's pii_audit.remove_events): relation
+// names the partition removed, row_count how many events, detail which ids and why.
+enum class EventKind : std::uint8_t { read, login, label_change, gap, removal };
 bool parse_event_kind(std::string_view name, EventKind* kind) noexcept;
 
 // One row of pii_audit.events. Times are microseconds since 1970-01-01 UTC. Absent (SQL NULL)

@@ -352,6 +352,18 @@ struct EventFixture {
             e.subject_count.reset();
             e.subjects.reset();
         }
+        if (kind == EventKind::removal) {
+            e = TrailEvent{};
+            e.event_id = 100;
+            e.event_time = 1796034069721566;
+            e.kind = kind;
+            e.status = status;
+            e.database_name = "postgres";
+            e.session_user_name = "postgres";
+            e.relation = "pii_audit.trail_groups_p202501";
+            e.row_count = 123456;
+            e.detail = "123456 events with ids from 1 to 123456 removed: retention";
+        }
         if (kind == EventKind::gap) {
             e = TrailEvent{};
             e.event_id = 99;
@@ -557,6 +569,18 @@ TEST(SiemFormat, JsonFieldsFollowEcs) {
     EXPECT_EQ(g["event"]["action"], "events_lost");
     EXPECT_EQ(g["pii_audit"]["row_count"], 17);
     EXPECT_FALSE(g.contains("user"));
+    EventFixture removal(EventKind::removal);
+    json r = json::parse(format(Format::json, removal.e));
+    EXPECT_EQ(r["event"]["action"], "events_removed");
+    EXPECT_EQ(r["event"]["type"], json::array({"deletion"}));
+    EXPECT_EQ(r["user"]["name"], "postgres");
+    EXPECT_EQ(r["pii_audit"]["relation"], "pii_audit.trail_groups_p202501");
+    EXPECT_EQ(r["pii_audit"]["row_count"], 123456);
+    Cef rc;
+    ASSERT_TRUE(parse_cef(format(Format::cef, removal.e), &rc));
+    EXPECT_EQ(rc.header[4], "removal");
+    EXPECT_EQ(rc.header[5], "Audit events removed");
+    EXPECT_EQ(rc.ext["reason"], "123456 events with ids from 1 to 123456 removed: retention");
 }
 
 TEST(SiemFormat, CefFields) {
@@ -835,6 +859,8 @@ TEST(SiemOcsf, EveryKindIsValidOcsf) {
         {EventKind::label_change, "completed", 3004, 3},
         {EventKind::label_change, "failed", 3004, 3},
         {EventKind::gap, "lost", 1008, 99},
+        {EventKind::removal, "completed", 1008, 2},
+        {EventKind::removal, "failed", 1008, 2},
     };
     for (const auto& c : cases) {
         EventFixture fx(c.kind, c.status);
@@ -938,8 +964,8 @@ TEST(SiemOcsf, ValidatorRejectsBrokenEvents) {
 // Only the definition files the validator reads are vendored.
 TEST(SiemOcsf, VendoredFilesAreAllNeeded) {
     ocsf_test::Validator validator(ocsf_dir());
-    for (EventKind kind :
-         {EventKind::read, EventKind::login, EventKind::label_change, EventKind::gap}) {
+    for (EventKind kind : {EventKind::read, EventKind::login, EventKind::label_change,
+                           EventKind::gap, EventKind::removal}) {
         EventFixture fx(kind);
         validator.validate(json::parse(format(Format::ocsf, fx.e)));
     }
