@@ -200,7 +200,13 @@ private:
 
     void recover(const std::string& why) {
         ++failures_;
-        // What was sent but not confirmed comes from the trail again.
+        // Keep what the destination confirmed before it failed (RELP knows part of a batch)...
+        try {
+            advance_checkpoint();
+        } catch (const TransientError&) {
+            // (the broken connection again, or the checkpoint's disk: the old position holds)
+        }
+        // ...and what was sent but not confirmed comes from the trail again.
         output_->disconnect();
         output_connected_ = false;
         if (sent_ != delivered_)

@@ -1,10 +1,14 @@
 // RELP (librelp): rsyslog's acknowledged protocol. librelp keeps the frames the receiver has
-// not answered and resends them after a reconnect, but tells its caller nothing about which
-// were answered. A RELP receiver answers frames in order, and answers "close" only after every
-// frame before it; librelp reports a negative answer, a broken session or a timeout through
-// its error callback. So each batch is one session: open, send every frame, close. A batch
-// whose session closed without a single error report was acknowledged in full; any report
-// fails the batch, which is then sent again from the checkpoint (at least once).
+// not answered and resends them after a reconnect, but does not tell its caller which were
+// answered. Two of its rules tell us instead:
+//   - it sends a frame only while fewer than WINDOW frames are unanswered, and a RELP receiver
+//     answers frames in order, so once frame k is sent, every frame up to k - WINDOW has been
+//     answered;
+//   - a receiver answers "close" only after every frame before it.
+// A negative answer, a broken session or a timeout reaches us through librelp's error
+// callback. So a batch is one session (open, frames, close): a batch whose session closed with
+// no error report was acknowledged in full, and when a session breaks, the events up to
+// k - WINDOW count as delivered and the rest is sent again (at most WINDOW duplicates).
 #include <cstddef>  // librelp.h uses size_t without including it
 // librelp.h declares C functions without extern "C".
 extern "C" {
@@ -13,6 +17,7 @@ extern "C" {
 #include <sys/socket.h>
 
 #include <cstring>
+#include <deque>
 
 #include "../errors.h"
 #include "outputs.h"
@@ -26,6 +31,7 @@ public:
         : options_(o), wrapper_(o), what_("relp://" + o.host + ":" + o.port) {
         if (relpEngineConstruct(&engine_) != RELP_RET_OK)
             throw FatalError("cannot create the RELP engine (librelp)");
+        relpEngineSetDbgprint(engine_, &RelpOutput::ignore_debug);  // librelp calls it unset
         relpEngineSetDnsLookupMode(engine_, 0);
         relpEngineSetEnableCmd(engine_, reinterpret_cast<unsigned char*>(const_cast<char*>("syslog")),
                                eRelpCmdState_Required);
@@ -45,6 +51,7 @@ public:
             throw TransientError(what_ + ": cannot create a RELP client");
         }
         relpCltSetUsrPtr(client_, this);
+        relpCltSetWindowSize(client_, kWindow);
         relpCltSetTimeout(client_, static_cast<unsigned>(options_.timeout + 0.999));
         relpCltSetConnTimeout(client_, static_cast<int>(options_.timeout + 0.999));
         relpRetVal rc = relpCltConnect(client_, AF_UNSPEC,
@@ -52,6 +59,8 @@ public:
                                        reinterpret_cast<unsigned char*>(const_cast<char*>(options_.host.c_str())));
         if (rc != RELP_RET_OK) fail("cannot open a RELP session (librelp error " + std::to_string(rc) + ")");
         in_session_ = true;
+        position_ = confirmed_;
+        unanswered_.clear();
     }
 
     void write(const Record& r) override {
@@ -60,6 +69,12 @@ public:
         relpRetVal rc = relpCltSendSyslog(client_, reinterpret_cast<unsigned char*>(const_cast<char*>(m.data())), m.size());
         if (rc != RELP_RET_OK) fail("sending failed (librelp error " + std::to_string(rc) + ")");
         if (!error_.empty()) fail(error_);
+        (r.alert ? position_.alert_id : position_.event_id) = r.id;
+        unanswered_.push_back(position_);
+        if (unanswered_.size() > kWindow) {  // see the top of the file
+            confirmed_ = unanswered_.front();
+            unanswered_.pop_front();
+        }
     }
 
     void flush(const Position& upto) override {
@@ -73,6 +88,7 @@ public:
         in_session_ = false;
         if (!error_.empty()) fail(error_);
         confirmed_ = upto;
+        unanswered_.clear();
     }
 
     void disconnect() noexcept override {
@@ -94,13 +110,18 @@ private:
         if (self != nullptr && self->error_.empty())
             self->error_ = std::string(message) + " (" + object + ", librelp error " + std::to_string(code) + ")";
     }
+    static void ignore_debug(char*, ...) {}
     static void on_generic_error(char* object, char* message, relpRetVal code) {
         log_warning(std::string("librelp: ") + message + " (" + object + ", error " + std::to_string(code) + ")");
     }
 
+    static constexpr size_t kWindow = 128;
+
     const Options& options_;
     SyslogWrapper wrapper_;
     std::string what_;
+    Position position_;                // of the last frame sent
+    std::deque<Position> unanswered_;  // positions of the last kWindow frames sent
     relpEngine_t* engine_ = nullptr;
     relpClt_t* client_ = nullptr;
     bool in_session_ = false;

@@ -106,6 +106,12 @@ public:
 
     void disconnect() noexcept override {
         if (ssl_ != nullptr) {
+            // Best effort: a close_notify tells the receiver this is an orderly close.
+            if (fd_ >= 0 && SSL_is_init_finished(ssl_)) {
+                ERR_clear_error();
+                SSL_shutdown(ssl_);
+            }
+            ERR_clear_error();
             SSL_free(ssl_);
             ssl_ = nullptr;
         }
