@@ -1,3 +1,267 @@
 -- pii_audit 0.2.0 -> 0.3.0. There is no install script of 0.3.0: CREATE EXTENSION runs
 -- pii_audit--0.2.0.sql and then this script, so new installs and upgraded ones are the same.
 \echo Use "ALTER EXTENSION pii_audit UPDATE TO '0.3.0'" to load this file. \quit
+
+-- SIEM export ------------------------------------------------------------------------------
+-- The pull side of SIEM export (README, "For SIEM teams"): role pii_audit_siem, export() and
+-- export_alerts() returning one line per event in a SIEM format, and views that rising-column
+-- collectors (Splunk DB Connect, Logstash's JDBC input) poll directly. Lines are made by
+-- pii_audit's formatter (include/pii_audit/siem_format.h) from what the trail holds: subjects
+-- as keyed hashes, statements without their constants.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pii_audit_siem') THEN
+        CREATE ROLE pii_audit_siem NOLOGIN;
+        COMMENT ON ROLE pii_audit_siem IS
+            'pulls the pii_audit export (export, export_alerts, export_events, export_alert_events), nothing else';
+    END IF;
+END
+$roles$;
+GRANT USAGE ON SCHEMA pii_audit TO pii_audit_siem;
+
+-- What alerts do, each with a rising id: raised by the worker, or their status or note changed
+-- by an officer. The id is given at commit (a deferred trigger on pii_audit.alerts) under a lock
+-- held until the commit ends, so ids rise in the order rows become visible: a collector that
+-- pulls "everything after N" never skips a change committed late.
+CREATE TABLE pii_audit.alert_events (
+    alert_event_id bigint PRIMARY KEY,
+    alert_id bigint NOT NULL,
+    change text NOT NULL CHECK (change IN ('raised', 'status')),
+    event_time timestamptz NOT NULL,   -- raised_at, or the status change's status_at
+    status text NOT NULL,              -- the alert's status after this change
+    status_by text,
+    status_at timestamptz,
+    note text
+);
+CREATE INDEX alert_events_alert ON pii_audit.alert_events (alert_id);
+COMMENT ON TABLE pii_audit.alert_events IS
+    'alerts raised and alert status changes, numbered in commit order (alert_event_id)';
+
+CREATE FUNCTION pii_audit._alert_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    next_id bigint;
+BEGIN
+    -- Writers of alert_events queue here until the previous one committed; readers are not
+    -- blocked (SHARE ROW EXCLUSIVE conflicts only with writers).
+    LOCK TABLE pii_audit.alert_events IN SHARE ROW EXCLUSIVE MODE;
+    SELECT coalesce(max(alert_event_id), 0) + 1 INTO next_id FROM pii_audit.alert_events;
+    INSERT INTO pii_audit.alert_events
+    VALUES (next_id, NEW.alert_id, CASE WHEN TG_OP = 'INSERT' THEN 'raised' ELSE 'status' END,
+            CASE WHEN TG_OP = 'INSERT' THEN NEW.raised_at ELSE coalesce(NEW.status_at, now()) END,
+            NEW.status, NEW.status_by, NEW.status_at, NEW.note)
+    ON CONFLICT (alert_event_id) DO NOTHING;
+    IF NOT FOUND THEN
+        -- Only under REPEATABLE READ or SERIALIZABLE: the snapshot predates the last change.
+        RAISE EXCEPTION 'could not number the change of pii_audit alert %: another change committed since this transaction began',
+            NEW.alert_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry the transaction, or change alerts in READ COMMITTED transactions.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit._alert_event() FROM PUBLIC;
+CREATE CONSTRAINT TRIGGER alerts_export_raised AFTER INSERT ON pii_audit.alerts
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pii_audit._alert_event();
+CREATE CONSTRAINT TRIGGER alerts_export_status AFTER UPDATE ON pii_audit.alerts
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.note IS DISTINCT FROM NEW.note)
+    EXECUTE FUNCTION pii_audit._alert_event();
+ALTER TABLE pii_audit.alerts ENABLE ALWAYS TRIGGER alerts_export_raised;
+ALTER TABLE pii_audit.alerts ENABLE ALWAYS TRIGGER alerts_export_status;
+
+CREATE TRIGGER alert_events_append_only BEFORE UPDATE OR DELETE ON pii_audit.alert_events
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_change();
+CREATE TRIGGER alert_events_no_truncate BEFORE TRUNCATE ON pii_audit.alert_events
+    FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();
+ALTER TABLE pii_audit.alert_events ENABLE ALWAYS TRIGGER alert_events_append_only;
+ALTER TABLE pii_audit.alert_events ENABLE ALWAYS TRIGGER alert_events_no_truncate;
+
+-- Alerts stored before 0.3.0: raised in alert_id order, then their last status change, if any.
+INSERT INTO pii_audit.alert_events
+SELECT row_number() OVER (ORDER BY k, t, alert_id), alert_id, change, t, status, status_by,
+       status_at, note
+FROM (SELECT 1 AS k, a.raised_at AS t, a.alert_id, 'raised' AS change, 'open' AS status,
+             NULL::text AS status_by, NULL::timestamptz AS status_at, NULL::text AS note
+      FROM pii_audit.alerts a
+      UNION ALL
+      SELECT 2, a.status_at, a.alert_id, 'status', a.status, a.status_by, a.status_at, a.note
+      FROM pii_audit.alerts a WHERE a.status_at IS NOT NULL) x;
+
+REVOKE ALL ON pii_audit.alert_events FROM PUBLIC;
+GRANT SELECT ON pii_audit.alert_events TO pii_audit_officer;
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.alert_events', '');
+
+-- Formatting (extension/presentation/export_functions.cpp).
+CREATE FUNCTION pii_audit._check_export_format(format text) RETURNS void
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_check_export_format';
+
+-- The columns of pii_audit.events, in its order. COST: formatting is the expensive part of a
+-- pull, so the planner formats after sorting and limiting, not before.
+CREATE FUNCTION pii_audit._format_event(format text, event_id bigint, event_time timestamptz,
+    recorded_at timestamptz, kind text, status text, database_name text,
+    session_user_name text, current_user_name text, end_user text, application_name text,
+    client_addr inet, backend_pid integer, command text, relation text, columns text[],
+    categories text[], row_count bigint, query_id bigint, query_text text,
+    query_truncated boolean, nesting_level integer, detail text, subject_count bigint,
+    subjects bigint[], subjects_truncated boolean, subject_count_estimated boolean)
+RETURNS text LANGUAGE c STABLE PARALLEL SAFE COST 100
+AS 'MODULE_PATHNAME', 'pii_audit_format_event';
+
+CREATE FUNCTION pii_audit._format_alert_event(format text, alert_event_id bigint, change text,
+    event_time timestamptz, alert_id bigint, alert_time timestamptz, raised_at timestamptz,
+    actor text, peer_group text, detector text, score integer, severity text,
+    explanation text, evidence bigint[], status text, status_by text, status_at timestamptz,
+    note text)
+RETURNS text LANGUAGE c STABLE PARALLEL SAFE COST 100
+AS 'MODULE_PATHNAME', 'pii_audit_format_alert_event';
+
+-- The next max_events events after an event id, one line each in the format asked for, in id
+-- order: events_after's read of the groups (their index on first_event_id), then formatting.
+CREATE FUNCTION pii_audit.export(after_event_id bigint, max_events integer DEFAULT 10000,
+                                 format text DEFAULT 'json')
+RETURNS TABLE (event_id bigint, line text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    start bigint := after_event_id;
+    oldest bigint;
+    found_any boolean;
+BEGIN
+    IF after_event_id IS NULL OR max_events IS NULL OR format IS NULL THEN
+        RAISE EXCEPTION 'after_event_id, max_events and format must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass 0 as after_event_id to start at the oldest event.';
+    END IF;
+    IF after_event_id < 0 THEN
+        RAISE EXCEPTION 'after_event_id must be 0 or more, not %', after_event_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass 0 to start at the oldest event, or the last event_id received.';
+    END IF;
+    IF max_events < 1 OR max_events > 1000000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 1000000, not %', max_events
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pii_audit._check_export_format(format);
+    SELECT g.first_event_id INTO oldest FROM pii_audit.trail_groups g
+    ORDER BY g.first_event_id LIMIT 1;
+    IF oldest IS NOT NULL AND start < oldest - 1 THEN
+        start := oldest - 1;
+    END IF;
+    -- Ids have no gaps, but a month dropped by hand leaves a hole: an empty window with events
+    -- after it moves on to them, so that a collector never stops short of the end.
+    LOOP
+        found_any := false;
+        FOR event_id, line IN
+            SELECT e.event_id,
+                   pii_audit._format_event(format, e.event_id, e.event_time, e.recorded_at,
+                       e.kind, e.status, e.database_name, e.session_user_name,
+                       e.current_user_name, e.end_user, e.application_name, e.client_addr,
+                       e.backend_pid, e.command, e.relation, e.columns, e.categories,
+                       e.row_count, e.query_id, e.query_text, e.query_truncated,
+                       e.nesting_level, e.detail, e.subject_count, e.subjects,
+                       e.subjects_truncated, e.subject_count_estimated)
+            FROM pii_audit._events_in(start, start + max_events) e
+            ORDER BY e.event_id
+        LOOP
+            found_any := true;
+            RETURN NEXT;
+        END LOOP;
+        EXIT WHEN found_any;
+        SELECT g.first_event_id - 1 INTO start FROM pii_audit.trail_groups g
+        WHERE g.first_event_id > start + max_events ORDER BY g.first_event_id LIMIT 1;
+        EXIT WHEN NOT FOUND;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION pii_audit.export(bigint, integer, text) IS
+    'the next events after an event id, one line each in a SIEM format (json, ocsf, cef, leef, rfc5424)';
+
+-- The next max_alerts alert events (alerts raised, status changes) after an alert_event_id.
+CREATE FUNCTION pii_audit.export_alerts(after_alert_id bigint, max_alerts integer DEFAULT 10000,
+                                        format text DEFAULT 'json')
+RETURNS TABLE (alert_event_id bigint, line text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF after_alert_id IS NULL OR max_alerts IS NULL OR format IS NULL THEN
+        RAISE EXCEPTION 'after_alert_id, max_alerts and format must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass 0 as after_alert_id to start at the first alert event.';
+    END IF;
+    IF after_alert_id < 0 THEN
+        RAISE EXCEPTION 'after_alert_id must be 0 or more, not %', after_alert_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass 0 to start at the first alert event, or the last alert_event_id received.';
+    END IF;
+    IF max_alerts < 1 OR max_alerts > 1000000 THEN
+        RAISE EXCEPTION 'max_alerts must be between 1 and 1000000, not %', max_alerts
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pii_audit._check_export_format(format);
+    RETURN QUERY
+    SELECT ae.alert_event_id,
+           pii_audit._format_alert_event(format, ae.alert_event_id, ae.change, ae.event_time,
+               a.alert_id, a.alert_time, a.raised_at, a.actor, a.peer_group, a.detector,
+               a.score, a.severity, a.explanation, a.evidence, ae.status, ae.status_by,
+               ae.status_at, ae.note)
+    FROM pii_audit.alert_events ae
+    JOIN pii_audit.alerts a ON a.alert_id = ae.alert_id
+    WHERE ae.alert_event_id > after_alert_id
+    ORDER BY ae.alert_event_id
+    LIMIT max_alerts;
+END
+$$;
+COMMENT ON FUNCTION pii_audit.export_alerts(bigint, integer, text) IS
+    'the next alert events (raised, status changed) after an alert_event_id, one line each in a SIEM format';
+
+-- For rising-column collectors: every event in every format. Poll with
+--   SELECT event_id, line FROM pii_audit.export_events
+--   WHERE format = 'cef' AND event_id > ? ORDER BY event_id
+-- (the filter on event_id reaches the trail's groups, as in pii_audit.events).
+CREATE VIEW pii_audit.export_events AS
+SELECT e.event_id, e.event_time, f.format,
+       pii_audit._format_event(f.format, e.event_id, e.event_time, e.recorded_at, e.kind,
+           e.status, e.database_name, e.session_user_name, e.current_user_name, e.end_user,
+           e.application_name, e.client_addr, e.backend_pid, e.command, e.relation, e.columns,
+           e.categories, e.row_count, e.query_id, e.query_text, e.query_truncated,
+           e.nesting_level, e.detail, e.subject_count, e.subjects, e.subjects_truncated,
+           e.subject_count_estimated) AS line
+FROM pii_audit.events e
+CROSS JOIN (VALUES ('json'), ('ocsf'), ('cef'), ('leef'), ('rfc5424')) AS f(format);
+COMMENT ON VIEW pii_audit.export_events IS
+    'every event as one line per SIEM format; poll WHERE format = ... AND event_id > last ORDER BY event_id';
+
+CREATE VIEW pii_audit.export_alert_events AS
+SELECT ae.alert_event_id, ae.event_time, f.format,
+       pii_audit._format_alert_event(f.format, ae.alert_event_id, ae.change, ae.event_time,
+           a.alert_id, a.alert_time, a.raised_at, a.actor, a.peer_group, a.detector, a.score,
+           a.severity, a.explanation, a.evidence, ae.status, ae.status_by, ae.status_at,
+           ae.note) AS line
+FROM pii_audit.alert_events ae
+JOIN pii_audit.alerts a ON a.alert_id = ae.alert_id
+CROSS JOIN (VALUES ('json'), ('ocsf'), ('cef'), ('leef'), ('rfc5424')) AS f(format);
+COMMENT ON VIEW pii_audit.export_alert_events IS
+    'alerts raised and status changes as one line per SIEM format; poll WHERE format = ... AND alert_event_id > last ORDER BY alert_event_id';
+
+-- pii_audit_siem: the export surface and nothing else. Functions called inside a view are
+-- checked against the caller, hence EXECUTE on the formatters.
+REVOKE ALL ON FUNCTION pii_audit._check_export_format(text),
+    pii_audit._format_event(text, bigint, timestamptz, timestamptz, text, text, text, text, text,
+        text, text, inet, integer, text, text, text[], text[], bigint, bigint, text, boolean,
+        integer, text, bigint, bigint[], boolean, boolean),
+    pii_audit._format_alert_event(text, bigint, text, timestamptz, bigint, timestamptz,
+        timestamptz, text, text, text, integer, text, text, bigint[], text, text, timestamptz,
+        text),
+    pii_audit.export(bigint, integer, text), pii_audit.export_alerts(bigint, integer, text)
+    FROM PUBLIC;
+REVOKE ALL ON pii_audit.export_events, pii_audit.export_alert_events FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.export(bigint, integer, text),
+    pii_audit.export_alerts(bigint, integer, text),
+    pii_audit._format_event(text, bigint, timestamptz, timestamptz, text, text, text, text, text,
+        text, text, inet, integer, text, text, text[], text[], bigint, bigint, text, boolean,
+        integer, text, bigint, bigint[], boolean, boolean),
+    pii_audit._format_alert_event(text, bigint, text, timestamptz, bigint, timestamptz,
+        timestamptz, text, text, text, integer, text, text, bigint[], text, text, timestamptz,
+        text)
+    TO pii_audit_siem;
+GRANT SELECT ON pii_audit.export_events, pii_audit.export_alert_events TO pii_audit_siem;
