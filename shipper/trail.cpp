@@ -61,7 +61,21 @@ void Trail::connect(bool alerts) {
         throw DatabaseError(message);
     }
     run("SET application_name = 'pii-audit-export'", 0, nullptr);
-    // The export surface exists, and this role may use it.
+    // The export surface exists, and this role may use it (looking functions up by name needs
+    // the schema's USAGE first).
+    Result schema = run(
+        "SELECT to_regnamespace('pii_audit') IS NOT NULL, "
+        "       to_regnamespace('pii_audit') IS NOT NULL AND has_schema_privilege('pii_audit', 'USAGE'), "
+        "       current_user",
+        0, nullptr);
+    std::string role = PQgetvalue(schema.get(), 0, 2);
+    if (std::string(PQgetvalue(schema.get(), 0, 0)) != "t")
+        throw FatalError("database \"" + std::string(PQdb(conn_)) +
+                         "\" has no pii_audit extension: connect to the audit database "
+                         "(pii_audit.database), where CREATE EXTENSION pii_audit was run");
+    if (std::string(PQgetvalue(schema.get(), 0, 1)) != "t")
+        throw FatalError("role \"" + role + "\" may not use the schema pii_audit: grant it the role " +
+                         "pii_audit_siem (GRANT pii_audit_siem TO \"" + role + "\")");
     Result r = run(
         "SELECT to_regprocedure('pii_audit.export(bigint,integer,text)') IS NOT NULL, "
         "       to_regprocedure('pii_audit.export_alerts(bigint,integer,text)') IS NOT NULL, "
