@@ -237,7 +237,7 @@ Destination (--output, required)
       --facility N         syslog facility of wrapped lines (0..23, default 13 "log audit")
       --severity N         syslog severity of wrapped lines (0..7, default 6 "informational")
       --confirm-delay S    tcp/tls: a batch counts as delivered once the receiver's TCP stack
-                           acknowledged it and the connection stayed up S seconds (default 0.5)
+                           acknowledged it and the connection stayed up S seconds (default 1)
       --timeout S          give up on a stuck receiver after S seconds, then retry (default 30)
       --retry-max S        longest pause between retries (default 30)
 

@@ -29,7 +29,7 @@ struct Options {
     int facility = 13;  // "log audit"
     int severity = 6;   // informational
     double retry_max = 30.0;
-    double confirm_delay = 0.5;  // tcp/tls: how long a connection must stay up after a batch
+    double confirm_delay = 1.0;  // tcp/tls: how long a connection must stay up after a batch
     double timeout = 30.0;       // network operations
     double progress_interval = 0;
     bool once = false;
