@@ -83,6 +83,7 @@ public:
                 // The destination keeps what it was sent; only the database is reconnected.
                 ++failures_;
                 trail_.disconnect();
+                prefetching_ = false;
                 log_warning(std::string(e.what()) + "; reconnecting in about " + format_seconds(backoff_.next()));
                 backoff_.pause();
             } catch (const TransientError& e) {
@@ -131,12 +132,20 @@ private:
                                         std::to_string(sent_.event_id));
             reconnecting_ = false;
         }
-        Result events = trail_.fetch_events(sent_.event_id, o_.batch, o_.format);
+        Result events;
+        if (prefetching_) {
+            prefetching_ = false;
+            events = trail_.finish_events();
+        } else {
+            events = trail_.fetch_events(sent_.event_id, o_.batch, o_.format);
+        }
+        register_checkpoint_if_due();
         Result alerts;
         if (o_.alerts) alerts = trail_.fetch_alerts(sent_.alert_id, o_.batch, o_.format);
         int nevents = PQntuples(events.get()), nalerts = alerts ? PQntuples(alerts.get()) : 0;
         if (nevents == 0 && nalerts == 0) {
             advance_checkpoint();
+            register_checkpoint_if_due();
             if (o_.once && output_->settled()) return false;
             // Nothing new: sleep until the worker announces events, or the poll interval ends,
             // or (tcp/tls) a sent batch can be confirmed.
@@ -145,6 +154,12 @@ private:
             if (o_.progress_interval > 0) wait = std::min(wait, o_.progress_interval);
             trail_.wait(wait);
             return true;
+        }
+        // A full batch: more is likely waiting. The server formats it while this one is sent.
+        if (nevents == o_.batch) {
+            trail_.start_events(std::strtoll(PQgetvalue(events.get(), nevents - 1, 0), nullptr, 10),
+                                o_.batch, o_.format);
+            prefetching_ = true;
         }
         Position upto = sent_;
         for (int i = 0; i < nevents; ++i) {
@@ -192,7 +207,11 @@ private:
                 if (!o_.checkpoint.empty()) save_checkpoint(o_.checkpoint, checkpoint_);
             }
         }
-        if (db_checkpoint_due_ && trail_.connected()) {
+    }
+
+    // Tells retention what was delivered (between queries: never while a prefetch runs).
+    void register_checkpoint_if_due() {
+        if (db_checkpoint_due_ && trail_.connected() && !prefetching_) {
             trail_.register_checkpoint(o_.name, delivered_.event_id);
             db_checkpoint_due_ = false;
         }
@@ -206,8 +225,13 @@ private:
         } catch (const TransientError&) {
             // (the broken connection again, or the checkpoint's disk: the old position holds)
         }
-        // ...and what was sent but not confirmed comes from the trail again.
+        // ...and what was sent but not confirmed comes from the trail again (a batch fetched
+        // ahead follows what failed: dropped with its connection).
         output_->disconnect();
+        if (prefetching_) {
+            trail_.disconnect();
+            prefetching_ = false;
+        }
         output_connected_ = false;
         if (sent_ != delivered_)
             log_warning(why + "; events " + std::to_string(delivered_.event_id + 1) + ".." +
@@ -267,7 +291,7 @@ private:
     Backoff backoff_;
     Checkpoint checkpoint_;
     Position delivered_, sent_;
-    bool output_connected_ = false, reconnecting_ = false, db_checkpoint_due_ = false;
+    bool output_connected_ = false, reconnecting_ = false, db_checkpoint_due_ = false, prefetching_ = false;
     uint64_t sent_count_ = 0, delivered_count_ = 0, reported_count_ = 0, failures_ = 0;
     double started_ = 0, last_report_ = 0;
 };

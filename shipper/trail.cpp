@@ -37,7 +37,10 @@ void Trail::lost(const std::string& what) {
 }
 
 Result Trail::run(const char* sql, int nparams, const char* const* params) {
-    Result r(PQexecParams(conn_, sql, nparams, nullptr, params, nullptr, nullptr, 0));
+    return checked(Result(PQexecParams(conn_, sql, nparams, nullptr, params, nullptr, nullptr, 0)));
+}
+
+Result Trail::checked(Result r) {
     if (r == nullptr || PQstatus(conn_) != CONNECTION_OK) lost("lost the connection to " + describe());
     ExecStatusType st = PQresultStatus(r.get());
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
@@ -113,10 +116,27 @@ void Trail::connect(bool alerts) {
     if (alerts) run("LISTEN pii_audit_alerts", 0, nullptr);
 }
 
+namespace {
+const char* const kExportEvents = "SELECT event_id, line FROM pii_audit.export($1::bigint, $2::integer, $3::text)";
+}
+
 Result Trail::fetch_events(int64_t after, int max, const std::string& format) {
     std::string a = std::to_string(after), m = std::to_string(max);
     const char* params[3] = {a.c_str(), m.c_str(), format.c_str()};
-    return run("SELECT event_id, line FROM pii_audit.export($1::bigint, $2::integer, $3::text)", 3, params);
+    return run(kExportEvents, 3, params);
+}
+
+void Trail::start_events(int64_t after, int max, const std::string& format) {
+    std::string a = std::to_string(after), m = std::to_string(max);
+    const char* params[3] = {a.c_str(), m.c_str(), format.c_str()};
+    if (!PQsendQueryParams(conn_, kExportEvents, 3, nullptr, params, nullptr, nullptr, 0))
+        lost("lost the connection to " + describe());
+}
+
+Result Trail::finish_events() {
+    Result last;
+    while (PGresult* r = PQgetResult(conn_)) last.reset(r);  // one statement: one result
+    return checked(std::move(last));
 }
 
 Result Trail::fetch_alerts(int64_t after, int max, const std::string& format) {

@@ -30,6 +30,10 @@ public:
 
     // Rows (id, line) after `after`, in id order. TransientError on a lost connection.
     Result fetch_events(int64_t after, int max, const std::string& format);
+    // The same in two halves, so the server formats the next batch while the current one is
+    // being sent. No other query may run in between.
+    void start_events(int64_t after, int max, const std::string& format);
+    Result finish_events();
     Result fetch_alerts(int64_t after, int max, const std::string& format);
     void register_checkpoint(const std::string& name, int64_t delivered_event_id);
 
@@ -41,6 +45,7 @@ public:
 
 private:
     Result run(const char* sql, int nparams, const char* const* params);
+    Result checked(Result r);
     [[noreturn]] void lost(const std::string& what);
     int64_t drain_notifications();
 
