@@ -1,6 +1,7 @@
 // Entry point: settings, hooks, shared memory and the background worker are all set up here,
 // once, while the postmaster loads shared_preload_libraries.
 #include "pii_audit_internal.h"
+#include "boundary.h"
 
 extern "C" {
 #include "fmgr.h"
@@ -25,6 +26,7 @@ char* pii_audit_end_user = nullptr;
 int pii_audit_max_query_length = 4096;
 int pii_audit_flush_interval_ms = 200;
 int pii_audit_subject_index_slice = 1000000;
+char* pii_audit_retention = nullptr;
 bool pii_audit_fail_on_error = false;
 bool pii_audit_loaded_at_startup = false;
 bool pii_audit_scoring = true;
@@ -63,6 +65,24 @@ bool check_end_user(char** newval, void**, GucSource) {
         }
     }
     return true;
+}
+
+bool check_retention(char** newval, void**, GucSource) {
+    pii_audit::Retention retention;
+    char error[256] = "";
+    bool ok = false;
+    // The parser allocates: cpp_call keeps its exceptions on this side of the boundary.
+    if (!pii_audit::boundary::cpp_call(nullptr, [&] {
+            ok = pii_audit::parse_retention(*newval ? *newval : "", &retention, error,
+                                            sizeof error);
+        }, error, sizeof error))
+        ok = false;
+    if (!ok) {
+        GUC_check_errdetail("%s.", error);
+        GUC_check_errhint("For example '400 days', '13 months' or '7 years'; empty keeps every "
+                          "event.");
+    }
+    return ok;
 }
 
 bool check_database(char** newval, void**, GucSource) {
@@ -166,6 +186,12 @@ void define_settings() {
         "slice are found by reading their events. A slice is also written after an hour.",
         &pii_audit_subject_index_slice, 1000000, 100, 100000000, PGC_SIGHUP, 0, nullptr, nullptr,
         nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.retention", "How long the trail keeps events, e.g. '400 days'.",
+        "The worker removes whole months of events once all of them are older than this and "
+        "every registered export checkpoint has delivered them; each removal is an event of "
+        "the trail. Empty keeps every event.",
+        &pii_audit_retention, "", PGC_SIGHUP, 0, check_retention, nullptr, nullptr);
     DefineCustomBoolVariable(
         "pii_audit.scoring", "Scores every stored event for insider patterns and raises alerts.",
         "Off: events are stored but not learned from; pii_audit.alerts gets nothing new.",

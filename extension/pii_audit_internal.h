@@ -6,6 +6,7 @@
 #include "pii_audit/event_record.h"
 #include "pii_audit/label_grammar.h"
 #include "pii_audit/query_normalizer.h"
+#include "pii_audit/retention.h"
 #include "pii_audit/ring_buffer.h"
 
 extern "C" {
@@ -86,6 +87,8 @@ void pii_audit_label_cache_init(void);
 // ---- subjects (capture/subject_capture.cpp) ----
 extern int pii_audit_max_subjects_per_event;
 extern int pii_audit_subject_index_slice;
+// pii_audit.retention: empty keeps everything (see pii_audit/retention.h).
+extern char* pii_audit_retention;
 struct PlanState;
 struct SubjectTracker;
 // At postmaster start: read (or create) the secret that keys subject hashes.

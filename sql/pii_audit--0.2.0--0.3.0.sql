@@ -2,6 +2,19 @@
 -- pii_audit--0.2.0.sql and then this script, so new installs and upgraded ones are the same.
 \echo Use "ALTER EXTENSION pii_audit UPDATE TO '0.3.0'" to load this file. \quit
 
+-- ---------------------------------------------------------------- retention
+-- Events leave the trail a whole month's partition at a time, by the worker (pii_audit.retention)
+-- or by a superuser (pii_audit.remove_events); each removal is itself an event of kind 'removal':
+-- which partition, the ids and times of the events removed, how many (row_count), when, by whom
+-- and why (detail). Nothing is removed that a registered export has not delivered yet.
+ALTER TABLE pii_audit.trail_groups DROP CONSTRAINT trail_groups_kind_check,
+    ADD CONSTRAINT trail_groups_kind_check
+        CHECK (kind IN ('read', 'label_change', 'gap', 'login', 'removal'));
+COMMENT ON VIEW pii_audit.events IS
+    'every stored event (reads, label changes, gaps, logins, removals) with its session and statement';
+COMMENT ON VIEW pii_audit.access_log IS
+    'one row per statement execution per relation whose labelled columns it read; also label changes, gaps and removals (kind)';
+
 -- SIEM export ------------------------------------------------------------------------------
 -- The pull side of SIEM export (README, "For SIEM teams"): role pii_audit_siem, export() and
 -- export_alerts() returning one line per event in a SIEM format, and views that rising-column
@@ -265,3 +278,194 @@ GRANT EXECUTE ON FUNCTION pii_audit.export(bigint, integer, text),
         text)
     TO pii_audit_siem;
 GRANT SELECT ON pii_audit.export_events, pii_audit.export_alert_events TO pii_audit_siem;
+-- How far each SIEM export has delivered the trail (pii-audit-export keeps its own row up to
+-- date). Retention removes nothing past the lowest.
+CREATE TABLE pii_audit.export_checkpoints (
+    name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
+    delivered_event_id bigint NOT NULL CHECK (delivered_event_id >= 0),
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    registered_by text NOT NULL DEFAULT session_user,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pii_audit.export_checkpoints FROM PUBLIC;
+GRANT SELECT ON pii_audit.export_checkpoints TO pii_audit_officer, pii_audit_admin, pii_audit_siem;
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.export_checkpoints', '');
+COMMENT ON TABLE pii_audit.export_checkpoints IS
+    'how far each registered SIEM export has delivered the trail; retention waits for the lowest';
+
+-- Registers an export, or moves its checkpoint forward (never back: an export that starts again
+-- from an older id delivers events twice, which the id deduplicates, and must not release
+-- events it already held).
+CREATE FUNCTION pii_audit.export_checkpoint(name text, delivered_event_id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    stored bigint;
+BEGIN
+    IF name IS NULL OR delivered_event_id IS NULL THEN
+        RAISE EXCEPTION 'name and delivered_event_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid export checkpoint name "%"', left(name, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Up to 63 letters, digits, "_", "." and "-", starting with a letter or digit.';
+    END IF;
+    IF delivered_event_id < 0 THEN
+        RAISE EXCEPTION 'delivered_event_id must not be negative (got %)', delivered_event_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT w.last_event_id INTO stored FROM pii_audit.worker_state w;
+    IF delivered_event_id > stored THEN
+        RAISE EXCEPTION 'event % is not in the trail yet (the last stored event is %)',
+            delivered_event_id, stored
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A checkpoint says what was delivered; deliver events before checkpointing them.';
+    END IF;
+    INSERT INTO pii_audit.export_checkpoints AS c (name, delivered_event_id)
+    VALUES (export_checkpoint.name, export_checkpoint.delivered_event_id)
+    ON CONFLICT ON CONSTRAINT export_checkpoints_pkey DO UPDATE
+        SET delivered_event_id = greatest(c.delivered_event_id, excluded.delivered_event_id),
+            updated_at = now();
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.export_checkpoint(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.export_checkpoint(text, bigint)
+    TO pii_audit_siem, pii_audit_admin;
+COMMENT ON FUNCTION pii_audit.export_checkpoint(text, bigint) IS
+    'registers a SIEM export or moves its checkpoint forward; retention keeps what it has not delivered';
+
+-- Unregisters an export that is gone for good, so that its checkpoint no longer holds events.
+CREATE FUNCTION pii_audit.drop_export_checkpoint(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM pii_audit.export_checkpoints c WHERE c.name = drop_export_checkpoint.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'there is no export checkpoint "%"', drop_export_checkpoint.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM pii_audit.export_checkpoints lists them.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.drop_export_checkpoint(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.drop_export_checkpoint(text) TO pii_audit_admin;
+
+-- Announces the removal of a partition, just before its DROP; the record reaches the trail when
+-- the transaction ends, if the DROP happened (as completed if it committed, failed if not).
+CREATE FUNCTION pii_audit._record_removal(relid oid, relation text, events bigint, detail text)
+RETURNS void LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'pii_audit_record_removal';
+REVOKE ALL ON FUNCTION pii_audit._record_removal(oid, text, bigint, text) FROM PUBLIC;
+
+-- Removes, oldest first, each month's partition whose events are all older than older_than (a
+-- group's events lie within an hour of its min_time), and the subject index slices that only
+-- name groups before the oldest one left. Stops at the first month an export has not delivered
+-- whole: quietly when stop_at_hold (the worker), with an error otherwise. The side tables
+-- (sessions, statements) are kept: they are small and later events may share their rows.
+CREATE FUNCTION pii_audit._remove_partitions(older_than timestamptz, why text, stop_at_hold boolean)
+RETURNS TABLE (removed_partition text, first_event_id bigint, last_event_id bigint,
+               events bigint, oldest_event timestamptz, newest_event timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p record;
+    hold_name text;
+    hold_id bigint;
+    keep_from bigint;
+    removed integer := 0;
+BEGIN
+    -- No checkpoint moves or appears while this decides what they hold.
+    LOCK TABLE pii_audit.export_checkpoints IN SHARE MODE;
+    SELECT c.name, c.delivered_event_id INTO hold_name, hold_id
+    FROM pii_audit.export_checkpoints c ORDER BY c.delivered_event_id, c.name LIMIT 1;
+    FOR p IN
+        SELECT c.oid AS relid, c.relname::text AS relname,
+               (to_date(substr(c.relname, 15), 'YYYYMM') + interval '1 month')::timestamp
+                   AT TIME ZONE 'UTC' AS month_end
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'pii_audit.trail_groups'::regclass
+          AND c.relname ~ '^trail_groups_p[0-9]{6}$'
+        ORDER BY c.relname
+    LOOP
+        EXIT WHEN p.month_end + interval '1 hour' > older_than;
+        EXECUTE format('SELECT min(first_event_id), max(first_event_id + event_count - 1), '
+                       'sum(event_count)::bigint, min(min_time), max(max_time) FROM pii_audit.%I',
+                       p.relname)
+            INTO first_event_id, last_event_id, events, oldest_event, newest_event;
+        IF hold_id IS NOT NULL AND last_event_id > hold_id THEN
+            IF stop_at_hold THEN
+                RAISE NOTICE 'pii_audit: events up to % stay: export checkpoint "%" has delivered up to %',
+                    last_event_id, hold_name, hold_id;
+                EXIT;
+            END IF;
+            RAISE EXCEPTION 'cannot remove pii_audit.% (events up to %): export checkpoint "%" has delivered events up to % only',
+                p.relname, last_event_id, hold_name, hold_id
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Let that export catch up, or, if it is gone for good, unregister it with pii_audit.drop_export_checkpoint.';
+        END IF;
+        removed_partition := 'pii_audit.' || p.relname;
+        -- Announced first, confirmed by the DROP (a partition dropped without an announcement
+        -- is recorded too, from its rows, by the drop itself).
+        IF events IS NULL THEN
+            events := 0;  -- an empty month: nothing is removed, nothing to record
+        ELSE
+            PERFORM pii_audit._record_removal(p.relid, removed_partition, events,
+                format('%s events with ids from %s to %s (%s to %s UTC) removed: %s', events,
+                       first_event_id, last_event_id,
+                       to_char(oldest_event AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                       to_char(newest_event AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), why));
+        END IF;
+        EXECUTE format('DROP TABLE pii_audit.%I', p.relname);
+        removed := removed + 1;
+        RETURN NEXT;
+    END LOOP;
+    IF removed > 0 THEN
+        SELECT min(g.first_event_id) INTO keep_from FROM pii_audit.trail_groups g;
+        IF keep_from IS NULL THEN
+            SELECT w.last_event_id + 1 INTO keep_from FROM pii_audit.worker_state w;
+        END IF;
+        -- The triggers that keep the index append-only step aside for this transaction only
+        -- (ALTER TABLE locks out every other writer until it ends).
+        ALTER TABLE pii_audit.trail_subject_index DISABLE TRIGGER trail_subject_index_append_only;
+        ALTER TABLE pii_audit.trail_subject_slices DISABLE TRIGGER trail_subject_slices_append_only;
+        DELETE FROM pii_audit.trail_subject_index x USING pii_audit.trail_subject_slices s
+        WHERE x.slice = s.first_event_id AND s.last_event_id < keep_from;
+        DELETE FROM pii_audit.trail_subject_slices s WHERE s.last_event_id < keep_from;
+        ALTER TABLE pii_audit.trail_subject_index ENABLE ALWAYS TRIGGER trail_subject_index_append_only;
+        ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_append_only;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit._remove_partitions(timestamptz, text, boolean) FROM PUBLIC;
+
+-- A superuser's removal on demand: every month whose events are all older than older_than.
+CREATE FUNCTION pii_audit.remove_events(older_than timestamptz, reason text)
+RETURNS TABLE (removed_partition text, first_event_id bigint, last_event_id bigint,
+               events bigint, oldest_event timestamptz, newest_event timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT current_setting('is_superuser')::boolean THEN
+        RAISE EXCEPTION 'only a superuser may remove events from the pii_audit trail'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Set pii_audit.retention to have the worker remove old events.';
+    END IF;
+    IF older_than IS NULL OR reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'say which events to remove (older_than) and why (reason)'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF older_than > now() THEN
+        RAISE EXCEPTION 'older_than (%) is in the future', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(reason) > 1000 THEN
+        RAISE EXCEPTION 'the reason is % characters long; at most 1000 are kept', length(reason)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY SELECT * FROM pii_audit._remove_partitions(older_than,
+        format('by %s: %s', session_user, reason), false);
+    IF NOT FOUND THEN
+        RAISE NOTICE 'nothing removed: no month of the trail has all its events older than %',
+            older_than;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.remove_events(timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION pii_audit.remove_events(timestamptz, text) IS
+    'removes every month of the trail whose events are all older than a time, recording the removal (superusers)';

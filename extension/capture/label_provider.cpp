@@ -1,6 +1,7 @@
 // The `pii` security-label provider: validates labels, restricts who may change them, makes every
 // backend re-read the labels of the relation, and records each change in the trail when its
-// transaction ends (as completed on commit, failed on abort).
+// transaction ends (as completed on commit, failed on abort). Removals of trail partitions
+// (retention) are recorded the same way.
 #include "pii_audit_internal.h"
 
 extern "C" {
@@ -8,6 +9,9 @@ extern "C" {
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "executor/tuptable.h"
 #include "catalog/indexing.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_seclabel.h"
@@ -26,6 +30,7 @@ extern "C" {
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 }
 
@@ -33,7 +38,11 @@ extern "C" {
 
 namespace {
 
+// A label change or a removal of events, recorded when its transaction ends.
 struct PendingLabelChange {
+    pii_audit::EventKind kind;
+    int64 row_count;  // removals: how many events
+    bool confirmed;   // removals: the partition was dropped (announced ones wait for the DROP)
     TimestampTz time;
     Oid relid;
     char* relation;
@@ -57,8 +66,10 @@ void emit_pending(pii_audit::EventStatus status) {
     ListCell* cell;
     foreach (cell, pending_changes) {
         auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
+        if (!change->confirmed) continue;  // announced, but the DROP never came
         pii_audit::EventView event;
-        event.header.kind = static_cast<uint8>(pii_audit::EventKind::kLabelChange);
+        event.header.kind = static_cast<uint8>(change->kind);
+        event.header.row_count = change->row_count;
         event.header.status = static_cast<uint8>(
             change->rolled_back ? pii_audit::EventStatus::kFailed : status);
         event.header.event_time = change->time;
@@ -68,8 +79,9 @@ void emit_pending(pii_audit::EventStatus status) {
         pii_audit_apply_identity(change->identity, event);
         event.field[pii_audit::kCommand] = change->command;
         event.field[pii_audit::kRelation] = change->relation;
-        std::string_view column(change->column, strlen(change->column) + 1);
-        event.field[pii_audit::kColumns] = column;
+        if (change->column != nullptr)
+            event.field[pii_audit::kColumns] =
+                std::string_view(change->column, strlen(change->column) + 1);
         event.field[pii_audit::kCategories] =
             std::string_view(change->categories, change->categories_len);
         event.field[pii_audit::kQueryText] =
@@ -77,8 +89,9 @@ void emit_pending(pii_audit::EventStatus status) {
         event.field[pii_audit::kDetail] = change->detail;
         // Label changes switch auditing on or off: they wait for queue space like reads do
         // (bounded by queue_wait_timeout, and not at all while the worker is stalled). Commit
-        // and abort hold interrupts, so the wait cannot turn into an error here.
-        (void)pii_audit_enqueue(event, true);
+        // and abort hold interrupts, so the wait cannot turn into an error here. The worker
+        // (removing events for retention) never waits for space only it can free.
+        (void)pii_audit_enqueue(event, !pii_audit_capture_suppressed);
     }
     pending_changes = NIL;
 }
@@ -185,21 +198,16 @@ void validate_target(const ObjectAddress* object) {
                                "tables, materialized views and foreign tables")));
 }
 
-// Records a label change of column `attnum` of `relid`, emitted when the transaction ends.
-void queue_change(Oid relid, int attnum, const char* categories, size_t categories_len,
-                  const char* detail, const char* command) {
+// A pending event of this transaction, with the statement and the reader as they are now.
+PendingLabelChange* new_pending(pii_audit::EventKind kind, Oid relid, const char* relation,
+                                const char* detail, const char* command) {
     MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
     auto* change = static_cast<PendingLabelChange*>(palloc0(sizeof(PendingLabelChange)));
+    change->kind = kind;
+    change->confirmed = kind != pii_audit::EventKind::kRemoval;
     change->time = GetCurrentTimestamp();
     change->relid = relid;
-    change->relation =
-        quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
-    change->column = pstrdup(get_attname(relid, static_cast<AttrNumber>(attnum), false));
-    if (categories_len > 0) {
-        change->categories = static_cast<char*>(palloc(categories_len));
-        memcpy(change->categories, categories, categories_len);
-        change->categories_len = static_cast<int>(categories_len);
-    }
+    change->relation = pstrdup(relation);
     change->detail = pstrdup(detail);
     change->command = command;
     change->subxact = GetCurrentSubTransactionId();
@@ -215,6 +223,25 @@ void queue_change(Oid relid, int attnum, const char* categories, size_t categori
         RegisterSubXactCallback(on_subxact_event, nullptr);
         xact_callback_registered = true;
     }
+    return change;
+}
+
+// Records a label change of column `attnum` of `relid`, emitted when the transaction ends.
+void queue_change(Oid relid, int attnum, const char* categories, size_t categories_len,
+                  const char* detail, const char* command) {
+    char* relation =
+        quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+    char* column = get_attname(relid, static_cast<AttrNumber>(attnum), false);
+    PendingLabelChange* change =
+        new_pending(pii_audit::EventKind::kLabelChange, relid, relation, detail, command);
+    MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+    change->column = pstrdup(column);
+    if (categories_len > 0) {
+        change->categories = static_cast<char*>(palloc(categories_len));
+        memcpy(change->categories, categories, categories_len);
+        change->categories_len = static_cast<int>(categories_len);
+    }
+    MemoryContextSwitchTo(old);
 }
 
 // Dropping a labelled column (or its table) removes its label with it: the trail must say so,
@@ -232,6 +259,97 @@ void record_dropped_label(Oid relid, int attnum, const char* label, const char* 
                  psprintf("%s with its label (was '%s')", what, label), "DROP");
 }
 
+// ---------------------------------------------------------------- removals of trail partitions
+// pii_audit._remove_partitions announces each removal (ids, count, times, why) before its DROP;
+// the DROP confirms it. A partition of trail_groups dropped any other way (DROP TABLE by a
+// superuser, DROP EXTENSION) is recorded too: its rows are read before they go.
+
+bool is_trail_partition(Oid relid) {
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    if (!OidIsValid(nsp) || get_rel_namespace(relid) != nsp) return false;
+    const char* name = get_rel_name(relid);
+    if (name == nullptr || strncmp(name, "trail_groups_p", 14) != 0 || strlen(name) != 20)
+        return false;
+    for (int i = 14; i < 20; ++i)
+        if (name[i] < '0' || name[i] > '9') return false;
+    return true;
+}
+
+PendingLabelChange* announced_removal(Oid relid) {
+    ListCell* cell;
+    foreach (cell, pending_changes) {
+        auto* change = static_cast<PendingLabelChange*>(lfirst(cell));
+        if (change->kind == pii_audit::EventKind::kRemoval && change->relid == relid)
+            return change;
+    }
+    return nullptr;
+}
+
+void utc_text(TimestampTz t, char* out, size_t size) {
+    struct pg_tm tm;
+    fsec_t fsec;
+    if (timestamp2tm(t, nullptr, &tm, &fsec, nullptr, nullptr) != 0) {
+        strlcpy(out, "?", size);
+        return;
+    }
+    snprintf(out, size, "%04d-%02d-%02d %02d:%02d:%02d", tm.tm_year, tm.tm_mon, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+// A partition dropped without an announcement: its groups, read before the DROP removes them.
+void record_unannounced_drop(Oid relid) {
+    AttrNumber cols[4] = {get_attnum(relid, "first_event_id"), get_attnum(relid, "event_count"),
+                          get_attnum(relid, "min_time"), get_attnum(relid, "max_time")};
+    int64 events = 0, first = PG_INT64_MAX, last = 0;
+    TimestampTz oldest = DT_NOEND, newest = DT_NOBEGIN;
+    bool readable = true;
+    for (AttrNumber col : cols) readable = readable && col > 0;
+    if (readable) {
+        Relation rel = table_open(relid, AccessShareLock);  // the DROP holds a stronger lock
+        Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+        TableScanDesc scan = table_beginscan(rel, snapshot, 0, nullptr);
+        TupleTableSlot* slot = table_slot_create(rel, nullptr);
+        while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
+            bool nulls[4];
+            Datum values[4];
+            for (int i = 0; i < 4; ++i) values[i] = slot_getattr(slot, cols[i], &nulls[i]);
+            if (nulls[0] || nulls[1] || nulls[2] || nulls[3]) continue;
+            int64 id = DatumGetInt64(values[0]);
+            int64 count = DatumGetInt32(values[1]);
+            events += count;
+            first = Min(first, id);
+            last = Max(last, id + count - 1);
+            oldest = Min(oldest, DatumGetTimestampTz(values[2]));
+            newest = Max(newest, DatumGetTimestampTz(values[3]));
+        }
+        ExecDropSingleTupleTableSlot(slot);
+        table_endscan(scan);
+        UnregisterSnapshot(snapshot);
+        table_close(rel, AccessShareLock);
+        if (events == 0) return;  // an empty month: nothing was removed
+    }
+    char* relation = quote_qualified_identifier("pii_audit", get_rel_name(relid));
+    const char* detail;
+    if (readable) {
+        char from[32], to[32];
+        utc_text(oldest, from, sizeof from);
+        utc_text(newest, to, sizeof to);
+        detail = psprintf("%lld events with ids from %lld to %lld (%s to %s UTC) removed: "
+                          "the partition was dropped directly, not by retention or "
+                          "pii_audit.remove_events",
+                          static_cast<long long>(events), static_cast<long long>(first),
+                          static_cast<long long>(last), from, to);
+    } else {
+        detail = "events removed: the partition was dropped directly, not by retention or "
+                 "pii_audit.remove_events; its columns had been altered, so how many is not "
+                 "known";
+    }
+    PendingLabelChange* removal = new_pending(pii_audit::EventKind::kRemoval, relid, relation,
+                                              detail, "DROP TABLE");
+    removal->row_count = readable ? events : -1;
+    removal->confirmed = true;
+}
+
 object_access_hook_type prev_object_access = nullptr;
 
 void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id,
@@ -242,6 +360,13 @@ void on_object_access(ObjectAccessType access, Oid class_id, Oid object_id, int 
     if (!can_carry_labels(get_rel_relkind(object_id))) return;
     // Labels exist only where the extension is installed; skip the catalog lookups elsewhere.
     if (!OidIsValid(get_extension_oid("pii_audit", true))) return;
+    if (sub_id == 0 && is_trail_partition(object_id)) {
+        if (PendingLabelChange* announced = announced_removal(object_id))
+            announced->confirmed = true;
+        else
+            record_unannounced_drop(object_id);
+        return;
+    }
     if (sub_id > 0) {
         ObjectAddress column = {RelationRelationId, object_id, sub_id};
         if (char* label = GetSecurityLabel(&column, "pii"))
@@ -340,4 +465,30 @@ void pii_audit_register_label_provider(void) {
     register_label_provider("pii", pii_label_hook);
     prev_object_access = object_access_hook;
     object_access_hook = on_object_access;
+}
+
+// pii_audit._record_removal(relid, relation, events, detail): called by pii_audit's removal of
+// trail partitions just before the DROP, in the same transaction. The event goes into the queue
+// when the transaction ends, if the DROP happened: as completed if it committed, as failed if
+// it did not.
+extern "C" {
+PGDLLEXPORT Datum pii_audit_record_removal(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_record_removal);
+}
+
+Datum pii_audit_record_removal(PG_FUNCTION_ARGS) {
+    Oid relid = PG_GETARG_OID(0);
+    char* relation = text_to_cstring(PG_GETARG_TEXT_PP(1));
+    int64 events = PG_GETARG_INT64(2);
+    char* detail = text_to_cstring(PG_GETARG_TEXT_PP(3));
+    if (events < 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("a removal cannot remove %lld events", static_cast<long long>(events))));
+    if (announced_removal(relid) != nullptr)
+        ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
+                        errmsg("the removal of %s is already recorded", relation)));
+    PendingLabelChange* removal = new_pending(pii_audit::EventKind::kRemoval, relid, relation,
+                                              detail, "REMOVE EVENTS");
+    removal->row_count = events;
+    PG_RETURN_VOID();
 }

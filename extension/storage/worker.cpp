@@ -39,6 +39,7 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -121,6 +122,9 @@ struct WorkerState {
     bool warned_not_installed;
     TimestampTz last_recorded_at;       // recorded_at of the last batch: never goes back
     TimestampTz partitions_checked_at;  // when the next month's partition was last made sure of
+    TimestampTz retention_checked_at;   // when pii_audit.retention was last applied
+    bool warned_retention;              // said that the installed SQL cannot remove events
+    bool trail_gone;                    // a batch found the trail's tables dropped
 };
 
 void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
@@ -413,7 +417,7 @@ private:
 
 struct BatchDatums {
     FieldDatums field[pii_audit::kFieldCount];
-    Datum kind_read, kind_label_change, kind_login, kind_gap;
+    Datum kind_read, kind_label_change, kind_login, kind_gap, kind_removal;
 
     Datum text(const pii_audit::EventView& event, pii_audit::EventField f) {
         return field[f].get<FieldDatums::Kind::kText>(event.field[f], event.header.source_encoding);
@@ -508,6 +512,77 @@ void prepare_partitions(WorkerState* state) {
                                  error->message),
                           errdetail("The worker tries again in a minute.")));
         FreeErrorData(error);
+    }
+}
+
+// ---------------------------------------------------------------- retention
+// With pii_audit.retention set, once a minute between batches: the months whose events are all
+// older than it go, whole partitions at a time, as far as every export checkpoint has delivered
+// them (pii_audit._remove_partitions, which records each removal; the records reach the queue
+// when this transaction commits). A failure (a reader holding the trail longer than the lock
+// timeout) is retried a minute later.
+void apply_retention(WorkerState* state) {
+    if (pii_audit_retention == nullptr || pii_audit_retention[0] == '\0') return;
+    TimestampTz now = GetCurrentTimestamp();
+    if (state->retention_checked_at != 0 &&
+        !TimestampDifferenceExceeds(state->retention_checked_at, now, 60 * 1000))
+        return;
+    state->retention_checked_at = now;
+    pii_audit::Retention retention;
+    char error[256] = "";
+    bool parsed = false;
+    if (!pii_audit::boundary::cpp_call(nullptr, [&] {
+            parsed = pii_audit::parse_retention(pii_audit_retention, &retention, error,
+                                                sizeof error);
+        }, error, sizeof error) || !parsed || retention.keep_everything)
+        return;  // the setting's check refused it already
+    char interval[64];
+    snprintf(interval, sizeof interval, "%d months %d days", retention.months, retention.days);
+    char why[300];
+    snprintf(why, sizeof why, "older than pii_audit.retention (%s)", pii_audit_retention);
+    int64 removed = 0;
+    bool installed = true;
+    ErrorData* failure = pii_audit::boundary::pg_own_transactions([&] {
+        pii_audit_worker_begin_transaction();
+        pgstat_report_activity(STATE_RUNNING, "pii_audit: removing events past retention");
+        SPI_connect();
+        installed = spi_int64("SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
+                              "ON n.oid = p.pronamespace WHERE n.nspname = 'pii_audit' "
+                              "AND p.proname = '_remove_partitions'",
+                              0) > 0;
+        if (installed) {
+            // Dropping a partition locks the whole trail: never queue readers behind it for long.
+            SPI_execute("SELECT pg_catalog.set_config('lock_timeout', '500ms', true)", false, 0);
+            Datum args[2] = {CStringGetTextDatum(interval), CStringGetTextDatum(why)};
+            Oid types[2] = {TEXTOID, TEXTOID};
+            if (SPI_execute_with_args("SELECT count(*) FROM pii_audit._remove_partitions("
+                                      "pg_catalog.now() - $1::pg_catalog.interval, $2, true)",
+                                      2, types, args, nullptr, false, 0) != SPI_OK_SELECT)
+                elog(ERROR, "pii_audit: could not run pii_audit._remove_partitions");
+            bool isnull = true;
+            Datum count = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+            removed = isnull ? 0 : DatumGetInt64(count);
+        }
+        SPI_finish();
+        pii_audit_worker_commit_transaction();
+        pgstat_report_activity(STATE_IDLE, nullptr);
+    });
+    if (failure != nullptr) {
+        ereport(failure->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ? LOG : WARNING,
+                (errmsg("pii_audit: could not remove events past retention: %s",
+                        failure->message),
+                 errdetail("The worker tries again in a minute.")));
+        FreeErrorData(failure);
+    } else if (!installed && !state->warned_retention) {
+        ereport(WARNING, (errmsg("pii_audit.retention is set, but the installed pii_audit "
+                                 "extension cannot remove events"),
+                          errhint("ALTER EXTENSION pii_audit UPDATE in database \"%s\".",
+                                  pii_audit_database)));
+        state->warned_retention = true;
+    } else if (removed > 0) {
+        ereport(LOG, (errmsg("pii_audit: removed %lld month%s of events past retention (%s)",
+                             static_cast<long long>(removed), removed == 1 ? "" : "s",
+                             pii_audit_retention)));
     }
 }
 
@@ -1055,7 +1130,8 @@ pii_audit::GroupEvent group_event(const pii_audit::EventView& event) {
     e.event_time = event.header.event_time;
     e.status = event.header.status;
     // A label change counts no rows; a connection attempt reads none.
-    e.has_row_count = kind != EventKind::kLabelChange && kind != EventKind::kLogin;
+    e.has_row_count = kind != EventKind::kLabelChange && kind != EventKind::kLogin &&
+                      !(kind == EventKind::kRemoval && event.header.row_count < 0);
     e.row_count = event.header.row_count;
     e.tracked = (event.header.flags & kFlagSubjectsTracked) != 0;
     e.truncated = (event.header.flags & kFlagSubjectsTruncated) != 0;
@@ -1134,6 +1210,7 @@ void insert_group(Inserter& ins, const Group& gr, std::string_view payload) {
         case static_cast<uint8>(EventKind::kLabelChange): values[kColKind] = d.kind_label_change; break;
         case static_cast<uint8>(EventKind::kLogin): values[kColKind] = d.kind_login; break;
         case kGapKind: values[kColKind] = d.kind_gap; break;
+        case static_cast<uint8>(EventKind::kRemoval): values[kColKind] = d.kind_removal; break;
         default: values[kColKind] = d.kind_read; break;
     }
     values[kColPayload] = PointerGetDatum(pii_audit_bytea(payload));
@@ -1247,6 +1324,17 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     // The transaction switches to its own context: the batch's allocations go to the batch
     // context, reset after every batch.
     pii_audit_worker_begin_transaction();
+    // DROP EXTENSION (or a dropped table) since prepare(): the events stay queued, and the
+    // worker waits for the trail again instead of failing on relations that are gone.
+    const Oid tables[] = {state->groups_relid, state->sessions_relid, state->statements_relid,
+                          state->subject_index_relid, state->subject_slices_relid};
+    for (Oid relid : tables) {
+        if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid))) continue;
+        pii_audit_worker_commit_transaction();
+        state->trail_gone = true;
+        *more = false;
+        return 0;
+    }
     MemoryContext old = MemoryContextSwitchTo(batch_context);
     pgstat_report_activity(STATE_RUNNING, careful ? "pii_audit: persisting audit events one by one"
                                                   : "pii_audit: persisting audit events");
@@ -1262,6 +1350,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     ins.datums->kind_label_change = CStringGetTextDatum("label_change");
     ins.datums->kind_login = CStringGetTextDatum("login");
     ins.datums->kind_gap = CStringGetTextDatum("gap");
+    ins.datums->kind_removal = CStringGetTextDatum("removal");
     ins.sessions.relid = state->sessions_relid;
     ins.statements.relid = state->statements_relid;
     ins.subject_index.relid = state->subject_index_relid;
@@ -1578,6 +1667,7 @@ extern "C" void pii_audit_worker_main(Datum) {
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
             pii_audit_scoring_config_reloaded();
+            state.retention_checked_at = 0;  // a changed retention applies at once
         }
         long wait_ms = pii_audit_flush_interval_ms;
         if (!ready) {
@@ -1595,6 +1685,13 @@ extern "C" void pii_audit_worker_main(Datum) {
         if (ready) {
             bool more = false;
             uint64 records = flush_once(&state, buffer, batch_context, failures >= 2, &more);
+            if (state.trail_gone) {
+                state.trail_gone = false;
+                state.warned_not_installed = false;
+                ready = false;
+                pii_audit_queue_set_ready(false);
+                return;
+            }
             if (failures > 0) {
                 ereport(LOG, (errmsg("pii_audit: storing events works again after %d failed "
                                      "attempt%s",
@@ -1610,6 +1707,7 @@ extern "C" void pii_audit_worker_main(Datum) {
             if (!more) {
                 maintain_scoring(state.next_event_id - 1, false);
                 prepare_partitions(&state);
+                apply_retention(&state);
             }
             TimestampTz now = GetCurrentTimestamp();
             if (records > 0) last_record_at = now;

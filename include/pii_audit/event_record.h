@@ -11,7 +11,9 @@
 namespace pii_audit {
 
 // kLogin: a connection attempt (ClientAuthentication hook); status kCompleted when it succeeded.
-enum class EventKind : std::uint8_t { kRead = 1, kLabelChange = 2, kLogin = 3 };
+// kRemoval: events removed from the trail (retention, pii_audit.remove_events); row_count says
+// how many, detail which ids and times and why.
+enum class EventKind : std::uint8_t { kRead = 1, kLabelChange = 2, kLogin = 3, kRemoval = 4 };
 // kDenied: the statement was refused for lack of privileges before it read anything.
 enum class EventStatus : std::uint8_t { kCompleted = 1, kFailed = 2, kDenied = 3 };
 
