@@ -16,6 +16,7 @@ packages=(
     googletest
     libgtest-dev
     libgmock-dev
+    nlohmann-json3-dev    # the unit tests' OCSF validator reads the schema's JSON files
     cmake
     g++
     make

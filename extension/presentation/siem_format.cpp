@@ -557,7 +557,9 @@ void ocsf_head(Json& j, const Origin& origin, const OcsfClass& c, int activity_i
     out.append(",\"type_name\":\"");
     out.append(c.class_name);
     out.append(": ");
-    out.append(activity_name);
+    // type_uid's caption names the activity by its id's caption: 99 is always Other, whatever
+    // activity_name says.
+    out.append(activity_id == 99 ? "Other" : activity_name);
     out.push_back('"');
     j.num("severity_id", severity_id);
     j.raw_str("severity", ocsf_severity_name(severity_id));
@@ -568,6 +570,8 @@ void ocsf_head(Json& j, const Origin& origin, const OcsfClass& c, int activity_i
     j.raw_str("log_name", log_name);
     j.raw_str("log_provider", kProduct);
     if (logged_micros) j.num("logged_time", millis(*logged_micros));
+    // In the IAM classes actor comes with the host profile: say it is used.
+    if (c.category_uid == 3) j.raw_array("profiles", {"host"});
     j.begin("product");
     j.raw_str("name", kProduct);
     j.raw_str("vendor_name", kProduct);
@@ -593,9 +597,37 @@ void ocsf_src_endpoint(Json& j, const TrailEvent& e) {
     j.end();
 }
 
+// A DNS host name (OCSF's hostname_t): labels of letters, digits and inner hyphens.
+bool is_hostname(std::string_view name) {
+    if (name.empty() || name.size() > 253) return false;
+    std::size_t label = 0;
+    char previous = '.';
+    for (char c : name) {
+        const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (c == '.') {
+            if (label == 0 || previous == '-') return false;
+            label = 0;
+        } else if (alnum || (c == '-' && label > 0)) {
+            ++label;
+        } else {
+            return false;
+        }
+        previous = c;
+    }
+    return label > 0 && previous != '-';
+}
+
+// The server as an endpoint or device: hostname when its name is one, else name.
+void ocsf_server_name(Json& j, const Origin& origin) {
+    if (is_hostname(origin.server_name))
+        j.str("hostname", origin.server_name);
+    else
+        j.str("name", origin.server_name);
+}
+
 void ocsf_dst_endpoint(Json& j, const Origin& origin) {
     j.begin("dst_endpoint");
-    j.str("hostname", origin.server_name);
+    ocsf_server_name(j, origin);
     j.raw_str("svc_name", "postgresql");
     j.end();
 }
@@ -724,7 +756,7 @@ void ocsf_event(const Origin& origin, const TrailEvent& e, std::string& out) {
             j.raw_str("app_name", "pii_audit worker");
             j.end();
             j.begin("device");
-            j.str("hostname", origin.server_name);
+            ocsf_server_name(j, origin);
             j.num("type_id", 1);
             j.raw_str("type", "Server");
             j.end();
