@@ -75,6 +75,8 @@ public:
                  " after event " + std::to_string(sent_.event_id) +
                  (o_.alerts ? " and alert event " + std::to_string(sent_.alert_id) : ""));
         started_ = last_report_ = monotonic_now();
+        // Registered at once, so that retention keeps what this shipper has yet to deliver.
+        db_checkpoint_due_ = true;
         while (!stop_requested) {
             try {
                 if (!step()) break;
@@ -252,6 +254,11 @@ private:
             advance_checkpoint();
         }
         advance_checkpoint();
+        if (prefetching_) {  // a batch fetched ahead and never sent
+            prefetching_ = false;
+            trail_.finish_events();
+        }
+        register_checkpoint_if_due();
     }
 
     static std::string format_seconds(double s) {

@@ -165,12 +165,13 @@ Options parse_options(const std::vector<std::string>& args) {
                 throw UsageError("--checkpoint must name a file, not '" + value + "'");
             o.checkpoint = value;
         } else if (arg == "--name") {
-            if (value.empty() || value.size() > 63)
-                throw UsageError("--name must be 1 to 63 characters");
+            // As pii_audit.export_checkpoint() accepts them.
+            bool ok = !value.empty() && value.size() <= 63 && isalnum(static_cast<unsigned char>(value[0]));
             for (unsigned char c : value)
-                if (!(isalnum(c) || c == '_' || c == '-' || c == '.'))
-                    throw UsageError("--name may hold letters, digits, '_', '-' and '.', not '" +
-                                     value + "'");
+                ok = ok && c < 128 && (isalnum(c) || c == '_' || c == '-' || c == '.');
+            if (!ok)
+                throw UsageError("--name may hold up to 63 letters, digits, '_', '.' and '-', starting "
+                                 "with a letter or digit, not '" + value + "'");
             o.name = value;
         } else if (arg == "--batch") o.batch = static_cast<int>(parse_int(arg, value, 1, 1000000));
         else if (arg == "--poll-interval") o.poll_interval = parse_seconds(arg, value, 0.05, 3600);

@@ -72,6 +72,8 @@ TEST(Options, RefusalsSayWhatIsAllowed) {
               std::string::npos);
     EXPECT_NE(refusal({"-o", "file:x", "--checkpoint", "x"}).find("the same file"), std::string::npos);
     EXPECT_NE(refusal({"-o", "stdout", "--name", "a b"}).find("--name may hold"), std::string::npos);
+    EXPECT_NE(refusal({"-o", "stdout", "--name", "-siem"}).find("starting with a letter"), std::string::npos);
+    EXPECT_NE(refusal({"-o", "stdout", "--name", std::string(64, 'a')}).find("up to 63"), std::string::npos);
     EXPECT_NE(refusal({"-o", "stdout", "--poll-interval", "nan"}).find("seconds"), std::string::npos);
     EXPECT_NE(refusal({"-o", "stdout", "extra"}).find("unexpected argument 'extra'"), std::string::npos);
     EXPECT_NE(refusal({"-o", "stdout", "--once=yes"}).find("takes no value"), std::string::npos);

@@ -158,7 +158,7 @@ rs_start
 ship_start() {  # ship_start NAME ARGS...
     local name=$1
     shift
-    "$shipper" -d "$conn" --checkpoint "$work/$name.cp" "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
+    "$shipper" -d "$conn" --checkpoint "$work/$name.cp" --name "ship-$name" "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
     ship_pid[$name]=$!
 }
 declare -A ship_args=(
@@ -332,7 +332,10 @@ check "relp: duplicates only from the two restarts and the kill" "yes" \
 
 # The database knows each shipper's position, for retention.
 if [[ $(q -d postgres -c "SELECT to_regprocedure('pii_audit.export_checkpoint(text,bigint)') IS NOT NULL") == t ]]; then
-    check "export_checkpoint: called without complaint" "" "$(grep -h 'export_checkpoint' "$work"/*.err || true)"
+    for n in "${names[@]}"; do
+        check "export_checkpoint: $n's position is registered" "$(cp_event "$n")" \
+            "$(q -d postgres -c "SELECT delivered_event_id FROM pii_audit.export_checkpoints WHERE name = 'ship-$n'")"
+    done
 else
     echo "# pii_audit.export_checkpoint() does not exist in this build: not checked"
 fi
