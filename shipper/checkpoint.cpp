@@ -46,7 +46,8 @@ Checkpoint parse_checkpoint(const std::string& text, const std::string& origin) 
     };
     std::istringstream in(text);
     std::string line;
-    if (!std::getline(in, line) || line != kMagic) throw bad("first line is not '" + std::string(kMagic) + "'");
+    if (!std::getline(in, line) || line != kMagic)
+        throw bad("first line is not '" + std::string(kMagic) + "'");
     Checkpoint c;
     bool have_event = false, have_alert = false, have_format = false, have_file = false,
          have_end = false;
@@ -54,8 +55,10 @@ Checkpoint parse_checkpoint(const std::string& text, const std::string& origin) 
         std::istringstream fields(line);
         std::string key;
         fields >> key;
-        if (key == "event_id") have_event = static_cast<bool>(fields >> c.event_id) && c.event_id >= 0;
-        else if (key == "alert_id") have_alert = static_cast<bool>(fields >> c.alert_id) && c.alert_id >= 0;
+        if (key == "event_id")
+            have_event = static_cast<bool>(fields >> c.event_id) && c.event_id >= 0;
+        else if (key == "alert_id")
+            have_alert = static_cast<bool>(fields >> c.alert_id) && c.alert_id >= 0;
         else if (key == "format") {
             have_format = static_cast<bool>(fields >> c.format);
             if (c.format == "-") c.format.clear();

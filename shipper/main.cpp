@@ -36,7 +36,7 @@ void on_stop(int) { stop_requested = 1; }
 void on_progress(int) { progress_requested = 1; }
 
 class Backoff {
-public:
+  public:
     explicit Backoff(double max) : max_(max) {}
     // Sleeps (interruptibly), doubling from 0.2 s up to --retry-max, with jitter.
     void pause() {
@@ -52,15 +52,16 @@ public:
     void reset() { delay_ = 0.2; }
     double next() const { return std::min(max_, delay_); }
 
-private:
+  private:
     double max_;
     double delay_ = 0.2;
     std::mt19937 rng_{std::random_device{}()};
 };
 
 class Shipper {
-public:
-    explicit Shipper(const Options& o) : o_(o), trail_(o.conninfo), output_(make_output(o)), backoff_(o.retry_max) {}
+  public:
+    explicit Shipper(const Options& o)
+        : o_(o), trail_(o.conninfo), output_(make_output(o)), backoff_(o.retry_max) {}
 
     int run() {
         load_position();
@@ -86,7 +87,8 @@ public:
                 ++failures_;
                 trail_.disconnect();
                 prefetching_ = false;
-                log_warning(std::string(e.what()) + "; reconnecting in about " + format_seconds(backoff_.next()));
+                log_warning(std::string(e.what()) + "; reconnecting in about " +
+                            format_seconds(backoff_.next()));
                 backoff_.pause();
             } catch (const TransientError& e) {
                 recover(e.what());
@@ -103,17 +105,19 @@ public:
         return 0;
     }
 
-private:
+  private:
     void load_position() {
         std::optional<Checkpoint> saved;
         if (!o_.checkpoint.empty()) saved = load_checkpoint(o_.checkpoint);
         if (saved) {
             checkpoint_ = *saved;
             if (!checkpoint_.format.empty() && checkpoint_.format != o_.format)
-                log_warning("the destination received " + checkpoint_.format + " until now; from event " +
-                            std::to_string(checkpoint_.event_id + 1) + " on it receives " + o_.format);
+                log_warning("the destination received " + checkpoint_.format +
+                            " until now; from event " + std::to_string(checkpoint_.event_id + 1) +
+                            " on it receives " + o_.format);
             log_info("resuming from the checkpoint " + o_.checkpoint + ": event " +
-                     std::to_string(checkpoint_.event_id) + ", alert event " + std::to_string(checkpoint_.alert_id));
+                     std::to_string(checkpoint_.event_id) + ", alert event " +
+                     std::to_string(checkpoint_.alert_id));
         } else {
             checkpoint_.event_id = o_.start_after;
             checkpoint_.alert_id = 0;
@@ -121,7 +125,8 @@ private:
         checkpoint_.format = o_.format;
         bool changed = output_->restore(checkpoint_);
         delivered_ = sent_ = {checkpoint_.event_id, checkpoint_.alert_id};
-        if (!o_.checkpoint.empty() && (changed || !saved)) save_checkpoint(o_.checkpoint, checkpoint_);
+        if (!o_.checkpoint.empty() && (changed || !saved))
+            save_checkpoint(o_.checkpoint, checkpoint_);
     }
 
     // One round: fetch what follows, send it, move the checkpoint. False when --once is done.
@@ -130,8 +135,9 @@ private:
         if (!output_connected_) {
             output_->connect();
             output_connected_ = true;
-            if (reconnecting_) log_info("connected to " + o_.output_spec + " again; resuming after event " +
-                                        std::to_string(sent_.event_id));
+            if (reconnecting_)
+                log_info("connected to " + o_.output_spec + " again; resuming after event " +
+                         std::to_string(sent_.event_id));
             reconnecting_ = false;
         }
         Result events;
@@ -169,8 +175,8 @@ private:
                      std::string_view(PQgetvalue(events.get(), i, 1),
                                       static_cast<size_t>(PQgetlength(events.get(), i, 1)))};
             if (r.id <= upto.event_id)
-                throw FatalError("pii_audit.export() returned event " + std::to_string(r.id) + " after " +
-                                 std::to_string(upto.event_id) + ": ids must rise");
+                throw FatalError("pii_audit.export() returned event " + std::to_string(r.id) +
+                                 " after " + std::to_string(upto.event_id) + ": ids must rise");
             output_->write(r);
             upto.event_id = r.id;
         }
@@ -179,8 +185,8 @@ private:
                      std::string_view(PQgetvalue(alerts.get(), i, 1),
                                       static_cast<size_t>(PQgetlength(alerts.get(), i, 1)))};
             if (r.id <= upto.alert_id)
-                throw FatalError("pii_audit.export_alerts() returned " + std::to_string(r.id) + " after " +
-                                 std::to_string(upto.alert_id) + ": ids must rise");
+                throw FatalError("pii_audit.export_alerts() returned " + std::to_string(r.id) +
+                                 " after " + std::to_string(upto.alert_id) + ": ids must rise");
             output_->write(r);
             upto.alert_id = r.id;
         }
@@ -269,7 +275,8 @@ private:
 
     void report_progress_if_due() {
         double now = monotonic_now();
-        if (progress_requested || (o_.progress_interval > 0 && now - last_report_ >= o_.progress_interval)) {
+        if (progress_requested ||
+            (o_.progress_interval > 0 && now - last_report_ >= o_.progress_interval)) {
             progress_requested = 0;
             report_progress("progress");
         }
@@ -282,11 +289,12 @@ private:
         int64_t latest = std::max(trail_.latest_announced(), sent_.event_id);
         char buf[512];
         snprintf(buf, sizeof buf,
-                 "%s: delivered %" PRIu64 " events in %.0f s (%.0f/s over the last %.1f s); last "
+                 "%s: delivered %" PRIu64
+                 " events in %.0f s (%.0f/s over the last %.1f s); last "
                  "delivered event %" PRId64 ", sent %" PRId64 ", newest known %" PRId64
                  " (lag %" PRId64 " events); %" PRIu64 " retries",
-                 what, delivered_count_, now - started_, rate, span, delivered_.event_id, sent_.event_id,
-                 latest, latest - delivered_.event_id, failures_);
+                 what, delivered_count_, now - started_, rate, span, delivered_.event_id,
+                 sent_.event_id, latest, latest - delivered_.event_id, failures_);
         log_info(buf);
         last_report_ = now;
         reported_count_ = delivered_count_;
@@ -298,7 +306,8 @@ private:
     Backoff backoff_;
     Checkpoint checkpoint_;
     Position delivered_, sent_;
-    bool output_connected_ = false, reconnecting_ = false, db_checkpoint_due_ = false, prefetching_ = false;
+    bool output_connected_ = false, reconnecting_ = false, db_checkpoint_due_ = false,
+         prefetching_ = false;
     uint64_t sent_count_ = 0, delivered_count_ = 0, reported_count_ = 0, failures_ = 0;
     double started_ = 0, last_report_ = 0;
 };

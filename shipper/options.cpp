@@ -27,7 +27,8 @@ double parse_seconds(const std::string& what, const std::string& text, double mi
     errno = 0;
     char* end = nullptr;
     double v = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v) || v < min || v > max) {
+    if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v) || v < min ||
+        v > max) {
         char range[96];
         snprintf(range, sizeof range, "%g to %g", min, max);
         throw UsageError(what + " must be a number of seconds from " + range + ", not '" + text +
@@ -103,8 +104,10 @@ uint64_t parse_size(const std::string& what, const std::string& text) {
         {"", 1}, {"B", 1}, {"kB", 1024}, {"MB", 1024 * 1024}, {"GB", 1024ull * 1024 * 1024}};
     auto it = units.find(unit);
     if (digits == 0 || digits > 12 || it == units.end())
-        throw UsageError(what + " must be a size such as 500kB, 100MB or 2GB (units B, kB, MB, "
-                                "GB), not '" + text + "'");
+        throw UsageError(what +
+                         " must be a size such as 500kB, 100MB or 2GB (units B, kB, MB, "
+                         "GB), not '" +
+                         text + "'");
     return std::stoull(text.substr(0, digits)) * it->second;
 }
 
@@ -131,11 +134,10 @@ Options parse_options(const std::vector<std::string>& args) {
         }
         static const std::set<std::string> flags = {"--help", "--version", "--alerts", "--once"};
         static const std::set<std::string> valued = {
-            "--dbname",        "--format",        "--output",         "--checkpoint",
-            "--name",          "--batch",         "--poll-interval",  "--start-after",
-            "--file-max-size", "--file-keep",     "--tls-ca",         "--tls-cert",
-            "--tls-key",       "--tls-server-name", "--facility",     "--severity",
-            "--retry-max",     "--confirm-delay", "--timeout",        "--progress"};
+            "--dbname",   "--format",        "--output",        "--checkpoint",      "--name",
+            "--batch",    "--poll-interval", "--start-after",   "--file-max-size",   "--file-keep",
+            "--tls-ca",   "--tls-cert",      "--tls-key",       "--tls-server-name", "--facility",
+            "--severity", "--retry-max",     "--confirm-delay", "--timeout",         "--progress"};
         if (flags.count(arg)) {
             if (inline_value) throw UsageError(arg + " takes no value");
         } else if (valued.count(arg)) {
@@ -148,14 +150,20 @@ Options parse_options(const std::vector<std::string>& args) {
         }
         if (!seen.insert(arg).second) throw UsageError(arg + " given twice");
 
-        if (arg == "--help") o.help = true;
-        else if (arg == "--version") o.version = true;
-        else if (arg == "--alerts") o.alerts = true;
-        else if (arg == "--once") o.once = true;
-        else if (arg == "--dbname") o.conninfo = value;
+        if (arg == "--help")
+            o.help = true;
+        else if (arg == "--version")
+            o.version = true;
+        else if (arg == "--alerts")
+            o.alerts = true;
+        else if (arg == "--once")
+            o.once = true;
+        else if (arg == "--dbname")
+            o.conninfo = value;
         else if (arg == "--format") {
             if (!kFormats.count(value))
-                throw UsageError("--format '" + value + "' is not one of: json, ocsf, cef, leef, rfc5424");
+                throw UsageError("--format '" + value +
+                                 "' is not one of: json, ocsf, cef, leef, rfc5424");
             o.format = value;
         } else if (arg == "--output") {
             parse_output(value, o);
@@ -166,28 +174,46 @@ Options parse_options(const std::vector<std::string>& args) {
             o.checkpoint = value;
         } else if (arg == "--name") {
             // As pii_audit.export_checkpoint() accepts them.
-            bool ok = !value.empty() && value.size() <= 63 && isalnum(static_cast<unsigned char>(value[0]));
+            bool ok = !value.empty() && value.size() <= 63 &&
+                      isalnum(static_cast<unsigned char>(value[0]));
             for (unsigned char c : value)
                 ok = ok && c < 128 && (isalnum(c) || c == '_' || c == '-' || c == '.');
             if (!ok)
-                throw UsageError("--name may hold up to 63 letters, digits, '_', '.' and '-', starting "
-                                 "with a letter or digit, not '" + value + "'");
+                throw UsageError(
+                    "--name may hold up to 63 letters, digits, '_', '.' and '-', starting "
+                    "with a letter or digit, not '" +
+                    value + "'");
             o.name = value;
-        } else if (arg == "--batch") o.batch = static_cast<int>(parse_int(arg, value, 1, 1000000));
-        else if (arg == "--poll-interval") o.poll_interval = parse_seconds(arg, value, 0.05, 3600);
-        else if (arg == "--start-after") o.start_after = parse_int(arg, value, 0, INT64_MAX);
-        else if (arg == "--file-max-size") o.file_max_size = parse_size(arg, value);
-        else if (arg == "--file-keep") o.file_keep = static_cast<int>(parse_int(arg, value, 1, 1000));
-        else if (arg == "--tls-ca") o.tls_ca = value;
-        else if (arg == "--tls-cert") o.tls_cert = value;
-        else if (arg == "--tls-key") o.tls_key = value;
-        else if (arg == "--tls-server-name") o.tls_server_name = value;
-        else if (arg == "--facility") o.facility = static_cast<int>(parse_int(arg, value, 0, 23));
-        else if (arg == "--severity") o.severity = static_cast<int>(parse_int(arg, value, 0, 7));
-        else if (arg == "--retry-max") o.retry_max = parse_seconds(arg, value, 0.1, 3600);
-        else if (arg == "--confirm-delay") o.confirm_delay = parse_seconds(arg, value, 0, 60);
-        else if (arg == "--timeout") o.timeout = parse_seconds(arg, value, 0.5, 3600);
-        else if (arg == "--progress") o.progress_interval = parse_seconds(arg, value, 0.1, 86400);
+        } else if (arg == "--batch")
+            o.batch = static_cast<int>(parse_int(arg, value, 1, 1000000));
+        else if (arg == "--poll-interval")
+            o.poll_interval = parse_seconds(arg, value, 0.05, 3600);
+        else if (arg == "--start-after")
+            o.start_after = parse_int(arg, value, 0, INT64_MAX);
+        else if (arg == "--file-max-size")
+            o.file_max_size = parse_size(arg, value);
+        else if (arg == "--file-keep")
+            o.file_keep = static_cast<int>(parse_int(arg, value, 1, 1000));
+        else if (arg == "--tls-ca")
+            o.tls_ca = value;
+        else if (arg == "--tls-cert")
+            o.tls_cert = value;
+        else if (arg == "--tls-key")
+            o.tls_key = value;
+        else if (arg == "--tls-server-name")
+            o.tls_server_name = value;
+        else if (arg == "--facility")
+            o.facility = static_cast<int>(parse_int(arg, value, 0, 23));
+        else if (arg == "--severity")
+            o.severity = static_cast<int>(parse_int(arg, value, 0, 7));
+        else if (arg == "--retry-max")
+            o.retry_max = parse_seconds(arg, value, 0.1, 3600);
+        else if (arg == "--confirm-delay")
+            o.confirm_delay = parse_seconds(arg, value, 0, 60);
+        else if (arg == "--timeout")
+            o.timeout = parse_seconds(arg, value, 0.5, 3600);
+        else if (arg == "--progress")
+            o.progress_interval = parse_seconds(arg, value, 0.1, 86400);
     }
     if (o.help || o.version) return o;
 
@@ -202,11 +228,14 @@ Options parse_options(const std::vector<std::string>& args) {
                  !o.tls_server_name.empty()))
         throw UsageError("--tls-* options apply to --output tls://HOST:PORT only");
     if (tls && o.tls_ca.empty())
-        throw UsageError("--output tls:// needs --tls-ca FILE (the CA that signed the receiver's "
-                         "certificate)");
+        throw UsageError(
+            "--output tls:// needs --tls-ca FILE (the CA that signed the receiver's "
+            "certificate)");
     if (o.tls_cert.empty() != o.tls_key.empty())
-        throw UsageError("--tls-cert and --tls-key go together (the client certificate and its key)");
-    if (o.output != OutputKind::File && (seen.count("--file-max-size") || seen.count("--file-keep")))
+        throw UsageError(
+            "--tls-cert and --tls-key go together (the client certificate and its key)");
+    if (o.output != OutputKind::File &&
+        (seen.count("--file-max-size") || seen.count("--file-keep")))
         throw UsageError("--file-max-size and --file-keep apply to --output file:PATH only");
     if (o.name.empty()) o.name = "pii-audit-export";
     return o;

@@ -15,7 +15,7 @@ struct Options {
     std::string format = "json";
     OutputKind output = OutputKind::Stdout;
     std::string output_spec = "stdout";
-    std::string file_path;  // --output file:PATH
+    std::string file_path;   // --output file:PATH
     std::string host, port;  // --output tcp|udp|tls|relp://HOST:PORT
     std::string checkpoint;  // checkpoint file; empty: none (stdout only)
     std::string name;        // the position's name in pii_audit.export_checkpoint()

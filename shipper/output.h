@@ -16,7 +16,9 @@ namespace shipper {
 struct Position {
     int64_t event_id = 0;
     int64_t alert_id = 0;
-    bool operator==(const Position& o) const { return event_id == o.event_id && alert_id == o.alert_id; }
+    bool operator==(const Position& o) const {
+        return event_id == o.event_id && alert_id == o.alert_id;
+    }
     bool operator!=(const Position& o) const { return !(*this == o); }
 };
 
@@ -27,7 +29,7 @@ struct Record {
 };
 
 class Output {
-public:
+  public:
     virtual ~Output() = default;
     // Once, before the first connect, with the checkpoint of the last run (or a fresh one).
     // Returns true if it changed the checkpoint, which must then be saved before anything is sent.
@@ -50,7 +52,7 @@ public:
     virtual bool rotate_if_due() { return false; }
     virtual void disconnect() noexcept = 0;
 
-protected:
+  protected:
     Position confirmed_;
 };
 
@@ -60,11 +62,11 @@ std::unique_ptr<Output> make_output(const Options& options);
 // RFC 5424 header (PRI from --facility/--severity, the current time, this host, APP-NAME
 // pii_audit, MSGID event or alert).
 class SyslogWrapper {
-public:
+  public:
     explicit SyslogWrapper(const Options& options);
     std::string_view message(const Record& record);  // valid until the next call
 
-private:
+  private:
     bool wrap_;
     std::string pri_host_;  // "<PRI>1 " and, after the timestamp, " HOST pii_audit - "
     std::string host_app_;

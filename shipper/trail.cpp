@@ -41,7 +41,8 @@ Result Trail::run(const char* sql, int nparams, const char* const* params) {
 }
 
 Result Trail::checked(Result r) {
-    if (r == nullptr || PQstatus(conn_) != CONNECTION_OK) lost("lost the connection to " + describe());
+    if (r == nullptr || PQstatus(conn_) != CONNECTION_OK)
+        lost("lost the connection to " + describe());
     ExecStatusType st = PQresultStatus(r.get());
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
     const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
@@ -57,35 +58,39 @@ Result Trail::checked(Result r) {
 void Trail::connect(bool alerts) {
     disconnect();
     conn_ = PQconnectdb(conninfo_.c_str());
-    if (conn_ == nullptr) throw DatabaseError("cannot connect to the audit database: out of memory");
+    if (conn_ == nullptr)
+        throw DatabaseError("cannot connect to the audit database: out of memory");
     if (PQstatus(conn_) != CONNECTION_OK) {
-        std::string message = "cannot connect to the audit database: " + trimmed(PQerrorMessage(conn_));
+        std::string message =
+            "cannot connect to the audit database: " + trimmed(PQerrorMessage(conn_));
         disconnect();
         throw DatabaseError(message);
     }
     run("SET application_name = 'pii-audit-export'", 0, nullptr);
     // The export surface exists, and this role may use it (looking functions up by name needs
     // the schema's USAGE first).
-    Result schema = run(
-        "SELECT to_regnamespace('pii_audit') IS NOT NULL, "
-        "       to_regnamespace('pii_audit') IS NOT NULL AND has_schema_privilege('pii_audit', 'USAGE'), "
-        "       current_user",
-        0, nullptr);
+    Result schema =
+        run("SELECT to_regnamespace('pii_audit') IS NOT NULL, "
+            "       to_regnamespace('pii_audit') IS NOT NULL AND has_schema_privilege('pii_audit', "
+            "'USAGE'), "
+            "       current_user",
+            0, nullptr);
     std::string role = PQgetvalue(schema.get(), 0, 2);
     if (std::string(PQgetvalue(schema.get(), 0, 0)) != "t")
         throw FatalError("database \"" + std::string(PQdb(conn_)) +
                          "\" has no pii_audit extension: connect to the audit database "
                          "(pii_audit.database), where CREATE EXTENSION pii_audit was run");
     if (std::string(PQgetvalue(schema.get(), 0, 1)) != "t")
-        throw FatalError("role \"" + role + "\" may not use the schema pii_audit: grant it the role " +
+        throw FatalError("role \"" + role +
+                         "\" may not use the schema pii_audit: grant it the role " +
                          "pii_audit_siem (GRANT pii_audit_siem TO \"" + role + "\")");
-    Result r = run(
-        "SELECT to_regprocedure('pii_audit.export(bigint,integer,text)') IS NOT NULL, "
-        "       to_regprocedure('pii_audit.export_alerts(bigint,integer,text)') IS NOT NULL, "
-        "       to_regprocedure('pii_audit.export_checkpoint(text,bigint)') IS NOT NULL, "
-        "       has_schema_privilege('pii_audit', 'USAGE'), current_user, current_database() "
-        "WHERE to_regnamespace('pii_audit') IS NOT NULL",
-        0, nullptr);
+    Result r =
+        run("SELECT to_regprocedure('pii_audit.export(bigint,integer,text)') IS NOT NULL, "
+            "       to_regprocedure('pii_audit.export_alerts(bigint,integer,text)') IS NOT NULL, "
+            "       to_regprocedure('pii_audit.export_checkpoint(text,bigint)') IS NOT NULL, "
+            "       has_schema_privilege('pii_audit', 'USAGE'), current_user, current_database() "
+            "WHERE to_regnamespace('pii_audit') IS NOT NULL",
+            0, nullptr);
     if (PQntuples(r.get()) == 0)
         throw FatalError("database \"" + std::string(PQdb(conn_)) +
                          "\" has no pii_audit extension: connect to the audit database "
@@ -93,8 +98,9 @@ void Trail::connect(bool alerts) {
     auto yes = [&](int col) { return std::string(PQgetvalue(r.get(), 0, col)) == "t"; };
     std::string user = PQgetvalue(r.get(), 0, 4);
     if (!yes(0) || (alerts && !yes(1)))
-        throw FatalError(describe() + " has no pii_audit.export" + std::string(yes(0) ? "_alerts" : "") +
-                         "(bigint, integer, text): update the extension (ALTER EXTENSION pii_audit UPDATE)");
+        throw FatalError(
+            describe() + " has no pii_audit.export" + std::string(yes(0) ? "_alerts" : "") +
+            "(bigint, integer, text): update the extension (ALTER EXTENSION pii_audit UPDATE)");
     auto may_execute = [&](const char* signature) {
         const char* params[1] = {signature};
         Result p = run("SELECT has_function_privilege($1, 'EXECUTE')", 1, params);
@@ -104,20 +110,24 @@ void Trail::connect(bool alerts) {
         (alerts && !may_execute("pii_audit.export_alerts(bigint,integer,text)")))
         throw FatalError("role \"" + user + "\" may not call pii_audit.export" +
                          std::string(alerts ? "() and export_alerts()" : "()") +
-                         ": grant it the role pii_audit_siem (GRANT pii_audit_siem TO \"" + user + "\")");
+                         ": grant it the role pii_audit_siem (GRANT pii_audit_siem TO \"" + user +
+                         "\")");
     have_checkpoint_function_ = yes(2);
     if (have_checkpoint_function_ && !may_execute("pii_audit.export_checkpoint(text,bigint)"))
-        throw FatalError("role \"" + user + "\" may not call pii_audit.export_checkpoint(): grant it the "
+        throw FatalError("role \"" + user +
+                         "\" may not call pii_audit.export_checkpoint(): grant it the "
                          "role pii_audit_siem");
     if (!have_checkpoint_function_)
-        log_warning(describe() + " has no pii_audit.export_checkpoint(text, bigint): retention cannot "
+        log_warning(describe() +
+                    " has no pii_audit.export_checkpoint(text, bigint): retention cannot "
                     "see what this shipper has delivered");
     run("LISTEN pii_audit_events", 0, nullptr);
     if (alerts) run("LISTEN pii_audit_alerts", 0, nullptr);
 }
 
 namespace {
-const char* const kExportEvents = "SELECT event_id, line FROM pii_audit.export($1::bigint, $2::integer, $3::text)";
+const char* const kExportEvents =
+    "SELECT event_id, line FROM pii_audit.export($1::bigint, $2::integer, $3::text)";
 }
 
 Result Trail::fetch_events(int64_t after, int max, const std::string& format) {
@@ -142,8 +152,10 @@ Result Trail::finish_events() {
 Result Trail::fetch_alerts(int64_t after, int max, const std::string& format) {
     std::string a = std::to_string(after), m = std::to_string(max);
     const char* params[3] = {a.c_str(), m.c_str(), format.c_str()};
-    return run("SELECT alert_event_id, line FROM pii_audit.export_alerts($1::bigint, $2::integer, $3::text)",
-               3, params);
+    return run(
+        "SELECT alert_event_id, line FROM pii_audit.export_alerts($1::bigint, $2::integer, "
+        "$3::text)",
+        3, params);
 }
 
 void Trail::register_checkpoint(const std::string& name, int64_t delivered_event_id) {

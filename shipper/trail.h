@@ -17,7 +17,7 @@ struct ResultDeleter {
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
 class Trail {
-public:
+  public:
     explicit Trail(std::string conninfo) : conninfo_(std::move(conninfo)) {}
     ~Trail() { disconnect(); }
 
@@ -43,7 +43,7 @@ public:
     int64_t latest_announced() const { return latest_announced_; }
     std::string describe() const;
 
-private:
+  private:
     Result run(const char* sql, int nparams, const char* const* params);
     Result checked(Result r);
     [[noreturn]] void lost(const std::string& what);

@@ -19,8 +19,9 @@ namespace {
 std::string errno_text() { return std::strerror(errno); }
 
 class FileOutput : public Output {
-public:
-    explicit FileOutput(const Options& o) : path_(o.file_path), max_size_(o.file_max_size), keep_(o.file_keep) {}
+  public:
+    explicit FileOutput(const Options& o)
+        : path_(o.file_path), max_size_(o.file_max_size), keep_(o.file_keep) {}
     ~FileOutput() override { disconnect(); }
 
     bool restore(Checkpoint& c) override {
@@ -28,7 +29,8 @@ public:
         bool changed = false;
         struct stat st;
         bool exists = ::stat(path_.c_str(), &st) == 0;
-        if (!exists && errno != ENOENT) throw FatalError("cannot stat " + path_ + ": " + errno_text());
+        if (!exists && errno != ENOENT)
+            throw FatalError("cannot stat " + path_ + ": " + errno_text());
         if (c.file_inode == 0) {
             // No file recorded (first run, or another destination before): append to PATH.
         } else if (exists && st.st_dev == c.file_device && st.st_ino == c.file_inode) {
@@ -48,7 +50,8 @@ public:
                     (exists ? ", but that file was replaced" : ", but it is gone") +
                     " (moved or rotated by something else). Let only pii-audit-export rotate "
                     "it (--file-max-size). To start a new file, move the checkpoint away and "
-                    "give --start-after " + std::to_string(c.event_id));
+                    "give --start-after " +
+                    std::to_string(c.event_id));
             }
         }
         open_file();
@@ -83,7 +86,8 @@ public:
         if (max_size_ == 0 || offset_ < max_size_) return false;
         disconnect();
         for (int i = keep_ - 1; i >= 1; --i) {
-            std::string from = path_ + "." + std::to_string(i), to = path_ + "." + std::to_string(i + 1);
+            std::string from = path_ + "." + std::to_string(i),
+                        to = path_ + "." + std::to_string(i + 1);
             if (::rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT)
                 throw TransientError("cannot rename " + from + " to " + to + ": " + errno_text());
         }
@@ -100,7 +104,7 @@ public:
         buffer_.clear();
     }
 
-private:
+  private:
     void cut_to(const std::string& path, const struct stat& st, uint64_t offset) {
         if (static_cast<uint64_t>(st.st_size) < offset)
             throw FatalError("file " + path + " holds " + std::to_string(st.st_size) +
@@ -111,8 +115,9 @@ private:
             if (::truncate(path.c_str(), static_cast<off_t>(offset)) != 0)
                 throw FatalError("cannot cut " + path + " back to the checkpoint (" +
                                  std::to_string(offset) + " bytes): " + errno_text());
-            log_info("removed " + std::to_string(st.st_size - offset) + " bytes past the checkpoint from " +
-                     path + " (written but not checkpointed before a stop; they are shipped again)");
+            log_info("removed " + std::to_string(st.st_size - offset) +
+                     " bytes past the checkpoint from " + path +
+                     " (written but not checkpointed before a stop; they are shipped again)");
         }
     }
 
@@ -121,7 +126,8 @@ private:
         fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         if (fd_ < 0) throw TransientError("cannot open " + path_ + ": " + errno_text());
         struct stat st;
-        if (::fstat(fd_, &st) != 0) throw TransientError("cannot stat " + path_ + ": " + errno_text());
+        if (::fstat(fd_, &st) != 0)
+            throw TransientError("cannot stat " + path_ + ": " + errno_text());
         device_ = st.st_dev;
         inode_ = st.st_ino;
         offset_ = static_cast<uint64_t>(st.st_size);
@@ -159,7 +165,7 @@ private:
 };
 
 class StdoutOutput : public Output {
-public:
+  public:
     void connect() override {}
     void write(const Record& r) override {
         buffer_.append(r.line);
@@ -172,7 +178,7 @@ public:
     }
     void disconnect() noexcept override { buffer_.clear(); }
 
-private:
+  private:
     void write_buffer() {
         size_t done = 0;
         while (done < buffer_.size()) {
@@ -188,7 +194,11 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Output> make_file_output(const Options& o) { return std::make_unique<FileOutput>(o); }
-std::unique_ptr<Output> make_stdout_output(const Options&) { return std::make_unique<StdoutOutput>(); }
+std::unique_ptr<Output> make_file_output(const Options& o) {
+    return std::make_unique<FileOutput>(o);
+}
+std::unique_ptr<Output> make_stdout_output(const Options&) {
+    return std::make_unique<StdoutOutput>();
+}
 
 }  // namespace shipper

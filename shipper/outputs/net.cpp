@@ -44,7 +44,8 @@ int connect_socket(const std::string& host, const std::string& port, int type, d
     std::string last_error = "no address";
     int fd = -1;
     for (struct addrinfo* a = list; a != nullptr && fd < 0; a = a->ai_next) {
-        int s = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+        int s =
+            ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
         if (s < 0) {
             last_error = std::strerror(errno);
             continue;

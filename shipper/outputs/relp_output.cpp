@@ -26,14 +26,15 @@ namespace shipper {
 namespace {
 
 class RelpOutput : public Output {
-public:
+  public:
     explicit RelpOutput(const Options& o)
         : options_(o), wrapper_(o), what_("relp://" + o.host + ":" + o.port) {
         if (relpEngineConstruct(&engine_) != RELP_RET_OK)
             throw FatalError("cannot create the RELP engine (librelp)");
         relpEngineSetDbgprint(engine_, &RelpOutput::ignore_debug);  // librelp calls it unset
         relpEngineSetDnsLookupMode(engine_, 0);
-        relpEngineSetEnableCmd(engine_, reinterpret_cast<unsigned char*>(const_cast<char*>("syslog")),
+        relpEngineSetEnableCmd(engine_,
+                               reinterpret_cast<unsigned char*>(const_cast<char*>("syslog")),
                                eRelpCmdState_Required);
         relpEngineSetOnErr(engine_, &RelpOutput::on_error);
         relpEngineSetOnGenericErr(engine_, &RelpOutput::on_generic_error);
@@ -54,10 +55,12 @@ public:
         relpCltSetWindowSize(client_, kWindow);
         relpCltSetTimeout(client_, static_cast<unsigned>(options_.timeout + 0.999));
         relpCltSetConnTimeout(client_, static_cast<int>(options_.timeout + 0.999));
-        relpRetVal rc = relpCltConnect(client_, AF_UNSPEC,
-                                       reinterpret_cast<unsigned char*>(const_cast<char*>(options_.port.c_str())),
-                                       reinterpret_cast<unsigned char*>(const_cast<char*>(options_.host.c_str())));
-        if (rc != RELP_RET_OK) fail("cannot open a RELP session (librelp error " + std::to_string(rc) + ")");
+        relpRetVal rc = relpCltConnect(
+            client_, AF_UNSPEC,
+            reinterpret_cast<unsigned char*>(const_cast<char*>(options_.port.c_str())),
+            reinterpret_cast<unsigned char*>(const_cast<char*>(options_.host.c_str())));
+        if (rc != RELP_RET_OK)
+            fail("cannot open a RELP session (librelp error " + std::to_string(rc) + ")");
         in_session_ = true;
         position_ = confirmed_;
         unanswered_.clear();
@@ -66,7 +69,8 @@ public:
     void write(const Record& r) override {
         if (!in_session_) connect();
         std::string_view m = wrapper_.message(r);
-        relpRetVal rc = relpCltSendSyslog(client_, reinterpret_cast<unsigned char*>(const_cast<char*>(m.data())), m.size());
+        relpRetVal rc = relpCltSendSyslog(
+            client_, reinterpret_cast<unsigned char*>(const_cast<char*>(m.data())), m.size());
         if (rc != RELP_RET_OK) fail("sending failed (librelp error " + std::to_string(rc) + ")");
         if (!error_.empty()) fail(error_);
         (r.alert ? position_.alert_id : position_.event_id) = r.id;
@@ -97,7 +101,7 @@ public:
         in_session_ = false;
     }
 
-private:
+  private:
     [[noreturn]] void fail(const std::string& why) {
         std::string message = what_ + ": " + why;
         disconnect();
@@ -108,11 +112,13 @@ private:
     static void on_error(void* user, char* object, char* message, relpRetVal code) {
         auto* self = static_cast<RelpOutput*>(user);
         if (self != nullptr && self->error_.empty())
-            self->error_ = std::string(message) + " (" + object + ", librelp error " + std::to_string(code) + ")";
+            self->error_ = std::string(message) + " (" + object + ", librelp error " +
+                           std::to_string(code) + ")";
     }
     static void ignore_debug(char*, ...) {}
     static void on_generic_error(char* object, char* message, relpRetVal code) {
-        log_warning(std::string("librelp: ") + message + " (" + object + ", error " + std::to_string(code) + ")");
+        log_warning(std::string("librelp: ") + message + " (" + object + ", error " +
+                    std::to_string(code) + ")");
     }
 
     static constexpr size_t kWindow = 128;
@@ -130,6 +136,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Output> make_relp_output(const Options& o) { return std::make_unique<RelpOutput>(o); }
+std::unique_ptr<Output> make_relp_output(const Options& o) {
+    return std::make_unique<RelpOutput>(o);
+}
 
 }  // namespace shipper

@@ -6,6 +6,7 @@
 // stops closes its connections: bytes it had acknowledged but not yet read are then lost, and
 // the close arrives within that delay, so the batch is sent again after reconnecting (at least
 // once; event_id tells the duplicates). Without (2) every receiver restart could lose a batch.
+#include <arpa/inet.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,7 +18,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -41,9 +41,11 @@ std::string openssl_errors() {
 }
 
 class StreamOutput : public Output {
-public:
+  public:
     explicit StreamOutput(const Options& o)
-        : options_(o), wrapper_(o), tls_(o.output == OutputKind::Tls),
+        : options_(o),
+          wrapper_(o),
+          tls_(o.output == OutputKind::Tls),
           what_((tls_ ? "tls://" : "tcp://") + o.host + ":" + o.port) {
         if (tls_) make_context();
     }
@@ -121,7 +123,7 @@ public:
         pending_.clear();  // never confirmed: sent again from the checkpoint
     }
 
-private:
+  private:
     struct Pending {
         Position upto;
         double at;
@@ -141,9 +143,11 @@ private:
             throw FatalError("cannot load --tls-ca " + options_.tls_ca + ": " + openssl_errors());
         if (!options_.tls_cert.empty()) {
             if (SSL_CTX_use_certificate_chain_file(ctx_, options_.tls_cert.c_str()) != 1)
-                throw FatalError("cannot load --tls-cert " + options_.tls_cert + ": " + openssl_errors());
+                throw FatalError("cannot load --tls-cert " + options_.tls_cert + ": " +
+                                 openssl_errors());
             if (SSL_CTX_use_PrivateKey_file(ctx_, options_.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)
-                throw FatalError("cannot load --tls-key " + options_.tls_key + ": " + openssl_errors());
+                throw FatalError("cannot load --tls-key " + options_.tls_key + ": " +
+                                 openssl_errors());
             if (SSL_CTX_check_private_key(ctx_) != 1)
                 throw FatalError("--tls-key does not belong to --tls-cert: " + openssl_errors());
         }
@@ -154,9 +158,11 @@ private:
         ssl_ = SSL_new(ctx_);
         if (ssl_ == nullptr) fail("cannot create a TLS session: " + openssl_errors());
         SSL_set_fd(ssl_, fd_);
-        const std::string& name = options_.tls_server_name.empty() ? options_.host : options_.tls_server_name;
+        const std::string& name =
+            options_.tls_server_name.empty() ? options_.host : options_.tls_server_name;
         unsigned char ip[16];
-        bool is_ip = inet_pton(AF_INET, name.c_str(), ip) == 1 || inet_pton(AF_INET6, name.c_str(), ip) == 1;
+        bool is_ip =
+            inet_pton(AF_INET, name.c_str(), ip) == 1 || inet_pton(AF_INET6, name.c_str(), ip) == 1;
         if (is_ip) {
             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str());
         } else {
@@ -169,7 +175,9 @@ private:
             int rc = SSL_connect(ssl_);
             if (rc == 1) break;
             int err = SSL_get_error(ssl_, rc);
-            short events = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+            short events = err == SSL_ERROR_WANT_READ    ? POLLIN
+                           : err == SSL_ERROR_WANT_WRITE ? POLLOUT
+                                                         : 0;
             if (events == 0) {
                 std::string why = openssl_errors();
                 long verify = SSL_get_verify_result(ssl_);
@@ -212,14 +220,18 @@ private:
             short want = POLLOUT;
             if (tls_) {
                 ERR_clear_error();
-                int n = SSL_write(ssl_, buffer_.data() + done, static_cast<int>(std::min<size_t>(buffer_.size() - done, 1 << 20)));
+                int n =
+                    SSL_write(ssl_, buffer_.data() + done,
+                              static_cast<int>(std::min<size_t>(buffer_.size() - done, 1 << 20)));
                 if (n > 0) {
                     done += static_cast<size_t>(n);
                     continue;
                 }
                 int err = SSL_get_error(ssl_, n);
-                if (err == SSL_ERROR_WANT_READ) want = POLLIN;
-                else if (err != SSL_ERROR_WANT_WRITE) fail("TLS write failed: " + openssl_errors());
+                if (err == SSL_ERROR_WANT_READ)
+                    want = POLLIN;
+                else if (err != SSL_ERROR_WANT_WRITE)
+                    fail("TLS write failed: " + openssl_errors());
             } else {
                 ssize_t n = ::send(fd_, buffer_.data() + done, buffer_.size() - done, MSG_NOSIGNAL);
                 if (n > 0) {
@@ -248,11 +260,13 @@ private:
 
 // One datagram per event (RFC 5426); nothing confirms them: best effort, as UDP is.
 class UdpOutput : public Output {
-public:
-    explicit UdpOutput(const Options& o) : options_(o), wrapper_(o), what_("udp://" + o.host + ":" + o.port) {}
+  public:
+    explicit UdpOutput(const Options& o)
+        : options_(o), wrapper_(o), what_("udp://" + o.host + ":" + o.port) {}
     ~UdpOutput() override { disconnect(); }
     void connect() override {
-        if (fd_ < 0) fd_ = connect_socket(options_.host, options_.port, SOCK_DGRAM, options_.timeout, what_);
+        if (fd_ < 0)
+            fd_ = connect_socket(options_.host, options_.port, SOCK_DGRAM, options_.timeout, what_);
     }
     void write(const Record& r) override {
         std::string_view m = wrapper_.message(r);
@@ -273,7 +287,9 @@ public:
         }
     }
     void flush(const Position& upto) override {
-        if (cut_ > 0) log_warning(what_ + ": " + std::to_string(cut_) + " messages longer than a datagram were cut to 65000 bytes");
+        if (cut_ > 0)
+            log_warning(what_ + ": " + std::to_string(cut_) +
+                        " messages longer than a datagram were cut to 65000 bytes");
         cut_ = 0;
         confirmed_ = upto;
     }
@@ -282,7 +298,7 @@ public:
         fd_ = -1;
     }
 
-private:
+  private:
     const Options& options_;
     SyslogWrapper wrapper_;
     std::string what_;
@@ -292,7 +308,9 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Output> make_stream_output(const Options& o) { return std::make_unique<StreamOutput>(o); }
+std::unique_ptr<Output> make_stream_output(const Options& o) {
+    return std::make_unique<StreamOutput>(o);
+}
 std::unique_ptr<Output> make_udp_output(const Options& o) { return std::make_unique<UdpOutput>(o); }
 
 }  // namespace shipper

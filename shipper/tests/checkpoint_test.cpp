@@ -1,3 +1,5 @@
+#include "checkpoint.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -5,7 +7,6 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "checkpoint.h"
 #include "errors.h"
 
 using shipper::Checkpoint;
@@ -40,7 +41,8 @@ TEST(Checkpoint, DamagedIsRefusedWithItsName) {
             shipper::parse_checkpoint(bad, "/var/lib/x/checkpoint");
             ADD_FAILURE() << "accepted: " << bad;
         } catch (const shipper::FatalError& e) {
-            EXPECT_NE(std::string(e.what()).find("/var/lib/x/checkpoint is damaged"), std::string::npos);
+            EXPECT_NE(std::string(e.what()).find("/var/lib/x/checkpoint is damaged"),
+                      std::string::npos);
         }
     }
 }

@@ -32,15 +32,16 @@ struct Dir {
 };
 
 Options file_options(const std::string& path, uint64_t max_size = 0) {
-    return parse_options({"--output", "file:" + path, "--checkpoint", path + ".cp", "--file-max-size",
-                          std::to_string(max_size) + "B", "--file-keep", "2"});
+    return parse_options({"--output", "file:" + path, "--checkpoint", path + ".cp",
+                          "--file-max-size", std::to_string(max_size) + "B", "--file-keep", "2"});
 }
 
 // Writes events first..last as "e<id>" lines and flushes; returns the checkpoint to save.
 Checkpoint ship(Output& out, Checkpoint c, int64_t first, int64_t last) {
     std::vector<std::string> lines;
     for (int64_t id = first; id <= last; ++id) lines.push_back("e" + std::to_string(id));
-    for (size_t i = 0; i < lines.size(); ++i) out.write(Record{false, first + static_cast<int64_t>(i), lines[i]});
+    for (size_t i = 0; i < lines.size(); ++i)
+        out.write(Record{false, first + static_cast<int64_t>(i), lines[i]});
     out.flush(Position{last, 0});
     c.event_id = out.confirmed().event_id;
     out.describe(c);
@@ -135,8 +136,8 @@ TEST(Syslog, OctetCountingAndWrapping) {
     std::string out;
     append_octet_counted(out, "héllo");
     EXPECT_EQ(out, "6 héllo");
-    Options o = parse_options({"-o", "tcp://h:1", "--checkpoint", "c", "--format", "cef", "--facility", "10",
-                               "--severity", "5"});
+    Options o = parse_options({"-o", "tcp://h:1", "--checkpoint", "c", "--format", "cef",
+                               "--facility", "10", "--severity", "5"});
     SyslogWrapper w(o);
     std::string m(w.message(Record{false, 7, "CEF:0|x"}));
     EXPECT_EQ(m.rfind("<85>1 ", 0), 0u) << m;
