@@ -55,13 +55,30 @@ class FileOutput : public Output {
             }
         }
         open_file();
+        checkpointed_ = offset_;
         if (changed || c.file_inode == 0) changed = true;
         describe(c);
         return changed;
     }
 
+    // After a failure (a full disk, say), the lines of the failed batch that reached the file
+    // are cut off before the batch is written again.
     void connect() override {
-        if (fd_ < 0) open_file();
+        if (fd_ >= 0) return;
+        uint64_t device = device_, inode = inode_;
+        open_file();
+        if (device_ != device || inode_ != inode)
+            throw FatalError("file " + path_ +
+                             " was replaced while pii-audit-export was writing it");
+        if (offset_ < checkpointed_)
+            throw FatalError("file " + path_ +
+                             " was cut shorter than the delivered lines by something else");
+        if (offset_ > checkpointed_) {
+            if (::ftruncate(fd_, static_cast<off_t>(checkpointed_)) != 0)
+                throw TransientError("cannot cut " + path_ +
+                                     " back to the checkpoint: " + errno_text());
+            offset_ = checkpointed_;
+        }
     }
 
     void write(const Record& r) override {
@@ -73,13 +90,14 @@ class FileOutput : public Output {
     void flush(const Position& upto) override {
         write_buffer();
         if (::fsync(fd_) != 0) throw TransientError("cannot fsync " + path_ + ": " + errno_text());
+        checkpointed_ = offset_;
         confirmed_ = upto;
     }
 
     void describe(Checkpoint& c) const override {
         c.file_device = device_;
         c.file_inode = inode_;
-        c.file_offset = offset_;
+        c.file_offset = checkpointed_;
     }
 
     bool rotate_if_due() override {
@@ -95,6 +113,7 @@ class FileOutput : public Output {
         if (::rename(path_.c_str(), first.c_str()) != 0)
             throw TransientError("cannot rename " + path_ + " to " + first + ": " + errno_text());
         open_file();
+        checkpointed_ = offset_;
         return true;
     }
 
@@ -140,14 +159,9 @@ class FileOutput : public Output {
             ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0) {
-                // Whatever part reached the file is past the checkpoint: cut it before a retry.
+                // What reached the file is cut off when connect() reopens it.
                 std::string why = errno_text();
-                if (::ftruncate(fd_, static_cast<off_t>(offset_)) != 0) {
-                    disconnect();
-                    throw FatalError("cannot write " + path_ + " (" + why +
-                                     ") nor cut it back to the checkpoint: " + errno_text());
-                }
-                buffer_.clear();
+                disconnect();
                 throw TransientError("cannot write " + path_ + ": " + why);
             }
             done += static_cast<size_t>(n);
@@ -161,6 +175,7 @@ class FileOutput : public Output {
     int keep_;
     int fd_ = -1;
     uint64_t device_ = 0, inode_ = 0, offset_ = 0;
+    uint64_t checkpointed_ = 0;  // the file's length at the last flush
     std::string buffer_;
 };
 

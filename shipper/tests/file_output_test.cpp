@@ -73,6 +73,30 @@ TEST(FileOutput, LinesPastTheCheckpointAreCutAfterACrash) {
     EXPECT_EQ(c.file_offset, 15u);
 }
 
+TEST(FileOutput, AFailedBatchIsCutOffBeforeItIsWrittenAgain) {
+    Dir d;
+    std::string path = d.path + "/trail.log";
+    Options o = file_options(path);
+    Checkpoint c;
+    auto out = make_output(o);
+    out->restore(c);
+    out->connect();
+    c = ship(*out, c, 1, 2);
+    // More than the 1 MB buffer reaches the file, then the batch fails before its flush.
+    std::string big(1 << 20, 'x');
+    out->write(Record{false, 3, big});
+    out->write(Record{false, 4, big});
+    out->disconnect();
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_GT(st.st_size, 1 << 20);
+    out->connect();  // the retry
+    EXPECT_EQ(read_file(path), "e1\ne2\n");
+    c = ship(*out, c, 3, 3);
+    EXPECT_EQ(read_file(path), "e1\ne2\ne3\n");
+    EXPECT_EQ(c.file_offset, 9u);
+}
+
 TEST(FileOutput, RotationAndACrashInTheMiddleOfIt) {
     Dir d;
     std::string path = d.path + "/trail.log";
