@@ -13,8 +13,9 @@
 # follows the trail into rsyslog over RELP; rsyslog stamps each line when it receives it, and
 # the delay from the event's time (@timestamp, when the read started) to that stamp is reported
 # as p50/p99/max over every event of the run.
-# Environment: BATCH (10000, events per export() call), CLIENTS, DURATION, KEEP=1 keeps the
-# directory. The shipper and the extension must be installed (cmake --install).
+# Environment: BATCH (10000, events per export() call), CLIENTS, DURATION, RATE (pgbench -R:
+# lookups per second in all; default unthrottled), LATENCY_ONLY=1 skips the throughput runs,
+# KEEP=1 keeps the directory. The shipper and the extension must be installed (cmake --install).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/pgcluster.sh
@@ -25,6 +26,8 @@ events=${2:-1000000}
 batch=${BATCH:-10000}
 clients=${CLIENTS:-2}
 duration=${DURATION:-30}
+rate=${RATE:-}
+latency_only=${LATENCY_ONLY:-0}
 loader=$build_dir/bench/trail/pii_audit_trail_loader.so
 bindir=$(pgc__bindir)
 shipper=$bindir/pii-audit-export
@@ -122,19 +125,21 @@ run() {  # run LABEL ARGS...: ships everything once, prints events/s and the shi
     awk -v l="$label" -v n="$n" -v a="$t0" -v b="$t1" -v c="$c0" -v d="$c1" -v r="$(awk -v a="$r0" -v b="$r1" 'BEGIN { print b - a }')" \
         'BEGIN { printf "%-28s %8d events in %6.2f s = %7.0f events/s (CPU s: shipper %.2f, rsyslogd %.2f)\n", l, n, b - a, n / (b - a), d - c, r }'
 }
-run "stdout > /dev/null (json)" -o stdout --format json
-run "stdout > /dev/null (cef)" -o stdout --format cef
-run "file (json)" -o "file:$work/out.json" --checkpoint "$work/file-json.cp" --format json
-run "file (cef)" -o "file:$work/out.cef" --checkpoint "$work/file-cef.cp" --format cef
-run "rsyslog over RELP (json)" -o "relp://127.0.0.1:${ports[0]}" --checkpoint "$work/relp.cp" --format json
-last=$(awk '$1 == "event_id" { print $2 }' "$work/relp.cp")
-# rsyslog acknowledged every frame; give it the time to write them all before counting.
-for _ in $(seq 1 120); do
-    (($(wc -l <"$work/rs/bulk.log") >= last)) && break
-    sleep 0.5
-done
-echo "# rsyslog wrote $(wc -l <"$work/rs/bulk.log") lines (of $last)"
-rm -f "$work/out.json" "$work/out.cef" "$work/rs/bulk.log"
+if ((latency_only == 0)); then
+    run "stdout > /dev/null (json)" -o stdout --format json
+    run "stdout > /dev/null (cef)" -o stdout --format cef
+    run "file (json)" -o "file:$work/out.json" --checkpoint "$work/file-json.cp" --format json
+    run "file (cef)" -o "file:$work/out.cef" --checkpoint "$work/file-cef.cp" --format cef
+    run "rsyslog over RELP (json)" -o "relp://127.0.0.1:${ports[0]}" --checkpoint "$work/relp.cp" --format json
+    last=$(awk '$1 == "event_id" { print $2 }' "$work/relp.cp")
+    # rsyslog acknowledged every frame; give it the time to write them all before counting.
+    for _ in $(seq 1 120); do
+        (($(wc -l <"$work/rs/bulk.log") >= last)) && break
+        sleep 0.5
+    done
+    echo "# rsyslog wrote $(wc -l <"$work/rs/bulk.log") lines (of $last)"
+    rm -f "$work/out.json" "$work/out.cef" "$work/rs/bulk.log"
+fi
 
 # Latency under lookups: a shipper follows the trail while pgbench reads.
 cat >"$work/lookup.sql" <<'EOF'
@@ -146,7 +151,7 @@ EOF
 live_pid=$!
 sleep 2
 before=$(q -c 'SELECT max(event_id) FROM pii_audit.events')
-"$bindir/pgbench" -n -M prepared -c "$clients" -j 2 -T "$duration" -f "$work/lookup.sql" \
+"$bindir/pgbench" -n -M prepared -c "$clients" -j 2 -T "$duration" ${rate:+-R "$rate"} -f "$work/lookup.sql" \
     -h "$(pgc_sockdir "$dir")" -p "$(pgc_port "$dir")" -U postgres postgres >"$work/pgbench.out" 2>&1
 after=$(q -c 'SELECT max(event_id) FROM pii_audit.events')
 until (($(awk '$1 == "event_id" { print $2 }' "$work/live.cp") >= after)); do sleep 0.5; done
@@ -170,4 +175,4 @@ awk -F'\t' '
 n=$(wc -l <"$work/latency")
 pct() { awk -v n="$n" -v p="$1" 'NR == int((n - 1) * p) + 1 { printf "%.3f", $1; exit }' "$work/latency"; }
 echo "latency read -> rsyslog (RELP), $clients pgbench clients at $tps lookups/s, $((after - before)) events: p50 $(pct 0.5) s, p99 $(pct 0.99) s, max $(tail -1 "$work/latency") s ($n reads measured)"
-grep -h "warning\|error" "$work/shipper.err" "$work/live.err" | grep -v export_checkpoint | head -5 || true
+grep -hs "warning\|error" "$work/shipper.err" "$work/live.err" | head -5 || true
