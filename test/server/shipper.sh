@@ -15,7 +15,9 @@
 #          (PRI, host, APP-NAME, MSGID, structured data) and the payload, byte for byte, against
 #          pii_audit.export() of the same event;
 #      and pii_audit.export_checkpoint() knows each shipper's position, if it exists;
-#   3. UDP, once: every event arrives (nothing is lost on a quiet loopback).
+#   3. the database restarts under a running shipper: it reconnects, and the file still holds
+#      every event exactly once;
+#   4. UDP, once: every event arrives (nothing is lost on a quiet loopback).
 # Needs rsyslog, rsyslog-relp, rsyslog-openssl and openssl (scripts/install-deps.sh).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -340,7 +342,25 @@ else
     echo "# pii_audit.export_checkpoint() does not exist in this build: not checked"
 fi
 
-# ---- 3. UDP --------------------------------------------------------------------------------
+# ---- 3. The database restarts under a running shipper ---------------------------------------
+ship_start dbr -o "file:$work/dbr.log" --format json --poll-interval 1
+q -d postgres -c 'SELECT count(*) FROM (SELECT name FROM customers WHERE id < 10) s' >/dev/null
+pgc_restart "$dir" >/dev/null
+for i in 1 2 3; do q -d postgres -c "SELECT name FROM customers WHERE id = $i" >/dev/null; done
+wait_until postgres "SELECT events_enqueued = events_persisted FROM pii_audit.status" 60 || true
+target=$(q -d postgres -c 'SELECT max(event_id) FROM pii_audit.events')
+deadline=$((SECONDS + 120))
+until (($(cp_event dbr) >= target)) || ((SECONDS > deadline)); do sleep 0.5; done
+check "database restart: the shipper is still running" "yes" "$(kill -0 "${ship_pid[dbr]}" 2>/dev/null && echo yes || echo no)"
+contains "database restart: it said so and reconnected" "reconnecting" "$(cat "$work/dbr.err")"
+kill -TERM "${ship_pid[dbr]}"
+wait "${ship_pid[dbr]}" || true
+ship_pid=()
+expected json "$(cp_event dbr)" >"$work/expect.dbr"
+check "database restart: every event exactly once, in order ($(wc -l <"$work/expect.dbr") events)" "ok" \
+    "$(cmp -s "$work/expect.dbr" "$work/dbr.log" && echo ok || echo "differs: $(sequence dbr "$work/expect.dbr" "$work/dbr.log")")"
+
+# ---- 4. UDP --------------------------------------------------------------------------------
 # The last 500 events, once: datagrams are not confirmed, so a burst of all of them could
 # overflow the receiver's socket buffer (it gets 4 MB here); on a quiet loopback none is lost.
 rs_start
