@@ -201,19 +201,22 @@ class Shipper {
     void advance_checkpoint() {
         Position confirmed = output_->confirmed();
         if (confirmed != delivered_) {
+            Checkpoint next = checkpoint_;
+            next.event_id = confirmed.event_id;
+            next.alert_id = confirmed.alert_id;
+            output_->describe(next);
+            if (!o_.checkpoint.empty()) save_checkpoint(o_.checkpoint, next);
+            checkpoint_ = next;  // only what was saved counts
             delivered_count_ += static_cast<uint64_t>(confirmed.event_id - delivered_.event_id) +
                                 static_cast<uint64_t>(confirmed.alert_id - delivered_.alert_id);
-            checkpoint_.event_id = confirmed.event_id;
-            checkpoint_.alert_id = confirmed.alert_id;
-            output_->describe(checkpoint_);
-            if (!o_.checkpoint.empty()) save_checkpoint(o_.checkpoint, checkpoint_);
-            bool event_moved = confirmed.event_id != delivered_.event_id;
+            if (confirmed.event_id != delivered_.event_id) db_checkpoint_due_ = true;
             delivered_ = confirmed;
-            if (event_moved) db_checkpoint_due_ = true;
-            if (output_->rotate_if_due()) {
-                output_->describe(checkpoint_);
-                if (!o_.checkpoint.empty()) save_checkpoint(o_.checkpoint, checkpoint_);
-            }
+        }
+        if (output_->rotate_if_due()) {
+            Checkpoint next = checkpoint_;
+            output_->describe(next);
+            if (!o_.checkpoint.empty()) save_checkpoint(o_.checkpoint, next);
+            checkpoint_ = next;
         }
     }
 
@@ -247,6 +250,9 @@ class Shipper {
                         format_seconds(backoff_.next()));
         else
             log_warning(why + "; retrying in about " + format_seconds(backoff_.next()));
+        // The destination goes back to the saved checkpoint too (a file is cut back to its
+        // length there, should the checkpoint itself have failed to save).
+        output_->rewind(checkpoint_);
         sent_ = delivered_;
         reconnecting_ = true;
         backoff_.pause();

@@ -37,6 +37,11 @@ class Output {
         confirmed_ = {checkpoint.event_id, checkpoint.alert_id};
         return false;
     }
+    // After a failure, before the next connect: what was sent after `checkpoint` (the last one
+    // saved) is sent again.
+    virtual void rewind(const Checkpoint& checkpoint) {
+        confirmed_ = {checkpoint.event_id, checkpoint.alert_id};
+    }
     // Throws TransientError while the receiver cannot be reached.
     virtual void connect() = 0;
     virtual void write(const Record& record) = 0;

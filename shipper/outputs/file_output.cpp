@@ -40,8 +40,9 @@ class FileOutput : public Output {
             std::string first = path_ + ".1";
             struct stat old;
             if (::stat(first.c_str(), &old) == 0 && old.st_dev == c.file_device &&
-                old.st_ino == c.file_inode && (!exists || st.st_size == 0)) {
+                old.st_ino == c.file_inode) {
                 cut_to(first, old, c.file_offset);
+                if (exists) cut_to(path_, st, 0);  // nothing in the new file was checkpointed
                 changed = true;
             } else {
                 throw FatalError(
@@ -59,6 +60,13 @@ class FileOutput : public Output {
         if (changed || c.file_inode == 0) changed = true;
         describe(c);
         return changed;
+    }
+
+    void rewind(const Checkpoint& c) override {
+        Output::rewind(c);
+        // The saved checkpoint names this file, or (a rotation it did not record) the one before,
+        // and then nothing in this one is delivered.
+        checkpointed_ = c.file_device == device_ && c.file_inode == inode_ ? c.file_offset : 0;
     }
 
     // After a failure (a full disk, say), the lines of the failed batch that reached the file
@@ -101,7 +109,9 @@ class FileOutput : public Output {
     }
 
     bool rotate_if_due() override {
-        if (max_size_ == 0 || offset_ < max_size_) return false;
+        // Only between batches: everything in the file delivered and checkpointed.
+        if (max_size_ == 0 || fd_ < 0 || offset_ != checkpointed_ || offset_ < max_size_)
+            return false;
         disconnect();
         for (int i = keep_ - 1; i >= 1; --i) {
             std::string from = path_ + "." + std::to_string(i),

@@ -97,6 +97,25 @@ TEST(FileOutput, AFailedBatchIsCutOffBeforeItIsWrittenAgain) {
     EXPECT_EQ(c.file_offset, 9u);
 }
 
+TEST(FileOutput, ACheckpointThatFailedToSaveRewindsTheFile) {
+    Dir d;
+    std::string path = d.path + "/trail.log";
+    Options o = file_options(path);
+    Checkpoint saved;
+    auto out = make_output(o);
+    out->restore(saved);
+    out->connect();
+    saved = ship(*out, saved, 1, 2);
+    ship(*out, saved, 3, 4);  // flushed, but saving its checkpoint fails (a full disk)
+    out->disconnect();
+    out->rewind(saved);
+    EXPECT_EQ(out->confirmed().event_id, 2);
+    out->connect();
+    EXPECT_EQ(read_file(path), "e1\ne2\n");
+    saved = ship(*out, saved, 3, 4);
+    EXPECT_EQ(read_file(path), "e1\ne2\ne3\ne4\n");
+}
+
 TEST(FileOutput, RotationAndACrashInTheMiddleOfIt) {
     Dir d;
     std::string path = d.path + "/trail.log";
