@@ -13,7 +13,7 @@
 # Reported: worker CPU per stored event (utime + stime of the worker process over the load),
 # bytes per event of everything in schema pii_audit (tables, side tables, TOAST, every index),
 # and each query's time cold (server restarted, OS page cache dropped, if root) and warm
-# (median of 3). Environment: SESSIONS (64), ACTORS (1000), SUBJECTS (1000000), SPAN_DAYS (365),
+# (median of 3), SIEM export pulls (export() per format, the export view) included. Environment: SESSIONS (64), ACTORS (1000), SUBJECTS (1000000), SPAN_DAYS (365),
 # CHUNK (events per loader call, 2000000), SCORING (off), COLD=0 skips the cold runs, KEEP=1
 # keeps the cluster in /tmp/pii_audit_trail_bench for more queries (stop it with
 # scripts/pgcluster.sh's pgc_destroy). Exits non-zero if a query fails or events are dropped.
@@ -145,6 +145,15 @@ add "breach_scope, one clerk, a month" "SELECT * FROM pii_audit.breach_scope('$c
 add "10,000 events after an id near the start" "$(printf "$pull" "$near_start")"
 # shellcheck disable=SC2059
 add "10,000 events after an id near the end" "$(printf "$pull" "$near_end")"
+# SIEM export (0.3.0 on): the same pulls, formatted; and a rising-column collector's poll of the
+# export view.
+if [[ "$(q -c "SELECT count(*) FROM pg_proc WHERE proname = 'export' AND pronamespace = 'pii_audit'::regnamespace")" != 0 ]]; then
+    add "export(), 10,000 after an id near the start, json" "SELECT * FROM pii_audit.export($near_start, 10000, 'json')"
+    for format in json ocsf cef leef rfc5424; do
+        add "export(), 10,000 after an id near the end, $format" "SELECT * FROM pii_audit.export($near_end, 10000, '$format')"
+    done
+    add "export_events view, poll after an id near the end, cef" "SELECT event_id, line FROM pii_audit.export_events WHERE format = 'cef' AND event_id > $near_end ORDER BY event_id LIMIT 10000"
+fi
 add "access_log, 5 minutes" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
 add "access_log, 1 hour, one clerk" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND session_user_name = '$clerk'"
 add "access_log, 1 hour, one relation" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND relation = 'public.visits'"

@@ -55,6 +55,12 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     next_id bigint;
 BEGIN
+    -- A restore (pg_dump keeps both tables; alert_events' data comes first) brings the alert
+    -- and its events back: the alert's arrival is not a new raising.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM pii_audit.alert_events e
+                                    WHERE e.alert_id = NEW.alert_id AND e.change = 'raised') THEN
+        RETURN NULL;
+    END IF;
     -- Writers of alert_events queue here until the previous one committed; readers are not
     -- blocked (SHARE ROW EXCLUSIVE conflicts only with writers).
     LOCK TABLE pii_audit.alert_events IN SHARE ROW EXCLUSIVE MODE;
@@ -131,62 +137,14 @@ RETURNS text LANGUAGE c STABLE PARALLEL SAFE COST 100
 AS 'MODULE_PATHNAME', 'pii_audit_format_alert_event';
 
 -- The next max_events events after an event id, one line each in the format asked for, in id
--- order: events_after's read of the groups (their index on first_event_id), then formatting.
+-- order, made straight from the groups (their index on first_event_id) without unpacking them into
+-- rows first (extension/presentation/export_functions.cpp). Before the oldest event it starts at
+-- the oldest; a hole in the ids (a month dropped by hand) is stepped over.
 CREATE FUNCTION pii_audit.export(after_event_id bigint, max_events integer DEFAULT 10000,
                                  format text DEFAULT 'json')
 RETURNS TABLE (event_id bigint, line text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    start bigint := after_event_id;
-    oldest bigint;
-    found_any boolean;
-BEGIN
-    IF after_event_id IS NULL OR max_events IS NULL OR format IS NULL THEN
-        RAISE EXCEPTION 'after_event_id, max_events and format must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Pass 0 as after_event_id to start at the oldest event.';
-    END IF;
-    IF after_event_id < 0 THEN
-        RAISE EXCEPTION 'after_event_id must be 0 or more, not %', after_event_id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass 0 to start at the oldest event, or the last event_id received.';
-    END IF;
-    IF max_events < 1 OR max_events > 1000000 THEN
-        RAISE EXCEPTION 'max_events must be between 1 and 1000000, not %', max_events
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM pii_audit._check_export_format(format);
-    SELECT g.first_event_id INTO oldest FROM pii_audit.trail_groups g
-    ORDER BY g.first_event_id LIMIT 1;
-    IF oldest IS NOT NULL AND start < oldest - 1 THEN
-        start := oldest - 1;
-    END IF;
-    -- Ids have no gaps, but a month dropped by hand leaves a hole: an empty window with events
-    -- after it moves on to them, so that a collector never stops short of the end.
-    LOOP
-        found_any := false;
-        FOR event_id, line IN
-            SELECT e.event_id,
-                   pii_audit._format_event(format, e.event_id, e.event_time, e.recorded_at,
-                       e.kind, e.status, e.database_name, e.session_user_name,
-                       e.current_user_name, e.end_user, e.application_name, e.client_addr,
-                       e.backend_pid, e.command, e.relation, e.columns, e.categories,
-                       e.row_count, e.query_id, e.query_text, e.query_truncated,
-                       e.nesting_level, e.detail, e.subject_count, e.subjects,
-                       e.subjects_truncated, e.subject_count_estimated)
-            FROM pii_audit._events_in(start, start + max_events) e
-            ORDER BY e.event_id
-        LOOP
-            found_any := true;
-            RETURN NEXT;
-        END LOOP;
-        EXIT WHEN found_any;
-        SELECT g.first_event_id - 1 INTO start FROM pii_audit.trail_groups g
-        WHERE g.first_event_id > start + max_events ORDER BY g.first_event_id LIMIT 1;
-        EXIT WHEN NOT FOUND;
-    END LOOP;
-END
-$$;
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 10000
+AS 'MODULE_PATHNAME', 'pii_audit_export';
 COMMENT ON FUNCTION pii_audit.export(bigint, integer, text) IS
     'the next events after an event id, one line each in a SIEM format (json, ocsf, cef, leef, rfc5424)';
 

@@ -9,7 +9,8 @@
 #      statuses, while a collector polls export() and export_alerts() by id: it ends with every
 #      event and every alert event exactly once, in order, no gap;
 #   5. every event and alert event the server exports as ocsf is valid OCSF 1.3.0
-#      (OCSF_VALIDATOR, built from test/unit/ocsf_validator.cpp).
+#      (OCSF_VALIDATOR, built from test/unit/ocsf_validator.cpp);
+#   6. pg_dump and pg_restore keep the alert events as they were.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
@@ -194,6 +195,18 @@ check "ocsf: every alert event valid" "$(wc -l <"$dir/alerts.ocsf" | tr -d ' ') 
 [[ "$out" == *" 0 not" ]] || head -n 20 <<<"$out"
 check "ocsf: lines for the events and the 20+ alert events" "yes" \
     "$( (($(wc -l <"$dir/events.ocsf") > 200 && $(wc -l <"$dir/alerts.ocsf") > 40)) && echo yes || echo no)"
+# 6. pg_dump and pg_restore keep the alert events as they were (restoring the alerts is not a
+# new raising).
+bindir=$(pgc__bindir)
+port=$(pgc_port "$dir")
+"$bindir/pg_dump" -h "$dir/sock" -p "$port" -U postgres -Fc -f "$dir/dump" postgres
+q -d postgres -c 'CREATE DATABASE restored'
+"$bindir/pg_restore" -h "$dir/sock" -p "$port" -U postgres -d restored "$dir/dump" 2>"$dir/restore.err" || true
+alert_events_of() { q -d "$1" -c "SELECT string_agg(alert_event_id || ':' || alert_id || ':' || change || ':' || status, ',' ORDER BY alert_event_id) FROM pii_audit.alert_events"; }
+check "pg_dump/pg_restore: the same alert events" "$(alert_events_of postgres)" "$(alert_events_of restored)"
+check "pg_dump/pg_restore: exports the same alert lines" \
+    "$(q -d postgres -c "SELECT md5(string_agg(line, E'\n' ORDER BY alert_event_id)) FROM pii_audit.export_alerts(0, 1000000, 'cef')")" \
+    "$(q -d restored -c "SELECT md5(string_agg(line, E'\n' ORDER BY alert_event_id)) FROM pii_audit.export_alerts(0, 1000000, 'cef')")"
 check "no pii_audit error in the server log" "0" \
     "$(grep -c 'ERROR:.*pii_audit\|PANIC\|server process .* was terminated' "$dir/server.log" || true)"
 
