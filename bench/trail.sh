@@ -15,7 +15,7 @@
 # and each query's time cold (server restarted, OS page cache dropped, if root) and warm
 # (median of 3), SIEM export pulls (export() per format, the export view) included. Environment: SESSIONS (64), ACTORS (1000), SUBJECTS (1000000), SPAN_DAYS (365),
 # CHUNK (events per loader call, 2000000), SCORING (off), COLD=0 skips the cold runs, KEEP=1
-# keeps the cluster in /tmp/pii_audit_trail_bench for more queries (stop it with
+# keeps the cluster in /tmp/pii_audit_trail_bench (TRAIL_DIR) for more queries (stop it with
 # scripts/pgcluster.sh's pgc_destroy). Exits non-zero if a query fails or events are dropped.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,7 +34,7 @@ loader=$build_dir/bench/trail/pii_audit_trail_loader.so
 [[ -f "$loader" ]] || { echo "trail.sh: no $loader (build BUILD_DIR first)" >&2; exit 1; }
 [[ "$events" =~ ^[0-9]+$ && "$events" -gt 0 ]] || { echo "trail.sh: EVENTS must be a positive number" >&2; exit 1; }
 
-dir=/tmp/pii_audit_trail_bench
+dir=${TRAIL_DIR:-/tmp/pii_audit_trail_bench}
 pgc_destroy "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
 mkdir -p "$dir"

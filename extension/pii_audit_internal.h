@@ -188,6 +188,9 @@ void pii_audit_scoring_start(int64 last_event_id);
 // NOTIFY) before commit and log them after commit. (A batch that fails ends the worker, and
 // with it the scorer's memory: the next worker restores baselines and learns again.)
 void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event);
+// False when scoring does not look at events (off, or failed): then events up to last_event_id
+// count as seen, and the caller need not decode them.
+bool pii_audit_scoring_observing(int64 last_event_id);
 void pii_audit_scoring_store_alerts(void);
 void pii_audit_scoring_after_commit(void);
 // Outside a transaction, between batches: reloads, periodic (or forced) save of baselines.

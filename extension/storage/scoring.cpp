@@ -728,6 +728,13 @@ void pii_audit_scoring_start(int64 last_event_id) {
 }
 
 // In the batch transaction, after the event was inserted with this id.
+bool pii_audit_scoring_observing(int64 last_event_id) {
+    if (scoring == nullptr) return false;
+    if (scoring_active()) return true;
+    scoring->scored_upto = last_event_id;
+    return false;
+}
+
 void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event) {
     if (scoring == nullptr) return;
     if (!scoring_active()) {

@@ -78,6 +78,8 @@ old_months=$(q -d postgres -c "SELECT count(DISTINCT date_trunc('month', event_t
 check "four old months hold events" 4 "$old_months"
 before=$(months)
 echo "# partitions: $before"
+check "events_after pulls every event in id order, across groups and months" t \
+    "$(q -d postgres -U auditor -c "SELECT array_agg(event_id) = array_agg(event_id ORDER BY event_id) AND min(event_id) = 1 AND max(event_id) = count(*) AND count(*) >= $total FROM pii_audit.events_after(0, 1000000)")"
 
 # ---- statistics: what autovacuum and ANALYZE see
 # Every inserted group row is counted in the cumulative statistics, and autoanalyze gives the
