@@ -153,6 +153,7 @@ sleep 2
 before=$(q -c 'SELECT max(event_id) FROM pii_audit.events')
 "$bindir/pgbench" -n -M prepared -c "$clients" -j 2 -T "$duration" ${rate:+-R "$rate"} -f "$work/lookup.sql" \
     -h "$(pgc_sockdir "$dir")" -p "$(pgc_port "$dir")" -U postgres postgres >"$work/pgbench.out" 2>&1
+until [[ "$(q -c 'SELECT events_enqueued = events_persisted + events_dropped FROM pii_audit.status')" == t ]]; do sleep 0.2; done
 after=$(q -c 'SELECT max(event_id) FROM pii_audit.events')
 until (($(awk '$1 == "event_id" { print $2 }' "$work/live.cp") >= after)); do sleep 0.5; done
 kill -TERM "$live_pid"
