@@ -1598,6 +1598,18 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                          Int64GetDatum(next.next_event_id - 1)};
     if (SPI_execute_plan(state->save_position, position, nullptr, false, 0) != SPI_OK_UPDATE)
         elog(ERROR, "pii_audit: could not record the worker's position");
+    // Wake followers of the trail (pii-audit-export LISTENs): the payload is the last event_id
+    // this batch made visible. Skipped while NOTIFY's queue is half full, so a listener that
+    // never reads cannot make the commit fail; followers poll as well.
+    if (next.next_event_id > state->next_event_id) {
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "SELECT pg_catalog.pg_notify('pii_audit_events', '%lld') "
+                 "WHERE pg_catalog.pg_notification_queue_usage() < 0.5",
+                 static_cast<long long>(next.next_event_id - 1));
+        if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
+            elog(ERROR, "pii_audit: could not notify pii_audit_events");
+    }
     SPI_finish();
 
     MemoryContextSwitchTo(old);
