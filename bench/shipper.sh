@@ -56,21 +56,9 @@ q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
 q <<SQL
 CREATE EXTENSION pii_audit;
 CREATE ROLE siem LOGIN IN ROLE pii_audit_siem;
-CREATE TABLE customers (id text PRIMARY KEY, name text, phone text, address text);
-INSERT INTO customers SELECT 'c' || g, 'name ' || g, '138' || g, 'street ' || g FROM generate_series(1, 100000) g;
-CREATE TABLE accounts (customer_id text, iban text, balance numeric);
-CREATE TABLE visits (customer_id text, visited_on date, diagnosis text);
-SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
-SECURITY LABEL FOR pii ON COLUMN customers.phone IS 'phone';
-SECURITY LABEL FOR pii ON COLUMN accounts.customer_id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN accounts.iban IS 'bank_account';
-SECURITY LABEL FOR pii ON COLUMN visits.customer_id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN visits.diagnosis IS 'health';
-SELECT format('CREATE ROLE clerk_%s', g) FROM generate_series(1, 100) g \gexec
-CREATE FUNCTION bench_load(bigint, bigint, bigint, int, int, int, timestamptz, timestamptz, int, text, oid[])
-RETURNS bigint LANGUAGE c STRICT AS '$work/loader.so', 'pii_audit_bench_load';
 SQL
+q -v subjects=100000 -v actors=100 -v loader="$work/loader.so" -f "$repo/bench/trail/schema.sql" \
+    >/dev/null
 until [[ "$(q -c 'SELECT state FROM pii_audit.status')" == running ]]; do sleep 0.2; done
 echo "# shipper.sh: $events events, batch $batch"
 echo "# machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg)"

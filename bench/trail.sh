@@ -52,26 +52,8 @@ pgc_start "$dir" >/dev/null
 q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 -d audit "$@"; }
 pgc_psql "$dir" -X -q -d postgres -c 'CREATE DATABASE audit' >/dev/null
 q -c 'CREATE EXTENSION pii_audit'
-q <<SQL
-CREATE TABLE customers (id text PRIMARY KEY, name text, phone text, address text);
-INSERT INTO customers SELECT 'c' || g, 'name ' || g, '138' || g, 'street ' || g
-FROM generate_series(1, $subjects) g;
-CREATE TABLE accounts (customer_id text, iban text, balance numeric);
-CREATE TABLE visits (customer_id text, visited_on date, diagnosis text);
-SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
-SECURITY LABEL FOR pii ON COLUMN customers.phone IS 'phone';
-SECURITY LABEL FOR pii ON COLUMN customers.address IS 'address';
-SECURITY LABEL FOR pii ON COLUMN accounts.customer_id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN accounts.iban IS 'bank_account';
-SECURITY LABEL FOR pii ON COLUMN visits.customer_id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN visits.diagnosis IS 'health';
-SELECT format('CREATE ROLE clerk_%s', g) FROM generate_series(1, $actors) g
-WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'clerk_' || g) \gexec
-CREATE FUNCTION bench_load(bigint, bigint, bigint, int, int, int, timestamptz, timestamptz, int,
-                           text, oid[])
-RETURNS bigint LANGUAGE c STRICT AS '$dir/loader.so', 'pii_audit_bench_load';
-SQL
+q -v subjects="$subjects" -v actors="$actors" -v loader="$dir/loader.so" \
+    -f "$repo/bench/trail/schema.sql" >/dev/null
 relations="ARRAY['customers'::regclass, 'accounts'::regclass, 'visits'::regclass]::oid[]"
 span_end=$(q -c "SELECT date_trunc('second', now())")
 span_start=$(q -c "SELECT '$span_end'::timestamptz - interval '$span_days days'")

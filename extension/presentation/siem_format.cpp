@@ -891,12 +891,48 @@ void ocsf_alert(const Origin& origin, const AlertEvent& a, std::string& out) {
 }
 
 // ------------------------------------------------------------------ key=value writers
+// What the three key=value line formats share: a field whose value is absent is left out,
+// numbers and booleans are written as they are. Each format says how a field opens (separator,
+// key, '='), closes, and escapes a value.
+template <class Line>
+class KeyValues {
+  public:
+    void kv(std::string_view key, std::string_view value) {
+        line().open(key);
+        line().escape(value);
+        line().close();
+    }
+    void kv(std::string_view key, const std::optional<std::string_view>& value) {
+        if (value) kv(key, *value);
+    }
+    void kv(std::string_view key, const char* value) { kv(key, std::string_view(value)); }
+    void num(std::string_view key, std::int64_t value) {
+        line().open(key);
+        append_int(out_, value);
+        line().close();
+    }
+    template <class T>
+    void num(std::string_view key, const std::optional<T>& value) {
+        if (value) num(key, static_cast<std::int64_t>(*value));
+    }
+    void boolean(std::string_view key, const std::optional<bool>& value) {
+        if (value) kv(key, *value ? "true" : "false");
+    }
+
+  protected:
+    explicit KeyValues(std::string& out) : out_(out) {}
+    std::string& out_;
+
+  private:
+    Line& line() { return static_cast<Line&>(*this); }
+};
+
 // CEF: header fields separated by |, then extension pairs separated by spaces.
-class Cef {
+class Cef : public KeyValues<Cef> {
   public:
     Cef(std::string& out, const Origin& origin, std::string_view signature, std::string_view name,
         int severity)
-        : out_(out) {
+        : KeyValues(out) {
         out_.append("CEF:0|");
         append_cef_header(out_, kProduct);
         out_.push_back('|');
@@ -911,35 +947,9 @@ class Cef {
         append_int(out_, severity);
         out_.push_back('|');
     }
-    void kv(std::string_view key, std::string_view value) {
-        if (!first_) out_.push_back(' ');
-        first_ = false;
-        out_.append(key);
-        out_.push_back('=');
-        append_cef_value(out_, value);
-    }
-    void kv(std::string_view key, const std::optional<std::string_view>& value) {
-        if (value) kv(key, *value);
-    }
-    void kv(std::string_view key, const char* value) { kv(key, std::string_view(value)); }
-    void num(std::string_view key, std::int64_t value) {
-        if (!first_) out_.push_back(' ');
-        first_ = false;
-        out_.append(key);
-        out_.push_back('=');
-        append_int(out_, value);
-    }
-    template <class T>
-    void num(std::string_view key, const std::optional<T>& value) {
-        if (value) num(key, static_cast<std::int64_t>(*value));
-    }
     // A custom field and its label (cs1Label=endUser cs1=...).
     void labelled(std::string_view key, std::string_view label, std::string_view value) {
-        std::string_view k = key;
-        thread_local std::string label_key;
-        label_key.assign(k);
-        label_key.append("Label");
-        kv(label_key, label);
+        kv(label_key(key), label);
         kv(key, value);
     }
     void labelled(std::string_view key, std::string_view label,
@@ -947,10 +957,7 @@ class Cef {
         if (value) labelled(key, label, *value);
     }
     void labelled_num(std::string_view key, std::string_view label, std::int64_t value) {
-        thread_local std::string label_key;
-        label_key.assign(key);
-        label_key.append("Label");
-        kv(label_key, label);
+        kv(label_key(key), label);
         num(key, value);
     }
     template <class T>
@@ -959,14 +966,28 @@ class Cef {
     }
 
   private:
-    std::string& out_;
+    friend class KeyValues<Cef>;
+    void open(std::string_view key) {
+        if (!first_) out_.push_back(' ');
+        first_ = false;
+        out_.append(key);
+        out_.push_back('=');
+    }
+    void close() {}
+    void escape(std::string_view value) { append_cef_value(out_, value); }
+    static std::string_view label_key(std::string_view key) {
+        thread_local std::string label;
+        label.assign(key);
+        label.append("Label");
+        return label;
+    }
     bool first_ = true;
 };
 
 // LEEF 2.0 with a tab between attributes (declared as x09 in the header).
-class Leef {
+class Leef : public KeyValues<Leef> {
   public:
-    Leef(std::string& out, const Origin& origin, std::string_view event_id) : out_(out) {
+    Leef(std::string& out, const Origin& origin, std::string_view event_id) : KeyValues(out) {
         out_.append("LEEF:2.0|");
         append_leef_header(out_, kProduct);
         out_.push_back('|');
@@ -977,50 +998,31 @@ class Leef {
         append_leef_header(out_, event_id);
         out_.append("|x09|");
     }
-    void kv(std::string_view key, std::string_view value) {
-        if (!first_) out_.push_back('\t');
-        first_ = false;
-        out_.append(key);
-        out_.push_back('=');
-        append_leef_value(out_, value);
-    }
-    void kv(std::string_view key, const std::optional<std::string_view>& value) {
-        if (value) kv(key, *value);
-    }
-    void kv(std::string_view key, const char* value) { kv(key, std::string_view(value)); }
-    void num(std::string_view key, std::int64_t value) {
-        if (!first_) out_.push_back('\t');
-        first_ = false;
-        out_.append(key);
-        out_.push_back('=');
-        append_int(out_, value);
-    }
-    template <class T>
-    void num(std::string_view key, const std::optional<T>& value) {
-        if (value) num(key, static_cast<std::int64_t>(*value));
-    }
     void time(std::string_view key, std::int64_t unix_micros) {
-        if (!first_) out_.push_back('\t');
-        first_ = false;
-        out_.append(key);
-        out_.push_back('=');
+        open(key);
         append_leef_time(out_, unix_micros);
-    }
-    void boolean(std::string_view key, const std::optional<bool>& value) {
-        if (value) kv(key, *value ? "true" : "false");
+        close();
     }
 
   private:
-    std::string& out_;
+    friend class KeyValues<Leef>;
+    void open(std::string_view key) {
+        if (!first_) out_.push_back('\t');
+        first_ = false;
+        out_.append(key);
+        out_.push_back('=');
+    }
+    void close() {}
+    void escape(std::string_view value) { append_leef_value(out_, value); }
     bool first_ = true;
 };
 
 // RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ID PARAM="VALUE" ...] MSG
-class Syslog {
+class Syslog : public KeyValues<Syslog> {
   public:
     Syslog(std::string& out, const Origin& origin, int severity, std::int64_t time_micros,
            std::optional<std::int32_t> procid, std::string_view msgid)
-        : out_(out) {
+        : KeyValues(out) {
         out_.push_back('<');
         append_int(out_, kSyslogFacility * 8 + severity);
         out_.append(">1 ");
@@ -1039,37 +1041,10 @@ class Syslog {
         out_.append(" [");
         out_.append(kSdId);
     }
-    void kv(std::string_view key, std::string_view value) {
-        out_.push_back(' ');
-        out_.append(key);
-        out_.append("=\"");
-        append_sd_value(out_, value);
-        out_.push_back('"');
-    }
-    void kv(std::string_view key, const std::optional<std::string_view>& value) {
-        if (value) kv(key, *value);
-    }
-    void kv(std::string_view key, const char* value) { kv(key, std::string_view(value)); }
-    void num(std::string_view key, std::int64_t value) {
-        out_.push_back(' ');
-        out_.append(key);
-        out_.append("=\"");
-        append_int(out_, value);
-        out_.push_back('"');
-    }
-    template <class T>
-    void num(std::string_view key, const std::optional<T>& value) {
-        if (value) num(key, static_cast<std::int64_t>(*value));
-    }
     void time(std::string_view key, std::int64_t unix_micros) {
-        out_.push_back(' ');
-        out_.append(key);
-        out_.append("=\"");
+        open(key);
         append_iso8601(out_, unix_micros);
-        out_.push_back('"');
-    }
-    void boolean(std::string_view key, const std::optional<bool>& value) {
-        if (value) kv(key, *value ? "true" : "false");
+        close();
     }
     // Ends the structured data; msg is text this code writes (ASCII, no user values).
     void finish(std::string_view msg) {
@@ -1079,7 +1054,14 @@ class Syslog {
     std::string& out() { return out_; }
 
   private:
-    std::string& out_;
+    friend class KeyValues<Syslog>;
+    void open(std::string_view key) {
+        out_.push_back(' ');
+        out_.append(key);
+        out_.append("=\"");
+    }
+    void close() { out_.push_back('"'); }
+    void escape(std::string_view value) { append_sd_value(out_, value); }
 };
 
 bool is_ipv6(std::string_view addr) { return addr.find(':') != std::string_view::npos; }

@@ -35,27 +35,12 @@ pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.flush_i
     "pii_audit.subject_index_slice = 1000" "autovacuum_naptime = 1" \
     "autovacuum_analyze_threshold = 100" "autovacuum_vacuum_insert_threshold = 100" >/dev/null
 pgc_start "$dir" >/dev/null
+q -d postgres -c 'CREATE EXTENSION pii_audit'
+q -d postgres -v subjects=500 -v actors=3 -v loader="$dir/loader.so" \
+    -f "$repo/bench/trail/schema.sql" >/dev/null
 q -d postgres <<SQL
-CREATE EXTENSION pii_audit;
-CREATE TABLE customers (id text PRIMARY KEY, name text, phone text, address text);
-INSERT INTO customers SELECT 'c' || g, 'name ' || g, '138' || g, 'street ' || g
-FROM generate_series(1, 500) g;
-CREATE TABLE accounts (customer_id text, iban text, balance numeric);
-CREATE TABLE visits (customer_id text, visited_on date, diagnosis text);
-SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
-SECURITY LABEL FOR pii ON COLUMN customers.phone IS 'phone';
-SECURITY LABEL FOR pii ON COLUMN customers.address IS 'address';
-SECURITY LABEL FOR pii ON COLUMN accounts.customer_id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN accounts.iban IS 'bank_account';
-SECURITY LABEL FOR pii ON COLUMN visits.customer_id IS 'subject_key';
-SECURITY LABEL FOR pii ON COLUMN visits.diagnosis IS 'health';
-CREATE ROLE clerk_1; CREATE ROLE clerk_2; CREATE ROLE clerk_3;
 CREATE ROLE auditor LOGIN IN ROLE pii_audit_officer;
 CREATE ROLE shipper LOGIN IN ROLE pii_audit_siem;
-CREATE FUNCTION bench_load(bigint, bigint, bigint, int, int, int, timestamptz, timestamptz, int,
-                           text, oid[])
-RETURNS bigint LANGUAGE c STRICT AS '$dir/loader.so', 'pii_audit_bench_load';
 SQL
 wait_until postgres "SELECT state = 'running' FROM pii_audit.status" 30 ||
     { echo "not ok - the worker did not start"; exit 1; }
