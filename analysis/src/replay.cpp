@@ -1,5 +1,7 @@
 #include "pii_audit/analysis/replay.h"
 
+#include "pii_audit/civil_time.h"
+
 #include <fmt/format.h>
 
 #include <cmath>
@@ -96,27 +98,9 @@ bool parse_iso8601(std::string_view s, std::int64_t& time_us) {
 }
 
 std::string format_iso8601(std::int64_t time_us) {
-    std::int64_t secs = time_us / 1000000;
-    if (time_us % 1000000 < 0) --secs;
-    std::int64_t days = secs / 86400;
-    std::int64_t rem = secs % 86400;
-    if (rem < 0) {
-        rem += 86400;
-        --days;
-    }
-    // Inverse of days_from_civil.
-    days += 719468;
-    const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    const unsigned doe = static_cast<unsigned>(days - era * 146097);
-    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400;
-    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    const unsigned mp = (5 * doy + 2) / 153;
-    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
-    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
-    y += m <= 2;
-    return fmt::format("{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z", y, m, d, rem / 3600,
-                       (rem / 60) % 60, rem % 60);
+    const CivilTime c = civil_time(time_us);
+    return fmt::format("{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z", c.year, c.month, c.day, c.hour,
+                       c.minute, c.second);
 }
 
 namespace {

@@ -2,6 +2,8 @@
 // PostgreSQL-free: no PostgreSQL header is included here.
 #include "pii_audit/siem_format.h"
 
+#include "pii_audit/civil_time.h"
+
 #include <charconv>
 #include <cstring>
 
@@ -86,44 +88,7 @@ void append_2(std::string& out, unsigned v) {
     out.push_back(static_cast<char>('0' + v % 10));
 }
 
-struct Civil {
-    int year;
-    unsigned month, day, hour, minute, second, micros;
-};
-
-// Days since 1970-01-01 to a proleptic Gregorian date (the era-based method: 400-year eras of
-// 146097 days, March-based years so that the leap day comes last).
-Civil civil(std::int64_t unix_micros) {
-    std::int64_t secs = unix_micros / 1000000;
-    std::int64_t us = unix_micros % 1000000;
-    if (us < 0) {
-        us += 1000000;
-        --secs;
-    }
-    std::int64_t days = secs / 86400;
-    std::int64_t sod = secs % 86400;
-    if (sod < 0) {
-        sod += 86400;
-        --days;
-    }
-    days += 719468;
-    const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    const auto doe = static_cast<unsigned>(days - era * 146097);
-    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    const unsigned mp = (5 * doy + 2) / 153;
-    Civil c;
-    c.day = doy - (153 * mp + 2) / 5 + 1;
-    c.month = mp < 10 ? mp + 3 : mp - 9;
-    c.year = static_cast<int>(static_cast<std::int64_t>(yoe) + era * 400 + (c.month <= 2 ? 1 : 0));
-    c.hour = static_cast<unsigned>(sod / 3600);
-    c.minute = static_cast<unsigned>(sod % 3600 / 60);
-    c.second = static_cast<unsigned>(sod % 60);
-    c.micros = static_cast<unsigned>(us);
-    return c;
-}
-
-void append_year(std::string& out, int year) {
+void append_year(std::string& out, std::int64_t year) {
     if (year >= 0 && year <= 9999) {
         append_2(out, static_cast<unsigned>(year / 100));
         append_2(out, static_cast<unsigned>(year % 100));
@@ -140,7 +105,7 @@ std::int64_t millis(std::int64_t unix_micros) {
 void append_leef_time(std::string& out, std::int64_t unix_micros) {
     static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                               "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    const Civil c = civil(unix_micros);
+    const CivilTime c = civil_time(unix_micros);
     out.append(kMonths[c.month - 1]);
     out.push_back(' ');
     append_2(out, c.day);
@@ -1531,7 +1496,7 @@ void append_syslog_hostname(std::string& out, std::string_view text) {
 }
 
 void append_iso8601(std::string& out, std::int64_t unix_micros) {
-    const Civil c = civil(unix_micros);
+    const CivilTime c = civil_time(unix_micros);
     append_year(out, c.year);
     out.push_back('-');
     append_2(out, c.month);
