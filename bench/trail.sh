@@ -16,7 +16,9 @@
 # (median of 3), SIEM export pulls (export() per format, the export view) included. Environment: SESSIONS (64), ACTORS (1000), SUBJECTS (1000000), SPAN_DAYS (365),
 # CHUNK (events per loader call, 2000000), SCORING (off), COLD=0 skips the cold runs, KEEP=1
 # keeps the cluster in /tmp/pii_audit_trail_bench (TRAIL_DIR) for more queries (stop it with
-# scripts/pgcluster.sh's pgc_destroy). Exits non-zero if a query fails or events are dropped.
+# scripts/pgcluster.sh's pgc_destroy). SETTINGS adds server settings, separated by ';' (e.g.
+# SETTINGS='pii_audit.subject_index_slice = 100000'). Exits non-zero if a query fails or events
+# are dropped.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/pgcluster.sh
@@ -34,6 +36,8 @@ loader=$build_dir/bench/trail/pii_audit_trail_loader.so
 [[ -f "$loader" ]] || { echo "trail.sh: no $loader (build BUILD_DIR first)" >&2; exit 1; }
 [[ "$events" =~ ^[0-9]+$ && "$events" -gt 0 ]] || { echo "trail.sh: EVENTS must be a positive number" >&2; exit 1; }
 
+extra_settings=()
+[[ -z "${SETTINGS:-}" ]] || IFS=';' read -ra extra_settings <<<"$SETTINGS"
 dir=${TRAIL_DIR:-/tmp/pii_audit_trail_bench}
 pgc_destroy "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
@@ -47,7 +51,8 @@ pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.databas
     "pii_audit.queue_size = 65536" "pii_audit.on_queue_full = wait" \
     "pii_audit.queue_wait_timeout = 600000" "pii_audit.scoring = $scoring" \
     "shared_buffers = 1GB" "max_wal_size = 16GB" "checkpoint_timeout = 30min" \
-    "work_mem = 64MB" "maintenance_work_mem = 512MB" "pii_audit.max_query_length = 1024" >/dev/null
+    "work_mem = 64MB" "maintenance_work_mem = 512MB" "pii_audit.max_query_length = 1024" \
+    "${extra_settings[@]}" >/dev/null
 pgc_start "$dir" >/dev/null
 q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 -d audit "$@"; }
 pgc_psql "$dir" -X -q -d postgres -c 'CREATE DATABASE audit' >/dev/null

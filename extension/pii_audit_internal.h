@@ -208,6 +208,11 @@ void pii_audit_worker_commit_transaction(void);
 const char* pii_audit_in_audit_encoding(std::string_view value, int source_encoding, int* out_len);
 void pii_audit_register_worker(void);
 extern "C" PGDLLEXPORT void pii_audit_worker_main(Datum arg);
+// The maintenance process (storage/maintenance.cpp): retention and subject index merges, started
+// by the worker. Launch returns false when one is still running or no slot was free.
+bool pii_audit_launch_maintenance(bool warn_retention);
+bool pii_audit_maintenance_running(void);
+extern "C" PGDLLEXPORT void pii_audit_maintenance_main(Datum arg);
 
 // ---- identity of this backend, cached (capture/executor_hooks.cpp) ----
 void pii_audit_fill_identity(pii_audit::EventView& event);

@@ -103,6 +103,174 @@ CREATE FUNCTION pii_audit._record_removal(relid oid, relation text, events bigin
 RETURNS void LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'pii_audit_record_removal';
 REVOKE ALL ON FUNCTION pii_audit._record_removal(oid, text, bigint, text) FROM PUBLIC;
 
+-- ---------------------------------------------------------------- subject index upkeep
+-- The worker writes small slices (level 0, pii_audit.subject_index_slice entries), so that few
+-- reads lie after the last slice, where subject_access has to read groups; a maintenance process
+-- merges them, 16 at a time, into slices of the next level (up to level 2), so that a lookup
+-- probes a few dozen slices however long the trail. See subject_slice.h for the rows.
+ALTER TABLE pii_audit.trail_subject_slices
+    ADD COLUMN level smallint NOT NULL DEFAULT 0 CHECK (level BETWEEN 0 AND 8);
+
+CREATE FUNCTION pii_audit._merge_subject_entries(entries bytea[], shifts bigint[]) RETURNS bytea
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_merge_subject_entries';
+CREATE FUNCTION pii_audit._allow_index_upkeep() RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'pii_audit_allow_index_upkeep';
+CREATE FUNCTION pii_audit._index_upkeep_allowed() RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_index_upkeep_allowed';
+REVOKE ALL ON FUNCTION pii_audit._merge_subject_entries(bytea[], bigint[]),
+    pii_audit._allow_index_upkeep() FROM PUBLIC;
+
+-- The index stays append-only for everyone, except for the upkeep of the extension's own
+-- functions (merging slices, dropping those of removed months) in the transaction that asked.
+CREATE FUNCTION pii_audit._refuse_index_change() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND pii_audit._index_upkeep_allowed() THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'the pii_audit trail is append-only: % on % is not allowed', TG_OP,
+        TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit._refuse_index_change() FROM PUBLIC;
+DROP TRIGGER trail_subject_index_append_only ON pii_audit.trail_subject_index;
+CREATE TRIGGER trail_subject_index_append_only BEFORE UPDATE OR DELETE ON pii_audit.trail_subject_index
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_index_change();
+ALTER TABLE pii_audit.trail_subject_index ENABLE ALWAYS TRIGGER trail_subject_index_append_only;
+DROP TRIGGER trail_subject_slices_append_only ON pii_audit.trail_subject_slices;
+CREATE TRIGGER trail_subject_slices_append_only BEFORE UPDATE OR DELETE ON pii_audit.trail_subject_slices
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_index_change();
+ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_append_only;
+
+-- Merges the slices whose first ids are ids (consecutive, of one level and one bucket width)
+-- into one slice of the next level, a range of buckets at a time (bounded memory), in the
+-- caller's transaction.
+CREATE FUNCTION pii_audit._merge_subject_slices(ids bigint[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    first bigint := ids[1];
+    n bigint;
+    min_first bigint;
+    last bigint;
+    bits integer;
+    max_bits integer;
+    lvl integer;
+    max_lvl integer;
+    t0 timestamptz;
+    t1 timestamptz;
+    total bigint;
+    lo integer;
+    hi integer;
+    step integer;
+    buckets integer[];
+    rows bytea[];
+BEGIN
+    SELECT count(*), min(s.first_event_id), max(s.last_event_id), min(s.bucket_bits),
+           max(s.bucket_bits), min(s.level), max(s.level), min(s.min_time), max(s.max_time),
+           sum(s.entries)
+    INTO n, min_first, last, bits, max_bits, lvl, max_lvl, t0, t1, total
+    FROM pii_audit.trail_subject_slices s WHERE s.first_event_id = ANY (ids);
+    IF n < 2 OR n <> cardinality(ids) OR min_first <> first OR bits <> max_bits
+       OR lvl <> max_lvl OR last - first >= 4294967295 THEN
+        RAISE EXCEPTION 'pii_audit: subject index slices % cannot be merged', ids
+            USING HINT = 'Merged slices are consecutive, of one level and one bucket width, and span fewer than 2^32 ids.';
+    END IF;
+    IF bits = 0 THEN
+        lo := 0; hi := 0; step := 1;
+    ELSE
+        lo := -(1 << (bits - 1)); hi := (1 << (bits - 1)) - 1; step := greatest(1, (1 << bits) / 8);
+    END IF;
+    PERFORM pii_audit._allow_index_upkeep();
+    WHILE lo <= hi LOOP
+        SELECT array_agg(m.bucket ORDER BY m.bucket), array_agg(m.entries ORDER BY m.bucket)
+        INTO buckets, rows
+        FROM (SELECT x.bucket,
+                     pii_audit._merge_subject_entries(array_agg(x.entries ORDER BY x.slice),
+                                                      array_agg(x.slice - first ORDER BY x.slice)) AS entries
+              FROM pii_audit.trail_subject_index x
+              WHERE x.slice = ANY (ids) AND x.bucket BETWEEN lo AND lo + step - 1
+              GROUP BY x.bucket) m;
+        DELETE FROM pii_audit.trail_subject_index x
+        WHERE x.slice = ANY (ids) AND x.bucket BETWEEN lo AND lo + step - 1;
+        INSERT INTO pii_audit.trail_subject_index (slice, bucket, entries)
+        SELECT first, u.b, u.e FROM unnest(buckets, rows) AS u(b, e);
+        lo := lo + step;
+    END LOOP;
+    DELETE FROM pii_audit.trail_subject_slices s WHERE s.first_event_id = ANY (ids);
+    INSERT INTO pii_audit.trail_subject_slices
+        (first_event_id, last_event_id, min_time, max_time, bucket_bits, entries, level)
+    VALUES (first, last, t0, t1, bits, total, lvl + 1);
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit._merge_subject_slices(bigint[]) FROM PUBLIC;
+
+-- Merges runs of fanout consecutive slices of one level (below max_level) and one bucket width,
+-- oldest first, at most max_merges times; returns how many merges it made. The maintenance
+-- process calls it with max_merges = 1, one transaction per merge. Returns 0 at once while
+-- another transaction merges or removes slices.
+CREATE FUNCTION pii_audit.compact_subject_index(fanout integer DEFAULT 16,
+                                                max_level integer DEFAULT 2,
+                                                max_merges integer DEFAULT 1000000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+    run bigint[];
+    run_level integer;
+    run_bits integer;
+    merges integer := 0;
+    merged boolean;
+BEGIN
+    IF fanout IS NULL OR fanout < 2 OR fanout > 1024 THEN
+        RAISE EXCEPTION 'fanout must be between 2 and 1024, not %', coalesce(fanout::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_level IS NULL OR max_level < 1 OR max_level > 8 THEN
+        RAISE EXCEPTION 'max_level must be between 1 and 8, not %', coalesce(max_level::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_merges IS NULL OR max_merges < 0 THEN
+        RAISE EXCEPTION 'max_merges must be 0 or more, not %', coalesce(max_merges::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One upkeep of the index at a time (retention's removals take the same lock).
+    IF NOT pg_try_advisory_xact_lock(1885956449, 1) THEN
+        RETURN 0;
+    END IF;
+    LOOP
+        merged := false;
+        run := '{}';
+        FOR s IN SELECT sl.first_event_id, sl.last_event_id, sl.level, sl.bucket_bits
+                 FROM pii_audit.trail_subject_slices sl ORDER BY sl.first_event_id LOOP
+            EXIT WHEN merges >= max_merges;
+            IF cardinality(run) > 0 AND (s.level <> run_level OR s.bucket_bits <> run_bits
+                                         OR s.last_event_id - run[1] >= 4294967295) THEN
+                run := '{}';
+            END IF;
+            CONTINUE WHEN s.level >= max_level;
+            IF cardinality(run) = 0 THEN
+                run_level := s.level;
+                run_bits := s.bucket_bits;
+            END IF;
+            run := run || s.first_event_id;
+            IF cardinality(run) = fanout THEN
+                PERFORM pii_audit._merge_subject_slices(run);
+                merges := merges + 1;
+                merged := true;
+                run := '{}';
+            END IF;
+        END LOOP;
+        EXIT WHEN NOT merged OR merges >= max_merges;
+    END LOOP;
+    RETURN merges;
+END
+$$;
+COMMENT ON FUNCTION pii_audit.compact_subject_index(integer, integer, integer) IS
+    'merges small slices of the subject index into larger ones (the maintenance process does it every minute)';
+REVOKE ALL ON FUNCTION pii_audit.compact_subject_index(integer, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.compact_subject_index(integer, integer, integer) TO pii_audit_admin;
+
 -- Removes, oldest first, each month's partition whose events are all older than older_than (a
 -- group's events lie within an hour of its min_time), and the subject index slices that only
 -- name groups before the oldest one left. Stops at the first month an export has not delivered
@@ -169,15 +337,12 @@ BEGIN
         IF keep_from IS NULL THEN
             SELECT w.last_event_id + 1 INTO keep_from FROM pii_audit.worker_state w;
         END IF;
-        -- The triggers that keep the index append-only step aside for this transaction only
-        -- (ALTER TABLE locks out every other writer until it ends).
-        ALTER TABLE pii_audit.trail_subject_index DISABLE TRIGGER trail_subject_index_append_only;
-        ALTER TABLE pii_audit.trail_subject_slices DISABLE TRIGGER trail_subject_slices_append_only;
+        -- The index's triggers let this transaction's upkeep delete; one upkeep at a time.
+        PERFORM pg_advisory_xact_lock(1885956449, 1);
+        PERFORM pii_audit._allow_index_upkeep();
         DELETE FROM pii_audit.trail_subject_index x USING pii_audit.trail_subject_slices s
         WHERE x.slice = s.first_event_id AND s.last_event_id < keep_from;
         DELETE FROM pii_audit.trail_subject_slices s WHERE s.last_event_id < keep_from;
-        ALTER TABLE pii_audit.trail_subject_index ENABLE ALWAYS TRIGGER trail_subject_index_append_only;
-        ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_append_only;
     END IF;
 END
 $$;

@@ -2,6 +2,7 @@
 // the README, "How the trail is stored"): the views unpack groups into events with
 // _group_events, and subject lookups read the subject index with _subject_offsets.
 // PostgreSQL-free headers first (see pg_free.h).
+#include "pii_audit/subject_slice.h"
 #include "pii_audit/trail_group.h"
 
 #include "pii_audit_internal.h"
@@ -12,6 +13,7 @@ extern "C" {
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -25,9 +27,20 @@ PG_FUNCTION_INFO_V1(pii_audit_group_events);
 PG_FUNCTION_INFO_V1(pii_audit_subject_offsets);
 PG_FUNCTION_INFO_V1(pii_audit_event_payload);
 PG_FUNCTION_INFO_V1(pii_audit_group_has_subject);
+PGDLLEXPORT Datum pii_audit_merge_subject_entries(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pii_audit_allow_index_upkeep(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pii_audit_index_upkeep_allowed(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_merge_subject_entries);
+PG_FUNCTION_INFO_V1(pii_audit_allow_index_upkeep);
+PG_FUNCTION_INFO_V1(pii_audit_index_upkeep_allowed);
 }
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -228,4 +241,92 @@ Datum pii_audit_group_has_subject(PG_FUNCTION_ARGS) {
     }
     // A damaged group may hold anything: unpacking it reports the damage.
     PG_RETURN_BOOL(decoder.error() != nullptr);
+}
+
+// _merge_subject_entries(entries bytea[], shifts bigint[]) RETURNS bytea: one bucket's rows of
+// the slices being merged (in slice order) and each slice's first id minus the merged slice's:
+// the merged slice's row for that bucket (see subject_slice.h).
+Datum pii_audit_merge_subject_entries(PG_FUNCTION_ARGS) {
+    ArrayType* entries = PG_GETARG_ARRAYTYPE_P(0);
+    ArrayType* shifts = PG_GETARG_ARRAYTYPE_P(1);
+    Datum* entry_values = nullptr;
+    Datum* shift_values = nullptr;
+    bool* entry_nulls = nullptr;
+    bool* shift_nulls = nullptr;
+    int nentries = 0, nshifts = 0;
+    deconstruct_array(entries, BYTEAOID, -1, false, TYPALIGN_INT, &entry_values, &entry_nulls,
+                      &nentries);
+    deconstruct_array(shifts, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &shift_values,
+                      &shift_nulls, &nshifts);
+    if (nentries != nshifts)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("pii_audit: %d subject index rows but %d shifts", nentries,
+                               nshifts)));
+    // Plain data for the C++ side: detoasted rows and checked shifts.
+    struct Part {
+        const char* data;
+        size_t size;
+        uint64 shift;
+    };
+    Part* parts = static_cast<Part*>(palloc0(sizeof(Part) * Max(nentries, 1)));
+    for (int i = 0; i < nentries; ++i) {
+        if (entry_nulls[i] || shift_nulls[i])
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                            errmsg("pii_audit: a subject index row or shift is NULL")));
+        const int64 shift = DatumGetInt64(shift_values[i]);
+        if (shift < 0)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("pii_audit: a merged slice must start at or before the slices "
+                                   "it merges (shift %lld)",
+                                   static_cast<long long>(shift))));
+        bytea* row = DatumGetByteaPP(entry_values[i]);
+        parts[i] = {VARDATA_ANY(row), VARSIZE_ANY_EXHDR(row), static_cast<uint64>(shift)};
+    }
+    char* merged = nullptr;
+    size_t merged_size = 0;
+    char failure[256] = "";
+    bool ok = false;
+    if (!pii_audit::boundary::cpp_call(nullptr, [&] {
+            std::vector<pii_audit::SliceRowPart> in;
+            in.reserve(static_cast<size_t>(nentries));
+            for (int i = 0; i < nentries; ++i)
+                in.push_back({std::string_view(parts[i].data, parts[i].size), parts[i].shift});
+            std::string out, why;
+            ok = pii_audit::merge_slice_rows(in, out, &why);
+            if (!ok) {
+                snprintf(failure, sizeof failure, "%s", why.c_str());
+                return;
+            }
+            // malloc, not palloc: nothing here may raise a PostgreSQL error.
+            merged = static_cast<char*>(malloc(out.size() + 1));
+            if (merged == nullptr) throw std::bad_alloc();
+            memcpy(merged, out.data(), out.size());
+            merged_size = out.size();
+        }, failure, sizeof failure) || !ok) {
+        free(merged);
+        ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                        errmsg("pii_audit: could not merge subject index rows: %s", failure)));
+    }
+    bytea* result = static_cast<bytea*>(palloc(VARHDRSZ + merged_size));
+    SET_VARSIZE(result, VARHDRSZ + merged_size);
+    memcpy(VARDATA(result), merged, merged_size);
+    free(merged);
+    PG_RETURN_BYTEA_P(result);
+}
+
+// _allow_index_upkeep() lets this transaction delete rows of the subject index (merging slices,
+// removing those of removed months): the index's triggers ask _index_upkeep_allowed(). Only the
+// extension's own functions may call it (EXECUTE is revoked from PUBLIC).
+namespace {
+LocalTransactionId upkeep_transaction = InvalidLocalTransactionId;
+}
+
+Datum pii_audit_allow_index_upkeep(PG_FUNCTION_ARGS) {
+    upkeep_transaction = MyProc->lxid;
+    PG_RETURN_VOID();
+}
+
+Datum pii_audit_index_upkeep_allowed(PG_FUNCTION_ARGS) {
+    PG_RETURN_BOOL(upkeep_transaction != InvalidLocalTransactionId &&
+                   upkeep_transaction == MyProc->lxid);
 }

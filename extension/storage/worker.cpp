@@ -122,8 +122,8 @@ struct WorkerState {
     bool warned_not_installed;
     TimestampTz last_recorded_at;       // recorded_at of the last batch: never goes back
     TimestampTz partitions_checked_at;  // when the next month's partition was last made sure of
-    TimestampTz retention_checked_at;   // when pii_audit.retention was last applied
-    bool warned_retention;              // said that the installed SQL cannot remove events
+    TimestampTz retention_checked_at;   // when the maintenance process last started
+    bool warned_retention;              // it was asked to say if the SQL cannot remove events
     bool trail_gone;                    // a batch found the trail's tables dropped
 };
 
@@ -515,75 +515,24 @@ void prepare_partitions(WorkerState* state) {
     }
 }
 
-// ---------------------------------------------------------------- retention
-// With pii_audit.retention set, once a minute between batches: the months whose events are all
-// older than it go, whole partitions at a time, as far as every export checkpoint has delivered
-// them (pii_audit._remove_partitions, which records each removal; the records reach the queue
-// when this transaction commits). A failure (a reader holding the trail longer than the lock
-// timeout) is retried a minute later.
-void apply_retention(WorkerState* state) {
-    if (pii_audit_retention == nullptr || pii_audit_retention[0] == '\0') return;
-    TimestampTz now = GetCurrentTimestamp();
-    if (state->retention_checked_at != 0 &&
-        !TimestampDifferenceExceeds(state->retention_checked_at, now, 60 * 1000))
-        return;
+// ---------------------------------------------------------------- upkeep
+// Retention and merges of the subject index run in a maintenance process of their own
+// (maintenance.cpp), so that they never hold up storing: started between batches, once a
+// minute while a retention is set (and right after a reload) or slices were written since its
+// last run, and at once when enough slices for a merge were.
+int slices_written = 0;  // since the maintenance process was last started
+
+void start_maintenance(WorkerState* state) {
+    const bool retention = pii_audit_retention != nullptr && pii_audit_retention[0] != '\0';
+    const TimestampTz now = GetCurrentTimestamp();
+    const bool minute = state->retention_checked_at == 0 ||
+                        TimestampDifferenceExceeds(state->retention_checked_at, now, 60 * 1000);
+    // Sixteen new slices make a merge (maintenance.cpp's fanout); fewer wait for the minute.
+    if (!(minute && (retention || slices_written > 0)) && slices_written < 16) return;
+    if (!pii_audit_launch_maintenance(retention && !state->warned_retention)) return;
+    if (retention) state->warned_retention = true;
     state->retention_checked_at = now;
-    pii_audit::Retention retention;
-    char error[256] = "";
-    bool parsed = false;
-    if (!pii_audit::boundary::cpp_call(nullptr, [&] {
-            parsed = pii_audit::parse_retention(pii_audit_retention, &retention, error,
-                                                sizeof error);
-        }, error, sizeof error) || !parsed || retention.keep_everything)
-        return;  // the setting's check refused it already
-    char interval[64];
-    snprintf(interval, sizeof interval, "%d months %d days", retention.months, retention.days);
-    char why[300];
-    snprintf(why, sizeof why, "older than pii_audit.retention (%s)", pii_audit_retention);
-    int64 removed = 0;
-    bool installed = true;
-    ErrorData* failure = pii_audit::boundary::pg_own_transactions([&] {
-        pii_audit_worker_begin_transaction();
-        pgstat_report_activity(STATE_RUNNING, "pii_audit: removing events past retention");
-        SPI_connect();
-        installed = spi_int64("SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
-                              "ON n.oid = p.pronamespace WHERE n.nspname = 'pii_audit' "
-                              "AND p.proname = '_remove_partitions'",
-                              0) > 0;
-        if (installed) {
-            // Dropping a partition locks the whole trail: never queue readers behind it for long.
-            SPI_execute("SELECT pg_catalog.set_config('lock_timeout', '500ms', true)", false, 0);
-            Datum args[2] = {CStringGetTextDatum(interval), CStringGetTextDatum(why)};
-            Oid types[2] = {TEXTOID, TEXTOID};
-            if (SPI_execute_with_args("SELECT count(*) FROM pii_audit._remove_partitions("
-                                      "pg_catalog.now() - $1::pg_catalog.interval, $2, true)",
-                                      2, types, args, nullptr, false, 0) != SPI_OK_SELECT)
-                elog(ERROR, "pii_audit: could not run pii_audit._remove_partitions");
-            bool isnull = true;
-            Datum count = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-            removed = isnull ? 0 : DatumGetInt64(count);
-        }
-        SPI_finish();
-        pii_audit_worker_commit_transaction();
-        pgstat_report_activity(STATE_IDLE, nullptr);
-    });
-    if (failure != nullptr) {
-        ereport(failure->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ? LOG : WARNING,
-                (errmsg("pii_audit: could not remove events past retention: %s",
-                        failure->message),
-                 errdetail("The worker tries again in a minute.")));
-        FreeErrorData(failure);
-    } else if (!installed && !state->warned_retention) {
-        ereport(WARNING, (errmsg("pii_audit.retention is set, but the installed pii_audit "
-                                 "extension cannot remove events"),
-                          errhint("ALTER EXTENSION pii_audit UPDATE in database \"%s\".",
-                                  pii_audit_database)));
-        state->warned_retention = true;
-    } else if (removed > 0) {
-        ereport(LOG, (errmsg("pii_audit: removed %lld month%s of events past retention (%s)",
-                             static_cast<long long>(removed), removed == 1 ? "" : "s",
-                             pii_audit_retention)));
-    }
+    slices_written = 0;
 }
 
 // ---------------------------------------------------------------- writing rows
@@ -638,10 +587,16 @@ void open_side_table(Inserter& ins, SideTable& table) {
     (void)ins;
 }
 
-void insert_side_row(Inserter& ins, SideTable& table, const Datum* values, const bool* nulls) {
+// values and nulls hold nvalues columns: at least as many as the table has (a table of an
+// older version of the SQL may have fewer).
+void insert_side_row(Inserter& ins, SideTable& table, const Datum* values, const bool* nulls,
+                     int nvalues) {
     if (table.rel == nullptr) open_side_table(ins, table);
     TupleTableSlot* slot = table.slot;
     const int natts = slot->tts_tupleDescriptor->natts;
+    if (natts > nvalues)
+        elog(ERROR, "pii_audit: table %s has %d columns, the worker writes %d",
+             RelationGetRelationName(table.rel), natts, nvalues);
     ExecClearTuple(slot);
     memcpy(slot->tts_values, values, sizeof(Datum) * natts);
     memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
@@ -739,7 +694,7 @@ int64 side_row_id(Inserter& ins, SideTable& table, int64* next_id, Part part,
     values[0] = Int64GetDatum(id);
     nulls[0] = false;
     fill(values, nulls);
-    insert_side_row(ins, table, values, nulls);
+    insert_side_row(ins, table, values, nulls, kColumns);
     remember_id(part, id);
     return id;
 }
@@ -1127,16 +1082,19 @@ void write_slice(int64 last_event_id, Insert&& insert) {
         insert(false, values, nulls);
         pfree(entries);
     }
-    Datum values[6] = {Int64GetDatum(slice_id),
+    // The last column, level (0: as written here; merges make the next levels), is new in 0.3.0.
+    Datum values[7] = {Int64GetDatum(slice_id),
                        Int64GetDatum(last_event_id),
                        TimestampTzGetDatum(slice->min_time),
                        TimestampTzGetDatum(slice->max_time),
                        Int32GetDatum(slice->bucket_bits),
-                       Int64GetDatum(static_cast<int64>(slice->entries.size()))};
-    bool nulls[6] = {};
+                       Int64GetDatum(static_cast<int64>(slice->entries.size())),
+                       Int16GetDatum(0)};
+    bool nulls[7] = {};
     insert(true, values, nulls);
     // If the transaction fails, the worker's start reads the entries again from the trail.
     reset_slice(last_event_id + 1);
+    ++slices_written;
     slice_guarded([&] {
         std::vector<char>().swap(slice->rows);
         slice->buckets.clear();
@@ -1147,7 +1105,8 @@ void write_slice(int64 last_event_id, Insert&& insert) {
 void write_slice_if_due(Inserter& ins, int64 last_event_id) {
     if (!slice_due(false)) return;
     write_slice(last_event_id, [&](bool slices, const Datum* values, const bool* nulls) {
-        insert_side_row(ins, slices ? ins.subject_slices : ins.subject_index, values, nulls);
+        insert_side_row(ins, slices ? ins.subject_slices : ins.subject_index, values, nulls,
+                        slices ? 7 : 3);
     });
 }
 
@@ -1826,7 +1785,7 @@ extern "C" void pii_audit_worker_main(Datum) {
             if (!more) {
                 maintain_scoring(state.next_event_id - 1, false);
                 prepare_partitions(&state);
-                apply_retention(&state);
+                start_maintenance(&state);
             }
             TimestampTz now = GetCurrentTimestamp();
             if (records > 0) last_record_at = now;

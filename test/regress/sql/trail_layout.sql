@@ -103,6 +103,50 @@ FROM pii_audit.subject_access('17') WHERE event_id > :since;
 SELECT count(*) AS reads_of_1 FROM pii_audit.subject_access('1') WHERE event_id > :since;
 SELECT count(*) FILTER (WHERE match = 'recorded') AS recorded_reads_of_nobody
 FROM pii_audit.subject_access('no such person');
+
+-- Merging slices (the maintenance process merges 16 at a time, twice over; here 2 at a time):
+-- every read is still found, with the same match, and the index stays append-only otherwise.
+-- (A slice is cut at the end of a batch: one batch per read.)
+CREATE PROCEDURE layout_read_in_batches(n integer) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        PERFORM count(name) FROM layout_people WHERE id > 0;
+        COMMIT;
+        PERFORM wait_for_trail();
+    END LOOP;
+END
+$$;
+CALL layout_read_in_batches(24);
+CREATE TEMP TABLE reads_before AS
+SELECT p.id, a.event_id, a.match FROM layout_people p
+CROSS JOIN LATERAL pii_audit.subject_access(p.id::text) a WHERE a.event_id > :since;
+SELECT count(*) >= 30 * 24 AS many_reads FROM reads_before;
+SELECT pii_audit.compact_subject_index(2) > 0 AS merged;
+SELECT count(*) FILTER (WHERE level > 0) > 0 AS merged_slices, max(level) <= 2 AS levels_bounded
+FROM pii_audit.trail_subject_slices;
+SELECT pii_audit.compact_subject_index(2) AS merges_when_done;
+SELECT count(*) AS reads_changed FROM (
+    (SELECT * FROM reads_before
+     EXCEPT ALL
+     SELECT p.id, a.event_id, a.match FROM layout_people p
+     CROSS JOIN LATERAL pii_audit.subject_access(p.id::text) a WHERE a.event_id > :since)
+    UNION ALL
+    (SELECT p.id, a.event_id, a.match FROM layout_people p
+     CROSS JOIN LATERAL pii_audit.subject_access(p.id::text) a WHERE a.event_id > :since
+     EXCEPT ALL
+     SELECT * FROM reads_before)) d;
+DELETE FROM pii_audit.trail_subject_index WHERE slice = (SELECT min(slice) FROM pii_audit.trail_subject_index);
+DELETE FROM pii_audit.trail_subject_slices WHERE first_event_id = (SELECT min(first_event_id) FROM pii_audit.trail_subject_slices);
+SELECT pii_audit.compact_subject_index(1);
+SELECT pii_audit.compact_subject_index(16, 0);
+SELECT pii_audit.compact_subject_index(NULL);
+SELECT pii_audit.compact_subject_index(16, 2, -1);
+SELECT pii_audit._merge_subject_slices(ARRAY[(SELECT max(first_event_id) FROM pii_audit.trail_subject_slices)]);
+SELECT pii_audit._merge_subject_entries(ARRAY['\x0100000002000000'::bytea], ARRAY[1, 2]::bigint[]);
+SELECT pii_audit._merge_subject_entries(ARRAY['\x01000000'::bytea], ARRAY[0]::bigint[]);
+SELECT pii_audit._merge_subject_entries(ARRAY[NULL::bytea], ARRAY[0]::bigint[]);
+SELECT pii_audit._merge_subject_entries(ARRAY['\x0100000002000000'::bytea, '\x0100000002000000'::bytea], ARRAY[0, 4294967295]::bigint[]);
+SELECT encode(pii_audit._merge_subject_entries(ARRAY['\x0100000002000000'::bytea, '\x0100000001000000'::bytea], ARRAY[0, 1]::bigint[]), 'hex') AS merged_row;
 ALTER SYSTEM RESET pii_audit.subject_index_slice;
 SELECT pg_reload_conf();
 
