@@ -337,6 +337,16 @@ List* drop_reads_without_category(List* reads) {
 void statement_slice(const char* source, int location, int stmt_len, const char** text,
                      int* len) {
     *text = source ? source : "";
+    // A string of many statements is sent as one source text: measure only up to the end of
+    // this statement, not the whole string once per statement.
+    if (location >= 0 && stmt_len > 0) {
+        size_t upto = strnlen(*text, static_cast<size_t>(location) + stmt_len);
+        if (upto >= static_cast<size_t>(location)) {
+            *text += location;
+            *len = static_cast<int>(upto - location);
+            return;
+        }
+    }
     *len = strlen(*text);
     if (location >= 0 && location <= *len) {
         *len = stmt_len > 0 && stmt_len <= *len - location ? stmt_len : *len - location;
