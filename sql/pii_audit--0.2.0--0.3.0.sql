@@ -143,9 +143,10 @@ CREATE TRIGGER trail_subject_slices_append_only BEFORE UPDATE OR DELETE ON pii_a
     FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_index_change();
 ALTER TABLE pii_audit.trail_subject_slices ENABLE ALWAYS TRIGGER trail_subject_slices_append_only;
 
--- Merges the slices whose first ids are ids (consecutive, of one level and one bucket width)
--- into one slice of the next level, a range of buckets at a time (bounded memory), in the
--- caller's transaction.
+-- Merges the slices whose first ids are ids (consecutive, of one level) into one slice of the
+-- next level, a range of buckets at a time (bounded memory), in the caller's transaction. The
+-- merged slice has the narrowest bucket width of those merged: a row of a wider slice goes to
+-- the bucket its top bits name (the entries keep the hash's low 32 bits either way).
 CREATE FUNCTION pii_audit._merge_subject_slices(ids bigint[]) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -154,7 +155,6 @@ DECLARE
     min_first bigint;
     last bigint;
     bits integer;
-    max_bits integer;
     lvl integer;
     max_lvl integer;
     t0 timestamptz;
@@ -167,14 +167,13 @@ DECLARE
     rows bytea[];
 BEGIN
     SELECT count(*), min(s.first_event_id), max(s.last_event_id), min(s.bucket_bits),
-           max(s.bucket_bits), min(s.level), max(s.level), min(s.min_time), max(s.max_time),
-           sum(s.entries)
-    INTO n, min_first, last, bits, max_bits, lvl, max_lvl, t0, t1, total
+           min(s.level), max(s.level), min(s.min_time), max(s.max_time), sum(s.entries)
+    INTO n, min_first, last, bits, lvl, max_lvl, t0, t1, total
     FROM pii_audit.trail_subject_slices s WHERE s.first_event_id = ANY (ids);
-    IF n < 2 OR n <> cardinality(ids) OR min_first <> first OR bits <> max_bits
-       OR lvl <> max_lvl OR last - first >= 4294967295 THEN
+    IF n < 2 OR n <> cardinality(ids) OR min_first <> first OR lvl <> max_lvl
+       OR last - first >= 4294967295 THEN
         RAISE EXCEPTION 'pii_audit: subject index slices % cannot be merged', ids
-            USING HINT = 'Merged slices are consecutive, of one level and one bucket width, and span fewer than 2^32 ids.';
+            USING HINT = 'Merged slices are of one level and span fewer than 2^32 ids.';
     END IF;
     IF bits = 0 THEN
         lo := 0; hi := 0; step := 1;
@@ -183,16 +182,23 @@ BEGIN
     END IF;
     PERFORM pii_audit._allow_index_upkeep();
     WHILE lo <= hi LOOP
+        -- Rows of the merged buckets lo .. lo + step - 1: in a slice of width w, the buckets
+        -- from lo << (w - bits) to ((lo + step) << (w - bits)) - 1.
         SELECT array_agg(m.bucket ORDER BY m.bucket), array_agg(m.entries ORDER BY m.bucket)
         INTO buckets, rows
-        FROM (SELECT x.bucket,
-                     pii_audit._merge_subject_entries(array_agg(x.entries ORDER BY x.slice),
-                                                      array_agg(x.slice - first ORDER BY x.slice)) AS entries
-              FROM pii_audit.trail_subject_index x
-              WHERE x.slice = ANY (ids) AND x.bucket BETWEEN lo AND lo + step - 1
-              GROUP BY x.bucket) m;
-        DELETE FROM pii_audit.trail_subject_index x
-        WHERE x.slice = ANY (ids) AND x.bucket BETWEEN lo AND lo + step - 1;
+        FROM (SELECT x.bucket >> (s.bucket_bits - bits) AS bucket,
+                     pii_audit._merge_subject_entries(array_agg(x.entries ORDER BY x.slice, x.bucket),
+                                                      array_agg(x.slice - first ORDER BY x.slice, x.bucket)) AS entries
+              FROM pii_audit.trail_subject_slices s
+              JOIN pii_audit.trail_subject_index x ON x.slice = s.first_event_id
+                   AND x.bucket BETWEEN lo << (s.bucket_bits - bits)
+                                    AND ((lo + step) << (s.bucket_bits - bits)) - 1
+              WHERE s.first_event_id = ANY (ids)
+              GROUP BY 1) m;
+        DELETE FROM pii_audit.trail_subject_index x USING pii_audit.trail_subject_slices s
+        WHERE s.first_event_id = ANY (ids) AND x.slice = s.first_event_id
+          AND x.bucket BETWEEN lo << (s.bucket_bits - bits)
+                           AND ((lo + step) << (s.bucket_bits - bits)) - 1;
         INSERT INTO pii_audit.trail_subject_index (slice, bucket, entries)
         SELECT first, u.b, u.e FROM unnest(buckets, rows) AS u(b, e);
         lo := lo + step;
@@ -205,8 +211,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION pii_audit._merge_subject_slices(bigint[]) FROM PUBLIC;
 
--- Merges runs of fanout consecutive slices of one level (below max_level) and one bucket width,
--- oldest first, at most max_merges times; returns how many merges it made. The maintenance
+-- Merges runs of fanout consecutive slices of one level (below max_level), oldest first, at most max_merges times; returns how many merges it made. The maintenance
 -- process calls it with max_merges = 1, one transaction per merge. Returns 0 at once while
 -- another transaction merges or removes slices.
 CREATE FUNCTION pii_audit.compact_subject_index(fanout integer DEFAULT 16,
@@ -218,7 +223,6 @@ DECLARE
     s record;
     run bigint[];
     run_level integer;
-    run_bits integer;
     merges integer := 0;
     merged boolean;
 BEGIN
@@ -244,14 +248,13 @@ BEGIN
         FOR s IN SELECT sl.first_event_id, sl.last_event_id, sl.level, sl.bucket_bits
                  FROM pii_audit.trail_subject_slices sl ORDER BY sl.first_event_id LOOP
             EXIT WHEN merges >= max_merges;
-            IF cardinality(run) > 0 AND (s.level <> run_level OR s.bucket_bits <> run_bits
+            IF cardinality(run) > 0 AND (s.level <> run_level
                                          OR s.last_event_id - run[1] >= 4294967295) THEN
                 run := '{}';
             END IF;
             CONTINUE WHEN s.level >= max_level;
             IF cardinality(run) = 0 THEN
                 run_level := s.level;
-                run_bits := s.bucket_bits;
             END IF;
             run := run || s.first_event_id;
             IF cardinality(run) = fanout THEN

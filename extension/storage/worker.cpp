@@ -1012,8 +1012,12 @@ int32 bucket_of(int64 hash, int bits) {
 // Sorts the slice's entries into bucket rows (PostgreSQL-free).
 void build_slice_rows(SubjectSlice& s) {
     const size_t n = s.entries.size();
+    // The width follows the configured slice size (about 64 entries a bucket), so that the
+    // slices merged later share it (a merge keeps the narrowest width of its slices), and grows
+    // for a slice far larger than configured (a batch of bulk reads), to about 128 a bucket.
     int bits = 0;
-    while (bits < 16 && (n >> bits) > 128) ++bits;
+    const size_t configured = static_cast<size_t>(Max(pii_audit_subject_index_slice, 1));
+    while (bits < 16 && ((configured >> bits) > 64 || (n >> bits) > 128)) ++bits;
     s.bucket_bits = bits;
     const int64 base = s.first_event_id;
     // Bucket by bucket (a counting sort: one pass to count, one to place), then each bucket's

@@ -141,7 +141,25 @@ SELECT pii_audit.compact_subject_index(1);
 SELECT pii_audit.compact_subject_index(16, 0);
 SELECT pii_audit.compact_subject_index(NULL);
 SELECT pii_audit.compact_subject_index(16, 2, -1);
-SELECT pii_audit._merge_subject_slices(ARRAY[(SELECT max(first_event_id) FROM pii_audit.trail_subject_slices)]);
+SELECT pii_audit._merge_subject_slices(ARRAY[-2, -1]::bigint[]);
+-- Slices of different bucket widths merge into the narrower width: a row of the wider slice
+-- goes to the bucket its top bits name. (Made-up slices far past the trail, rolled back.)
+BEGIN;
+INSERT INTO pii_audit.trail_subject_slices
+    (first_event_id, last_event_id, min_time, max_time, bucket_bits, entries, level)
+VALUES (1000000000000, 1000000000099, now(), now(), 2, 1, 0),
+       (1000000000100, 1000000000199, now(), now(), 1, 1, 0);
+-- The hash 0x4000000000000005: bucket 1 of 2 bits, bucket 0 of 1 bit; low bits 5.
+INSERT INTO pii_audit.trail_subject_index VALUES
+    (1000000000000, 1, '\x0500000003000000'), (1000000000100, 0, '\x0500000007000000');
+SELECT pii_audit._merge_subject_slices(ARRAY[1000000000000, 1000000000100]::bigint[]);
+SELECT first_event_id, last_event_id, bucket_bits, entries, level FROM pii_audit.trail_subject_slices
+WHERE first_event_id >= 1000000000000;
+SELECT slice, bucket, encode(entries, 'hex') FROM pii_audit.trail_subject_index
+WHERE slice >= 1000000000000;
+SELECT first_event_id FROM pii_audit._subject_groups(x'4000000000000005'::bigint)
+WHERE first_event_id >= 1000000000000 ORDER BY 1;
+ROLLBACK;
 SELECT pii_audit._merge_subject_entries(ARRAY['\x0100000002000000'::bytea], ARRAY[1, 2]::bigint[]);
 SELECT pii_audit._merge_subject_entries(ARRAY['\x01000000'::bytea], ARRAY[0]::bigint[]);
 SELECT pii_audit._merge_subject_entries(ARRAY[NULL::bytea], ARRAY[0]::bigint[]);
