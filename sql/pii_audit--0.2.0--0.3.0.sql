@@ -110,6 +110,11 @@ REVOKE ALL ON FUNCTION pii_audit._record_removal(oid, text, bigint, text) FROM P
 -- probes a few dozen slices however long the trail. See subject_slice.h for the rows.
 ALTER TABLE pii_audit.trail_subject_slices
     ADD COLUMN level smallint NOT NULL DEFAULT 0 CHECK (level BETWEEN 0 AND 8);
+-- Merges delete rows: vacuum the index after some ten thousand of them (a few merges), not
+-- after a fifth of the table, so that the next slices reuse the space.
+ALTER TABLE pii_audit.trail_subject_index SET (autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 10000, toast.autovacuum_vacuum_scale_factor = 0,
+    toast.autovacuum_vacuum_threshold = 10000);
 
 CREATE FUNCTION pii_audit._merge_subject_entries(entries bytea[], shifts bigint[]) RETURNS bytea
 LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_merge_subject_entries';
