@@ -106,7 +106,7 @@ profile() {  # profile CONFIG: "function<TAB>instructions per lookup"
     local config=$1
     for count in $((N / 10)) "$N"; do
         callgrind_annotate --auto=no --threshold=100 "$dir/callgrind.$config.$count" 2>/dev/null |
-            awk -v c="$count" '$1 ~ /^[0-9,]+$/ && NF >= 2 { x = $1; gsub(",", "", x); $1 = ""; sub(/^ *\([^)]*\) */, ""); sub(/ \[[^]]*\]$/, ""); sub(/\(.*$/, ""); if ($0 !~ /^(PROGRAM TOTALS|events annotated)/) print c "\t" $0 "\t" x }'
+            awk -v c="$count" '$1 ~ /^[0-9,]+$/ && NF >= 2 { x = $1; gsub(",", "", x); $1 = ""; sub(/^ *\([^)]*\) */, ""); sub(/ \[[^]]*\]$/, ""); gsub(/\(anonymous namespace\)::/, ""); sub(/\(.*$/, ""); if ($0 !~ /^(PROGRAM TOTALS|events annotated)/) print c "\t" $0 "\t" x }'
     done | awk -F'\t' -v small=$((N / 10)) -v n=$((N - N / 10)) '
         { v[$2] += ($1 == small ? -$3 : $3) }
         END { for (f in v) printf "%s\t%.1f\n", f, v[f] / n }'
