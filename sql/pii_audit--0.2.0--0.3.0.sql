@@ -103,6 +103,58 @@ CREATE FUNCTION pii_audit._record_removal(relid oid, relation text, events bigin
 RETURNS void LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'pii_audit_record_removal';
 REVOKE ALL ON FUNCTION pii_audit._record_removal(oid, text, bigint, text) FROM PUBLIC;
 
+-- ---------------------------------------------------------------- subject_access without
+-- planning every month: the groups the index names are fetched from the months their slice's
+-- time bounds meet, through each month's index on first_event_id (group_fetch.cpp). Joining
+-- trail_groups made the planner look at every partition first: 80-130 ms in a new session over
+-- 14 months, more with every month kept.
+CREATE FUNCTION pii_audit._trail_group(first_event_id bigint, not_before timestamptz,
+                                       not_after timestamptz)
+RETURNS SETOF pii_audit.trail_groups LANGUAGE c STRICT STABLE ROWS 1
+AS 'MODULE_PATHNAME', 'pii_audit_trail_group';
+REVOKE ALL ON FUNCTION pii_audit._trail_group(bigint, timestamptz, timestamptz) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pii_audit.subject_access(identifier text, since timestamptz DEFAULT NULL,
+                                         until timestamptz DEFAULT NULL)
+RETURNS TABLE (event_id bigint, event_time timestamptz, database_name text,
+               session_user_name text, current_user_name text, end_user text,
+               application_name text, client_addr inet, command text, relation text,
+               columns text[], categories text[], row_count bigint, subject_count bigint,
+               query_text text, status text, match text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h bigint;
+BEGIN
+    IF identifier IS NULL THEN
+        RAISE EXCEPTION 'identifier must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the value of the subject_key column, e.g. a phone number or customer id, as text.';
+    END IF;
+    IF since IS NOT NULL AND until IS NOT NULL AND since > until THEN
+        RAISE EXCEPTION 'time range is reversed: since (%) is after until (%)', since, until
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    h := pii_audit.subject_hash(identifier);
+    RETURN QUERY
+    SELECT e.event_id, e.event_time, s.database_name, s.session_user_name, s.current_user_name,
+           s.end_user, s.application_name, s.client_addr, st.command, st.relation, st.columns,
+           st.categories, e.row_count, e.subject_count, st.query_text, e.status,
+           CASE WHEN h = ANY (e.subjects) THEN 'recorded'
+                ELSE 'possible: the statement read more subjects than were recorded' END
+    FROM (SELECT DISTINCT c.first_event_id, c.min_time, c.max_time
+          FROM pii_audit._subject_groups(h) c) c
+    CROSS JOIN LATERAL pii_audit._trail_group(c.first_event_id, c.min_time, c.max_time) g
+    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+    LEFT JOIN pii_audit.trail_sessions s ON s.session_id = g.session_id
+    LEFT JOIN pii_audit.trail_statements st ON st.statement_id = g.statement_id
+    WHERE g.kind = 'read' AND e.subject_count IS NOT NULL
+      AND (h = ANY (e.subjects) OR e.subjects_truncated)
+      AND (since IS NULL OR e.event_time >= since)
+      AND (until IS NULL OR e.event_time < until)
+    ORDER BY e.event_id;
+END
+$$;
+
 -- ---------------------------------------------------------------- subject index upkeep
 -- The worker writes small slices (level 0, pii_audit.subject_index_slice entries), so that few
 -- reads lie after the last slice, where subject_access has to read groups; a maintenance process

@@ -22,7 +22,17 @@ SELECT count(*) FROM pii_audit.trail_groups;
 DELETE FROM pii_audit.access_log;
 INSERT INTO pii_audit.categories (name, description) VALUES ('officer_made', 'refused');
 SELECT name FROM customers WHERE id = 1;
+-- The extension's internals are not theirs: fetching groups past the views, merging or
+-- deleting the subject index.
+SELECT count(*) FROM pii_audit._trail_group(1, '-infinity', 'infinity');
+SELECT pii_audit._allow_index_upkeep();
+SELECT pii_audit.compact_subject_index();
 RESET ROLE;
+CREATE ROLE trail_admin LOGIN IN ROLE pii_audit_admin;
+SET ROLE trail_admin;
+SELECT pii_audit.compact_subject_index(16, 2, 0) AS admin_may_merge;
+RESET ROLE;
+DROP ROLE trail_admin;
 
 -- Not even the owner (a superuser here) can rewrite history through normal commands.
 -- pii_audit.events is a view over three tables; each of them refuses.
