@@ -284,14 +284,17 @@ bool prepare(WorkerState* state) {
                 spi_int64("SELECT last_queue_seq FROM pii_audit.worker_state", 0));
             state->dropped_recorded = static_cast<uint64>(
                 spi_int64("SELECT dropped_recorded FROM pii_audit.worker_state", 0));
-            // A predecessor stopped by SIGTERM marked a clean stop; from now on a crash would
-            // lose queued events again, so the next start must be able to tell.
+            // The same queue as the last run (also after a crash or a restart: the queue file
+            // keeps its generation): records up to last_queue_seq are stored already, and are
+            // skipped if the predecessor died before releasing them. clean_shutdown only
+            // matters when the queue file is replaced, so the next start must be able to tell.
             SPI_execute("UPDATE pii_audit.worker_state SET clean_shutdown = false, "
                         "updated_at = now()",
                         false, 0);
         } else {
-            // Shared memory is new: after a clean stop the queue was empty; after a crash it
-            // may have held events, which are gone. The trail says which it was.
+            // A new queue file (first start, or the old file could not be used): after a clean
+            // stop the old queue was empty; otherwise it may have held events, which are gone.
+            // The trail says which it was (the queue's note says why, when it knows).
             int64 clean = spi_int64(
                 "SELECT CASE WHEN clean_shutdown THEN 1 ELSE 0 END FROM pii_audit.worker_state",
                 1);

@@ -11,7 +11,9 @@
 #   4. events queued at an immediate stop (no drain) are stored after the restart;
 #   5. ... also when pii_audit.queue_size changed in between;
 #   6. a queue file that is not this cluster's (a damaged header) is renamed aside, the server
-#      starts, and the trail records a gap of unknown size that says why.
+#      starts, and the trail records a gap of unknown size that says why;
+#   7. with no disk space for the queue file the server does not start and says why (needs a
+#      tmpfs mount; skipped with a note where that is not allowed).
 # It prints one line per phase, "figures: phase committed stored counted_lost unknown_gaps",
 # the numbers the README and the issue quote.
 set -euo pipefail
@@ -27,6 +29,7 @@ dir=$(mktemp -d /tmp/pii_audit_crashq.XXXXXX)
 chmod 755 "$dir"
 cleanup() {
     pgc_destroy "$dir" >/dev/null 2>&1 || true
+    umount "$dir/small" 2>/dev/null || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -193,6 +196,35 @@ fi
 q -d postgres -c 'SELECT name FROM customers WHERE id = 7' >/dev/null
 check "damaged queue file: the new queue works" "t" \
     "$(wait_until postgres "SELECT count(*) >= 1 FROM pii_audit.access_log WHERE kind = 'read' AND event_id > $gap_mark" 30 && echo t || echo f)"
+
+# 7. No room for the queue file: the server does not start, and says why.
+small=$dir/small
+mkdir -p "$small"
+if mount -t tmpfs -o size=1m tmpfs "$small" 2>/dev/null; then
+    chown "$(pgc__server_user):" "$small"
+    pgc_stop "$dir" >/dev/null
+    mv "$dir/data/pii_audit" "$dir/pii_audit.saved"
+    ln -s "$small" "$dir/data/pii_audit"
+    if pgc_start "$dir" >/dev/null 2>&1; then
+        check "no room for the queue file: the server refuses to start" "refused" "started"
+        pgc_stop "$dir" >/dev/null
+    else
+        check "no room for the queue file: the server refuses to start" ok ok
+    fi
+    contains "no room for the queue file: the log says why" \
+        "could not allocate 16781312 bytes for the audit queue file \"pii_audit/queue.new\": No space left on device" \
+        "$(tail -n 20 "$dir/server.log")"
+    check "no room for the queue file: nothing half-made left behind" "" "$(ls "$small")"
+    rm "$dir/data/pii_audit"
+    mv "$dir/pii_audit.saved" "$dir/data/pii_audit"
+    umount "$small"
+    pgc_start "$dir" >/dev/null
+    server_up 60 || true
+    check "no room for the queue file: starts again once there is room" "t" \
+        "$(q -d postgres -c "SELECT state = 'running' FROM pii_audit.status")"
+else
+    echo "# skipped: no room for the queue file (cannot mount a tmpfs here)"
+fi
 
 # The server log: no pii_audit error anywhere (the crashes themselves are logged by PostgreSQL).
 log=$(cat "$dir/server.log" 2>/dev/null || true)
