@@ -340,8 +340,9 @@ void recover_or_create(uint64 capacity) {
             why = refusal(&header, st);
         if (why == nullptr && !header.synced &&
             (boot_id[0] == '\0' || strncmp(header.boot_id, boot_id, sizeof header.boot_id) != 0))
-            why = "the operating system restarted (or the server stopped without writing the "
-                  "queue to disk) while events were queued: the file on disk may be stale";
+            why = "the operating system restarted since the server last ran, and the server "
+                  "had not stopped cleanly (the queue is written to disk only then): the file "
+                  "may hold stale or torn pages";
         if (why == nullptr) {
             old_bytes = kQueueHeaderBytes + header.capacity;
             old_file = map_file(fd, old_bytes, kQueuePath);

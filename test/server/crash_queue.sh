@@ -11,7 +11,8 @@
 #   4. events queued at an immediate stop (no drain) are stored after the restart;
 #   5. ... also when pii_audit.queue_size changed in between;
 #   6. a queue file that is not this cluster's (a damaged header) is renamed aside, the server
-#      starts, and the trail records a gap of unknown size that says why;
+#      starts, and the trail records a gap of unknown size that says why; likewise a file last
+#      used in another boot of the OS without a clean stop (an OS crash, simulated);
 #   7. with no disk space for the queue file the server does not start and says why (needs a
 #      tmpfs mount; skipped with a note where that is not allowed).
 # It prints one line per phase, "figures: phase committed stored counted_lost unknown_gaps",
@@ -187,6 +188,7 @@ printf 'not a queue file' | dd of="$dir/data/pii_audit/queue" bs=1 conv=notrunc 
 pgc_start "$dir" >/dev/null
 server_up 60 || true
 check "damaged queue file: kept aside" "1" "$(find "$dir/data/pii_audit" -name 'queue.refused.*' | wc -l)"
+rm -f "$dir"/data/pii_audit/queue.refused.*
 if wait_until postgres "SELECT count(*) = 1 FROM pii_audit.access_log WHERE kind = 'gap' AND row_count IS NULL AND detail LIKE '%not a pii_audit queue file%' AND event_id > $gap_mark" 30; then
     check "damaged queue file: the trail records a gap of unknown size" ok ok
 else
@@ -196,6 +198,26 @@ fi
 q -d postgres -c 'SELECT name FROM customers WHERE id = 7' >/dev/null
 check "damaged queue file: the new queue works" "t" \
     "$(wait_until postgres "SELECT count(*) >= 1 FROM pii_audit.access_log WHERE kind = 'read' AND event_id > $gap_mark" 30 && echo t || echo f)"
+
+# 6b. An operating system crash, simulated: the postmaster is killed (its children follow), and
+#     the file says it was last used in another boot. Its pages may be stale: refused, recorded.
+gap_mark=$(q -d postgres -c 'SELECT max(event_id) FROM pii_audit.access_log')
+pm=$(head -n 1 "$dir/data/postmaster.pid")
+kill -9 "$pm"
+for i in $(seq 1 50); do
+    pgrep -f "postgres: .*$(pgc_port "$dir")" >/dev/null 2>&1 || pgrep -P "$pm" >/dev/null 2>&1 || break
+    sleep 0.2
+done
+sleep 2
+printf 'X' | dd of="$dir/data/pii_audit/queue" bs=1 seek=56 conv=notrunc status=none  # boot_id
+for i in 1 2 3 4 5; do pgc_start "$dir" >/dev/null 2>&1 && break; sleep 2; done
+server_up 60 || true
+if wait_until postgres "SELECT count(*) = 1 FROM pii_audit.access_log WHERE kind = 'gap' AND row_count IS NULL AND detail LIKE '%operating system restarted%' AND event_id > $gap_mark" 30; then
+    check "OS crash: the stale queue file is refused and the gap recorded" ok ok
+else
+    check "OS crash: the stale queue file is refused and the gap recorded" "a gap row" \
+        "$(q -d postgres -c "SELECT row_count, detail FROM pii_audit.access_log WHERE kind = 'gap' AND event_id > $gap_mark" 2>&1)"
+fi
 
 # 7. No room for the queue file: the server does not start, and says why.
 small=$dir/small
