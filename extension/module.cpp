@@ -29,7 +29,6 @@ int pii_audit_subject_index_slice = 1000000;
 char* pii_audit_retention = nullptr;
 bool pii_audit_fail_on_error = false;
 bool pii_audit_test_crash_while_queueing = false;
-int pii_audit_test_worker_crash_at_seq = 0;
 bool pii_audit_loaded_at_startup = false;
 bool pii_audit_scoring = true;
 int pii_audit_alert_threshold = 50;
@@ -182,12 +181,6 @@ void define_settings() {
         "Testing only: the next event queued kills its backend half-written (the server "
         "restarts).",
         nullptr, &pii_audit_test_crash_while_queueing, false, PGC_SUSET,
-        GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable(
-        "pii_audit.test_worker_crash_at_seq",
-        "Testing only: the worker kills itself after committing the batch holding this queue "
-        "sequence number, before releasing it (0: never).",
-        nullptr, &pii_audit_test_worker_crash_at_seq, 0, 0, INT_MAX, PGC_SIGHUP,
         GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "pii_audit.max_subjects_per_event",

@@ -40,10 +40,8 @@ extern int pii_audit_max_query_length;
 extern int pii_audit_flush_interval_ms;
 extern bool pii_audit_fail_on_error;
 extern bool pii_audit_loaded_at_startup;
-// Testing only (superuser): the next event queued kills its backend half-written; the worker
-// kills itself after committing, before releasing, the batch holding this queue sequence number.
+// Testing only (superuser): the next event queued kills its backend half-written.
 extern bool pii_audit_test_crash_while_queueing;
-extern int pii_audit_test_worker_crash_at_seq;
 // Insider scoring in the worker (storage/scoring.cpp).
 extern bool pii_audit_scoring;
 extern int pii_audit_alert_threshold;

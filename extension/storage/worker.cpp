@@ -1639,16 +1639,6 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextReset(batch_context);
 
-    // pii_audit.test_worker_crash_at_seq: die as a crash would, between the commit and the
-    // release of the batch holding that queue sequence number (once: the next worker skips it).
-    if (unlikely(pii_audit_test_worker_crash_at_seq > 0) &&
-        state->persisted_seq < static_cast<uint64>(pii_audit_test_worker_crash_at_seq) &&
-        next.persisted_seq >= static_cast<uint64>(pii_audit_test_worker_crash_at_seq)) {
-        ereport(LOG, (errmsg("pii_audit: pii_audit.test_worker_crash_at_seq: the worker kills "
-                             "itself after committing queue sequence %llu, before releasing it",
-                             static_cast<unsigned long long>(next.persisted_seq))));
-        kill(MyProcPid, SIGKILL);
-    }
     *state = next;
     if (note_stored && note[0] != '\0') pii_audit_queue_clear_note(note_serial);
     if (have_records) pii_audit_queue_release(batch, records);

@@ -2,8 +2,7 @@
 # crash_queue.sh: a crashed server process must not erase the reads queued just before it.
 # Under 16 pgbench clients of labelled point lookups, each phase ends one process with SIGKILL,
 # which makes PostgreSQL restart all of them and re-create its shared memory:
-#   1. a client backend;   2. the pii_audit worker;   2b. the worker right after committing a
-#      batch, before releasing its queue space (superuser-only pii_audit.test_worker_crash_at_seq);
+#   1. a client backend;   2. the pii_audit worker;
 #   3. a backend in the middle of writing its event into the queue (the superuser-only
 #      pii_audit.test_crash_while_queueing makes it kill itself half-way through its record).
 # After each, every lookup pgbench saw complete (its per-transaction log) must be in the trail,
@@ -127,19 +126,6 @@ victim=$(q -d postgres -c 'SELECT worker_pid FROM pii_audit.status')
 echo "# queue depth at the kill: $(q -d postgres -c 'SELECT queue_depth_bytes FROM pii_audit.status') bytes"
 kill -9 "$victim"
 settle_and_count phase2
-
-# 2b. The worker killed after committing a batch but before releasing its queue space (the
-#     superuser-only pii_audit.test_worker_crash_at_seq): the next worker finds those records
-#     still queued and must skip them, not store them twice.
-start_load phase2b
-seq=$(q -d postgres -c 'SELECT last_queue_seq FROM pii_audit.worker_state')
-q -d postgres -c "ALTER SYSTEM SET pii_audit.test_worker_crash_at_seq = $((seq + 2000))" >/dev/null
-q -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
-settle_and_count phase2b
-check "phase2b: the worker died between its commit and the release" "1" \
-    "$(grep -c 'test_worker_crash_at_seq: the worker kills itself' "$dir/server.log")"
-q -d postgres -c 'ALTER SYSTEM RESET pii_audit.test_worker_crash_at_seq' >/dev/null
-q -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
 
 # 3. A backend half-way through writing its event (it holds the queue's lock then).
 start_load phase3
