@@ -28,6 +28,7 @@ int pii_audit_flush_interval_ms = 200;
 int pii_audit_subject_index_slice = 65536;
 char* pii_audit_retention = nullptr;
 bool pii_audit_fail_on_error = false;
+bool pii_audit_test_crash_while_queueing = false;
 bool pii_audit_loaded_at_startup = false;
 bool pii_audit_scoring = true;
 int pii_audit_alert_threshold = 50;
@@ -141,7 +142,7 @@ void define_settings() {
         "CREATE EXTENSION pii_audit must be run in this database.", &pii_audit_database,
         "postgres", PGC_POSTMASTER, 0, check_database, nullptr, nullptr);
     DefineCustomIntVariable("pii_audit.queue_size",
-                            "Size of the shared-memory queue between backends and the worker.",
+                            "Size of the queue between backends and the worker (a file mapped into shared memory).",
                             nullptr, &pii_audit_queue_size_kb, 16384, 256, 1024 * 1024,
                             PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
     DefineCustomEnumVariable(
@@ -173,6 +174,14 @@ void define_settings() {
         "Off: the statement proceeds, a WARNING is logged and the failure is counted in "
         "pii_audit.status.",
         &pii_audit_fail_on_error, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    // For the crash test (test/server/crash_queue.sh): superuser only, and a superuser can end
+    // the server by other means anyway, so it gives nobody a new power.
+    DefineCustomBoolVariable(
+        "pii_audit.test_crash_while_queueing",
+        "Testing only: the next event queued kills its backend half-written (the server "
+        "restarts).",
+        nullptr, &pii_audit_test_crash_while_queueing, false, PGC_SUSET,
+        GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "pii_audit.max_subjects_per_event",
         "Most subject hashes stored per event; the exact subject count is always stored.",

@@ -40,6 +40,8 @@ extern int pii_audit_max_query_length;
 extern int pii_audit_flush_interval_ms;
 extern bool pii_audit_fail_on_error;
 extern bool pii_audit_loaded_at_startup;
+// Testing only (superuser): the next event queued kills its backend half-written.
+extern bool pii_audit_test_crash_while_queueing;
 // Insider scoring in the worker (storage/scoring.cpp).
 extern bool pii_audit_scoring;
 extern int pii_audit_alert_threshold;
@@ -172,6 +174,11 @@ void pii_audit_queue_attach_worker(Latch* latch, int pid);
 void pii_audit_queue_detach_worker(void);
 void pii_audit_queue_set_ready(bool ready);
 uint64 pii_audit_queue_generation(void);
+// Why events were lost at the last start or crash restart ("" if none), and its serial: the
+// worker puts it in its gap row and clears it (if still the same) once that row is committed.
+// *unknown_loss: how many is unknown (a gap row with no count), else they are counted as drops.
+uint64 pii_audit_queue_note(char* out, size_t size, bool* unknown_loss);
+void pii_audit_queue_clear_note(uint64 serial);
 bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch);
 void pii_audit_queue_release(const QueueBatch& batch, uint64 persisted);
 uint64 pii_audit_queue_dropped(void);

@@ -284,14 +284,17 @@ bool prepare(WorkerState* state) {
                 spi_int64("SELECT last_queue_seq FROM pii_audit.worker_state", 0));
             state->dropped_recorded = static_cast<uint64>(
                 spi_int64("SELECT dropped_recorded FROM pii_audit.worker_state", 0));
-            // A predecessor stopped by SIGTERM marked a clean stop; from now on a crash would
-            // lose queued events again, so the next start must be able to tell.
+            // The same queue as the last run (also after a crash or a restart: the queue file
+            // keeps its generation): records up to last_queue_seq are stored already, and are
+            // skipped if the predecessor died before releasing them. clean_shutdown only
+            // matters when the queue file is replaced, so the next start must be able to tell.
             SPI_execute("UPDATE pii_audit.worker_state SET clean_shutdown = false, "
                         "updated_at = now()",
                         false, 0);
         } else {
-            // Shared memory is new: after a clean stop the queue was empty; after a crash it
-            // may have held events, which are gone. The trail says which it was.
+            // A new queue file (first start, or the old file could not be used): after a clean
+            // stop the old queue was empty; otherwise it may have held events, which are gone.
+            // The trail says which it was (the queue's note says why, when it knows).
             int64 clean = spi_int64(
                 "SELECT CASE WHEN clean_shutdown THEN 1 ELSE 0 END FROM pii_audit.worker_state",
                 1);
@@ -1387,7 +1390,12 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     QueueBatch batch{};
     bool have_records = pii_audit_queue_peek(buffer, kBatchBytes, &batch);
     uint64 dropped = pii_audit_queue_dropped();
-    bool have_gap = dropped > state->dropped_recorded || state->note_unclean_restart;
+    // Why events were lost at the last start or crash restart (the queue file's recovery).
+    char note[320];
+    bool note_unknown_loss = false;
+    const uint64 note_serial = pii_audit_queue_note(note, sizeof note, &note_unknown_loss);
+    bool have_gap = dropped > state->dropped_recorded || state->note_unclean_restart ||
+                    note_unknown_loss;
     *more = have_records && batch.size + (64 * 1024) >= kBatchBytes;
     if (!have_records && !have_gap) return 0;
 
@@ -1441,13 +1449,18 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     uint64 records = 0;
     int64 unstorable = 0;
     char unstorable_reason[256] = "";
-    if (next.note_unclean_restart &&
+    bool note_stored = false;
+    if ((next.note_unclean_restart || note_unknown_loss) &&
         store_gap(careful, ins, &next, [&] {
             insert_gap(ins, &next, -1,
-                       "the server restarted after a crash; audit events still queued in shared "
-                       "memory at that moment were lost (their number is unknown)");
-        }))
+                       note_unknown_loss
+                           ? note
+                           : "the server restarted after a crash; audit events still queued in "
+                             "shared memory at that moment were lost (their number is unknown)");
+        })) {
         next.note_unclean_restart = false;
+        note_stored = note_unknown_loss;
+    }
 
     Grouping g;
     grouping_init(g);
@@ -1516,17 +1529,25 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             pii_audit_queue_count_lost(static_cast<uint64>(unstorable));
     }
     if (dropped > next.dropped_recorded) {
-        char detail[200];
-        snprintf(detail, sizeof detail,
-                 "%llu audit events were lost: dropped because the queue was full (see "
-                 "pii_audit.queue_size and pii_audit.on_queue_full), or, rarely, taken from it "
-                 "but neither storable nor recordable as a gap (see the server log)",
-                 static_cast<unsigned long long>(dropped - next.dropped_recorded));
+        char detail[600];
+        if (note[0] != '\0' && !note_unknown_loss)
+            snprintf(detail, sizeof detail,
+                     "%llu audit events were lost: %s; any others were dropped because the queue "
+                     "was full (see pii_audit.queue_size and pii_audit.on_queue_full)",
+                     static_cast<unsigned long long>(dropped - next.dropped_recorded), note);
+        else
+            snprintf(detail, sizeof detail,
+                     "%llu audit events were lost: dropped because the queue was full (see "
+                     "pii_audit.queue_size and pii_audit.on_queue_full), or, rarely, taken from "
+                     "it but neither storable nor recordable as a gap (see the server log)",
+                     static_cast<unsigned long long>(dropped - next.dropped_recorded));
         if (store_gap(careful, ins, &next, [&] {
                 insert_gap(ins, &next, static_cast<int64>(dropped - next.dropped_recorded),
                            detail);
-            }))
+            })) {
             next.dropped_recorded = dropped;
+            if (!note_unknown_loss) note_stored = true;
+        }
     }
 
     close_targets(ins);
@@ -1582,6 +1603,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     MemoryContextReset(batch_context);
 
     *state = next;
+    if (note_stored && note[0] != '\0') pii_audit_queue_clear_note(note_serial);
     if (have_records) pii_audit_queue_release(batch, records);
     return records;
 }
@@ -1698,6 +1720,11 @@ extern "C" void pii_audit_worker_main(Datum) {
     // The worker's reads of the trail (start, catching up after a crash) are plain range scans;
     // compiling them costs more than it saves (measured: 146 ms of JIT for one start query).
     SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+    // Queue space is released as soon as a batch commits. A commit not yet flushed
+    // (synchronous_commit = off keeps it in shared memory for a while) is undone by a crash,
+    // and the events it held would be gone from both: the worker's commits are always flushed.
+    if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+        SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
     pgstat_report_appname("pii_audit worker");
 
     char* buffer = static_cast<char*>(MemoryContextAlloc(TopMemoryContext, kBatchBytes));

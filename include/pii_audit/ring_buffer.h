@@ -3,6 +3,12 @@
 // persists them, and only then releases their space, so a consumer that dies before its commit
 // loses nothing.
 //
+// Crash safety: the ring may live in memory that outlives the processes writing it (a file
+// mapping, see shmem_queue.cpp). A record's prefix says whether it is complete: push() first
+// reserves the record (prefix marked kWriting, head moved past it), then copies the bytes, then
+// marks it kComplete. A writer killed in between leaves a reserved record that is never complete;
+// peek() skips it and recover() counts it, so a torn record is never handed out half.
+//
 // Hot span: while the consumer keeps up, producers go back to the start of the ring as soon as
 // they pass the first `hot_span` bytes, so the ring's memory in use stays a few hundred pages
 // however large its capacity. The rest of the capacity only absorbs bursts the consumer has not
@@ -34,10 +40,24 @@ public:
           hot_span_(hot_span == 0 || hot_span > capacity ? capacity : hot_span) {}
 
     static constexpr std::uint64_t kAlign = 8;
-    static constexpr std::uint64_t kPrefix = 8;  // u32 length + padding, keeps records aligned
+    static constexpr std::uint64_t kPrefix = 8;  // u32 length + u32 state, keeps records aligned
     // A prefix holding this length is not a record: the rest of the ring up to its end is unused
     // and the next record starts at the beginning (the producer went back to the hot span).
     static constexpr std::uint32_t kSkipToStart = 0xFFFFFFFFu;
+    // A record's state, the prefix's second word.
+    static constexpr std::uint32_t kWriting = 0x57524954u;   // reserved, bytes being copied
+    static constexpr std::uint32_t kComplete = 0x444F4E45u;  // whole: may be handed out
+    static constexpr std::uint32_t kTorn = 0x544F524Eu;      // its writer died: skipped
+
+    // What recover() found between tail and head.
+    struct Recovery {
+        std::uint64_t complete = 0;  // whole records kept
+        std::uint64_t torn = 0;      // reserved but never completed: now marked kTorn, skipped
+        // The positions or a prefix made no sense: everything from there on was dropped (head
+        // moved back to where the last sound record ends), how many records is unknown here.
+        bool damaged = false;
+        std::uint64_t damaged_bytes = 0;
+    };
 
     // Bytes a record of `length` occupies, prefix and padding included.
     static std::uint64_t footprint(std::uint64_t length) {
@@ -50,11 +70,31 @@ public:
     std::uint64_t capacity() const { return capacity_; }
 
     // False (and nothing written) when the record does not fit now.
-    bool push(const void* record, std::uint32_t length);
+    bool push(const void* record, std::uint32_t length) {
+        std::uint64_t at;
+        if (!reserve(length, &at)) return false;
+        write(at, record, length);
+        complete(at);
+        return true;
+    }
+    // push() in its three steps (a test can stop a writer between them). reserve() finds room,
+    // writes the prefix marked kWriting and moves head past the record; write() copies the
+    // bytes; complete() marks the record whole.
+    bool reserve(std::uint32_t length, std::uint64_t* position);
+    void write(std::uint64_t position, const void* record, std::uint32_t length) {
+        copy_in(position + kPrefix, record, length);
+    }
+    void complete(std::uint64_t position);
 
-    // Copies whole records (each as u32 length + bytes, packed back to back with the same prefix
+    // After the writers died (a crash), before anyone uses the ring again: checks every record
+    // between tail and head, marks incomplete ones kTorn and cuts the ring at the first prefix
+    // that makes no sense. Records it keeps are exactly those peek() will hand out.
+    Recovery recover();
+
+    // Copies whole complete records (each as u32 length + bytes, packed back to back with the same prefix
     // and padding as in the ring) starting at `from` into out, up to out_capacity bytes. Returns
-    // the bytes copied; *next is the position after the last record copied.
+    // the bytes copied; *next is the position after the last record copied (or skipped: torn
+    // records are passed over, never copied).
     std::size_t peek(std::uint64_t from, char* out, std::size_t out_capacity,
                      std::uint64_t* next) const;
 

@@ -197,6 +197,82 @@ TEST(RingBuffer, HotSpanNeverLosesOrReordersRecords) {
     }
 }
 
+// A writer killed between reserve() and complete() (a crash while queueing): the record is
+// counted as torn by recover(), never handed out, and the records around it are kept.
+TEST(RingBuffer, RecoverCountsATornRecordAndKeepsTheOthers) {
+    std::vector<char> data(256);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    ASSERT_TRUE(ring.push("before", 6));
+    std::uint64_t at = 0;
+    ASSERT_TRUE(ring.reserve(10, &at));
+    ring.write(at, "half", 4);  // and the writer dies here
+    // Before recovery a consumer that ignored the lock would still never see it half.
+    EXPECT_EQ(drain(ring, state, 1024), (std::vector<std::string>{"before"}));
+    ASSERT_TRUE(ring.push("after", 5));  // (only to test recover() past it)
+    state.tail = 0;                      // as if "before" had not been released
+    RingBuffer::Recovery found = ring.recover();
+    EXPECT_EQ(found.complete, 2u);
+    EXPECT_EQ(found.torn, 1u);
+    EXPECT_FALSE(found.damaged);
+    EXPECT_EQ(drain(ring, state, 1024), (std::vector<std::string>{"before", "after"}));
+    // Recovering again finds the same torn record, already marked, and nothing new.
+    state.tail = 0;
+    found = ring.recover();
+    EXPECT_EQ(found.torn, 1u);
+}
+
+TEST(RingBuffer, RecoverCutsAtADamagedPrefix) {
+    std::vector<char> data(256);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    ASSERT_TRUE(ring.push("one", 3));
+    ASSERT_TRUE(ring.push("two", 3));
+    ASSERT_TRUE(ring.push("three", 5));
+    const std::uint64_t second = RingBuffer::footprint(3);
+    data[second + 4] = 'X';  // the second record's state word is garbage
+    RingBuffer::Recovery found = ring.recover();
+    EXPECT_TRUE(found.damaged);
+    EXPECT_EQ(found.complete, 1u);
+    EXPECT_EQ(found.damaged_bytes, 2 * RingBuffer::footprint(3) + RingBuffer::footprint(5) - second);
+    EXPECT_EQ(drain(ring, state, 1024), (std::vector<std::string>{"one"}));
+    EXPECT_TRUE(ring.push("four", 4));  // and the ring goes on from there
+    EXPECT_EQ(drain(ring, state, 1024), (std::vector<std::string>{"four"}));
+}
+
+TEST(RingBuffer, RecoverRefusesImpossiblePositions) {
+    std::vector<char> data(256);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state);
+    ASSERT_TRUE(ring.push("one", 3));
+    state.head = state.tail + 1000;  // more than the capacity
+    RingBuffer::Recovery found = ring.recover();
+    EXPECT_TRUE(found.damaged);
+    EXPECT_EQ(ring.used(), 0u);
+    EXPECT_TRUE(ring.push("two", 3));
+    EXPECT_EQ(drain(ring, state, 1024), (std::vector<std::string>{"two"}));
+}
+
+// Records wrapped around the end and past a hot-span skip marker are all recovered.
+TEST(RingBuffer, RecoverWalksWrapsAndSkipMarkers) {
+    std::vector<char> data(512);
+    RingState state{};
+    RingBuffer ring(data.data(), data.size(), &state, 128);
+    int pushed = 0, drained = 0;
+    for (int i = 0; i < 200; ++i) {
+        std::string r = "r" + std::to_string(i) + std::string(i % 40, 'z');
+        if (ring.push(r.data(), r.size())) ++pushed;
+        if (i % 3 == 0) drained += static_cast<int>(drain(ring, state, 64).size());
+    }
+    const RingState before = state;
+    RingBuffer::Recovery found = ring.recover();
+    EXPECT_FALSE(found.damaged);
+    EXPECT_EQ(found.torn, 0u);
+    EXPECT_EQ(static_cast<int>(found.complete), pushed - drained);
+    EXPECT_EQ(state.head, before.head);
+    EXPECT_EQ(static_cast<int>(drain(ring, state, 1 << 16).size()), pushed - drained);
+}
+
 TEST(EventRecord, RoundTrip) {
     EventView event;
     event.header.kind = static_cast<std::uint8_t>(EventKind::kRead);
