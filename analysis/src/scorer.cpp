@@ -156,6 +156,16 @@ constexpr double kPaceMinBaseline = 5;  // below, counts are too small for a pac
 constexpr double kRoleTail = 1e-3;  // chance of a window that high for an ordinary member
 constexpr double kRoleMargin = 2;
 constexpr double kRoleFewPerDay = 10;  // the role's 99.5th percentile day: a few records at most
+// The same roles, sequentially: a CUSUM of the log-likelihood ratio of each active day's count of
+// highly sensitive subjects under "the role's rate" against "the role's rate + kRunShift", which
+// rises from 0 when an actor starts and keeps rising as long as he goes on, across window and
+// block boundaries (a 30-day window that starts weeks before him dilutes his rate). It alerts at
+// kRunThreshold (a likelihood ratio of e^6, about 400): for an ordinary member at a role rate of
+// 0.1-0.3 codes a day, about once in 4,000-5,000 active days (simulated); an insider taking one
+// more code every other working day is found after about 5 (rate 0.1) to 9 (rate 0.3) of them.
+constexpr double kRunShift = 0.5;       // the smallest rise worth finding: a code every other day
+constexpr double kRunThreshold = 6;     // log-likelihood ratio at which the run alerts
+constexpr double kRunRateFloor = 0.05;  // a role that (almost) never reads them: rarity speaks
 // Lookups with no declared business reason, per category: in a role that reads a category with
 // a ticket (travel records in a call centre), reading it without one is what the colleague who
 // looks people up for a friend does. Judged per day against the role's rate of such lookups
@@ -354,6 +364,11 @@ struct Today {
     float role_limit30 = std::numeric_limits<float>::infinity();  // kSensitive30 by the role
     float role_spread30 = 1;
     float role_expected30 = 0;
+    // The sequential test of highly sensitive reads against the role's rate (0: not judged so).
+    float run_rate = 0;  // the role's daily rate, for the explanation
+    float run_step = 0;  // log-likelihood ratio per subject, divided by the peers' dispersion
+    float run_cost = 0;  // per active day, likewise
+    bool run_fired = false;
     std::array<std::uint8_t, 64> unexplained_by_category{};  // unexplained reads today
 };
 
@@ -403,6 +418,12 @@ struct ActorState {
         std::array<float, kOwnMetricCount> value{};
     };
     std::array<Shift, 2> shifts{};
+    // The sequential test of highly sensitive reads (see kRunShift): its value after the last
+    // active day, and since when (and over how many subject-days and active days) it is above 0.
+    float sensitive_run = 0;
+    std::int32_t run_since = kNoDay;
+    std::uint32_t run_subjects = 0;
+    std::uint32_t run_days = 0;
     Today today;
 };
 
@@ -858,8 +879,26 @@ struct Scorer::Impl {
                 if (t.apps_used_mask & (1u << s)) add_group_app(g, a.apps[s]);
             }
         }
+        close_run(a, value[kSensitiveDay]);
         ++a.active_days;
         a.last_active_day = t.day;
+    }
+
+    // The day's step of the sequential test; after an alert it starts again from 0.
+    static void close_run(ActorState& a, double subjects) {
+        const Today& t = a.today;
+        const double run = a.sensitive_run + subjects * t.run_step - t.run_cost;
+        if (t.run_step <= 0 || t.run_fired || run <= 0) {
+            a.sensitive_run = 0;
+            a.run_since = kNoDay;
+            a.run_subjects = 0;
+            a.run_days = 0;
+            return;
+        }
+        if (a.run_since == kNoDay) a.run_since = t.day;
+        a.sensitive_run = static_cast<float>(run);
+        a.run_subjects += static_cast<std::uint32_t>(subjects);
+        ++a.run_days;
     }
 
     static void add_group_app(GroupState& g, std::uint32_t fp) {
@@ -978,6 +1017,10 @@ struct Scorer::Impl {
                 t.role_limit30 = static_cast<float>(role);
                 t.limit[kSensitive30] = t.role_limit30;
             }
+            const double rate = std::max(mean, kRunRateFloor);
+            t.run_rate = static_cast<float>(rate);
+            t.run_step = static_cast<float>(std::log((rate + kRunShift) / rate) / dispersion);
+            t.run_cost = static_cast<float>(kRunShift / dispersion);
         }
     }
 
@@ -1725,6 +1768,45 @@ struct Scorer::Impl {
         }
     }
 
+    // The sequential test of highly sensitive reads against the role's rate, with today's count so
+    // far (today's whole expected count is already subtracted: it cannot fire early by the hour).
+    void check_sensitive_run(ActorState& a, std::uint32_t count, std::int64_t time_us,
+                             std::vector<Alert>& out) {
+        Today& t = a.today;
+        if (t.run_step <= 0 || t.run_fired) return;
+        const double run = a.sensitive_run + count * t.run_step - t.run_cost;
+        if (run < kRunThreshold) return;
+        // Colleagues beyond their norms of highly sensitive reads today, more than chance: the
+        // team's work has changed (a new screen shows the code), not this member's.
+        const GroupState& g = groups[a.group_id];
+        if (g.today_day == t.day) {
+            const std::uint32_t colleagues = g.today_actors > 0 ? g.today_actors - 1 : 0;
+            std::uint32_t others = 0;
+            for (int m : {kSensitiveDay, kSensitive30}) {
+                const std::uint32_t shifted = g.cohort[m].shifted;
+                const bool self = (t.cohort_registered & (1u << m)) != 0;
+                others = std::max(others, shifted - (self && shifted > 0 ? 1 : 0));
+            }
+            if (others >= cohort_needed(colleagues, kShiftRate)) return;
+        }
+        t.run_fired = true;
+        const double strength =
+            1 - std::exp2(-kMetrics[kSensitive30].weight * (run / kRunThreshold));
+        const std::uint32_t days = a.run_days + 1;
+        const std::uint32_t subjects = a.run_subjects + count;
+        const CivilDate since = civil_from_days(a.run_since == kNoDay ? t.day : a.run_since);
+        raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
+            return fmt::format(
+                "read {} of subjects on {} subject-days over {} active days since {:04d}-{:02d}-"
+                "{:02d}, where the role's rate of {:.2f} a day expects about {:.1f}; the evidence "
+                "for a rate {:.1f} a day higher has grown without a break to a likelihood ratio "
+                "of {:.0f} (alerts at {:.0f})",
+                sensitive_names(t.sensitive_category_mask), subjects, days, since.year,
+                since.month, since.day, t.run_rate, days * t.run_rate, kRunShift, std::exp(run),
+                std::exp(kRunThreshold));
+        });
+    }
+
     // Cold start: neither the actor nor its peers have a learned norm for sensitive reads yet
     // (a fresh installation, a new group). Colleagues active the same day stand in for the norm:
     // one person reading many people's verification codes while (almost) none of the others
@@ -2154,6 +2236,7 @@ struct Scorer::Impl {
             }
             check_metric(a, kSensitiveDay, count, time_us, out);
             check_metric(a, kSensitive30, window_sensitive(a), time_us, out);
+            check_sensitive_run(a, count, time_us, out);
             if (t.norm[kSensitiveDay] < 0) check_cold_sensitive(a, count, time_us, out);
         }
         if (new_unexplained) {
@@ -2403,7 +2486,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 5;  // 5: unexplained reads per category, active days
+constexpr std::uint32_t kFormatVersion = 6;  // 6: the sequential test of sensitive reads
 
 class Writer {
   public:
