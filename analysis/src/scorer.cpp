@@ -361,6 +361,7 @@ struct Today {
     std::uint16_t cohort_registered = 0;  // quantities counted in the group's cohort today
     bool bulk_counted = false;            // counted in the group's bulk workers today
     std::uint64_t team_categories = 0;    // rare categories excused today (team, rhythm, event)
+    std::uint16_t excused_mask = 0;       // quantities excused as the team's today (counted once)
     float role_limit30 = std::numeric_limits<float>::infinity();  // kSensitive30 by the role
     float role_spread30 = 1;
     float role_expected30 = 0;
@@ -573,6 +574,10 @@ struct Scorer::Impl {
     std::array<AddressFailures, kAddressSlots> addresses{};
     std::uint64_t sensitive_mask = 0;
     std::uint64_t alerts_raised = 0;
+    // Since this scorer was made or loaded its state (not saved): what the team rules did.
+    std::uint64_t held_raised = 0;   // held signals raised: no colleague followed
+    std::uint64_t held_dropped = 0;  // held signals dropped: the team made the same shift
+    std::uint64_t team_excused = 0;  // quantities and rare categories excused as the team's, per day
     std::uint64_t unknown_categories = 0;
     std::int64_t utc_offset_s = 0;
     // Declared by the DBA; not part of the saved state (the worker re-applies its table).
@@ -1559,13 +1564,18 @@ struct Scorer::Impl {
             Held h = std::move(held[i]);
             held[i] = std::move(held.back());
             held.pop_back();
-            settle(h, out);
+            if (settle(h, out)) {
+                ++held_raised;
+            } else {
+                ++held_dropped;
+            }
         }
     }
 
     // The wait is over: if enough colleagues made the same shift meanwhile, the signal was the
     // team's (unless this actor went 5x past them); otherwise it is raised as it was.
-    void settle(const Held& h, std::vector<Alert>& out) {
+    // Returns whether it was raised (false: dropped as the team's).
+    bool settle(const Held& h, std::vector<Alert>& out) {
         ActorState& a = actors[h.actor];
         GroupState& g = groups[a.group_id];
         double strength = h.strength;
@@ -1600,10 +1610,10 @@ struct Scorer::Impl {
                     g.today_bulk_actors - (a.today.bulk_counted ? 1u : 0u);
                 if (j.kind == TeamKind::none &&
                     bulk_others >= cohort_needed(colleagues, kShiftRate))
-                    return;
+                    return false;
                 if (j.kind != TeamKind::none) {
                     j.limit = (window ? kWindowTeamRatio : kCohortRatio) * j.reference;
-                    if (h.value < j.limit) return;
+                    if (h.value < j.limit) return false;
                     const double weight = kMetrics[h.kind].weight;
                     strength = 1 - std::exp2(-weight * (1 + std::log2(h.value / j.limit)));
                     explanation += team_text(j, h.value, kMetrics[h.kind].integral, h.day);
@@ -1611,13 +1621,13 @@ struct Scorer::Impl {
             } else {
                 const int cat = h.kind - kRhythmCategory;
                 const std::uint64_t bit = std::uint64_t{1} << cat;
-                if (a.today.team_categories & bit) return;
+                if (a.today.team_categories & bit) return false;
                 const std::uint32_t others =
                     g.cohort_categories[cat] > 0 ? g.cohort_categories[cat] - 1 : 0;
                 if (others >= cohort_needed(colleagues, kRareRate)) {
                     a.today.team_categories |= bit;
                     if (4 * others >= colleagues) remember_rhythm(g, h.day, h.kind, others);
-                    return;
+                    return false;
                 }
             }
         }
@@ -1626,6 +1636,13 @@ struct Scorer::Impl {
                         config.team_wait_minutes);
         raise(a, static_cast<Detector>(h.detector), strength, h.time_us, out,
               [&] { return explanation; });
+        return true;
+    }
+
+    void count_excused(Today& t, int m) {
+        if (t.excused_mask & (1u << m)) return;
+        t.excused_mask |= static_cast<std::uint16_t>(1u << m);
+        ++team_excused;
     }
 
     void check_metric(ActorState& a, int m, double value, std::int64_t time_us,
@@ -1652,6 +1669,7 @@ struct Scorer::Impl {
                 team.limit = std::min(pace, kCohortRatio) * team.reference;
                 if (value < team.limit) {
                     t.limit[m] = static_cast<float>(value * 1.1 + 1);  // look again later
+                    count_excused(t, m);
                     return;
                 }
                 // Beyond even the team's pace. On the day of a bulk statement, colleagues may
@@ -1665,7 +1683,10 @@ struct Scorer::Impl {
             // than what would alert on an ordinary day).
             const double limit =
                 t.norm[m] >= 0 ? std::max<double>(team.limit, t.limit[m]) : team.limit;
-            if (value < limit) return;
+            if (value < limit) {
+                count_excused(t, m);
+                return;
+            }
             strength = 1 - std::exp2(-spec.weight * (1 + std::log2(value / limit)));
         } else {
             const double norm = t.norm[m];
@@ -1949,12 +1970,15 @@ struct Scorer::Impl {
             const std::uint32_t others =
                 g.cohort_categories[c] > 0 ? g.cohort_categories[c] - 1 : 0;
             const auto kind = static_cast<std::uint8_t>(kRhythmCategory + c);
+            const bool counted = (t.team_categories & bit) != 0;
             if (others >= cohort_needed(colleagues, kRareRate)) {
                 t.team_categories |= bit;
+                if (!counted) ++team_excused;
                 if (4 * others >= colleagues) remember_rhythm(g, t.day, kind, others);
             } else if (due_rhythm(g, t.day, kind) != nullptr ||
                        (event != nullptr && !(bit & sensitive_mask))) {
                 t.team_categories |= bit;
+                if (!counted) ++team_excused;
             }
         }
     }
@@ -2688,6 +2712,10 @@ ScorerStats Scorer::stats(bool with_state_size) const {
     s.state_bytes = with_state_size ? save_state().size() : 0;
     s.alerts = impl_->alerts_raised;
     s.unknown_categories_dropped = impl_->unknown_categories;
+    s.held_now = impl_->held.size();
+    s.held_raised = impl_->held_raised;
+    s.held_dropped = impl_->held_dropped;
+    s.team_excused = impl_->team_excused;
     return s;
 }
 
