@@ -577,7 +577,7 @@ struct Scorer::Impl {
     // Since this scorer was made or loaded its state (not saved): what the team rules did.
     std::uint64_t held_raised = 0;   // held signals raised: no colleague followed
     std::uint64_t held_dropped = 0;  // held signals dropped: the team made the same shift
-    std::uint64_t team_excused = 0;  // quantities and rare categories excused as the team's, per day
+    std::uint64_t team_excused = 0;  // quantities, rare categories excused as the team's, per day
     std::uint64_t unknown_categories = 0;
     std::int64_t utc_offset_s = 0;
     // Declared by the DBA; not part of the saved state (the worker re-applies its table).
@@ -1822,8 +1822,8 @@ struct Scorer::Impl {
                 "{:02d}, where the role's rate of {:.2f} a day expects about {:.1f}; the evidence "
                 "for a rate {:.1f} a day higher has grown without a break to a likelihood ratio "
                 "of {:.0f} (alerts at {:.0f})",
-                sensitive_names(t.sensitive_category_mask), subjects, days, since.year,
-                since.month, since.day, t.run_rate, days * t.run_rate, kRunShift, std::exp(run),
+                sensitive_names(t.sensitive_category_mask), subjects, days, since.year, since.month,
+                since.day, t.run_rate, days * t.run_rate, kRunShift, std::exp(run),
                 std::exp(kRunThreshold));
         });
     }

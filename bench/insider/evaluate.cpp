@@ -4,8 +4,8 @@
 //
 // An alert is true if it names a scenario's actor between the scenario's start and 30 days after
 // its end, or, for an alert on a rolling window ("... in the last N days"), as long as that window
-// still holds days of the scenario; every other alert is false. Prints per scenario: detected, time to first
-// alert, records taken up to it; overall false alerts per 1,000 actor-days and precision.
+// still holds days of the scenario; every other alert is false. Prints per scenario: detected, time
+// to first alert, records taken up to it; overall false alerts per 1,000 actor-days and precision.
 #include <fmt/format.h>
 
 #include <algorithm>
