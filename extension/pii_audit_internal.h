@@ -142,6 +142,10 @@ struct ScorerStatus {
     TimestampTz last_save;
     TimestampTz relations_loaded_at;
     char last_error[256];  // the last scoring or relations-query failure; empty when none
+    int64 signals_held;    // held now while colleagues may make the same shift
+    int64 held_raised;     // since the baselines were loaded: held, then raised
+    int64 held_dropped;    // held, then dropped as the team's
+    int64 team_excused;    // actor-day quantities and rare categories excused as the team's
 };
 void pii_audit_publish_scorer_status(const ScorerStatus& status);
 void pii_audit_read_scorer_status(ScorerStatus* out);

@@ -685,3 +685,22 @@ GRANT EXECUTE ON FUNCTION pii_audit.export(bigint, integer, text),
         text)
     TO pii_audit_siem;
 GRANT SELECT ON pii_audit.export_events, pii_audit.export_alert_events TO pii_audit_siem;
+
+-- Insider scoring's team rules, counted (issue 15): signals held while colleagues may follow,
+-- what became of them, and what was excused as the team's. New columns go at the end.
+DROP VIEW pii_audit.scorer_status;
+DROP FUNCTION pii_audit._scorer_status();
+CREATE FUNCTION pii_audit._scorer_status(
+    OUT state text, OUT actors bigint, OUT peer_groups bigint, OUT relations bigint,
+    OUT state_bytes bigint, OUT scored_upto bigint, OUT alerts_raised bigint,
+    OUT last_save timestamptz, OUT relations_loaded_at timestamptz, OUT last_error text,
+    OUT alert_threshold integer, OUT signals_held bigint, OUT held_raised bigint,
+    OUT held_dropped bigint, OUT team_excused bigint)
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'pii_audit_scorer_status';
+CREATE VIEW pii_audit.scorer_status AS SELECT * FROM pii_audit._scorer_status();
+COMMENT ON VIEW pii_audit.scorer_status IS
+    'what insider scoring in the worker is doing: state, actors, relations, last save, last error, signals held for the team and excused as the team''s';
+REVOKE ALL ON pii_audit.scorer_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION pii_audit._scorer_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit._scorer_status() TO pii_audit_officer;
+GRANT SELECT ON pii_audit.scorer_status TO pii_audit_officer;

@@ -156,6 +156,16 @@ constexpr double kPaceMinBaseline = 5;  // below, counts are too small for a pac
 constexpr double kRoleTail = 1e-3;  // chance of a window that high for an ordinary member
 constexpr double kRoleMargin = 2;
 constexpr double kRoleFewPerDay = 10;  // the role's 99.5th percentile day: a few records at most
+// The same roles, sequentially: a CUSUM of the log-likelihood ratio of each active day's count of
+// highly sensitive subjects under "the role's rate" against "the role's rate + kRunShift", which
+// rises from 0 when an actor starts and keeps rising as long as he goes on, across window and
+// block boundaries (a 30-day window that starts weeks before him dilutes his rate). It alerts at
+// kRunThreshold (a likelihood ratio of e^6, about 400): for an ordinary member at a role rate of
+// 0.1-0.3 codes a day, about once in 4,000-5,000 active days (simulated); an insider taking one
+// more code every other working day is found after about 5 (rate 0.1) to 9 (rate 0.3) of them.
+constexpr double kRunShift = 0.5;       // the smallest rise worth finding: a code every other day
+constexpr double kRunThreshold = 6;     // log-likelihood ratio at which the run alerts
+constexpr double kRunRateFloor = 0.05;  // a role that (almost) never reads them: rarity speaks
 // Lookups with no declared business reason, per category: in a role that reads a category with
 // a ticket (travel records in a call centre), reading it without one is what the colleague who
 // looks people up for a friend does. Judged per day against the role's rate of such lookups
@@ -351,9 +361,15 @@ struct Today {
     std::uint16_t cohort_registered = 0;  // quantities counted in the group's cohort today
     bool bulk_counted = false;            // counted in the group's bulk workers today
     std::uint64_t team_categories = 0;    // rare categories excused today (team, rhythm, event)
+    std::uint16_t excused_mask = 0;       // quantities excused as the team's today (counted once)
     float role_limit30 = std::numeric_limits<float>::infinity();  // kSensitive30 by the role
     float role_spread30 = 1;
     float role_expected30 = 0;
+    // The sequential test of highly sensitive reads against the role's rate (0: not judged so).
+    float run_rate = 0;  // the role's daily rate, for the explanation
+    float run_step = 0;  // log-likelihood ratio per subject, divided by the peers' dispersion
+    float run_cost = 0;  // per active day, likewise
+    bool run_fired = false;
     std::array<std::uint8_t, 64> unexplained_by_category{};  // unexplained reads today
 };
 
@@ -403,6 +419,12 @@ struct ActorState {
         std::array<float, kOwnMetricCount> value{};
     };
     std::array<Shift, 2> shifts{};
+    // The sequential test of highly sensitive reads (see kRunShift): its value after the last
+    // active day, and since when (and over how many subject-days and active days) it is above 0.
+    float sensitive_run = 0;
+    std::int32_t run_since = kNoDay;
+    std::uint32_t run_subjects = 0;
+    std::uint32_t run_days = 0;
     Today today;
 };
 
@@ -552,6 +574,10 @@ struct Scorer::Impl {
     std::array<AddressFailures, kAddressSlots> addresses{};
     std::uint64_t sensitive_mask = 0;
     std::uint64_t alerts_raised = 0;
+    // Since this scorer was made or loaded its state (not saved): what the team rules did.
+    std::uint64_t held_raised = 0;   // held signals raised: no colleague followed
+    std::uint64_t held_dropped = 0;  // held signals dropped: the team made the same shift
+    std::uint64_t team_excused = 0;  // quantities, rare categories excused as the team's, per day
     std::uint64_t unknown_categories = 0;
     std::int64_t utc_offset_s = 0;
     // Declared by the DBA; not part of the saved state (the worker re-applies its table).
@@ -858,8 +884,26 @@ struct Scorer::Impl {
                 if (t.apps_used_mask & (1u << s)) add_group_app(g, a.apps[s]);
             }
         }
+        close_run(a, value[kSensitiveDay]);
         ++a.active_days;
         a.last_active_day = t.day;
+    }
+
+    // The day's step of the sequential test; after an alert it starts again from 0.
+    static void close_run(ActorState& a, double subjects) {
+        const Today& t = a.today;
+        const double run = a.sensitive_run + subjects * t.run_step - t.run_cost;
+        if (t.run_step <= 0 || t.run_fired || run <= 0) {
+            a.sensitive_run = 0;
+            a.run_since = kNoDay;
+            a.run_subjects = 0;
+            a.run_days = 0;
+            return;
+        }
+        if (a.run_since == kNoDay) a.run_since = t.day;
+        a.sensitive_run = static_cast<float>(run);
+        a.run_subjects += static_cast<std::uint32_t>(subjects);
+        ++a.run_days;
     }
 
     static void add_group_app(GroupState& g, std::uint32_t fp) {
@@ -978,6 +1022,10 @@ struct Scorer::Impl {
                 t.role_limit30 = static_cast<float>(role);
                 t.limit[kSensitive30] = t.role_limit30;
             }
+            const double rate = std::max(mean, kRunRateFloor);
+            t.run_rate = static_cast<float>(rate);
+            t.run_step = static_cast<float>(std::log((rate + kRunShift) / rate) / dispersion);
+            t.run_cost = static_cast<float>(kRunShift / dispersion);
         }
     }
 
@@ -1516,13 +1564,18 @@ struct Scorer::Impl {
             Held h = std::move(held[i]);
             held[i] = std::move(held.back());
             held.pop_back();
-            settle(h, out);
+            if (settle(h, out)) {
+                ++held_raised;
+            } else {
+                ++held_dropped;
+            }
         }
     }
 
     // The wait is over: if enough colleagues made the same shift meanwhile, the signal was the
     // team's (unless this actor went 5x past them); otherwise it is raised as it was.
-    void settle(const Held& h, std::vector<Alert>& out) {
+    // Returns whether it was raised (false: dropped as the team's).
+    bool settle(const Held& h, std::vector<Alert>& out) {
         ActorState& a = actors[h.actor];
         GroupState& g = groups[a.group_id];
         double strength = h.strength;
@@ -1557,10 +1610,10 @@ struct Scorer::Impl {
                     g.today_bulk_actors - (a.today.bulk_counted ? 1u : 0u);
                 if (j.kind == TeamKind::none &&
                     bulk_others >= cohort_needed(colleagues, kShiftRate))
-                    return;
+                    return false;
                 if (j.kind != TeamKind::none) {
                     j.limit = (window ? kWindowTeamRatio : kCohortRatio) * j.reference;
-                    if (h.value < j.limit) return;
+                    if (h.value < j.limit) return false;
                     const double weight = kMetrics[h.kind].weight;
                     strength = 1 - std::exp2(-weight * (1 + std::log2(h.value / j.limit)));
                     explanation += team_text(j, h.value, kMetrics[h.kind].integral, h.day);
@@ -1568,13 +1621,13 @@ struct Scorer::Impl {
             } else {
                 const int cat = h.kind - kRhythmCategory;
                 const std::uint64_t bit = std::uint64_t{1} << cat;
-                if (a.today.team_categories & bit) return;
+                if (a.today.team_categories & bit) return false;
                 const std::uint32_t others =
                     g.cohort_categories[cat] > 0 ? g.cohort_categories[cat] - 1 : 0;
                 if (others >= cohort_needed(colleagues, kRareRate)) {
                     a.today.team_categories |= bit;
                     if (4 * others >= colleagues) remember_rhythm(g, h.day, h.kind, others);
-                    return;
+                    return false;
                 }
             }
         }
@@ -1583,6 +1636,13 @@ struct Scorer::Impl {
                         config.team_wait_minutes);
         raise(a, static_cast<Detector>(h.detector), strength, h.time_us, out,
               [&] { return explanation; });
+        return true;
+    }
+
+    void count_excused(Today& t, int m) {
+        if (t.excused_mask & (1u << m)) return;
+        t.excused_mask |= static_cast<std::uint16_t>(1u << m);
+        ++team_excused;
     }
 
     void check_metric(ActorState& a, int m, double value, std::int64_t time_us,
@@ -1609,6 +1669,7 @@ struct Scorer::Impl {
                 team.limit = std::min(pace, kCohortRatio) * team.reference;
                 if (value < team.limit) {
                     t.limit[m] = static_cast<float>(value * 1.1 + 1);  // look again later
+                    count_excused(t, m);
                     return;
                 }
                 // Beyond even the team's pace. On the day of a bulk statement, colleagues may
@@ -1622,7 +1683,10 @@ struct Scorer::Impl {
             // than what would alert on an ordinary day).
             const double limit =
                 t.norm[m] >= 0 ? std::max<double>(team.limit, t.limit[m]) : team.limit;
-            if (value < limit) return;
+            if (value < limit) {
+                count_excused(t, m);
+                return;
+            }
             strength = 1 - std::exp2(-spec.weight * (1 + std::log2(value / limit)));
         } else {
             const double norm = t.norm[m];
@@ -1723,6 +1787,45 @@ struct Scorer::Impl {
             }
             return std::string();
         }
+    }
+
+    // The sequential test of highly sensitive reads against the role's rate, with today's count so
+    // far (today's whole expected count is already subtracted: it cannot fire early by the hour).
+    void check_sensitive_run(ActorState& a, std::uint32_t count, std::int64_t time_us,
+                             std::vector<Alert>& out) {
+        Today& t = a.today;
+        if (t.run_step <= 0 || t.run_fired) return;
+        const double run = a.sensitive_run + count * t.run_step - t.run_cost;
+        if (run < kRunThreshold) return;
+        // Colleagues beyond their norms of highly sensitive reads today, more than chance: the
+        // team's work has changed (a new screen shows the code), not this member's.
+        const GroupState& g = groups[a.group_id];
+        if (g.today_day == t.day) {
+            const std::uint32_t colleagues = g.today_actors > 0 ? g.today_actors - 1 : 0;
+            std::uint32_t others = 0;
+            for (int m : {kSensitiveDay, kSensitive30}) {
+                const std::uint32_t shifted = g.cohort[m].shifted;
+                const bool self = (t.cohort_registered & (1u << m)) != 0;
+                others = std::max(others, shifted - (self && shifted > 0 ? 1 : 0));
+            }
+            if (others >= cohort_needed(colleagues, kShiftRate)) return;
+        }
+        t.run_fired = true;
+        const double strength =
+            1 - std::exp2(-kMetrics[kSensitive30].weight * (run / kRunThreshold));
+        const std::uint32_t days = a.run_days + 1;
+        const std::uint32_t subjects = a.run_subjects + count;
+        const CivilDate since = civil_from_days(a.run_since == kNoDay ? t.day : a.run_since);
+        raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
+            return fmt::format(
+                "read {} of subjects on {} subject-days over {} active days since {:04d}-{:02d}-"
+                "{:02d}, where the role's rate of {:.2f} a day expects about {:.1f}; the evidence "
+                "for a rate {:.1f} a day higher has grown without a break to a likelihood ratio "
+                "of {:.0f} (alerts at {:.0f})",
+                sensitive_names(t.sensitive_category_mask), subjects, days, since.year, since.month,
+                since.day, t.run_rate, days * t.run_rate, kRunShift, std::exp(run),
+                std::exp(kRunThreshold));
+        });
     }
 
     // Cold start: neither the actor nor its peers have a learned norm for sensitive reads yet
@@ -1867,12 +1970,15 @@ struct Scorer::Impl {
             const std::uint32_t others =
                 g.cohort_categories[c] > 0 ? g.cohort_categories[c] - 1 : 0;
             const auto kind = static_cast<std::uint8_t>(kRhythmCategory + c);
+            const bool counted = (t.team_categories & bit) != 0;
             if (others >= cohort_needed(colleagues, kRareRate)) {
                 t.team_categories |= bit;
+                if (!counted) ++team_excused;
                 if (4 * others >= colleagues) remember_rhythm(g, t.day, kind, others);
             } else if (due_rhythm(g, t.day, kind) != nullptr ||
                        (event != nullptr && !(bit & sensitive_mask))) {
                 t.team_categories |= bit;
+                if (!counted) ++team_excused;
             }
         }
     }
@@ -2154,6 +2260,7 @@ struct Scorer::Impl {
             }
             check_metric(a, kSensitiveDay, count, time_us, out);
             check_metric(a, kSensitive30, window_sensitive(a), time_us, out);
+            check_sensitive_run(a, count, time_us, out);
             if (t.norm[kSensitiveDay] < 0) check_cold_sensitive(a, count, time_us, out);
         }
         if (new_unexplained) {
@@ -2403,7 +2510,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 5;  // 5: unexplained reads per category, active days
+constexpr std::uint32_t kFormatVersion = 6;  // 6: the sequential test of sensitive reads
 
 class Writer {
   public:
@@ -2605,6 +2712,10 @@ ScorerStats Scorer::stats(bool with_state_size) const {
     s.state_bytes = with_state_size ? save_state().size() : 0;
     s.alerts = impl_->alerts_raised;
     s.unknown_categories_dropped = impl_->unknown_categories;
+    s.held_now = impl_->held.size();
+    s.held_raised = impl_->held_raised;
+    s.held_dropped = impl_->held_dropped;
+    s.team_excused = impl_->team_excused;
     return s;
 }
 

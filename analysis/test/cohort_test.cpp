@@ -91,6 +91,37 @@ TEST(Cohorts, TeamsMonthEndRunRaisesNothingTheFirstTimeOrAfter) {
     release_all(sim);
     EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
     EXPECT_EQ(sim.scorer.held(), 0u);
+    // What pii_audit.scorer_status shows: the first movers' signals held and dropped once the
+    // colleagues followed, the others' quantities and the new category excused as the team's.
+    const ScorerStats stats = sim.scorer.stats(false);
+    EXPECT_EQ(stats.held_now, 0u);
+    EXPECT_EQ(stats.held_raised, 0u);
+    EXPECT_GT(stats.held_dropped, 0u);
+    // Each month end, most of the 12 members have a quantity or the category excused.
+    EXPECT_GE(stats.team_excused, 3u * kTeam / 2) << stats.team_excused;
+}
+
+TEST(Cohorts, HeldSignalsAreCountedWhileHeldAndWhenRaised) {
+    Sim sim;
+    run(sim, 0, 42);
+    // One member alone copies a month's accounts on an ordinary Wednesday morning (10:42).
+    std::vector<Sim::Read> reads = {month_end_read(44, 4, 30000)};
+    for (int i = 0; i < kTeam; ++i) {
+        for (int s = 0; s < 4; ++s) reads.push_back(ordinary(44, i, s));
+    }
+    std::stable_sort(reads.begin(), reads.end(),
+                     [](const Sim::Read& a, const Sim::Read& b) { return a.time < b.time; });
+    for (const Sim::Read& r : reads) sim.access(r);
+    const ScorerStats held = sim.scorer.stats(false);
+    EXPECT_GE(held.held_now, 1u);
+    EXPECT_EQ(held.held_now, sim.scorer.held());
+    std::vector<Alert> out;
+    sim.scorer.release_held(at(44, 11, 43), out);
+    ASSERT_FALSE(out.empty());
+    const ScorerStats after = sim.scorer.stats(false);
+    EXPECT_EQ(after.held_now, 0u);
+    EXPECT_EQ(after.held_raised - held.held_raised, held.held_now);
+    EXPECT_EQ(after.held_dropped, held.held_dropped);
 }
 
 TEST(Cohorts, OneMemberCopyingTenTimesTheTeamIsAlerted) {

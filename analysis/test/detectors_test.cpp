@@ -723,3 +723,78 @@ TEST_F(TravelWithTickets, TheWholeTeamReadingItWithoutTicketsIsTheTeamsWork) {
 
 }  // namespace
 }  // namespace pii_audit::analysis
+
+namespace pii_audit::analysis {
+namespace {
+
+// The late Nanning clerk: weeks of ordinary work, then one more code on every other working
+// day. His 30-day window holds weeks of ordinary days before he starts; the sequential test of
+// his daily counts against the role's rate starts rising on his first code and does not reset
+// at a window's or block's boundary. And when the whole team starts reading codes at that rate
+// (a new screen shows them), the role's recent rate moves with it: nobody is a suspect.
+class LateClerk : public ::testing::Test {
+  protected:
+    static constexpr int kClerks = 40;
+    // A Monday, three days after a 15-day block began: his 30-day window holds 18 ordinary days.
+    static constexpr int kStart = 35;
+    // Every clerk reads a customer's code on a tenth of days (seeded: chance clusters included);
+    // from kStart, `takers` also take one code on about every other working day.
+    void run(int days, int takers) {
+        std::bernoulli_distribution ordinary(0.1), take(0.5);
+        for (int day = 0; day < days; ++day) {
+            if (!testing::weekday(day)) continue;
+            for (int p = 0; p < kClerks; ++p) {
+                const std::string clerk = "clerk" + std::to_string(p);
+                sim.office_day(day, clerk, "clerk", 4);
+                int n = ordinary(sim.rng) ? 1 : 0;
+                if (p < takers && day >= kStart && take(sim.rng)) {
+                    ++n;
+                    if (p == 0) taken.push_back(testing::at(day, 16, 30));
+                }
+                for (int i = 0; i < n; ++i) {
+                    Sim::Read r;
+                    r.actor = clerk;
+                    r.time = testing::at(day, 16, 30 + i);
+                    r.categories = {"phone", "verification_code"};
+                    r.subjects = {clerk + "-code-" + std::to_string(day) + "-" + std::to_string(i)};
+                    sim.access(r);
+                }
+            }
+        }
+    }
+    Sim sim{ScorerConfig{}, 11};
+    std::vector<std::int64_t> taken;  // clerk0's extra codes
+};
+
+bool is_run(const Alert& a) { return a.explanation.find("likelihood ratio") != std::string::npos; }
+
+TEST_F(LateClerk, OneCodeEveryOtherDayIsFoundByTheSequentialTest) {
+    run(110, 1);
+    const auto got = sim.alerts_for("clerk0");
+    ASSERT_FALSE(got.empty()) << testing::describe(sim.alerts);
+    EXPECT_EQ(got.front().detector, Detector::sensitive_categories);
+    // (With this seed he takes codes on fewer days at first: both the window and the sequential
+    // test need 7 subject-days or more; at a quarter of his codes neither is sure yet.)
+    const auto before = std::count_if(taken.begin(), taken.end(),
+                                      [&](std::int64_t t) { return t < got.front().time_us; });
+    EXPECT_LE(before, static_cast<long>(taken.size() / 2)) << testing::describe(got);
+    // The sequential test speaks for him, over a run that crosses 15-day block boundaries
+    // (2024-02-17 and 2024-03-03) without starting again.
+    const auto first_run = std::find_if(got.begin(), got.end(), is_run);
+    ASSERT_NE(first_run, got.end()) << testing::describe(got);
+    EXPECT_NE(first_run->explanation.find("since 2024-02-06"), std::string::npos)
+        << first_run->explanation;
+    EXPECT_GT(first_run->time_us, testing::at(62, 0)) << first_run->explanation;
+    // Four thousand ordinary clerk-days: nobody else is a suspect.
+    EXPECT_EQ(sim.alerts.size(), got.size()) << testing::describe(sim.alerts);
+}
+
+TEST_F(LateClerk, TheWholeTeamTakingCodesAtThatRateIsNoSuspectOfTheSequentialTest) {
+    run(110, kClerks);
+    // The role's recent rate moves with the team within a day or two.
+    EXPECT_EQ(std::count_if(sim.alerts.begin(), sim.alerts.end(), is_run), 0)
+        << testing::describe(sim.alerts);
+}
+
+}  // namespace
+}  // namespace pii_audit::analysis

@@ -266,9 +266,11 @@ int run(int argc, char** argv) {
         const pa::ScorerStats s = scorer.stats();
         fmt::print(stderr,
                    "events {} alerts {} seconds {:.3f} events/s {:.0f} actors {} peer_groups {} "
-                   "relations {} bytes_per_actor {} state_bytes {}\n",
+                   "relations {} bytes_per_actor {} state_bytes {} held_now {} held_raised {} "
+                   "held_dropped {} team_excused {}\n",
                    events, alert_count, seconds, seconds > 0 ? events / seconds : 0.0, s.actors,
-                   s.peer_groups, s.relations, s.bytes_per_actor, s.state_bytes);
+                   s.peer_groups, s.relations, s.bytes_per_actor, s.state_bytes, s.held_now,
+                   s.held_raised, s.held_dropped, s.team_excused);
     }
     return status;
 }

@@ -3,9 +3,9 @@
 //   insider-eval --key key.tsv --alerts alerts.jsonl
 //
 // An alert is true if it names a scenario's actor between the scenario's start and 30 days after
-// its end (rolling windows
-// remember it that long); every other alert is false. Prints per scenario: detected, time to first
-// alert, records taken up to it; overall false alerts per 1,000 actor-days and precision.
+// its end, or, for an alert on a rolling window ("... in the last N days"), as long as that window
+// still holds days of the scenario; every other alert is false. Prints per scenario: detected, time
+// to first alert, records taken up to it; overall false alerts per 1,000 actor-days and precision.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -106,9 +106,28 @@ int main(int argc, char** argv) {
     std::vector<AlertRow> false_alerts;
     std::map<std::string, int> false_by_detector;
     long true_alerts = 0, line_no = 0;
-    // Rolling windows keep showing a scenario's reads for weeks after it ends: alerts on the
-    // scenario's actor up to 30 days later are about it, not false.
-    const std::int64_t grace = 30LL * 86400 * 1000000;
+    // Rolling windows keep showing a scenario's reads after it ends: alerts on the scenario's
+    // actor up to 30 days later are about it, not false; an alert on an N-day window is about it
+    // as long as the window reaches back into the scenario (the maternal-care worker's 90-day
+    // window of 13,000 subjects two months after she stopped counts her stolen records).
+    constexpr std::int64_t kDay = 86400LL * 1000000;
+    const auto grace_of = [&](const std::string& explanation) {
+        std::int64_t days = 30;
+        const std::string_view marker = "in the last ";
+        for (std::size_t at = explanation.find(marker); at != std::string::npos;
+             at = explanation.find(marker, at + 1)) {
+            std::size_t i = at + marker.size();
+            std::int64_t n = 0;
+            bool digits = false;
+            while (i < explanation.size() && n < 1000 && explanation[i] >= '0' &&
+                   explanation[i] <= '9') {
+                n = n * 10 + (explanation[i++] - '0');
+                digits = true;
+            }
+            if (digits && explanation.compare(i, 5, " days") == 0) days = std::max(days, n);
+        }
+        return days * kDay;
+    };
     while (std::getline(in, line)) {
         ++line_no;
         if (!json.parse(line)) {
@@ -126,6 +145,7 @@ int main(int argc, char** argv) {
         a.explanation = std::string(json.find("explanation")->string);
         a.score = static_cast<int>(json.find("score")->integer);
         bool matched = false;
+        const std::int64_t grace = grace_of(a.explanation);
         for (Scenario& s : scenarios) {
             if (s.actor != a.actor || a.time_us < s.start_us || a.time_us > s.end_us + grace)
                 continue;

@@ -7,6 +7,8 @@
 #
 # SCORE=path/to/pii-audit-score compares another build of the scorer on the same organisations;
 # JOBS (default 2) organisations run at a time; work files go to ${WORK:-/tmp/pii_audit_grid}.
+# EVAL_ONLY=1 scores the alerts and answer keys kept in WORK by an earlier run again (after a
+# change to insider-eval) without generating or replaying anything.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:?usage: grid.sh BUILD_DIR [NAME...]}
@@ -31,13 +33,17 @@ run_one() {
   local name=$1 seed=$3 days=$4 settings=$5 sets=()
   for s in $settings; do sets+=(--set "$s"); done
   local ev=$work/$name.jsonl key=$work/$name.key al=$work/$name.alerts
+  if [[ ${EVAL_ONLY:-0} == 1 ]]; then
+    "$eval_tool" --key "$key" --alerts "$al" --summary "$name" --list-false > "$work/$name.eval"
+    return
+  fi
   "$gen" --seed "$seed" --days "$days" --out "$ev" --key "$key" "${sets[@]}"
   "$score" --replay "$ev" --utc-offset 480 > "$al"
   "$eval_tool" --key "$key" --alerts "$al" --summary "$name" --list-false > "$work/$name.eval"
   rm -f "$ev"
 }
 export -f run_one
-export gen score eval_tool work
+export gen score eval_tool work EVAL_ONLY
 # Tabs separate the columns of grid.tsv; the settings column holds spaces.
 tr '\t' '\037' <<<"$rows" | xargs -d '\n' -P "$jobs" -I{} bash -c \
   'IFS=$'"'"'\037'"'"' read -r a b c d e <<<"$1"; run_one "$a" "$b" "$c" "$d" "$e"' _ {}

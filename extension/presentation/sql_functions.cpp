@@ -54,8 +54,10 @@ Datum pii_audit_status(PG_FUNCTION_ARGS) {
     else
         state = "running";
 
-    Datum values[11];
-    bool nulls[11] = {};
+    // An extension not yet updated to 0.3.0 has the first 11 columns; heap_form_tuple reads as
+    // many as the row type has.
+    Datum values[15];
+    bool nulls[15] = {};
     values[0] = Int64GetDatum(static_cast<int64>(status.capacity));
     values[1] = Int64GetDatum(static_cast<int64>(status.depth));
     values[2] = Int64GetDatum(static_cast<int64>(status.enqueued));
@@ -136,8 +138,10 @@ Datum pii_audit_scorer_status(PG_FUNCTION_ARGS) {
         elog(ERROR, "pii_audit_scorer_status: return type must be a row type");
     ScorerStatus status;
     pii_audit_read_scorer_status(&status);
-    Datum values[11];
-    bool nulls[11] = {};
+    // An extension not yet updated to 0.3.0 has the first 11 columns; heap_form_tuple reads as
+    // many as the row type has.
+    Datum values[15];
+    bool nulls[15] = {};
     values[0] = CStringGetTextDatum(pii_audit_scoring ? status.state : "off");
     values[1] = Int64GetDatum(status.actors);
     values[2] = Int64GetDatum(status.peer_groups);
@@ -152,5 +156,9 @@ Datum pii_audit_scorer_status(PG_FUNCTION_ARGS) {
     values[9] = CStringGetTextDatum(status.last_error);
     nulls[9] = status.last_error[0] == '\0';
     values[10] = Int32GetDatum(pii_audit_alert_threshold);
+    values[11] = Int64GetDatum(status.signals_held);
+    values[12] = Int64GetDatum(status.held_raised);
+    values[13] = Int64GetDatum(status.held_dropped);
+    values[14] = Int64GetDatum(status.team_excused);
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -93,6 +93,8 @@ struct ScoringState {
     std::vector<std::string_view> subjects;
     SPIPlanPtr insert_alert = nullptr;
     std::string save_buffer;  // serialised baselines on their way to scorer_state
+    // The team rules' counts last published: a quiet batch that changes them publishes too.
+    uint64 published_team = 0;
 };
 
 ScoringState* scoring = nullptr;
@@ -107,6 +109,13 @@ bool guarded(const char* what, Fn&& fn) noexcept {
 }
 
 void publish();
+
+// Changes whenever a signal is held, settled or excused as the team's.
+uint64 team_signature(const analysis::ScorerStats& stats) {
+    return (static_cast<uint64>(stats.held_now) + 1) * 0x9e3779b97f4a7c15ULL ^
+           stats.held_raised * 0xbf58476d1ce4e5b9ULL ^ stats.held_dropped * 0x94d049bb133111ebULL ^
+           stats.team_excused;
+}
 
 void report_failure() {
     scoring->broken = true;
@@ -391,6 +400,11 @@ void publish() {
             out.actors = static_cast<int64>(stats.actors);
             out.peer_groups = static_cast<int64>(stats.peer_groups);
             out.relations = static_cast<int64>(stats.relations);
+            out.signals_held = static_cast<int64>(stats.held_now);
+            out.held_raised = static_cast<int64>(stats.held_raised);
+            out.held_dropped = static_cast<int64>(stats.held_dropped);
+            out.team_excused = static_cast<int64>(stats.team_excused);
+            s.published_team = team_signature(stats);
         }
     }
     out.state_bytes = s.saved_bytes;
@@ -879,6 +893,14 @@ void pii_audit_scoring_maintain(int64 last_event_id, bool force_save) {
             pii_audit_scoring_store_alerts();
             pii_audit_worker_commit_transaction();
             pii_audit_scoring_after_commit();
+        }
+    }
+    // What the team rules did in the last batches, for pii_audit.scorer_status.
+    if (scoring_active()) {
+        analysis::ScorerStats stats{};
+        if (guarded("reading scorer statistics", [&] { stats = s.scorer->stats(false); }) &&
+            team_signature(stats) != s.published_team) {
+            publish();
         }
     }
     bool rebuild = settings_changed();

@@ -207,6 +207,8 @@ TEST_F(Insider, PeerGroupsSimultaneousBulkCopyIsQuietButTenTimesTheTeamIsAlerted
     const std::string role = make_role("month_end");
     const std::string marker = unique_marker("monthend");
     auto listener = listen();
+    const int64_t excused_before =
+        admin_->int64("SELECT team_excused FROM pii_audit.scorer_status");
     const std::string team_copy =
         "COPY (SELECT c.name, c.phone FROM customers c, generate_series(1, 20) g) TO STDOUT";
     for (int m = 0; m < 4; ++m) {
@@ -223,6 +225,13 @@ TEST_F(Insider, PeerGroupsSimultaneousBulkCopyIsQuietButTenTimesTheTeamIsAlerted
     EXPECT_TRUE(wait_for_notifications(*listener, Clock::now() + 1s).empty());
     EXPECT_EQ(admin_->int64("SELECT count(*) FROM pii_audit.alerts WHERE peer_group = $1", {role}),
               0);
+    // The officer sees why it stayed quiet: members 3 and 4 were judged against the two before
+    // them (the team's run) and excused; nothing is held at the end.
+    EXPECT_TRUE(poll_until(std::chrono::seconds(10), [&] {
+        return admin_->int64("SELECT team_excused FROM pii_audit.scorer_status") >=
+               excused_before + 2;
+    })) << admin_->text("SELECT row(s.*)::text FROM pii_audit.scorer_status s");
+    EXPECT_EQ(admin_->int64("SELECT signals_held FROM pii_audit.scorer_status"), 0);
 
     const std::string bulk = marker + "bulk";
     Connection extra(as_role(role, bulk));

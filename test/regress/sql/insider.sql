@@ -94,6 +94,8 @@ SELECT pii_audit._scorer_inputs_changed();
 -- What scoring is doing, for officers.
 SET ROLE insider_officer;
 SELECT state, alert_threshold, scored_upto > 0 AS learning, last_error FROM pii_audit.scorer_status;
+SELECT signals_held >= 0 AND held_raised >= 0 AND held_dropped >= 0 AND team_excused >= 0
+    AS team_counts FROM pii_audit.scorer_status;
 RESET ROLE;
 SET ROLE insider_denied;
 SELECT state FROM pii_audit.scorer_status;

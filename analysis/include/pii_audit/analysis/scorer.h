@@ -92,6 +92,12 @@ struct ScorerStats {
     std::size_t state_bytes = 0;      // size of save_state() right now
     std::uint64_t alerts = 0;
     std::uint64_t unknown_categories_dropped = 0;  // beyond the 64 distinct category names
+    // The team rules, since the scorer was made or restored (not saved with the state):
+    std::size_t held_now = 0;        // signals held while colleagues may follow
+    std::uint64_t held_raised = 0;   // held, then raised: no colleague followed
+    std::uint64_t held_dropped = 0;  // held, then dropped: the team made the same shift
+    std::uint64_t team_excused = 0;  // actor-day quantities and rare categories excused as the
+                                     // team's (cohort, pace, calendar rhythm, declared event)
 };
 
 class Scorer {
