@@ -460,3 +460,48 @@ GRANT EXECUTE ON FUNCTION pii_audit.export(bigint, integer, text),
         text)
     TO pii_audit_siem;
 GRANT SELECT ON pii_audit.export_events, pii_audit.export_alert_events TO pii_audit_siem;
+
+-- ---------------------------------------------------------------- tamper evidence
+-- Triggers stop ordinary users from changing the trail; a superuser can still disable them.
+-- The worker makes that detectable: every batch it stores gets a row here with a SHA-256 digest
+-- over the previous batch's digest and the digests of its groups, which cover every field the
+-- views show (the group row, its session's and statement's values, its events' payload). The
+-- layout is in include/pii_audit/trail_chain.h and the README ("Verifying the trail").
+-- pii_audit.verify_trail recomputes the chain; digests held outside the database (exported with
+-- pii_audit.export_digests) also catch a superuser who rewrites rows and recomputes the chain.
+-- Rows are never removed, retention included (a month's batches take a few kilobytes).
+CREATE TABLE pii_audit.trail_digests (
+    first_event_id bigint PRIMARY KEY,
+    last_event_id bigint NOT NULL,
+    previous_digest bytea NOT NULL,  -- the digest of the batch before (32 zero bytes: none)
+    digest bytea NOT NULL,
+    groups bytea NOT NULL            -- per group: event count (u16), first 8 bytes of its digest
+);
+CREATE INDEX trail_digests_last ON pii_audit.trail_digests (last_event_id);
+COMMENT ON TABLE pii_audit.trail_digests IS
+    'one SHA-256 digest per batch of the trail, chained; see pii_audit.verify_trail';
+CREATE TRIGGER trail_digests_append_only BEFORE UPDATE OR DELETE ON pii_audit.trail_digests
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_change();
+CREATE TRIGGER trail_digests_no_truncate BEFORE TRUNCATE ON pii_audit.trail_digests
+    FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();
+ALTER TABLE pii_audit.trail_digests ENABLE ALWAYS TRIGGER trail_digests_append_only;
+ALTER TABLE pii_audit.trail_digests ENABLE ALWAYS TRIGGER trail_digests_no_truncate;
+REVOKE ALL ON pii_audit.trail_digests FROM PUBLIC;
+GRANT SELECT ON pii_audit.trail_digests TO pii_audit_officer, pii_audit_siem;
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.trail_digests', '');
+
+-- Recomputes the chain over the batches that hold events from_event_id to to_event_id (whole
+-- batches) and names what does not match (extension/presentation/verify_functions.cpp).
+-- With external_event_ids/external_digests (hex), also compares the chain with digests held
+-- outside: the digest of the batch that ends at each of those events.
+CREATE FUNCTION pii_audit.verify_trail(from_event_id bigint, to_event_id bigint,
+                                       external_event_ids bigint[] DEFAULT NULL,
+                                       external_digests text[] DEFAULT NULL)
+RETURNS TABLE (event_id bigint, problem text, detail text)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pii_audit_verify_trail';
+REVOKE ALL ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[])
+    TO pii_audit_officer, pii_audit_admin;
+COMMENT ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[]) IS
+    'recomputes the trail''s hash chain and names the first event changed, removed or inserted, and any broken link';
