@@ -473,6 +473,7 @@ GRANT SELECT ON pii_audit.export_events, pii_audit.export_alert_events TO pii_au
 CREATE TABLE pii_audit.trail_digests (
     first_event_id bigint PRIMARY KEY,
     last_event_id bigint NOT NULL,
+    recorded_at timestamptz NOT NULL,  -- when the batch was stored (its groups' recorded_at)
     previous_digest bytea NOT NULL,  -- the digest of the batch before (32 zero bytes: none)
     digest bytea NOT NULL,
     groups bytea NOT NULL            -- per group: event count (u16), first 8 bytes of its digest

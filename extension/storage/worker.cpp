@@ -220,8 +220,8 @@ void remember_id(Part part, int64 id) {
 
 void rebuild_subject_slice();
 
-const char* const kDigestColumns[] = {"first_event_id", "last_event_id", "previous_digest",
-                                      "digest", "groups"};
+const char* const kDigestColumns[] = {"first_event_id", "last_event_id", "recorded_at",
+                                      "previous_digest", "digest", "groups"};
 constexpr int kNumDigestColumns = sizeof kDigestColumns / sizeof kDigestColumns[0];
 
 // pii_audit.trail_digests (0.3.0) and the digest of the last batch stored, which the next one
@@ -1427,9 +1427,10 @@ pii_audit::chain::Digest store_batch_digest(Inserter& ins, const pii_audit::chai
         return PointerGetDatum(pii_audit_bytea(
             std::string_view(reinterpret_cast<const char*>(d.bytes), chain::kDigestSize)));
     };
-    Datum values[5] = {Int64GetDatum(b.first_event_id), Int64GetDatum(last_event_id),
-                       as_bytea(previous), as_bytea(digest), PointerGetDatum(entries)};
-    bool nulls[5] = {};
+    Datum values[6] = {Int64GetDatum(b.first_event_id), Int64GetDatum(last_event_id),
+                       TimestampTzGetDatum(ins.now), as_bytea(previous), as_bytea(digest),
+                       PointerGetDatum(entries)};
+    bool nulls[6] = {};
     insert_side_row(ins, ins.digests, values, nulls);
     return digest;
 }
