@@ -506,3 +506,92 @@ GRANT EXECUTE ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[
     TO pii_audit_officer, pii_audit_admin;
 COMMENT ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[]) IS
     'recomputes the trail''s hash chain and names the first event changed, removed or inserted, and any broken link';
+
+CREATE FUNCTION pii_audit._server_name() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_server_name';
+REVOKE ALL ON FUNCTION pii_audit._server_name() FROM PUBLIC;
+
+-- Digest records for the export stream: the chain's digest at a fixed interval of events (the
+-- batch that holds each event id that is a multiple of every_events), after an event id, in the
+-- same SIEM formats as export(). Kept outside the database (a SIEM, a WORM bucket), they let
+-- verify_trail catch a superuser who rewrote rows and recomputed the chain.
+CREATE FUNCTION pii_audit.export_digests(after_event_id bigint, every_events bigint DEFAULT 10000,
+                                         format text DEFAULT 'json',
+                                         max_digests integer DEFAULT 1000)
+RETURNS TABLE (event_id bigint, digest text, line text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    server text := pii_audit._server_name();
+    version text := (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pii_audit');
+BEGIN
+    IF after_event_id IS NULL OR every_events IS NULL OR format IS NULL OR max_digests IS NULL THEN
+        RAISE EXCEPTION 'after_event_id, every_events, format and max_digests must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF every_events < 1 THEN
+        RAISE EXCEPTION 'every_events must be 1 or more, not %', every_events
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '1 exports the digest of every batch.';
+    END IF;
+    IF max_digests < 1 OR max_digests > 1000000 THEN
+        RAISE EXCEPTION 'max_digests must be between 1 and 1000000, not %', max_digests
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pii_audit._check_export_format(format);
+    RETURN QUERY
+    SELECT d.last_event_id, encode(d.digest, 'hex'),
+        CASE format
+        WHEN 'json' THEN json_build_object(
+            '@timestamp', to_char(d.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'event', json_build_object('id', 'digest-' || d.last_event_id, 'kind', 'state',
+                'module', 'pii_audit', 'dataset', 'pii_audit.digests', 'action', 'trail_digest'),
+            'host', json_build_object('name', server),
+            'observer', json_build_object('vendor', 'pii_audit', 'product', 'pii_audit', 'version', version),
+            'pii_audit', json_build_object('kind', 'digest', 'event_id', d.last_event_id,
+                'first_event_id', d.first_event_id, 'digest', encode(d.digest, 'hex'),
+                'previous_digest', encode(d.previous_digest, 'hex'), 'chain_version', 1,
+                'server_name', server))::text
+        WHEN 'ocsf' THEN json_build_object(
+            'category_uid', 1, 'category_name', 'System Activity', 'class_uid', 1008,
+            'class_name', 'Event Log Activity', 'activity_id', 99, 'activity_name', 'Other',
+            'type_uid', 100899, 'type_name', 'Event Log Activity: Other', 'severity_id', 1,
+            'severity', 'Informational',
+            'time', (extract(epoch FROM d.recorded_at) * 1000)::bigint,
+            'metadata', json_build_object('version', '1.3.0', 'uid', 'digest-' || d.last_event_id,
+                'log_name', 'pii_audit.digests', 'log_provider', 'pii_audit',
+                'product', json_build_object('name', 'pii_audit', 'vendor_name', 'pii_audit', 'version', version)),
+            'unmapped', json_build_object('pii_audit', json_build_object('kind', 'digest',
+                'event_id', d.last_event_id, 'first_event_id', d.first_event_id,
+                'digest', encode(d.digest, 'hex'), 'previous_digest', encode(d.previous_digest, 'hex'),
+                'chain_version', 1, 'server_name', server)))::text
+        WHEN 'cef' THEN concat('CEF:0|pii_audit|pii_audit|', version, '|digest|Trail digest|1|rt=',
+            (extract(epoch FROM d.recorded_at) * 1000)::bigint, ' externalId=digest-', d.last_event_id,
+            ' dvchost=', replace(replace(server, '\', '\\'), '=', '\='), ' cat=digest',
+            ' cn1Label=eventId cn1=', d.last_event_id, ' cn2Label=firstEventId cn2=', d.first_event_id,
+            ' cs1Label=digest cs1=', encode(d.digest, 'hex'),
+            ' cs2Label=previousDigest cs2=', encode(d.previous_digest, 'hex'))
+        WHEN 'leef' THEN concat('LEEF:2.0|pii_audit|pii_audit|', version, '|digest|x09|devTime=',
+            to_char(d.recorded_at AT TIME ZONE 'UTC', 'Mon DD YYYY HH24:MI:SS.MS "UTC"'),
+            E'\tcat=digest\teventId=', d.last_event_id, E'\tfirstEventId=', d.first_event_id,
+            E'\tdigest=', encode(d.digest, 'hex'), E'\tpreviousDigest=', encode(d.previous_digest, 'hex'),
+            E'\tserverName=', replace(replace(server, '\', '\\'), E'\t', '\t'))
+        ELSE concat('<110>1 ', to_char(d.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            ' ', coalesce(nullif(regexp_replace(server, '[^!-~]', '_', 'g'), ''), '-'),
+            ' pii_audit - digest [pii_audit@32473 event_id="', d.last_event_id,
+            '" first_event_id="', d.first_event_id, '" digest="', encode(d.digest, 'hex'),
+            '" previous_digest="', encode(d.previous_digest, 'hex'), '" server_name="',
+            replace(replace(replace(server, '\', '\\'), '"', '\"'), ']', '\]'), '"] trail digest')
+        END
+    FROM pii_audit.trail_digests d
+    WHERE d.last_event_id > after_event_id
+      AND d.last_event_id / every_events > (d.first_event_id - 1) / every_events
+    ORDER BY d.last_event_id
+    LIMIT max_digests;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer)
+    TO pii_audit_siem, pii_audit_officer;
+GRANT EXECUTE ON FUNCTION pii_audit._server_name() TO pii_audit_siem, pii_audit_officer;
+COMMENT ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer) IS
+    'the trail''s chain digest every N events after an event id, one line each in a SIEM format: keep them outside and pass them to verify_trail';

@@ -32,6 +32,7 @@ SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key';
 SECURITY LABEL FOR pii ON COLUMN customers.phone IS 'phone';
 CREATE ROLE auditor LOGIN IN ROLE pii_audit_officer;
 CREATE ROLE nobody LOGIN;
+CREATE ROLE shipper LOGIN IN ROLE pii_audit_siem;
 SQL
 wait_until postgres "SELECT state = 'running' FROM pii_audit.status" 30 ||
     { echo "not ok - the worker did not start"; exit 1; }
@@ -45,6 +46,10 @@ for round in 1 2 3 4; do
     done
     sleep 0.2
 done
+# One statement three times in one session: one group of three events.
+q -d postgres -c "SET pii_audit.end_user = 'clerk-repeat'" -c "SELECT phone FROM customers WHERE id = 'c7'" \
+    -c "SELECT phone FROM customers WHERE id = 'c8'" -c "SELECT phone FROM customers WHERE id = 'c9'" >/dev/null
+sleep 0.2
 settled() {
     wait_until postgres "SELECT events_persisted = events_enqueued FROM pii_audit.status" 30 ||
         { echo "not ok - the worker did not store the events"; exit 1; }
@@ -102,3 +107,147 @@ q -d postgres <<SQL
 INSERT INTO pii_audit.trail_groups SELECT * FROM saved;
 SQL
 check "put back, the trail verifies again" "ok" "$(verify | cut -d'|' -f1)"
+
+echo "# ---- 3. forged events inserted"
+triple=$(q -d postgres -c "SELECT first_event_id FROM pii_audit.trail_groups WHERE event_count = 3 ORDER BY first_event_id LIMIT 1")
+check "a group of three events was stored" t "$(q -d postgres -c "SELECT '$triple' <> ''")"
+q -d postgres <<SQL
+INSERT INTO pii_audit.trail_groups
+SELECT $triple + 1, 1, min_time, max_time, recorded_at, session_id, statement_id, backend_pid,
+       nesting_level, kind, payload
+FROM saved;
+INSERT INTO pii_audit.trail_groups
+SELECT 1000000, 1, min_time, max_time, recorded_at, session_id, statement_id, backend_pid,
+       nesting_level, kind, payload
+FROM saved;
+SQL
+check "forged events are named, inside a group's ids and past the end" \
+    "inserted|$((triple + 1)) inserted|1000000" "$(verify | tr '\n' ' ' | sed 's/ $//')"
+q -d postgres -c "DELETE FROM pii_audit.trail_groups WHERE first_event_id IN ($triple + 1, 1000000)"
+check "taken out again, the trail verifies again" "ok" "$(verify | cut -d'|' -f1)"
+
+echo "# ---- 4. a rewrite after an event, with the whole chain recomputed"
+# The digests a SIEM received (every 5 events), in each format.
+settled
+# (Each connection's login is an event: the trail grows while this runs.)
+upto=$(q -d postgres -c "SELECT max(last_event_id) FROM pii_audit.trail_digests")
+exported=$(q -d postgres -U shipper -c "SELECT count(*) FROM pii_audit.export_digests(0, 5, 'json') WHERE event_id <= $upto")
+check "export_digests gives a digest every 5 events" t \
+    "$(q -d postgres -c "SELECT $exported = count(*) AND $exported >= 4 FROM pii_audit.trail_digests WHERE last_event_id / 5 > (first_event_id - 1) / 5 AND last_event_id <= $upto")"
+for format in json ocsf cef leef rfc5424; do
+    check "each $format digest line carries its digest" "$exported" \
+        "$(q -d postgres -U shipper -c "SELECT count(*) FROM pii_audit.export_digests(0, 5, '$format') WHERE event_id <= $upto AND strpos(line, digest) > 0 AND strpos(line, event_id::text) > 0")"
+done
+check "a json digest line parses and says what it is" t \
+    "$(q -d postgres -U shipper -c "SELECT bool_and((line::json -> 'pii_audit' ->> 'digest') = digest AND (line::json -> 'pii_audit' ->> 'event_id')::bigint = event_id) FROM pii_audit.export_digests(0, 5, 'json')")"
+contains "a bad interval is refused" "every_events must be 1 or more" \
+    "$(q -d postgres -U shipper -c "SELECT * FROM pii_audit.export_digests(0, 0)" 2>&1 || true)"
+contains "a bad format is refused" "json, ocsf, cef, leef, rfc5424" \
+    "$(q -d postgres -U shipper -c "SELECT * FROM pii_audit.export_digests(0, 5, 'xml')" 2>&1 || true)"
+held=$(q -d postgres -U shipper -c "SELECT 'ARRAY[' || string_agg(event_id::text, ',' ORDER BY event_id) || ']::bigint[], ARRAY[' || string_agg(quote_literal(digest), ',' ORDER BY event_id) || ']' FROM pii_audit.export_digests(0, 5, 'cef') WHERE event_id <= $upto")
+check "with the digests held outside, an untouched trail verifies" "ok" "$(verify 1 9223372036854775807 ", $held" | cut -d'|' -f1)"
+
+# The attacker's tools: the layout of include/pii_audit/trail_chain.h in plain SQL.
+q -d postgres <<'SQL'
+CREATE SCHEMA attacker;
+CREATE FUNCTION attacker.le(v bigint, n int) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT decode(string_agg(lpad(to_hex((v >> (8 * i)) & 255), 2, '0'), '' ORDER BY i), 'hex')
+    FROM generate_series(0, n - 1) i $$;
+CREATE FUNCTION attacker.i8(v bigint) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN v IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || attacker.le(v, 8) END $$;
+CREATE FUNCTION attacker.i4(v bigint) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN v IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || attacker.le(v, 4) END $$;
+CREATE FUNCTION attacker.us(t timestamptz) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT attacker.i8((extract(epoch FROM t - '2000-01-01 00:00:00+00') * 1000000)::bigint) $$;
+CREATE FUNCTION attacker.b(v boolean) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN v IS NULL THEN '\x00'::bytea WHEN v THEN '\x0101'::bytea ELSE '\x0100'::bytea END $$;
+CREATE FUNCTION attacker.raw(v bytea) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN v IS NULL THEN '\x00'::bytea
+                ELSE '\x01'::bytea || attacker.le(octet_length(v), 4) || v END $$;
+CREATE FUNCTION attacker.t(v text) RETURNS bytea LANGUAGE sql STABLE AS $$
+    SELECT attacker.raw(convert_to(v, pg_catalog.getdatabaseencoding())) $$;
+CREATE FUNCTION attacker.list(v text[]) RETURNS bytea LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN v IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || attacker.le(cardinality(v), 4)
+        || coalesce((SELECT string_agg(attacker.le(octet_length(convert_to(x, pg_catalog.getdatabaseencoding())), 4)
+                                       || convert_to(x, pg_catalog.getdatabaseencoding()), ''::bytea ORDER BY o)
+                     FROM unnest(v) WITH ORDINALITY u(x, o)), ''::bytea) END $$;
+CREATE FUNCTION attacker.ip(v inet) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN v IS NULL THEN '\x00'::bytea
+        ELSE '\x01'::bytea || CASE WHEN family(v) = 4 THEN '\x04'::bytea ELSE '\x06'::bytea END
+             || attacker.le(masklen(v), 1) || substring(inet_send(v) FROM 5) END $$;
+CREATE FUNCTION attacker.group_digest(g pii_audit.trail_groups) RETURNS bytea LANGUAGE sql STABLE AS $$
+    SELECT sha256('\x4701'::bytea || attacker.i8(g.first_event_id) || attacker.i4(g.event_count)
+        || attacker.us(g.min_time) || attacker.us(g.max_time) || attacker.us(g.recorded_at)
+        || attacker.t(g.kind) || attacker.i4(g.backend_pid) || attacker.i4(g.nesting_level)
+        || '\x01'::bytea || (SELECT sha256('\x5301'::bytea || attacker.t(s.database_name)
+               || attacker.t(s.session_user_name) || attacker.t(s.current_user_name)
+               || attacker.t(s.end_user) || attacker.t(s.application_name) || attacker.ip(s.client_addr))
+               FROM pii_audit.trail_sessions s WHERE s.session_id = g.session_id)
+        || CASE WHEN g.statement_id IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea ||
+               (SELECT sha256('\x5401'::bytea || attacker.t(st.command) || attacker.t(st.relation)
+                   || attacker.i4(st.relation_oid::bigint) || attacker.list(st.columns)
+                   || attacker.list(st.categories) || attacker.i8(st.query_id)
+                   || attacker.t(st.query_text) || attacker.b(st.query_truncated))
+                FROM pii_audit.trail_statements st WHERE st.statement_id = g.statement_id) END
+        || attacker.raw(g.payload)) $$;
+-- Recomputes every batch's digest from the one that holds event from_id up to event upto_id.
+CREATE PROCEDURE attacker.rechain(from_id bigint, upto_id bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    prev bytea;
+    gs bytea;
+    entries bytea;
+    n integer;
+    d bytea;
+BEGIN
+    SELECT coalesce((SELECT digest FROM pii_audit.trail_digests WHERE last_event_id < from_id
+                     ORDER BY last_event_id DESC LIMIT 1), decode(repeat('00', 32), 'hex')) INTO prev;
+    FOR r IN SELECT * FROM pii_audit.trail_digests WHERE last_event_id >= from_id
+             AND last_event_id <= upto_id ORDER BY first_event_id LOOP
+        SELECT string_agg('\x01'::bytea || x.gd, ''::bytea ORDER BY x.fe),
+               string_agg(attacker.le(x.cnt, 2) || substring(x.gd FROM 1 FOR 8), ''::bytea ORDER BY x.fe),
+               count(*)
+        INTO gs, entries, n
+        FROM (SELECT g.first_event_id AS fe, g.event_count AS cnt, attacker.group_digest(g) AS gd
+              FROM pii_audit.trail_groups g
+              WHERE g.first_event_id BETWEEN r.first_event_id AND r.last_event_id) x;
+        d := sha256('\x4201'::bytea || '\x01'::bytea || prev || attacker.i8(r.first_event_id)
+                    || attacker.i8(r.last_event_id) || attacker.i4(n) || gs);
+        UPDATE pii_audit.trail_digests SET previous_digest = prev, digest = d, groups = entries
+        WHERE first_event_id = r.first_event_id;
+        prev := d;
+    END LOOP;
+END
+$$;
+SQL
+# The SQL above is a faithful outsider's copy of the layout: recomputing the untouched chain
+# changes nothing.
+q -d postgres -c "ALTER TABLE pii_audit.trail_digests DISABLE TRIGGER trail_digests_append_only" \
+    -c "CREATE TABLE digests_before AS SELECT * FROM pii_audit.trail_digests" \
+    -c "CALL attacker.rechain(1, $upto)"
+check "the layout recomputed in plain SQL gives the worker's digests" 0 \
+    "$(q -d postgres -c "SELECT count(*) FROM pii_audit.trail_digests d JOIN digests_before b USING (first_event_id) WHERE (d.digest, d.previous_digest, d.groups) IS DISTINCT FROM (b.digest, b.previous_digest, b.groups)")"
+# Clerk-4-3's reads are given to clerk-1-1, and the chain recomputed from there on.
+framed=$(q -d postgres -c "SELECT min(event_id) FROM pii_audit.events WHERE end_user = 'clerk-4-3'")
+q -d postgres <<SQL
+ALTER TABLE pii_audit.trail_groups DISABLE TRIGGER trail_append_only;
+UPDATE pii_audit.trail_groups SET session_id = (SELECT session_id FROM pii_audit.trail_sessions WHERE end_user = 'clerk-1-1')
+WHERE session_id = (SELECT session_id FROM pii_audit.trail_sessions WHERE end_user = 'clerk-4-3');
+CALL attacker.rechain($framed, $upto);
+SQL
+check "the reads now look like clerk-1-1's" 0 "$(q -d postgres -c "SELECT count(*) FROM pii_audit.events WHERE end_user = 'clerk-4-3'")"
+check "the recomputed chain verifies by itself" "ok" "$(verify 1 "$upto" | cut -d'|' -f1)"
+first_changed=$(q -d postgres -c "SELECT coalesce(max(last_event_id), 0) + 1 FROM digests_before WHERE last_event_id < $framed AND last_event_id / 5 > (first_event_id - 1) / 5")
+got=$(verify 1 "$upto" ", $held" | head -1)
+check "the digests held outside catch it, naming where the rewrite can begin" "external_mismatch|$first_changed" "$got"
+check "the event rewritten lies in the span named" t \
+    "$(q -d postgres -U auditor -c "SELECT bool_or(detail LIKE '%events from $first_changed to %' AND $framed >= $first_changed) FROM pii_audit.verify_trail(1, $upto, $held) WHERE problem = 'external_mismatch' AND event_id = $first_changed")"
+
+check "no error in the server log" "" \
+    "$(pgc_log "$dir" | grep -E 'ERROR|PANIC|TRAP|WARNING' | grep -v 'extension is not installed in audit database\|unknown export format\|permission denied\|must not be NULL\|at least from_event_id\|hexadecimal digits\|has 2 items\|every_events must be\|invalid export format\|not a SIEM format\|STATEMENT' | head -3)"
+
+echo "# tamper: $passes passed, $failures failed"
+if ((failures > 0)); then
+    pgc_log "$dir" | tail -30
+    exit 1
+fi
