@@ -46,9 +46,9 @@ for round in 1 2 3 4; do
     done
     sleep 0.2
 done
-# One statement three times in one session: one group of three events.
-q -d postgres -c "SET pii_audit.end_user = 'clerk-repeat'" -c "SELECT phone FROM customers WHERE id = 'c7'" \
-    -c "SELECT phone FROM customers WHERE id = 'c8'" -c "SELECT phone FROM customers WHERE id = 'c9'" >/dev/null
+# One statement twenty times in one session, microseconds apart: groups of several events.
+q -d postgres -c "SET pii_audit.end_user = 'clerk-repeat'" \
+    -c "DO \$\$ BEGIN FOR i IN 1..20 LOOP PERFORM phone FROM customers WHERE id = 'c' || i; END LOOP; END \$\$" >/dev/null
 sleep 0.2
 settled() {
     wait_until postgres "SELECT events_persisted = events_enqueued FROM pii_audit.status" 30 ||
@@ -96,7 +96,7 @@ SQL
 check "put back, the trail verifies again" "ok" "$(verify | cut -d'|' -f1)"
 
 echo "# ---- 2. one event deleted"
-gone=$(q -d postgres -c "SELECT first_event_id FROM pii_audit.trail_groups WHERE event_count = 1 AND kind = 'read' ORDER BY first_event_id LIMIT 1 OFFSET 3")
+gone=$(q -d postgres -c "SELECT first_event_id FROM pii_audit.trail_groups WHERE event_count = 1 ORDER BY first_event_id LIMIT 1 OFFSET 5")
 q -d postgres <<SQL
 CREATE TABLE saved AS SELECT * FROM pii_audit.trail_groups WHERE first_event_id = $gone;
 ALTER TABLE pii_audit.trail_groups DISABLE TRIGGER trail_append_only;
@@ -109,8 +109,8 @@ SQL
 check "put back, the trail verifies again" "ok" "$(verify | cut -d'|' -f1)"
 
 echo "# ---- 3. forged events inserted"
-triple=$(q -d postgres -c "SELECT first_event_id FROM pii_audit.trail_groups WHERE event_count = 3 ORDER BY first_event_id LIMIT 1")
-check "a group of three events was stored" t "$(q -d postgres -c "SELECT '$triple' <> ''")"
+triple=$(q -d postgres -c "SELECT first_event_id FROM pii_audit.trail_groups WHERE event_count >= 2 ORDER BY first_event_id LIMIT 1")
+check "a group of several events was stored" t "$(q -d postgres -c "SELECT '$triple' <> ''")"
 q -d postgres <<SQL
 INSERT INTO pii_audit.trail_groups
 SELECT $triple + 1, 1, min_time, max_time, recorded_at, session_id, statement_id, backend_pid,
