@@ -257,7 +257,7 @@ Removals load_removals() {
                     "SELECT regexp_match(e.detail, 'ids from ([0-9]+) to ([0-9]+)') AS m "
                     "FROM pii_audit.trail_groups g CROSS JOIN LATERAL "
                     "pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e "
-                    "WHERE g.kind = 'removal') x WHERE m IS NOT NULL",
+                    "WHERE g.kind = 'removal' AND e.status = 'completed') x WHERE m IS NOT NULL",
                     true, 0) != SPI_OK_SELECT)
         elog(ERROR, "pii_audit: could not read the trail's removals");
     r.n = static_cast<int>(SPI_processed);
