@@ -595,3 +595,157 @@ GRANT EXECUTE ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer
 GRANT EXECUTE ON FUNCTION pii_audit._server_name() TO pii_audit_siem, pii_audit_officer;
 COMMENT ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer) IS
     'the trail''s chain digest every N events after an event id, one line each in a SIEM format: keep them outside and pass them to verify_trail';
+
+-- Alerts and their reviews are chained too: each row of alert_events (an alert raised, a
+-- status or note changed) carries a digest over the previous row's digest, its own values and
+-- its alert's (layout 'A' in trail_chain.h). Rows from before 0.3.0 have none.
+ALTER TABLE pii_audit.alert_events ADD COLUMN digest bytea;
+
+CREATE FUNCTION pii_audit._micros(t timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (extract(epoch FROM t - '2000-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint
+$$;
+
+CREATE FUNCTION pii_audit._alert_event_digest(previous bytea, alert_event_id bigint, change text,
+    event_time bigint, status text, status_by text, status_at bigint, note text, alert_id bigint,
+    alert_time bigint, raised_at bigint, actor text, peer_group text, detector text,
+    score integer, severity text, explanation text, evidence bigint[])
+RETURNS bytea LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_alert_event_digest';
+REVOKE ALL ON FUNCTION pii_audit._alert_event_digest(bytea, bigint, text, bigint, text, text,
+    bigint, text, bigint, bigint, bigint, text, text, text, integer, text, text, bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pii_audit._alert_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    next_id bigint;
+    previous bytea;
+    ev pii_audit.alert_events;
+BEGIN
+    -- A restore (pg_dump keeps both tables; alert_events' data comes first) brings the alert
+    -- and its events back: the alert's arrival is not a new raising.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM pii_audit.alert_events e
+                                    WHERE e.alert_id = NEW.alert_id AND e.change = 'raised') THEN
+        RETURN NULL;
+    END IF;
+    -- Writers of alert_events queue here until the previous one committed; readers are not
+    -- blocked (SHARE ROW EXCLUSIVE conflicts only with writers).
+    LOCK TABLE pii_audit.alert_events IN SHARE ROW EXCLUSIVE MODE;
+    SELECT coalesce(max(e.alert_event_id), 0) + 1 INTO next_id FROM pii_audit.alert_events e;
+    SELECT e.digest INTO previous FROM pii_audit.alert_events e WHERE e.alert_event_id = next_id - 1;
+    ev.alert_event_id := next_id;
+    ev.alert_id := NEW.alert_id;
+    ev.change := CASE WHEN TG_OP = 'INSERT' THEN 'raised' ELSE 'status' END;
+    ev.event_time := CASE WHEN TG_OP = 'INSERT' THEN NEW.raised_at ELSE coalesce(NEW.status_at, now()) END;
+    ev.status := NEW.status;
+    ev.status_by := NEW.status_by;
+    ev.status_at := NEW.status_at;
+    ev.note := NEW.note;
+    ev.digest := pii_audit._alert_event_digest(previous, ev.alert_event_id, ev.change,
+        pii_audit._micros(ev.event_time), ev.status, ev.status_by, pii_audit._micros(ev.status_at),
+        ev.note, NEW.alert_id, pii_audit._micros(NEW.alert_time), pii_audit._micros(NEW.raised_at),
+        NEW.actor, NEW.peer_group, NEW.detector, NEW.score, NEW.severity, NEW.explanation,
+        NEW.evidence);
+    INSERT INTO pii_audit.alert_events SELECT ev.* ON CONFLICT (alert_event_id) DO NOTHING;
+    IF NOT FOUND THEN
+        -- Only under REPEATABLE READ or SERIALIZABLE: the snapshot predates the last change.
+        RAISE EXCEPTION 'could not number the change of pii_audit alert %: another change committed since this transaction began',
+            NEW.alert_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry the transaction, or change alerts in READ COMMITTED transactions.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Recomputes the alert events' chain: names alert events changed (their values or their
+-- alert's), missing or added without a digest, alerts without their 'raised' event, and alerts
+-- whose review (status, note) differs from their last alert event.
+CREATE FUNCTION pii_audit.verify_alerts()
+RETURNS TABLE (alert_event_id bigint, problem text, detail text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    previous bytea;
+    last_id bigint;
+    chained boolean := false;
+    unchained bigint := 0;
+    first_unchained bigint;
+    found_problem boolean := false;
+    events bigint := 0;
+BEGIN
+    FOR r IN SELECT ae.alert_event_id AS id, ae.change, ae.event_time, ae.status AS ev_status,
+                    ae.status_by AS ev_status_by, ae.status_at AS ev_status_at, ae.note AS ev_note,
+                    ae.digest, ae.alert_id AS ev_alert_id, a.*
+             FROM pii_audit.alert_events ae LEFT JOIN pii_audit.alerts a ON a.alert_id = ae.alert_id
+             ORDER BY ae.alert_event_id LOOP
+        events := events + 1;
+        IF last_id IS NOT NULL AND r.id <> last_id + 1 THEN
+            alert_event_id := last_id + 1; problem := 'removed';
+            detail := format('alert events %s to %s are missing', last_id + 1, r.id - 1);
+            found_problem := true; RETURN NEXT;
+        END IF;
+        IF r.digest IS NULL THEN
+            IF chained THEN
+                alert_event_id := r.id; problem := 'inserted';
+                detail := format('alert event %s has no digest, after the chain began', r.id);
+                found_problem := true; RETURN NEXT;
+            ELSE
+                unchained := unchained + 1;
+                first_unchained := coalesce(first_unchained, r.id);
+            END IF;
+        ELSIF r.alert_id IS NULL THEN
+            chained := true;
+            alert_event_id := r.id; problem := 'removed';
+            detail := format('alert %s of alert event %s is gone', r.ev_alert_id, r.id);
+            found_problem := true; RETURN NEXT;
+        ELSE
+            chained := true;
+            IF pii_audit._alert_event_digest(previous, r.id, r.change, pii_audit._micros(r.event_time),
+                   r.ev_status, r.ev_status_by, pii_audit._micros(r.ev_status_at), r.ev_note,
+                   r.alert_id, pii_audit._micros(r.alert_time), pii_audit._micros(r.raised_at),
+                   r.actor, r.peer_group, r.detector, r.score, r.severity, r.explanation,
+                   r.evidence) IS DISTINCT FROM r.digest THEN
+                alert_event_id := r.id; problem := 'changed';
+                detail := format('alert event %s (%s of alert %s) or its alert differs from what was chained',
+                                 r.id, r.change, r.alert_id);
+                found_problem := true; RETURN NEXT;
+            END IF;
+        END IF;
+        previous := r.digest;
+        last_id := r.id;
+    END LOOP;
+    IF unchained > 0 THEN
+        alert_event_id := first_unchained; problem := 'unchained';
+        detail := format('%s alert events were stored before the chain began (pii_audit 0.2.0)', unchained);
+        RETURN NEXT;
+    END IF;
+    FOR r IN SELECT a.alert_id FROM pii_audit.alerts a
+             WHERE NOT EXISTS (SELECT FROM pii_audit.alert_events e
+                               WHERE e.alert_id = a.alert_id AND e.change = 'raised')
+             ORDER BY a.alert_id LOOP
+        alert_event_id := NULL; problem := 'inserted';
+        detail := format('alert %s has no ''raised'' alert event', r.alert_id);
+        found_problem := true; RETURN NEXT;
+    END LOOP;
+    FOR r IN SELECT a.alert_id, l.alert_event_id AS id FROM pii_audit.alerts a
+             JOIN LATERAL (SELECT e.* FROM pii_audit.alert_events e WHERE e.alert_id = a.alert_id
+                           ORDER BY e.alert_event_id DESC LIMIT 1) l ON true
+             WHERE (a.status, a.status_by, a.status_at, a.note)
+                   IS DISTINCT FROM (l.status, l.status_by, l.status_at, l.note)
+             ORDER BY a.alert_id LOOP
+        alert_event_id := r.id; problem := 'changed';
+        detail := format('the review of alert %s (status, note) differs from its last alert event %s',
+                         r.alert_id, r.id);
+        found_problem := true; RETURN NEXT;
+    END LOOP;
+    IF NOT found_problem THEN
+        alert_event_id := last_id; problem := 'ok';
+        detail := format('%s alert events verified', events - unchained);
+        RETURN NEXT;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.verify_alerts() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.verify_alerts() TO pii_audit_officer, pii_audit_admin;
+COMMENT ON FUNCTION pii_audit.verify_alerts() IS
+    'recomputes the chain of alert events and names alerts or reviews changed, removed or inserted';

@@ -659,3 +659,66 @@ extern "C" Datum pii_audit_verify_trail(PG_FUNCTION_ARGS) {
     SPI_finish();
     return Datum(0);
 }
+
+// ---------------------------------------------------------------- alert events
+extern "C" {
+PGDLLEXPORT Datum pii_audit_alert_event_digest(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_alert_event_digest);
+}
+
+// The 'A' digest of one alert event with its alert (trail_chain.h). Arguments in the layout's
+// order, after the previous alert event's digest (NULL: the first, 32 zero bytes).
+extern "C" Datum pii_audit_alert_event_digest(PG_FUNCTION_ARGS) {
+    enum { aPrevious, aId, aChange, aTime, aStatus, aStatusBy, aStatusAt, aNote, aAlertId,
+           aAlertTime, aRaisedAt, aActor, aPeerGroup, aDetector, aScore, aSeverity,
+           aExplanation, aEvidence };
+    Digest previous;
+    if (!PG_ARGISNULL(aPrevious)) {
+        bool ok;
+        previous = digest_of(PG_GETARG_DATUM(aPrevious), &ok);
+        if (!ok)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("the previous alert event's digest is not 32 bytes")));
+    }
+    Hasher h(Tag::kAlertEvent);
+    h.digest(previous);
+    auto text_arg = [&](int i) {
+        if (PG_ARGISNULL(i)) return h.null();
+        text* t = PG_GETARG_TEXT_PP(i);
+        h.text(std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+    };
+    auto int64_arg = [&](int i) {
+        if (PG_ARGISNULL(i)) return h.null();
+        h.int64(PG_GETARG_INT64(i));
+    };
+    int64_arg(aId);
+    text_arg(aChange);
+    int64_arg(aTime);  // timestamptz: microseconds since 2000-01-01, as a bigint
+    text_arg(aStatus);
+    text_arg(aStatusBy);
+    int64_arg(aStatusAt);
+    text_arg(aNote);
+    int64_arg(aAlertId);
+    int64_arg(aAlertTime);
+    int64_arg(aRaisedAt);
+    text_arg(aActor);
+    text_arg(aPeerGroup);
+    text_arg(aDetector);
+    if (PG_ARGISNULL(aScore)) h.null(); else h.int32(PG_GETARG_INT32(aScore));
+    text_arg(aSeverity);
+    text_arg(aExplanation);
+    if (PG_ARGISNULL(aEvidence)) {
+        h.null();
+    } else {
+        Datum* items;
+        bool* nulls;
+        int n;
+        deconstruct_array(PG_GETARG_ARRAYTYPE_P(aEvidence), INT8OID, 8, FLOAT8PASSBYVAL,
+                          TYPALIGN_DOUBLE, &items, &nulls, &n);
+        h.begin_list(static_cast<uint32>(n));
+        for (int i = 0; i < n; ++i) h.int64_item(nulls[i] ? PG_INT64_MIN : DatumGetInt64(items[i]));
+    }
+    const Digest d = h.finish();
+    PG_RETURN_BYTEA_P(pii_audit_bytea(
+        std::string_view(reinterpret_cast<const char*>(d.bytes), pii_audit::chain::kDigestSize)));
+}

@@ -243,6 +243,36 @@ check "the digests held outside catch it, naming where the rewrite can begin" "e
 check "the event rewritten lies in the span named" t \
     "$(q -d postgres -U auditor -c "SELECT bool_or(detail LIKE '%events from $first_changed to %' AND $framed >= $first_changed) FROM pii_audit.verify_trail(1, $upto, $held) WHERE problem = 'external_mismatch' AND event_id = $first_changed")"
 
+echo "# ---- 5. alerts and their reviews"
+q -d postgres <<'SQL'
+INSERT INTO pii_audit.alerts (alert_time, actor, peer_group, detector, score, severity, explanation, evidence)
+SELECT now() - g * interval '1 minute', 'actor' || g, 'group', 'bulk_reading', 60, 'medium', 'test alert', '{1,2}'
+FROM generate_series(1, 3) g;
+SQL
+q -d postgres -U auditor -c "UPDATE pii_audit.alerts SET status = 'acknowledged', note = 'looking' WHERE actor = 'actor2'"
+verify_alerts() { q -d postgres -U auditor -c "SELECT problem || '|' || coalesce(alert_event_id::text, '-') FROM pii_audit.verify_alerts() ORDER BY alert_event_id, problem"; }
+check "alert events are chained" 0 "$(q -d postgres -c "SELECT count(*) FROM pii_audit.alert_events WHERE digest IS NULL")"
+check "untouched alerts and reviews verify" "ok|4" "$(verify_alerts)"
+raised2=$(q -d postgres -c "SELECT e.alert_event_id FROM pii_audit.alert_events e JOIN pii_audit.alerts a USING (alert_id) WHERE a.actor = 'actor2' AND e.change = 'raised'")
+q -d postgres -c "ALTER TABLE pii_audit.alerts DISABLE TRIGGER alerts_review" \
+    -c "UPDATE pii_audit.alerts SET score = 5, severity = 'low' WHERE actor = 'actor2'"
+check "an alert's score lowered is named at its raising" "changed|$raised2" "$(verify_alerts | head -1)"
+q -d postgres -c "UPDATE pii_audit.alerts SET score = 60, severity = 'medium' WHERE actor = 'actor2'"
+check "put back, alerts verify again" "ok|4" "$(verify_alerts)"
+q -d postgres -c "ALTER TABLE pii_audit.alerts DISABLE TRIGGER alerts_export_status" \
+    -c "UPDATE pii_audit.alerts SET note = 'nothing to see' WHERE actor = 'actor2'"
+check "a review rewritten without its alert event is named" "changed|4" "$(verify_alerts | head -1)"
+q -d postgres -c "UPDATE pii_audit.alerts SET note = 'looking' WHERE actor = 'actor2'" \
+    -c "ALTER TABLE pii_audit.alerts ENABLE ALWAYS TRIGGER alerts_export_status" \
+    -c "ALTER TABLE pii_audit.alerts ENABLE ALWAYS TRIGGER alerts_review"
+q -d postgres -c "ALTER TABLE pii_audit.alert_events DISABLE TRIGGER alert_events_append_only" \
+    -c "CREATE TABLE saved_alert_event AS SELECT * FROM pii_audit.alert_events WHERE alert_event_id = 2" \
+    -c "DELETE FROM pii_audit.alert_events WHERE alert_event_id = 2"
+check "a deleted alert event is named" "removed|2" "$(verify_alerts | head -1)"
+q -d postgres -c "INSERT INTO pii_audit.alert_events SELECT * FROM saved_alert_event" \
+    -c "ALTER TABLE pii_audit.alert_events ENABLE ALWAYS TRIGGER alert_events_append_only"
+check "put back, alerts verify again" "ok|4" "$(verify_alerts)"
+
 check "no error in the server log" "" \
     "$(pgc_log "$dir" | grep -E 'ERROR|PANIC|TRAP|WARNING' | grep -v 'extension is not installed in audit database\|unknown export format\|permission denied\|must not be NULL\|at least from_event_id\|hexadecimal digits\|has 2 items\|every_events must be\|invalid export format\|not a SIEM format\|STATEMENT' | head -3)"
 
