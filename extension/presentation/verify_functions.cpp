@@ -8,7 +8,6 @@
 // object with a destructor is alive across a PostgreSQL call.
 // PostgreSQL-free headers first (see pg_free.h).
 #include "pii_audit/trail_chain.h"
-
 #include "pii_audit_internal.h"
 
 extern "C" {
@@ -96,9 +95,30 @@ constexpr const char* kGroupsQuery =
     "LEFT JOIN pii_audit.trail_statements st ON st.statement_id = g.statement_id "
     "WHERE g.first_event_id >= $1 AND g.first_event_id <= $2 ORDER BY g.first_event_id";
 enum {
-    cFirst = 1, cCount, cMinTime, cMaxTime, cRecordedAt, cKind, cPid, cNesting, cPayload,
-    cSessionId, cStatementId, cDatabase, cSessionUser, cCurrentUser, cEndUser, cApplication,
-    cClientAddr, cCommand, cRelation, cRelationOid, cColumns, cCategories, cQueryId, cQueryText,
+    cFirst = 1,
+    cCount,
+    cMinTime,
+    cMaxTime,
+    cRecordedAt,
+    cKind,
+    cPid,
+    cNesting,
+    cPayload,
+    cSessionId,
+    cStatementId,
+    cDatabase,
+    cSessionUser,
+    cCurrentUser,
+    cEndUser,
+    cApplication,
+    cClientAddr,
+    cCommand,
+    cRelation,
+    cRelationOid,
+    cColumns,
+    cCategories,
+    cQueryId,
+    cQueryText,
     cQueryTruncated
 };
 
@@ -143,7 +163,8 @@ void hash_text_array(Hasher& h, const Row& r, int col) {
 
 Digest session_digest(const Row& r) {
     Hasher h(Tag::kSession);
-    for (int col : {cDatabase, cSessionUser, cCurrentUser, cEndUser, cApplication}) hash_text(h, r, col);
+    for (int col : {cDatabase, cSessionUser, cCurrentUser, cEndUser, cApplication})
+        hash_text(h, r, col);
     if (r.null(cClientAddr)) {
         h.null();
     } else {
@@ -157,13 +178,21 @@ Digest statement_digest(const Row& r) {
     Hasher h(Tag::kStatement);
     hash_text(h, r, cCommand);
     hash_text(h, r, cRelation);
-    if (r.null(cRelationOid)) h.null();
-    else h.int32(static_cast<int32>(DatumGetObjectId(r.get(cRelationOid))));
+    if (r.null(cRelationOid))
+        h.null();
+    else
+        h.int32(static_cast<int32>(DatumGetObjectId(r.get(cRelationOid))));
     hash_text_array(h, r, cColumns);
     hash_text_array(h, r, cCategories);
-    if (r.null(cQueryId)) h.null(); else h.int64(DatumGetInt64(r.get(cQueryId)));
+    if (r.null(cQueryId))
+        h.null();
+    else
+        h.int64(DatumGetInt64(r.get(cQueryId)));
     hash_text(h, r, cQueryText);
-    if (r.null(cQueryTruncated)) h.null(); else h.boolean(DatumGetBool(r.get(cQueryTruncated)));
+    if (r.null(cQueryTruncated))
+        h.null();
+    else
+        h.boolean(DatumGetBool(r.get(cQueryTruncated)));
     return h.finish();
 }
 
@@ -276,12 +305,14 @@ struct External {
     int n;
 };
 
-int64 query_int64(const char* sql, int nargs, Oid* types, Datum* args, int64 fallback, bool* found) {
+int64 query_int64(const char* sql, int nargs, Oid* types, Datum* args, int64 fallback,
+                  bool* found) {
     if (SPI_execute_with_args(sql, nargs, types, args, nullptr, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "pii_audit: could not run \"%s\"", sql);
     bool isnull = true;
-    Datum d = SPI_processed == 1 ? SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)
-                                 : Datum(0);
+    Datum d = SPI_processed == 1
+                  ? SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)
+                  : Datum(0);
     if (found) *found = !isnull;
     return isnull ? fallback : DatumGetInt64(d);
 }
@@ -359,13 +390,15 @@ void verify(Output& out, int64 from, int64 to, External& ext) {
     int64 lo = from, hi = to;
     {
         bool any = false;
-        int64 v = query_int64("SELECT min(first_event_id) FROM pii_audit.trail_digests "
-                              "WHERE last_event_id >= $1 AND first_event_id <= $2",
-                              2, types2, args, 0, &any);
+        int64 v = query_int64(
+            "SELECT min(first_event_id) FROM pii_audit.trail_digests "
+            "WHERE last_event_id >= $1 AND first_event_id <= $2",
+            2, types2, args, 0, &any);
         if (any) lo = Min(lo, v);
-        v = query_int64("SELECT max(last_event_id) FROM pii_audit.trail_digests "
-                        "WHERE last_event_id >= $1 AND first_event_id <= $2",
-                        2, types2, args, 0, &any);
+        v = query_int64(
+            "SELECT max(last_event_id) FROM pii_audit.trail_digests "
+            "WHERE last_event_id >= $1 AND first_event_id <= $2",
+            2, types2, args, 0, &any);
         if (any) hi = Max(hi, v);
         lo = Max(lo, first_chained);
     }
@@ -382,9 +415,8 @@ void verify(Output& out, int64 from, int64 to, External& ext) {
         rd.portal = SPI_cursor_open(nullptr, plan, gargs, nullptr, true);
     }
 
-    MemoryContext batch_context = AllocSetContextCreate(CurrentMemoryContext,
-                                                        "pii_audit verify batch",
-                                                        ALLOCSET_DEFAULT_SIZES);
+    MemoryContext batch_context = AllocSetContextCreate(
+        CurrentMemoryContext, "pii_audit verify batch", ALLOCSET_DEFAULT_SIZES);
     int64 batches_checked = 0, groups_checked = 0, externals_matched = 0;
     int64 last_verified = lo - 1;
     // The first event after the last external digest that matched: where a rewrite may begin.
@@ -403,7 +435,8 @@ void verify(Output& out, int64 from, int64 to, External& ext) {
         const Digest stored_previous = digest_of(row.get(3), &ok_prev);
         const Digest stored = digest_of(row.get(4), &ok_digest);
         bytea* entries_datum = DatumGetByteaPCopy(row.get(5));
-        const std::string_view entries(VARDATA_ANY(entries_datum), VARSIZE_ANY_EXHDR(entries_datum));
+        const std::string_view entries(VARDATA_ANY(entries_datum),
+                                       VARSIZE_ANY_EXHDR(entries_datum));
         MemoryContextSwitchTo(old);
         SPI_freetuptable(SPI_tuptable);
         ++batches_checked;
@@ -425,8 +458,7 @@ void verify(Output& out, int64 from, int64 to, External& ext) {
                      "(its previous_digest differs from that batch's digest)",
                      static_cast<long long>(first), static_cast<long long>(last));
             emit(out, first, "broken_link", detail);
-        } else if (!have_previous && first == first_chained &&
-                   stored_previous != Digest{}) {
+        } else if (!have_previous && first == first_chained && stored_previous != Digest{}) {
             snprintf(detail, sizeof detail,
                      "the first chained batch (events %lld to %lld) chains to a batch that is gone",
                      static_cast<long long>(first), static_cast<long long>(last));
@@ -629,10 +661,10 @@ extern "C" Datum pii_audit_verify_trail(PG_FUNCTION_ARGS) {
         deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &id_nulls, &nids);
         deconstruct_array(b, TEXTOID, -1, false, TYPALIGN_INT, &hexes, &hex_nulls, &nhex);
         if (nids != nhex)
-            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                            errmsg("external_event_ids has %d items and external_digests %d", nids,
-                                   nhex),
-                            errhint("Each digest held outside goes with the event id it ends at.")));
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("external_event_ids has %d items and external_digests %d", nids, nhex),
+                     errhint("Each digest held outside goes with the event id it ends at.")));
         ext.n = nids;
         ext.ids = static_cast<int64*>(palloc(sizeof(int64) * (nids + 1)));
         ext.digests = static_cast<Digest*>(palloc(sizeof(Digest) * (nids + 1)));
@@ -669,9 +701,26 @@ PG_FUNCTION_INFO_V1(pii_audit_alert_event_digest);
 // The 'A' digest of one alert event with its alert (trail_chain.h). Arguments in the layout's
 // order, after the previous alert event's digest (NULL: the first, 32 zero bytes).
 extern "C" Datum pii_audit_alert_event_digest(PG_FUNCTION_ARGS) {
-    enum { aPrevious, aId, aChange, aTime, aStatus, aStatusBy, aStatusAt, aNote, aAlertId,
-           aAlertTime, aRaisedAt, aActor, aPeerGroup, aDetector, aScore, aSeverity,
-           aExplanation, aEvidence };
+    enum {
+        aPrevious,
+        aId,
+        aChange,
+        aTime,
+        aStatus,
+        aStatusBy,
+        aStatusAt,
+        aNote,
+        aAlertId,
+        aAlertTime,
+        aRaisedAt,
+        aActor,
+        aPeerGroup,
+        aDetector,
+        aScore,
+        aSeverity,
+        aExplanation,
+        aEvidence
+    };
     Digest previous;
     if (!PG_ARGISNULL(aPrevious)) {
         bool ok;
@@ -704,7 +753,10 @@ extern "C" Datum pii_audit_alert_event_digest(PG_FUNCTION_ARGS) {
     text_arg(aActor);
     text_arg(aPeerGroup);
     text_arg(aDetector);
-    if (PG_ARGISNULL(aScore)) h.null(); else h.int32(PG_GETARG_INT32(aScore));
+    if (PG_ARGISNULL(aScore))
+        h.null();
+    else
+        h.int32(PG_GETARG_INT32(aScore));
     text_arg(aSeverity);
     text_arg(aExplanation);
     if (PG_ARGISNULL(aEvidence)) {

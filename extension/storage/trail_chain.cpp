@@ -24,7 +24,9 @@ Hasher::Hasher(Tag tag) noexcept {
     raw(head, 2);
 }
 
-void Hasher::raw(const void* data, std::size_t size) noexcept { SHA256_Update(ctx(state_), data, size); }
+void Hasher::raw(const void* data, std::size_t size) noexcept {
+    SHA256_Update(ctx(state_), data, size);
+}
 
 void Hasher::u32(std::uint32_t v) noexcept {
     unsigned char b[4];
@@ -100,16 +102,25 @@ Digest group_digest(const GroupFields& g) noexcept {
     h.int64(g.max_time);
     h.int64(g.recorded_at);
     h.text(g.kind);
-    if (g.has_backend_pid) h.int32(g.backend_pid); else h.null();
-    if (g.has_nesting_level) h.int32(g.nesting_level); else h.null();
+    if (g.has_backend_pid)
+        h.int32(g.backend_pid);
+    else
+        h.null();
+    if (g.has_nesting_level)
+        h.int32(g.nesting_level);
+    else
+        h.null();
     h.digest(g.session);
-    if (g.has_statement) h.digest(g.statement); else h.null();
+    if (g.has_statement)
+        h.digest(g.statement);
+    else
+        h.null();
     h.text(g.payload);
     return h.finish();
 }
 
-Digest batch_digest(const Digest& previous, std::int64_t first_event_id,
-                    std::int64_t last_event_id, const Digest* groups, std::size_t ngroups) noexcept {
+Digest batch_digest(const Digest& previous, std::int64_t first_event_id, std::int64_t last_event_id,
+                    const Digest* groups, std::size_t ngroups) noexcept {
     Hasher h(Tag::kBatch);
     h.digest(previous);
     h.int64(first_event_id);

@@ -220,8 +220,8 @@ void remember_id(Part part, int64 id) {
 
 void rebuild_subject_slice();
 
-const char* const kDigestColumns[] = {"first_event_id", "last_event_id", "recorded_at",
-                                      "previous_digest", "digest", "groups"};
+const char* const kDigestColumns[] = {"first_event_id",  "last_event_id", "recorded_at",
+                                      "previous_digest", "digest",        "groups"};
 constexpr int kNumDigestColumns = sizeof kDigestColumns / sizeof kDigestColumns[0];
 
 // pii_audit.trail_digests (0.3.0) and the digest of the last batch stored, which the next one
@@ -1331,10 +1331,15 @@ pii_audit::chain::Digest session_digest(BatchDatums& d, const pii_audit::EventVi
     hash_text_datum(h, d.text(*event, kDatabaseName));
     hash_text_datum(h, d.text(*event, kSessionUser));
     hash_text_datum(h, d.text(*event, kCurrentUser));
-    if (event->field[kEndUser].empty()) h.null(); else hash_text_datum(h, d.text(*event, kEndUser));
+    if (event->field[kEndUser].empty())
+        h.null();
+    else
+        hash_text_datum(h, d.text(*event, kEndUser));
     hash_text_datum(h, d.text(*event, kApplicationName));
-    if ((event->header.flags & kFlagClientAddrSet) == 0) h.null();
-    else hash_inet_datum(h, d.inet(*event, kClientAddr));
+    if ((event->header.flags & kFlagClientAddrSet) == 0)
+        h.null();
+    else
+        hash_inet_datum(h, d.inet(*event, kClientAddr));
     return h.finish();
 }
 
@@ -1351,7 +1356,10 @@ pii_audit::chain::Digest statement_digest(BatchDatums& d, const pii_audit::Event
     h.int32(static_cast<int32>(event.header.relation_oid));
     hash_list(h, event.field[kColumns], event.header.source_encoding);
     hash_list(h, event.field[kCategories], event.header.source_encoding);
-    if (event.header.query_id == 0) h.null(); else h.int64(event.header.query_id);
+    if (event.header.query_id == 0)
+        h.null();
+    else
+        h.int64(event.header.query_id);
     hash_text_datum(h, d.text(event, kQueryText));
     h.boolean((event.header.flags & kFlagQueryTruncated) != 0);
     return h.finish();
@@ -1399,8 +1407,9 @@ void chain_group(Inserter& ins, const Group& gr, const Datum* values, std::strin
         b.digests = static_cast<chain::Digest*>(
             b.digests == nullptr ? palloc(n * sizeof(chain::Digest))
                                  : repalloc(b.digests, n * sizeof(chain::Digest)));
-        b.counts = static_cast<uint32*>(b.counts == nullptr ? palloc(n * sizeof(uint32))
-                                                            : repalloc(b.counts, n * sizeof(uint32)));
+        b.counts =
+            static_cast<uint32*>(b.counts == nullptr ? palloc(n * sizeof(uint32))
+                                                     : repalloc(b.counts, n * sizeof(uint32)));
     }
     if (b.n == 0) b.first_event_id = gr.first_event_id;
     b.digests[b.n] = chain::group_digest(f);
@@ -1413,9 +1422,8 @@ pii_audit::chain::Digest store_batch_digest(Inserter& ins, const pii_audit::chai
                                             int64 last_event_id) {
     using namespace pii_audit;
     const ChainBatch& b = chain_batch;
-    const chain::Digest digest =
-        chain::batch_digest(previous, b.first_event_id, last_event_id, b.digests,
-                            static_cast<size_t>(b.n));
+    const chain::Digest digest = chain::batch_digest(previous, b.first_event_id, last_event_id,
+                                                     b.digests, static_cast<size_t>(b.n));
     const size_t entries_size = static_cast<size_t>(b.n) * chain::kGroupEntrySize;
     bytea* entries = static_cast<bytea*>(palloc(VARHDRSZ + entries_size));
     SET_VARSIZE(entries, VARHDRSZ + entries_size);
@@ -1427,8 +1435,11 @@ pii_audit::chain::Digest store_batch_digest(Inserter& ins, const pii_audit::chai
         return PointerGetDatum(pii_audit_bytea(
             std::string_view(reinterpret_cast<const char*>(d.bytes), chain::kDigestSize)));
     };
-    Datum values[6] = {Int64GetDatum(b.first_event_id), Int64GetDatum(last_event_id),
-                       TimestampTzGetDatum(ins.now), as_bytea(previous), as_bytea(digest),
+    Datum values[6] = {Int64GetDatum(b.first_event_id),
+                       Int64GetDatum(last_event_id),
+                       TimestampTzGetDatum(ins.now),
+                       as_bytea(previous),
+                       as_bytea(digest),
                        PointerGetDatum(entries)};
     bool nulls[6] = {};
     insert_side_row(ins, ins.digests, values, nulls);

@@ -38,12 +38,12 @@
 //
 // PostgreSQL-free, no allocation, no exception: the worker calls it between PostgreSQL calls.
 #pragma once
-#include "pii_audit/pg_free.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+
+#include "pii_audit/pg_free.h"
 
 namespace pii_audit::chain {
 
@@ -70,7 +70,7 @@ enum class Tag : char {
 
 // SHA-256 over fields encoded as the layout above says.
 class Hasher {
-public:
+  public:
     explicit Hasher(Tag tag) noexcept;
     void null() noexcept;
     void int64(std::int64_t v) noexcept;
@@ -87,7 +87,7 @@ public:
     void digest(const Digest& d) noexcept;
     Digest finish() noexcept;
 
-private:
+  private:
     void raw(const void* data, std::size_t size) noexcept;
     void u32(std::uint32_t v) noexcept;
     alignas(16) unsigned char state_[128];  // OpenSSL's SHA256_CTX
@@ -109,8 +109,8 @@ struct GroupFields {
 };
 Digest group_digest(const GroupFields& g) noexcept;
 
-Digest batch_digest(const Digest& previous, std::int64_t first_event_id,
-                    std::int64_t last_event_id, const Digest* groups, std::size_t ngroups) noexcept;
+Digest batch_digest(const Digest& previous, std::int64_t first_event_id, std::int64_t last_event_id,
+                    const Digest* groups, std::size_t ngroups) noexcept;
 
 // Writes a group's entry (kGroupEntrySize bytes) for trail_digests.groups.
 void group_entry(std::uint32_t event_count, const Digest& group, unsigned char* out) noexcept;
