@@ -704,3 +704,292 @@ REVOKE ALL ON pii_audit.scorer_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION pii_audit._scorer_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pii_audit._scorer_status() TO pii_audit_officer;
 GRANT SELECT ON pii_audit.scorer_status TO pii_audit_officer;
+
+-- ---------------------------------------------------------------- tamper evidence
+-- Triggers stop ordinary users from changing the trail; a superuser can still disable them.
+-- The worker makes that detectable: every batch it stores gets a row here with a SHA-256 digest
+-- over the previous batch's digest and the digests of its groups, which cover every field the
+-- views show (the group row, its session's and statement's values, its events' payload). The
+-- layout is in include/pii_audit/trail_chain.h and the README ("Verifying the trail").
+-- pii_audit.verify_trail recomputes the chain; digests held outside the database (exported with
+-- pii_audit.export_digests) also catch a superuser who rewrites rows and recomputes the chain.
+-- Rows are never removed, retention included (a month's batches take a few kilobytes).
+CREATE TABLE pii_audit.trail_digests (
+    first_event_id bigint PRIMARY KEY,
+    last_event_id bigint NOT NULL,
+    recorded_at timestamptz NOT NULL,  -- when the batch was stored (its groups' recorded_at)
+    previous_digest bytea NOT NULL,  -- the digest of the batch before (32 zero bytes: none)
+    digest bytea NOT NULL,
+    groups bytea NOT NULL            -- per group: event count (u16), first 8 bytes of its digest
+);
+CREATE INDEX trail_digests_last ON pii_audit.trail_digests (last_event_id);
+COMMENT ON TABLE pii_audit.trail_digests IS
+    'one SHA-256 digest per batch of the trail, chained; see pii_audit.verify_trail';
+CREATE TRIGGER trail_digests_append_only BEFORE UPDATE OR DELETE ON pii_audit.trail_digests
+    FOR EACH ROW EXECUTE FUNCTION pii_audit._refuse_change();
+CREATE TRIGGER trail_digests_no_truncate BEFORE TRUNCATE ON pii_audit.trail_digests
+    FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change();
+ALTER TABLE pii_audit.trail_digests ENABLE ALWAYS TRIGGER trail_digests_append_only;
+ALTER TABLE pii_audit.trail_digests ENABLE ALWAYS TRIGGER trail_digests_no_truncate;
+REVOKE ALL ON pii_audit.trail_digests FROM PUBLIC;
+GRANT SELECT ON pii_audit.trail_digests TO pii_audit_officer, pii_audit_siem;
+SELECT pg_catalog.pg_extension_config_dump('pii_audit.trail_digests', '');
+
+-- Recomputes the chain over the batches that hold events from_event_id to to_event_id (whole
+-- batches) and names what does not match (extension/presentation/verify_functions.cpp).
+-- With external_event_ids/external_digests (hex), also compares the chain with digests held
+-- outside: the digest of the batch that ends at each of those events.
+CREATE FUNCTION pii_audit.verify_trail(from_event_id bigint, to_event_id bigint,
+                                       external_event_ids bigint[] DEFAULT NULL,
+                                       external_digests text[] DEFAULT NULL)
+RETURNS TABLE (event_id bigint, problem text, detail text)
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pii_audit_verify_trail';
+REVOKE ALL ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[])
+    TO pii_audit_officer, pii_audit_admin;
+COMMENT ON FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[]) IS
+    'recomputes the trail''s hash chain and names the first event changed, removed or inserted, and any broken link';
+
+CREATE FUNCTION pii_audit._server_name() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_server_name';
+REVOKE ALL ON FUNCTION pii_audit._server_name() FROM PUBLIC;
+
+-- Digest records for the export stream: the chain's digest at a fixed interval of events (the
+-- batch that holds each event id that is a multiple of every_events), after an event id, in the
+-- same SIEM formats as export(). Kept outside the database (a SIEM, a WORM bucket), they let
+-- verify_trail catch a superuser who rewrote rows and recomputed the chain.
+CREATE FUNCTION pii_audit.export_digests(after_event_id bigint, every_events bigint DEFAULT 10000,
+                                         format text DEFAULT 'json',
+                                         max_digests integer DEFAULT 1000)
+RETURNS TABLE (event_id bigint, digest text, line text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    server text := pii_audit._server_name();
+    version text := (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pii_audit');
+BEGIN
+    IF after_event_id IS NULL OR every_events IS NULL OR format IS NULL OR max_digests IS NULL THEN
+        RAISE EXCEPTION 'after_event_id, every_events, format and max_digests must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF every_events < 1 THEN
+        RAISE EXCEPTION 'every_events must be 1 or more, not %', every_events
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '1 exports the digest of every batch.';
+    END IF;
+    IF max_digests < 1 OR max_digests > 1000000 THEN
+        RAISE EXCEPTION 'max_digests must be between 1 and 1000000, not %', max_digests
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pii_audit._check_export_format(format);
+    RETURN QUERY
+    SELECT d.last_event_id, encode(d.digest, 'hex'),
+        CASE format
+        WHEN 'json' THEN json_build_object(
+            '@timestamp', to_char(d.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'event', json_build_object('id', 'digest-' || d.last_event_id, 'kind', 'state',
+                'module', 'pii_audit', 'dataset', 'pii_audit.digests', 'action', 'trail_digest'),
+            'host', json_build_object('name', server),
+            'observer', json_build_object('vendor', 'pii_audit', 'product', 'pii_audit', 'version', version),
+            'pii_audit', json_build_object('kind', 'digest', 'event_id', d.last_event_id,
+                'first_event_id', d.first_event_id, 'digest', encode(d.digest, 'hex'),
+                'previous_digest', encode(d.previous_digest, 'hex'), 'chain_version', 1,
+                'server_name', server))::text
+        WHEN 'ocsf' THEN json_build_object(
+            'category_uid', 1, 'category_name', 'System Activity', 'class_uid', 1008,
+            'class_name', 'Event Log Activity', 'activity_id', 99, 'activity_name', 'Other',
+            'type_uid', 100899, 'type_name', 'Event Log Activity: Other', 'severity_id', 1,
+            'severity', 'Informational',
+            'time', (extract(epoch FROM d.recorded_at) * 1000)::bigint,
+            'metadata', json_build_object('version', '1.3.0', 'uid', 'digest-' || d.last_event_id,
+                'log_name', 'pii_audit.digests', 'log_provider', 'pii_audit',
+                'product', json_build_object('name', 'pii_audit', 'vendor_name', 'pii_audit', 'version', version)),
+            'unmapped', json_build_object('pii_audit', json_build_object('kind', 'digest',
+                'event_id', d.last_event_id, 'first_event_id', d.first_event_id,
+                'digest', encode(d.digest, 'hex'), 'previous_digest', encode(d.previous_digest, 'hex'),
+                'chain_version', 1, 'server_name', server)))::text
+        WHEN 'cef' THEN concat('CEF:0|pii_audit|pii_audit|', version, '|digest|Trail digest|1|rt=',
+            (extract(epoch FROM d.recorded_at) * 1000)::bigint, ' externalId=digest-', d.last_event_id,
+            ' dvchost=', replace(replace(server, '\', '\\'), '=', '\='), ' cat=digest',
+            ' cn1Label=eventId cn1=', d.last_event_id, ' cn2Label=firstEventId cn2=', d.first_event_id,
+            ' cs1Label=digest cs1=', encode(d.digest, 'hex'),
+            ' cs2Label=previousDigest cs2=', encode(d.previous_digest, 'hex'))
+        WHEN 'leef' THEN concat('LEEF:2.0|pii_audit|pii_audit|', version, '|digest|x09|devTime=',
+            to_char(d.recorded_at AT TIME ZONE 'UTC', 'Mon DD YYYY HH24:MI:SS.MS "UTC"'),
+            E'\tcat=digest\teventId=', d.last_event_id, E'\tfirstEventId=', d.first_event_id,
+            E'\tdigest=', encode(d.digest, 'hex'), E'\tpreviousDigest=', encode(d.previous_digest, 'hex'),
+            E'\tserverName=', replace(replace(server, '\', '\\'), E'\t', '\t'))
+        ELSE concat('<110>1 ', to_char(d.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            ' ', coalesce(nullif(regexp_replace(server, '[^!-~]', '_', 'g'), ''), '-'),
+            ' pii_audit - digest [pii_audit@32473 event_id="', d.last_event_id,
+            '" first_event_id="', d.first_event_id, '" digest="', encode(d.digest, 'hex'),
+            '" previous_digest="', encode(d.previous_digest, 'hex'), '" server_name="',
+            replace(replace(replace(server, '\', '\\'), '"', '\"'), ']', '\]'), '"] trail digest')
+        END
+    FROM pii_audit.trail_digests d
+    WHERE d.last_event_id > after_event_id
+      AND d.last_event_id / every_events > (d.first_event_id - 1) / every_events
+    ORDER BY d.last_event_id
+    LIMIT max_digests;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer)
+    TO pii_audit_siem, pii_audit_officer;
+GRANT EXECUTE ON FUNCTION pii_audit._server_name() TO pii_audit_siem, pii_audit_officer;
+COMMENT ON FUNCTION pii_audit.export_digests(bigint, bigint, text, integer) IS
+    'the trail''s chain digest every N events after an event id, one line each in a SIEM format: keep them outside and pass them to verify_trail';
+
+-- Alerts and their reviews are chained too: each row of alert_events (an alert raised, a
+-- status or note changed) carries a digest over the previous row's digest, its own values and
+-- its alert's (layout 'A' in trail_chain.h). Rows from before 0.3.0 have none.
+ALTER TABLE pii_audit.alert_events ADD COLUMN digest bytea;
+
+CREATE FUNCTION pii_audit._micros(t timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (extract(epoch FROM t - '2000-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint
+$$;
+
+CREATE FUNCTION pii_audit._alert_event_digest(previous bytea, alert_event_id bigint, change text,
+    event_time bigint, status text, status_by text, status_at bigint, note text, alert_id bigint,
+    alert_time bigint, raised_at bigint, actor text, peer_group text, detector text,
+    score integer, severity text, explanation text, evidence bigint[])
+RETURNS bytea LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'pii_audit_alert_event_digest';
+REVOKE ALL ON FUNCTION pii_audit._alert_event_digest(bytea, bigint, text, bigint, text, text,
+    bigint, text, bigint, bigint, bigint, text, text, text, integer, text, text, bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pii_audit._alert_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    next_id bigint;
+    previous bytea;
+    ev pii_audit.alert_events;
+BEGIN
+    -- A restore (pg_dump keeps both tables; alert_events' data comes first) brings the alert
+    -- and its events back: the alert's arrival is not a new raising.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM pii_audit.alert_events e
+                                    WHERE e.alert_id = NEW.alert_id AND e.change = 'raised') THEN
+        RETURN NULL;
+    END IF;
+    -- Writers of alert_events queue here until the previous one committed; readers are not
+    -- blocked (SHARE ROW EXCLUSIVE conflicts only with writers).
+    LOCK TABLE pii_audit.alert_events IN SHARE ROW EXCLUSIVE MODE;
+    SELECT coalesce(max(e.alert_event_id), 0) + 1 INTO next_id FROM pii_audit.alert_events e;
+    SELECT e.digest INTO previous FROM pii_audit.alert_events e WHERE e.alert_event_id = next_id - 1;
+    ev.alert_event_id := next_id;
+    ev.alert_id := NEW.alert_id;
+    ev.change := CASE WHEN TG_OP = 'INSERT' THEN 'raised' ELSE 'status' END;
+    ev.event_time := CASE WHEN TG_OP = 'INSERT' THEN NEW.raised_at ELSE coalesce(NEW.status_at, now()) END;
+    ev.status := NEW.status;
+    ev.status_by := NEW.status_by;
+    ev.status_at := NEW.status_at;
+    ev.note := NEW.note;
+    ev.digest := pii_audit._alert_event_digest(previous, ev.alert_event_id, ev.change,
+        pii_audit._micros(ev.event_time), ev.status, ev.status_by, pii_audit._micros(ev.status_at),
+        ev.note, NEW.alert_id, pii_audit._micros(NEW.alert_time), pii_audit._micros(NEW.raised_at),
+        NEW.actor, NEW.peer_group, NEW.detector, NEW.score, NEW.severity, NEW.explanation,
+        NEW.evidence);
+    INSERT INTO pii_audit.alert_events SELECT ev.* ON CONFLICT (alert_event_id) DO NOTHING;
+    IF NOT FOUND THEN
+        -- Only under REPEATABLE READ or SERIALIZABLE: the snapshot predates the last change.
+        RAISE EXCEPTION 'could not number the change of pii_audit alert %: another change committed since this transaction began',
+            NEW.alert_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry the transaction, or change alerts in READ COMMITTED transactions.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Recomputes the alert events' chain: names alert events changed (their values or their
+-- alert's), missing or added without a digest, alerts without their 'raised' event, and alerts
+-- whose review (status, note) differs from their last alert event.
+CREATE FUNCTION pii_audit.verify_alerts()
+RETURNS TABLE (alert_event_id bigint, problem text, detail text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    previous bytea;
+    last_id bigint;
+    chained boolean := false;
+    unchained bigint := 0;
+    first_unchained bigint;
+    found_problem boolean := false;
+    events bigint := 0;
+BEGIN
+    FOR r IN SELECT ae.alert_event_id AS id, ae.change, ae.event_time, ae.status AS ev_status,
+                    ae.status_by AS ev_status_by, ae.status_at AS ev_status_at, ae.note AS ev_note,
+                    ae.digest, ae.alert_id AS ev_alert_id, a.*
+             FROM pii_audit.alert_events ae LEFT JOIN pii_audit.alerts a ON a.alert_id = ae.alert_id
+             ORDER BY ae.alert_event_id LOOP
+        events := events + 1;
+        IF last_id IS NOT NULL AND r.id <> last_id + 1 THEN
+            alert_event_id := last_id + 1; problem := 'removed';
+            detail := format('alert events %s to %s are missing', last_id + 1, r.id - 1);
+            found_problem := true; RETURN NEXT;
+        END IF;
+        IF r.digest IS NULL THEN
+            IF chained THEN
+                alert_event_id := r.id; problem := 'inserted';
+                detail := format('alert event %s has no digest, after the chain began', r.id);
+                found_problem := true; RETURN NEXT;
+            ELSE
+                unchained := unchained + 1;
+                first_unchained := coalesce(first_unchained, r.id);
+            END IF;
+        ELSIF r.alert_id IS NULL THEN
+            chained := true;
+            alert_event_id := r.id; problem := 'removed';
+            detail := format('alert %s of alert event %s is gone', r.ev_alert_id, r.id);
+            found_problem := true; RETURN NEXT;
+        ELSE
+            chained := true;
+            IF pii_audit._alert_event_digest(previous, r.id, r.change, pii_audit._micros(r.event_time),
+                   r.ev_status, r.ev_status_by, pii_audit._micros(r.ev_status_at), r.ev_note,
+                   r.alert_id, pii_audit._micros(r.alert_time), pii_audit._micros(r.raised_at),
+                   r.actor, r.peer_group, r.detector, r.score, r.severity, r.explanation,
+                   r.evidence) IS DISTINCT FROM r.digest THEN
+                alert_event_id := r.id; problem := 'changed';
+                detail := format('alert event %s (%s of alert %s) or its alert differs from what was chained',
+                                 r.id, r.change, r.alert_id);
+                found_problem := true; RETURN NEXT;
+            END IF;
+        END IF;
+        previous := r.digest;
+        last_id := r.id;
+    END LOOP;
+    IF unchained > 0 THEN
+        alert_event_id := first_unchained; problem := 'unchained';
+        detail := format('%s alert events were stored before the chain began (pii_audit 0.2.0)', unchained);
+        RETURN NEXT;
+    END IF;
+    FOR r IN SELECT a.alert_id FROM pii_audit.alerts a
+             WHERE NOT EXISTS (SELECT FROM pii_audit.alert_events e
+                               WHERE e.alert_id = a.alert_id AND e.change = 'raised')
+             ORDER BY a.alert_id LOOP
+        alert_event_id := NULL; problem := 'inserted';
+        detail := format('alert %s has no ''raised'' alert event', r.alert_id);
+        found_problem := true; RETURN NEXT;
+    END LOOP;
+    FOR r IN SELECT a.alert_id, l.alert_event_id AS id FROM pii_audit.alerts a
+             JOIN LATERAL (SELECT e.* FROM pii_audit.alert_events e WHERE e.alert_id = a.alert_id
+                           ORDER BY e.alert_event_id DESC LIMIT 1) l ON true
+             WHERE (a.status, a.status_by, a.status_at, a.note)
+                   IS DISTINCT FROM (l.status, l.status_by, l.status_at, l.note)
+             ORDER BY a.alert_id LOOP
+        alert_event_id := r.id; problem := 'changed';
+        detail := format('the review of alert %s (status, note) differs from its last alert event %s',
+                         r.alert_id, r.id);
+        found_problem := true; RETURN NEXT;
+    END LOOP;
+    IF NOT found_problem THEN
+        alert_event_id := last_id; problem := 'ok';
+        detail := format('%s alert events verified', events - unchained);
+        RETURN NEXT;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.verify_alerts() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.verify_alerts() TO pii_audit_officer, pii_audit_admin;
+COMMENT ON FUNCTION pii_audit.verify_alerts() IS
+    'recomputes the chain of alert events and names alerts or reviews changed, removed or inserted';

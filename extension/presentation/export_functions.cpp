@@ -34,6 +34,8 @@ PG_FUNCTION_INFO_V1(pii_audit_export);
 PG_FUNCTION_INFO_V1(pii_audit_check_export_format);
 PG_FUNCTION_INFO_V1(pii_audit_format_event);
 PG_FUNCTION_INFO_V1(pii_audit_format_alert_event);
+PGDLLEXPORT Datum pii_audit_server_name(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_server_name);
 }
 
 #include <unistd.h>
@@ -553,4 +555,10 @@ Datum pii_audit_export(PG_FUNCTION_ARGS) {
     }
     SPI_finish();
     return static_cast<Datum>(0);
+}
+
+// The server name every exported line carries (for the digest records of export_digests).
+extern "C" Datum pii_audit_server_name(PG_FUNCTION_ARGS) {
+    (void)fcinfo;
+    PG_RETURN_TEXT_P(cstring_to_text(origin().server_name.data()));
 }

@@ -3,6 +3,7 @@
 // increasing, no gaps), and it releases queue space only after its transaction committed, so
 // a worker that is stopped or fails mid-batch loses nothing.
 // PostgreSQL-free headers first (see pg_free.h).
+#include "pii_audit/trail_chain.h"
 #include "pii_audit/trail_dictionary.h"
 #include "pii_audit/trail_group.h"
 
@@ -125,6 +126,8 @@ struct WorkerState {
     TimestampTz retention_checked_at;   // when the maintenance process last started
     bool warned_retention;              // it was asked to say if the SQL cannot remove events
     bool trail_gone;                    // a batch found the trail's tables dropped
+    Oid digests_relid;                  // pii_audit.trail_digests; invalid before 0.3.0's SQL
+    pii_audit::chain::Digest chain_last;  // digest of the last batch stored (zeros: none yet)
 };
 
 void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
@@ -173,7 +176,10 @@ void dictionary_error() {
                            dictionary_failure)));
 }
 
+void forget_chain_digests();
+
 void reset_dictionaries() {
+    forget_chain_digests();  // ids of rolled-back side rows are given again, to other values
     if (!dictionary_guarded([] {
             if (dictionaries == nullptr) {
                 dictionaries = new Dictionaries();
@@ -213,6 +219,35 @@ void remember_id(Part part, int64 id) {
 }
 
 void rebuild_subject_slice();
+
+const char* const kDigestColumns[] = {"first_event_id",  "last_event_id", "recorded_at",
+                                      "previous_digest", "digest",        "groups"};
+constexpr int kNumDigestColumns = sizeof kDigestColumns / sizeof kDigestColumns[0];
+
+// pii_audit.trail_digests (0.3.0) and the digest of the last batch stored, which the next one
+// chains to. Without the table (the SQL of 0.2.0), batches are stored unchained.
+void find_digests_table(WorkerState* state) {
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    Oid relid = OidIsValid(nsp) ? get_relname_relid("trail_digests", nsp) : InvalidOid;
+    state->chain_last = pii_audit::chain::Digest{};
+    state->digests_relid = InvalidOid;
+    if (!OidIsValid(relid) || !table_matches(relid, kDigestColumns, kNumDigestColumns)) return;
+    SPI_connect();
+    if (SPI_execute("SELECT digest FROM pii_audit.trail_digests ORDER BY first_event_id DESC "
+                    "LIMIT 1",
+                    true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "pii_audit: could not read the last digest of the trail");
+    if (SPI_processed == 1) {
+        bool isnull;
+        Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+        bytea* b = isnull ? nullptr : DatumGetByteaPP(d);
+        if (b == nullptr || VARSIZE_ANY_EXHDR(b) != pii_audit::chain::kDigestSize)
+            elog(ERROR, "pii_audit: the last row of pii_audit.trail_digests has no valid digest");
+        memcpy(state->chain_last.bytes, VARDATA_ANY(b), pii_audit::chain::kDigestSize);
+    }
+    SPI_finish();
+    state->digests_relid = relid;
+}
 
 // Finds the trail's tables and where the last run stopped. False while the extension is not
 // installed in the audit database.
@@ -276,6 +311,9 @@ bool prepare(WorkerState* state) {
                       "(SELECT last_event_id FROM pii_audit.worker_state) - 4096",
                       0);
         rebuild_subject_slice();
+        SPI_finish();
+        find_digests_table(state);
+        SPI_connect();
         uint64 generation = pii_audit_queue_generation();
         int64 stored_generation =
             spi_int64("SELECT generation FROM pii_audit.worker_state", -1);
@@ -578,6 +616,8 @@ struct Inserter {
     SideTable statements;
     SideTable subject_index;
     SideTable subject_slices;
+    SideTable digests;  // pii_audit.trail_digests
+    bool chained;       // the installed SQL has trail_digests: groups are digested
 };
 
 void open_side_table(Inserter& ins, SideTable& table) {
@@ -1183,6 +1223,195 @@ void rebuild_subject_slice() {
     SPI_cursor_close(portal);
 }
 
+// ---------------------------------------------------------------- the hash chain
+// Tamper evidence (see trail_chain.h): a group's digest covers its row, the values of its
+// session and statement rows (as stored) and its payload; a batch's digest covers the previous
+// batch's digest and its groups' digests, and goes to pii_audit.trail_digests with the batch.
+// Session and statement rows never change and an id names one value, so their digests are kept
+// by id in a direct-mapped cache: a repeated session costs a lookup, not a SHA-256.
+constexpr uint32 kChainCacheSlots = 16384;
+
+struct ChainCacheSlot {
+    int64 id;  // 0: empty (ids start at 1)
+    pii_audit::chain::Digest digest;
+};
+
+struct ChainCaches {
+    ChainCacheSlot sessions[kChainCacheSlots];
+    ChainCacheSlot statements[kChainCacheSlots];
+};
+ChainCaches* chain_caches = nullptr;  // in TopMemoryContext
+
+// The groups this batch stored, in id order (arrays in the batch context).
+struct ChainBatch {
+    pii_audit::chain::Digest* digests;
+    uint32* counts;
+    int32 n, capacity;
+    int64 first_event_id;
+};
+ChainBatch chain_batch;
+
+void forget_chain_digests() {
+    if (chain_caches == nullptr) return;
+    for (ChainCacheSlot& slot : chain_caches->sessions) slot.id = 0;
+    for (ChainCacheSlot& slot : chain_caches->statements) slot.id = 0;
+}
+
+ChainCacheSlot& chain_slot(ChainCacheSlot* slots, int64 id) {
+    const uint64 h = static_cast<uint64>(id) * 0x9e3779b97f4a7c15ULL;
+    return slots[(h >> 40) % kChainCacheSlots];
+}
+
+void hash_text_datum(pii_audit::chain::Hasher& h, Datum value) {
+    text* t = DatumGetTextPP(value);
+    h.text(std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+}
+
+void hash_inet_datum(pii_audit::chain::Hasher& h, Datum value) {
+    inet* ip = DatumGetInetPP(value);
+    h.inet(ip_family(ip) == PGSQL_AF_INET ? 4 : 6, ip_bits(ip), ip_addr(ip), ip_addrsize(ip));
+}
+
+// A list field's items, each as text_array stores it.
+void hash_list(pii_audit::chain::Hasher& h, std::string_view list, int encoding) {
+    uint32 n = 0;
+    pii_audit::for_each_list_item(list, [&](std::string_view) { ++n; });
+    h.begin_list(n);
+    pii_audit::for_each_list_item(list, [&](std::string_view item) {
+        int len = 0;
+        const char* text = pii_audit_in_audit_encoding(item, encoding, &len);
+        h.item(std::string_view(text, static_cast<size_t>(len)));
+    });
+}
+
+// The digest of a session row: of the event's session (the values session_id stores), or, with
+// no event, of a gap's (the audit database's name only).
+pii_audit::chain::Digest session_digest(BatchDatums& d, const pii_audit::EventView* event) {
+    using namespace pii_audit;
+    chain::Hasher h(chain::Tag::kSession);
+    if (event == nullptr) {
+        h.text(get_database_name(MyDatabaseId));
+        for (int i = 0; i < 5; ++i) h.null();
+        return h.finish();
+    }
+    hash_text_datum(h, d.text(*event, kDatabaseName));
+    hash_text_datum(h, d.text(*event, kSessionUser));
+    hash_text_datum(h, d.text(*event, kCurrentUser));
+    if (event->field[kEndUser].empty())
+        h.null();
+    else
+        hash_text_datum(h, d.text(*event, kEndUser));
+    hash_text_datum(h, d.text(*event, kApplicationName));
+    if ((event->header.flags & kFlagClientAddrSet) == 0)
+        h.null();
+    else
+        hash_inet_datum(h, d.inet(*event, kClientAddr));
+    return h.finish();
+}
+
+// The digest of the event's statement row (the values statement_id stores).
+pii_audit::chain::Digest statement_digest(BatchDatums& d, const pii_audit::EventView& event) {
+    using namespace pii_audit;
+    chain::Hasher h(chain::Tag::kStatement);
+    hash_text_datum(h, d.text(event, kCommand));
+    if (is_login(event)) {
+        for (int i = 0; i < 7; ++i) h.null();
+        return h.finish();
+    }
+    hash_text_datum(h, d.text(event, kRelation));
+    h.int32(static_cast<int32>(event.header.relation_oid));
+    hash_list(h, event.field[kColumns], event.header.source_encoding);
+    hash_list(h, event.field[kCategories], event.header.source_encoding);
+    if (event.header.query_id == 0)
+        h.null();
+    else
+        h.int64(event.header.query_id);
+    hash_text_datum(h, d.text(event, kQueryText));
+    h.boolean((event.header.flags & kFlagQueryTruncated) != 0);
+    return h.finish();
+}
+
+// Digests a group about to be stored (its row's values, its events' payload) into the batch.
+void chain_group(Inserter& ins, const Group& gr, const Datum* values, std::string_view payload,
+                 const pii_audit::EventView* event) {
+    using namespace pii_audit;
+    if (chain_caches == nullptr)
+        chain_caches = static_cast<ChainCaches*>(
+            MemoryContextAllocZero(TopMemoryContext, sizeof(ChainCaches)));
+    chain::GroupFields f;
+    f.first_event_id = gr.first_event_id;
+    f.event_count = static_cast<int32>(gr.count);
+    f.min_time = gr.min_time;
+    f.max_time = gr.max_time;
+    f.recorded_at = ins.now;
+    text* kind = DatumGetTextPP(values[kColKind]);
+    f.kind = std::string_view(VARDATA_ANY(kind), VARSIZE_ANY_EXHDR(kind));
+    f.has_backend_pid = gr.kind != kGapKind;
+    f.backend_pid = gr.backend_pid;
+    f.has_nesting_level = gr.nesting_level >= 0;
+    f.nesting_level = gr.nesting_level;
+    ChainCacheSlot& session = chain_slot(chain_caches->sessions, gr.session_id);
+    if (session.id != gr.session_id) {
+        session.digest = session_digest(*ins.datums, event);
+        session.id = gr.session_id;
+    }
+    f.session = session.digest;
+    f.has_statement = gr.statement_id != 0 && event != nullptr;
+    if (f.has_statement) {
+        ChainCacheSlot& statement = chain_slot(chain_caches->statements, gr.statement_id);
+        if (statement.id != gr.statement_id) {
+            statement.digest = statement_digest(*ins.datums, *event);
+            statement.id = gr.statement_id;
+        }
+        f.statement = statement.digest;
+    }
+    f.payload = payload;
+    ChainBatch& b = chain_batch;
+    if (b.n == b.capacity) {
+        b.capacity = b.capacity == 0 ? 256 : b.capacity * 2;
+        const size_t n = static_cast<size_t>(b.capacity);
+        b.digests = static_cast<chain::Digest*>(
+            b.digests == nullptr ? palloc(n * sizeof(chain::Digest))
+                                 : repalloc(b.digests, n * sizeof(chain::Digest)));
+        b.counts =
+            static_cast<uint32*>(b.counts == nullptr ? palloc(n * sizeof(uint32))
+                                                     : repalloc(b.counts, n * sizeof(uint32)));
+    }
+    if (b.n == 0) b.first_event_id = gr.first_event_id;
+    b.digests[b.n] = chain::group_digest(f);
+    b.counts[b.n] = gr.count;
+    ++b.n;
+}
+
+// The batch's row of pii_audit.trail_digests, after its groups; returns its digest.
+pii_audit::chain::Digest store_batch_digest(Inserter& ins, const pii_audit::chain::Digest& previous,
+                                            int64 last_event_id) {
+    using namespace pii_audit;
+    const ChainBatch& b = chain_batch;
+    const chain::Digest digest = chain::batch_digest(previous, b.first_event_id, last_event_id,
+                                                     b.digests, static_cast<size_t>(b.n));
+    const size_t entries_size = static_cast<size_t>(b.n) * chain::kGroupEntrySize;
+    bytea* entries = static_cast<bytea*>(palloc(VARHDRSZ + entries_size));
+    SET_VARSIZE(entries, VARHDRSZ + entries_size);
+    for (int32 i = 0; i < b.n; ++i)
+        chain::group_entry(b.counts[i], b.digests[i],
+                           reinterpret_cast<unsigned char*>(VARDATA(entries)) +
+                               static_cast<size_t>(i) * chain::kGroupEntrySize);
+    auto as_bytea = [](const chain::Digest& d) {
+        return PointerGetDatum(pii_audit_bytea(
+            std::string_view(reinterpret_cast<const char*>(d.bytes), chain::kDigestSize)));
+    };
+    Datum values[6] = {Int64GetDatum(b.first_event_id),
+                       Int64GetDatum(last_event_id),
+                       TimestampTzGetDatum(ins.now),
+                       as_bytea(previous),
+                       as_bytea(digest),
+                       PointerGetDatum(entries)};
+    bool nulls[6] = {};
+    insert_side_row(ins, ins.digests, values, nulls, 6);
+    return digest;
+}
+
 // ---------------------------------------------------------------- storing a batch
 // Errors that say the server, not the event, is in trouble (disk full, out of memory, I/O):
 // skipping events for them would lose what a retry will store.
@@ -1223,7 +1452,8 @@ pii_audit::GroupEvent group_event(const pii_audit::EventView& event) {
 pii_audit::GroupEncoder* encoder = nullptr;
 char encoder_failure[256];
 
-void insert_group(Inserter& ins, const Group& gr, std::string_view payload);
+void insert_group(Inserter& ins, const Group& gr, std::string_view payload,
+                  const pii_audit::EventView* event);
 
 // Stores a group whose events were collected in `g`, with ids from state->next_event_id.
 // Returns the group's first event id.
@@ -1256,12 +1486,15 @@ int64 store_group(Inserter& ins, WorkerState* state, Grouping& g, Group& gr) {
     if (!boundary::cpp_call(nullptr, [&] { payload = encoder->finish(); }, encoder_failure,
                             sizeof encoder_failure))
         elog(ERROR, "pii_audit: could not encode a trail group: %s", encoder_failure);
-    insert_group(ins, gr, payload);
+    EventView first;
+    (void)decode_event(g.events[gr.first].data, g.events[gr.first].len, first);
+    insert_group(ins, gr, payload, &first);
     return gr.first_event_id;
 }
 
-// The row of a group (its events encoded in payload).
-void insert_group(Inserter& ins, const Group& gr, std::string_view payload) {
+// The row of a group (its events encoded in payload; event: its first, nullptr for a gap).
+void insert_group(Inserter& ins, const Group& gr, std::string_view payload,
+                  const pii_audit::EventView* event) {
     using namespace pii_audit;
     BatchDatums& d = *ins.datums;
     Datum values[kNumGroupColumns];
@@ -1286,6 +1519,7 @@ void insert_group(Inserter& ins, const Group& gr, std::string_view payload) {
         default: values[kColKind] = d.kind_read; break;
     }
     values[kColPayload] = PointerGetDatum(pii_audit_bytea(payload));
+    if (ins.chained) chain_group(ins, gr, values, payload, event);
     insert_group_row(ins, values, nulls);
 }
 
@@ -1317,6 +1551,7 @@ ErrorData* insert_alone(Inserter& ins, WorkerState* next, Fn&& insert) {
     ins.careful = true;
     const WorkerState before = *next;
     const size_t slice_entries = slice != nullptr ? slice->entries.size() : 0;
+    const int32 chain_groups = chain_batch.n;
     ErrorData* error = pii_audit::boundary::pg_subtransaction([&] {
         insert();
         flush_rows(ins);
@@ -1330,6 +1565,7 @@ ErrorData* insert_alone(Inserter& ins, WorkerState* next, Fn&& insert) {
         target.buffered = 0;
     }
     slice_guarded([&] { slice->entries.resize(slice_entries); });
+    chain_batch.n = chain_groups;
     reset_dictionaries();
     return error;
 }
@@ -1380,7 +1616,7 @@ void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detai
             payload = encoder->finish();
         }, encoder_failure, sizeof encoder_failure))
         elog(ERROR, "pii_audit: could not encode a gap row: %s", encoder_failure);
-    insert_group(ins, gr, payload);
+    insert_group(ins, gr, payload, nullptr);
 }
 
 // Persists one batch (and any gap to report) in one transaction. Returns how many queue
@@ -1404,8 +1640,13 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     pii_audit_worker_begin_transaction();
     // DROP EXTENSION (or a dropped table) since prepare(): the events stay queued, and the
     // worker waits for the trail again instead of failing on relations that are gone.
+    // The SQL of 0.3.0 (ALTER EXTENSION UPDATE) may arrive while the worker runs: from then
+    // on batches are chained.
+    if (!OidIsValid(state->digests_relid)) find_digests_table(state);
     const Oid tables[] = {state->groups_relid, state->sessions_relid, state->statements_relid,
-                          state->subject_index_relid, state->subject_slices_relid};
+                          state->subject_index_relid, state->subject_slices_relid,
+                          OidIsValid(state->digests_relid) ? state->digests_relid
+                                                           : state->groups_relid};
     for (Oid relid : tables) {
         // Locked now (a DROP in progress is waited for), and held until the batch commits.
         if (Relation rel = try_table_open(relid, RowExclusiveLock)) {
@@ -1437,6 +1678,9 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     ins.statements.relid = state->statements_relid;
     ins.subject_index.relid = state->subject_index_relid;
     ins.subject_slices.relid = state->subject_slices_relid;
+    ins.digests.relid = state->digests_relid;
+    ins.chained = OidIsValid(state->digests_relid);
+    chain_batch = ChainBatch{};
 
     // Everything a subtransaction (careful mode, gap rows) writes to is opened out here: a
     // relation opened inside one would be released with it.
@@ -1551,11 +1795,14 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     }
 
     close_targets(ins);
+    if (ins.chained && chain_batch.n > 0)
+        next.chain_last = store_batch_digest(ins, state->chain_last, next.next_event_id - 1);
     write_slice_if_due(ins, next.next_event_id - 1);
     close_side_table(ins.sessions);
     close_side_table(ins.statements);
     close_side_table(ins.subject_index);
     close_side_table(ins.subject_slices);
+    close_side_table(ins.digests);
     FreeExecutorState(ins.estate);
 
     // Alerts commit with the events that raised them. Storing never depends on scoring: a

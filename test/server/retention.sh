@@ -281,6 +281,18 @@ fi
 check "the ids missing are exactly the events the completed removals name" \
     "$(q -d postgres -c "SELECT sum(row_count) FROM pii_audit.events WHERE kind = 'removal' AND status = 'completed'")" \
     "$(q -d postgres -c "SELECT max(event_id) - count(*) FROM pii_audit.events")"
+# ---- tamper evidence: the recorded removals are not tampering, an unrecorded one is
+check "the chain verifies across the recorded removals" ok \
+    "$(q -d postgres -U auditor -c "SELECT string_agg(problem, ' ') FROM pii_audit.verify_trail(1, 9223372036854775807)")"
+hidden=$(q -d postgres -c "SELECT max(first_event_id) FROM pii_audit.trail_groups WHERE kind = 'read'")
+q -d postgres -c "ALTER TABLE pii_audit.trail_groups DISABLE TRIGGER trail_append_only" \
+    -c "CREATE TABLE hidden AS SELECT * FROM pii_audit.trail_groups WHERE first_event_id = $hidden" \
+    -c "DELETE FROM pii_audit.trail_groups WHERE first_event_id = $hidden"
+check "a group deleted without a recorded removal is named" "removed|$hidden" \
+    "$(q -d postgres -U auditor -c "SELECT problem || '|' || event_id FROM pii_audit.verify_trail(1, 9223372036854775807) ORDER BY event_id LIMIT 1")"
+q -d postgres -c "INSERT INTO pii_audit.trail_groups SELECT * FROM hidden" \
+    -c "ALTER TABLE pii_audit.trail_groups ENABLE ALWAYS TRIGGER trail_append_only" -c "DROP TABLE hidden"
+
 # ---- DROP EXTENSION takes the trail with it: the new trail starts with what was dropped
 kept=$(q -d postgres -c "SELECT count(*) FROM pii_audit.events")
 q -d postgres -c 'DROP EXTENSION pii_audit CASCADE' -c 'CREATE EXTENSION pii_audit' 2>/dev/null

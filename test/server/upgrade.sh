@@ -118,6 +118,13 @@ SQL
     fi
     check "$version -> $current: new events follow, ids gapless" "t" \
         "$(q -d postgres -c "SELECT min(event_id) = 1 AND max(event_id) = count(*) AND max(event_id) > $old_max FROM pii_audit.events")"
+    # Tamper evidence starts with the first batch stored after the update: what came before
+    # is reported unchained (not as tampering), what came after verifies.
+    check "$version -> $current: verify_trail reports the old events unchained and verifies the rest" \
+        "unchained|1 ok" \
+        "$(q -d postgres -c "SELECT string_agg(problem || CASE WHEN problem = 'unchained' THEN '|' || event_id ELSE '' END, ' ' ORDER BY problem DESC) FROM pii_audit.verify_trail(1, 9223372036854775807)")"
+    check "$version -> $current: the chain begins after the old events" t \
+        "$(q -d postgres -c "SELECT min(first_event_id) > $old_max FROM pii_audit.trail_digests")"
     check "$version -> $current: the new read has a higher id than every old event" "t" \
         "$(q -d postgres -c "SELECT min(event_id) > $old_max FROM pii_audit.subject_access('7') WHERE event_time > pg_postmaster_start_time()")"
     check "$version -> $current: no error in the server log" "" \
