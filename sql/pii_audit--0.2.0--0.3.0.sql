@@ -993,3 +993,17 @@ REVOKE ALL ON FUNCTION pii_audit.verify_alerts() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pii_audit.verify_alerts() TO pii_audit_officer, pii_audit_admin;
 COMMENT ON FUNCTION pii_audit.verify_alerts() IS
     'recomputes the chain of alert events and names alerts or reviews changed, removed or inserted';
+
+-- No JIT in the functions that read the trail. Their plans' estimates grow with the trail (the
+-- groups after the subject index's last slice are estimated at hundreds of thousands of rows
+-- before the run-time filter leaves a few), which crossed jit_above_cost at 100M events: the
+-- compilation then took longer than the query (subject_access 416 -> 204 ms in a new session,
+-- 150 -> 82 ms in the same session, bench/RESULTS.md part 15).
+ALTER FUNCTION pii_audit._subject_groups(bigint) SET jit = off;
+ALTER FUNCTION pii_audit.subject_access(text, timestamptz, timestamptz) SET jit = off;
+ALTER FUNCTION pii_audit.breach_scope(text, timestamptz, timestamptz) SET jit = off;
+ALTER FUNCTION pii_audit.events_after(bigint, integer) SET jit = off;
+ALTER FUNCTION pii_audit.export(bigint, integer, text) SET jit = off;
+ALTER FUNCTION pii_audit.export_alerts(bigint, integer, text) SET jit = off;
+ALTER FUNCTION pii_audit.export_digests(bigint, bigint, text, integer) SET jit = off;
+ALTER FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[]) SET jit = off;
