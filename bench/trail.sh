@@ -17,7 +17,8 @@
 # CHUNK (events per loader call, 2000000), SCORING (off), COLD=0 skips the cold runs, KEEP=1
 # keeps the cluster in /tmp/pii_audit_trail_bench (TRAIL_DIR) for more queries (stop it with
 # scripts/pgcluster.sh's pgc_destroy). SETTINGS adds server settings, separated by ';' (e.g.
-# SETTINGS='pii_audit.subject_index_slice = 100000'). Exits non-zero if a query fails or events
+# SETTINGS='pii_audit.subject_index_slice = 100000'). QUERIES=0 stops after storing (worker CPU and
+# disk only). Exits non-zero if a query fails or events
 # are dropped.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -112,6 +113,7 @@ q -c 'ANALYZE' >/dev/null
 echo "ANALYZE of the audit database: $(awk -v a="$ta" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 
 # ---- officers' queries
+[[ "${QUERIES:-1}" != 0 ]] || exit 0
 middle=$(q -c "SELECT '$span_start'::timestamptz + interval '$span_days days' / 2")
 subject="c$((subjects / 3 + 7))"
 near_start=$((stored / 100))

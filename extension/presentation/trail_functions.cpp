@@ -119,8 +119,7 @@ Datum pii_audit_group_events(PG_FUNCTION_ARGS) {
 }
 
 // _subject_offsets(entries bytea, subject_hash bigint) RETURNS SETOF bigint: the group offsets
-// a subject index row holds for one hash. Entries are 8 bytes, little-endian: the hash's low 32
-// bits, then the offset of the group's first_event_id from the slice's; sorted by both.
+// a subject index row holds for one hash (entries: see subject_slice.h).
 Datum pii_audit_subject_offsets(PG_FUNCTION_ARGS) {
     bytea* entries = PG_GETARG_BYTEA_PP(0);
     const uint64 hash = static_cast<uint64>(PG_GETARG_INT64(1));
@@ -134,24 +133,13 @@ Datum pii_audit_subject_offsets(PG_FUNCTION_ARGS) {
                         errmsg("pii_audit: a row of the subject index is damaged "
                                "(%zu bytes, not a multiple of 8)",
                                size)));
-    auto u32 = [&](size_t at) {
-        return static_cast<uint32>(data[at]) | static_cast<uint32>(data[at + 1]) << 8 |
-               static_cast<uint32>(data[at + 2]) << 16 | static_cast<uint32>(data[at + 3]) << 24;
-    };
-    const uint32 want = static_cast<uint32>(hash & 0xffffffffu);
-    size_t lo = 0, hi = size / 8;
-    while (lo < hi) {  // the first entry whose key is >= want
-        size_t mid = lo + (hi - lo) / 2;
-        if (u32(mid * 8) < want)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (size_t i = lo; i < size / 8 && u32(i * 8) == want; ++i) {
-        Datum value = Int64GetDatum(static_cast<int64>(u32(i * 8 + 4)));
-        bool isnull = false;
-        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
-    }
+    // tuplestore_putvalues may raise an error: the visit holds no C++ object.
+    pii_audit::for_each_slice_row_offset(
+        std::string_view(reinterpret_cast<const char*>(data), size), hash, [&](uint32 offset) {
+            Datum value = Int64GetDatum(static_cast<int64>(offset));
+            bool isnull = false;
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+        });
     return static_cast<Datum>(0);
 }
 

@@ -31,50 +31,86 @@ constexpr std::uint8_t kHasDetail = 1u << 7;
 
 }  // namespace
 
-void GroupEncoder::reset(std::int64_t min_time) {
+void GroupEncoder::reset(std::int64_t base_time) {
     body_.clear();
-    previous_time_ = min_time;
+    base_time_ = previous_time_ = base_time;
     count_ = 0;
 }
 
 void GroupEncoder::add(const GroupEvent& e) {
+    // An event is assembled here and appended once: appending it byte by byte was most of the
+    // encoder's cost. Hashes and details that do not fit go straight to body_.
+    char buf[64];
+    std::size_t at = 0;
+    auto varint = [&](std::uint64_t v) {
+        while (v >= 0x80) {
+            buf[at++] = static_cast<char>((v & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        buf[at++] = static_cast<char>(v);
+    };
     // Wrapping arithmetic: any pair of times encodes, and decodes back exactly.
     std::int64_t delta = static_cast<std::int64_t>(static_cast<std::uint64_t>(e.event_time) -
                                                    static_cast<std::uint64_t>(previous_time_));
     previous_time_ = e.event_time;
-    put_varint(body_, zigzag(delta));
+    varint(zigzag(delta));
+    if (count_ == 0) {
+        first_time_ = e.event_time;
+        first_delta_size_ = body_.size() + at;
+    }
     std::uint8_t flags = e.status & kStatusMask;
     if (e.tracked) flags |= kTracked;
     if (e.tracked && e.truncated) flags |= kTruncated;
     if (e.tracked && e.estimated) flags |= kEstimated;
     if (e.has_row_count) flags |= kHasRowCount;
     if (e.has_detail) flags |= kHasDetail;
-    body_.push_back(static_cast<char>(flags));
-    if (e.has_row_count) put_varint(body_, e.row_count < 0 ? 0 : static_cast<std::uint64_t>(e.row_count));
+    buf[at++] = static_cast<char>(flags);
+    if (e.has_row_count) varint(e.row_count < 0 ? 0 : static_cast<std::uint64_t>(e.row_count));
     if (e.tracked) {
-        put_varint(body_, e.subject_count < 0 ? 0 : static_cast<std::uint64_t>(e.subject_count));
+        varint(e.subject_count < 0 ? 0 : static_cast<std::uint64_t>(e.subject_count));
         std::size_t n = e.subjects.size() / 8;
-        put_varint(body_, n);
+        varint(n);
+        // 4 varints of at most 10 bytes and the flags byte are in buf: room for 2 hashes.
+        if (n > 2) {
+            body_.append(buf, at);
+            at = 0;
+        }
         for (std::size_t i = 0; i < n; ++i) {
             std::uint64_t h;
             std::memcpy(&h, e.subjects.data() + i * 8, 8);
             char le[8];
             for (int b = 0; b < 8; ++b) le[b] = static_cast<char>((h >> (8 * b)) & 0xff);
-            body_.append(le, 8);
+            if (n > 2) {
+                body_.append(le, 8);
+            } else {
+                std::memcpy(buf + at, le, 8);
+                at += 8;
+            }
         }
     }
     if (e.has_detail) {
-        put_varint(body_, e.detail.size());
+        if (at > sizeof buf - 10) {
+            body_.append(buf, at);
+            at = 0;
+        }
+        varint(e.detail.size());
+        body_.append(buf, at);
+        at = 0;
         body_.append(e.detail.data(), e.detail.size());
     }
+    body_.append(buf, at);
     ++count_;
 }
 
-std::string_view GroupEncoder::finish() {
+std::string_view GroupEncoder::finish(std::int64_t min_time) {
     out_.clear();
     out_.push_back(static_cast<char>(kGroupPayloadVersion));
     put_varint(out_, count_);
-    out_.append(body_);
+    if (count_ == 0) return out_;
+    const std::int64_t delta = static_cast<std::int64_t>(static_cast<std::uint64_t>(first_time_) -
+                                                         static_cast<std::uint64_t>(min_time));
+    put_varint(out_, zigzag(delta));
+    out_.append(body_, first_delta_size_, std::string::npos);
     return out_;
 }
 

@@ -48,19 +48,27 @@ struct GroupEvent {
     std::string_view detail;
 };
 
-// Appends events to one group's payload. min_time must be the smallest event_time of the group
-// (the worker knows it before encoding: it collects a group's events first).
+// Appends events to one group's payload. The payload's first time is relative to the group's
+// smallest event_time, which the worker learns only once the batch's last event has joined the
+// group: events are added relative to any base (reset), and finish(min_time) writes the first
+// delta against the real minimum.
 class GroupEncoder {
 public:
-    void reset(std::int64_t min_time);
+    void reset(std::int64_t base_time);
     void add(const GroupEvent& event);
     std::uint32_t count() const noexcept { return count_; }
-    // The finished payload (version, count, events); valid until the next reset or add.
-    std::string_view finish();
+    // The finished payload (version, count, events) for a group whose smallest event_time is
+    // min_time; valid until the next reset or add.
+    std::string_view finish(std::int64_t min_time);
+    // The same, when the base given to reset was the smallest event_time.
+    std::string_view finish() { return finish(base_time_); }
 
 private:
     std::string body_;
     std::string out_;
+    std::int64_t base_time_ = 0;
+    std::int64_t first_time_ = 0;
+    std::size_t first_delta_size_ = 0;  // bytes of the first event's time in body_
     std::int64_t previous_time_ = 0;
     std::uint32_t count_ = 0;
 };

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstring>
 #include <random>
 #include <string>
@@ -94,6 +96,94 @@ TEST(TrailGroup, RoundTripsEveryField) {
     EXPECT_TRUE(events[2].event.estimated);
     EXPECT_EQ(events[2].event.subject_count, 70'000);
     EXPECT_TRUE(events[2].subjects.empty());
+}
+
+// The worker adds a group's events as they come, before it knows the group's smallest time:
+// the payload must be byte for byte the one encoded against that minimum from the start.
+TEST(TrailGroup, FinishingAgainstTheMinimumLaterGivesTheSamePayload) {
+    const std::int64_t t0 = 849'000'000'000'000;
+    std::mt19937_64 rng(7);
+    for (int round = 0; round < 200; ++round) {
+        const int n = 1 + static_cast<int>(rng() % 40);
+        std::vector<GroupEvent> events(static_cast<std::size_t>(n));
+        std::vector<std::string> subjects(static_cast<std::size_t>(n));
+        for (int i = 0; i < n; ++i) {
+            GroupEvent& e = events[static_cast<std::size_t>(i)];
+            // Out of order, up to an hour apart, and now and then far apart (wrapping deltas).
+            e.event_time = round % 50 == 0 && i == 1 ? INT64_MIN + 5
+                                                     : t0 + static_cast<std::int64_t>(rng() % 3'600'000'000ULL);
+            e.status = 1 + static_cast<std::uint8_t>(rng() % 3);
+            e.has_row_count = true;
+            e.row_count = static_cast<std::int64_t>(rng() % 100'000);
+            e.tracked = rng() % 2 == 0;
+            subjects[static_cast<std::size_t>(i)] = pack({static_cast<std::int64_t>(rng())});
+            if (e.tracked) {
+                e.subject_count = 1;
+                e.subjects = subjects[static_cast<std::size_t>(i)];
+            }
+        }
+        std::int64_t min_time = events[0].event_time;
+        for (const GroupEvent& e : events) min_time = std::min(min_time, e.event_time);
+        GroupEncoder known, later;
+        known.reset(min_time);
+        later.reset(events[0].event_time);
+        for (const GroupEvent& e : events) {
+            known.add(e);
+            later.add(e);
+        }
+        const std::string expected(known.finish());
+        ASSERT_EQ(std::string(later.finish(min_time)), expected) << "round " << round;
+        const char* error = nullptr;
+        auto decoded = decode_all(expected, min_time, &error);
+        ASSERT_EQ(error, nullptr);
+        ASSERT_EQ(decoded.size(), events.size());
+        for (std::size_t i = 0; i < events.size(); ++i)
+            EXPECT_EQ(decoded[i].event.event_time, events[i].event_time);
+    }
+    GroupEncoder empty;
+    empty.reset(t0);
+    EXPECT_EQ(std::string(empty.finish(t0 - 5)), std::string("\x01\x00", 2));
+}
+
+// Every size of event: many hashes, large counts and details together (the encoder assembles
+// small events in a buffer of its own and long ones in parts).
+TEST(TrailGroup, EventsOfEverySizeRoundTrip) {
+    const std::int64_t t0 = 849'000'000'000'000;
+    for (std::size_t n = 0; n <= 5; ++n) {
+        for (bool detail : {false, true}) {
+            std::vector<std::int64_t> hashes;
+            for (std::size_t i = 0; i < n; ++i) hashes.push_back(-1 - static_cast<std::int64_t>(i) * 0x0101010101010101LL);
+            const std::string packed = pack(hashes);
+            const std::string text(detail ? 300 : 0, 'd');
+            GroupEncoder enc;
+            enc.reset(t0);
+            GroupEvent e;
+            e.event_time = INT64_MAX;  // ten-byte varints everywhere
+            e.status = 2;
+            e.has_row_count = true;
+            e.row_count = INT64_MAX;
+            e.tracked = true;
+            e.subject_count = INT64_MAX;
+            e.subjects = packed;
+            e.has_detail = detail;
+            e.detail = text;
+            enc.add(e);
+            enc.add(e);
+            const std::string payload(enc.finish());
+            const char* error = nullptr;
+            auto events = decode_all(payload, t0, &error);
+            ASSERT_EQ(error, nullptr) << n << " " << detail;
+            ASSERT_EQ(events.size(), 2u);
+            for (const Owned& o : events) {
+                EXPECT_EQ(o.event.event_time, INT64_MAX);
+                EXPECT_EQ(o.event.row_count, INT64_MAX);
+                EXPECT_EQ(o.event.subject_count, INT64_MAX);
+                ASSERT_EQ(o.subjects.size(), n * 8);
+                for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(subject_at(o.subjects, i), hashes[i]);
+                EXPECT_EQ(o.detail, text);
+            }
+        }
+    }
 }
 
 TEST(TrailGroup, ALookupTakesAboutFifteenBytes) {
