@@ -121,7 +121,8 @@ void report_failure() {
     scoring->broken = true;
     strlcpy(scoring->last_error, failure, sizeof scoring->last_error);
     publish();
-    ereport(WARNING, (errmsg("pii_audit: insider scoring stopped: %s", failure),
+    // publish() may run guarded steps, which clear failure: the reason is last_error now.
+    ereport(WARNING, (errmsg("pii_audit: insider scoring stopped: %s", scoring->last_error),
                       errdetail("Events are still stored; they are not scored."),
                       errhint("Scoring restarts from the last saved baselines on a configuration "
                               "reload (pg_reload_conf()), or by itself after 10 minutes.")));
@@ -944,7 +945,9 @@ void pii_audit_scoring_batch_failed(void) {
     scoring->stored.clear();
 }
 
-// The worker reloaded its configuration (SIGHUP).
+// The worker reloaded its configuration (SIGHUP). A reload restarts scoring that failed or could
+// not start; one that came while scoring ran must not restart a failure that comes later (an
+// integration test saw a stale reload turn "stopped after a failure" back into "running" at once).
 void pii_audit_scoring_config_reloaded(void) {
-    if (scoring != nullptr) scoring->reloaded = true;
+    if (scoring != nullptr && (scoring->broken || !scoring->started)) scoring->reloaded = true;
 }
