@@ -473,6 +473,15 @@ LANGUAGE sql STABLE ROWS 10000 AS $$
     WHERE e.event_id > after_id AND e.event_id <= upto_id
 $$;
 
+-- events_after in C (extension/presentation/export_functions.cpp, as export()): the groups come
+-- through a plan kept for the session and are unpacked straight into the result. The PL/pgSQL
+-- version put every row through two result sets and a function call per group. Like export(), an
+-- empty window with events after it (a month dropped by hand) moves on to them.
+CREATE OR REPLACE FUNCTION pii_audit.events_after(after_event_id bigint, max_events integer DEFAULT 10000)
+RETURNS SETOF pii_audit.events
+LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 10000
+AS 'MODULE_PATHNAME', 'pii_audit_events_after';
+
 -- SIEM export ------------------------------------------------------------------------------
 -- The pull side of SIEM export (README, "For SIEM teams"): role pii_audit_siem, export() and
 -- export_alerts() returning one line per event in a SIEM format, and views that rising-column

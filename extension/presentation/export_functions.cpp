@@ -31,6 +31,8 @@ PGDLLEXPORT Datum pii_audit_format_event(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum pii_audit_format_alert_event(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum pii_audit_export(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pii_audit_export);
+PGDLLEXPORT Datum pii_audit_events_after(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_events_after);
 PG_FUNCTION_INFO_V1(pii_audit_check_export_format);
 PG_FUNCTION_INFO_V1(pii_audit_format_event);
 PG_FUNCTION_INFO_V1(pii_audit_format_alert_event);
@@ -422,70 +424,23 @@ void format_group(Format format, const pii_audit::siem::Origin& from, const Grou
 
 namespace {
 
-// The lines of the events in (after, upto] into the result; returns how many.
-int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 after, int64 upto,
-                    ReturnSetInfo* rsinfo) {
-    if (export_plan == nullptr) {
-        Oid types[2] = {INT8OID, INT8OID};
-        SPIPlanPtr plan = SPI_prepare(
-            "SELECT g.first_event_id, g.min_time, g.payload, g.recorded_at, g.kind, g.backend_pid,"
-            " g.nesting_level, s.database_name, s.session_user_name, s.current_user_name,"
-            " s.end_user, s.application_name, pg_catalog.host(s.client_addr), st.command,"
-            " st.relation, st.columns, st.categories, st.query_id, st.query_text,"
-            " st.query_truncated"
-            " FROM pii_audit.trail_groups g"
-            " LEFT JOIN pii_audit.trail_sessions s ON s.session_id OPERATOR(pg_catalog.=) "
-            "g.session_id"
-            " LEFT JOIN pii_audit.trail_statements st"
-            "   ON st.statement_id OPERATOR(pg_catalog.=) g.statement_id"
-            // OPERATOR() forms all bind alike: the parentheses say what goes with what.
-            " WHERE g.first_event_id OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) 4096)"
-            "   AND g.first_event_id OPERATOR(pg_catalog.<=) $2"
-            "   AND (g.first_event_id OPERATOR(pg_catalog.+) g.event_count)"
-            "       OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.+) 1)"
-            " ORDER BY g.first_event_id",
-            2, types);
-        if (plan == nullptr || SPI_keepplan(plan) != 0)
-            elog(ERROR, "pii_audit: could not prepare the export query");
-        export_plan = plan;
-    }
+// The groups that may hold events in (after, upto], in id order (a group holds at most
+// kMaxGroupEvents events, so none starts before after - 4096): the query's first three columns
+// must be first_event_id, min_time and payload. emit(tuple, desc) runs per group in a memory
+// context reset after it, and returns how many events it added to the result.
+template <class Emit>
+int64 scan_groups(SPIPlanPtr plan, int64 after, int64 upto, Emit&& emit) {
     Datum args[2] = {Int64GetDatum(after), Int64GetDatum(upto)};
-    Portal cursor = SPI_cursor_open(nullptr, export_plan, args, nullptr, true);
-    MemoryContext per_group = AllocSetContextCreate(CurrentMemoryContext, "pii_audit export group",
+    Portal cursor = SPI_cursor_open(nullptr, plan, args, nullptr, true);
+    MemoryContext per_group = AllocSetContextCreate(CurrentMemoryContext, "pii_audit pull group",
                                                     ALLOCSET_DEFAULT_SIZES);
-    char failure[256];
     int64 emitted = 0;
     for (;;) {
         SPI_cursor_fetch(cursor, true, 256);
         if (SPI_processed == 0) break;
         for (uint64 r = 0; r < SPI_processed; ++r) {
             MemoryContext caller = MemoryContextSwitchTo(per_group);
-            const GroupRow row = read_group(SPI_tuptable->vals[r], SPI_tuptable->tupdesc);
-            if (!pii_audit::boundary::cpp_call(
-                    "pii_audit: formatting an export line",
-                    [&] {
-                        if (group_lines == nullptr) group_lines = new GroupLines();
-                        format_group(format, from, row, after, upto, *group_lines);
-                    },
-                    failure, sizeof failure))
-                ereport(ERROR, (errmsg("%s", failure)));
-            if (group_lines->damage != nullptr)
-                ereport(ERROR,
-                        (errcode(ERRCODE_DATA_CORRUPTED),
-                         errmsg("pii_audit: the trail group of event %lld is damaged: %s",
-                                static_cast<long long>(row.first_event_id), group_lines->damage)));
-            size_t begin = 0;
-            for (size_t k = 0; k < group_lines->ids.size(); ++k) {
-                const size_t end = group_lines->ends[k];
-                Datum values[2] = {
-                    Int64GetDatum(group_lines->ids[k]),
-                    PointerGetDatum(cstring_to_text_with_len(group_lines->text.data() + begin,
-                                                             static_cast<int>(end - begin)))};
-                bool nulls[2] = {false, false};
-                tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-                begin = end;
-            }
-            emitted += static_cast<int64>(group_lines->ids.size());
+            emitted += emit(SPI_tuptable->vals[r], SPI_tuptable->tupdesc);
             MemoryContextSwitchTo(caller);
             MemoryContextReset(per_group);
         }
@@ -496,19 +451,115 @@ int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 af
     return emitted;
 }
 
-// The smallest first_event_id of a group after `after` (min of all when after is NULL-like), or
-// -1 when there is none.
+// A plan kept for the backend's life: the groups of a window of ids with their session and
+// statement, `columns` being what the caller reads of them after first_event_id, min_time and
+// payload.
+SPIPlanPtr prepare_window_plan(const char* columns) {
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "SELECT g.first_event_id, g.min_time, g.payload, %s"
+             " FROM pii_audit.trail_groups g"
+             " LEFT JOIN pii_audit.trail_sessions s ON s.session_id OPERATOR(pg_catalog.=) "
+             "g.session_id"
+             " LEFT JOIN pii_audit.trail_statements st"
+             "   ON st.statement_id OPERATOR(pg_catalog.=) g.statement_id"
+             // OPERATOR() forms all bind alike: the parentheses say what goes with what.
+             " WHERE g.first_event_id OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) 4096)"
+             "   AND g.first_event_id OPERATOR(pg_catalog.<=) $2"
+             "   AND (g.first_event_id OPERATOR(pg_catalog.+) g.event_count)"
+             "       OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.+) 1)"
+             " ORDER BY g.first_event_id",
+             columns);
+    Oid types[2] = {INT8OID, INT8OID};
+    // A generic plan, made once per session: the ids cannot prune months (the trail is
+    // partitioned by time), so a plan for the actual ids is no better, and each one re-planned
+    // every month (about 3 ms a pull at 14 months, callgrind).
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, 2, types, CURSOR_OPT_GENERIC_PLAN);
+    if (plan == nullptr || SPI_keepplan(plan) != 0)
+        elog(ERROR, "pii_audit: could not prepare the query of a pull by id");
+    return plan;
+}
+
+// The lines of the events in (after, upto] into the result; returns how many.
+int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 after, int64 upto,
+                    ReturnSetInfo* rsinfo) {
+    if (export_plan == nullptr)
+        export_plan = prepare_window_plan(
+            "g.recorded_at, g.kind, g.backend_pid, g.nesting_level, s.database_name,"
+            " s.session_user_name, s.current_user_name, s.end_user, s.application_name,"
+            " pg_catalog.host(s.client_addr), st.command, st.relation, st.columns, st.categories,"
+            " st.query_id, st.query_text, st.query_truncated");
+    char failure[256];
+    return scan_groups(export_plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
+        const GroupRow row = read_group(tuple, desc);
+        if (!pii_audit::boundary::cpp_call(
+                "pii_audit: formatting an export line",
+                [&] {
+                    if (group_lines == nullptr) group_lines = new GroupLines();
+                    format_group(format, from, row, after, upto, *group_lines);
+                },
+                failure, sizeof failure))
+            ereport(ERROR, (errmsg("%s", failure)));
+        if (group_lines->damage != nullptr)
+            ereport(ERROR,
+                    (errcode(ERRCODE_DATA_CORRUPTED),
+                     errmsg("pii_audit: the trail group of event %lld is damaged: %s",
+                            static_cast<long long>(row.first_event_id), group_lines->damage)));
+        size_t begin = 0;
+        for (size_t k = 0; k < group_lines->ids.size(); ++k) {
+            const size_t end = group_lines->ends[k];
+            Datum values[2] = {
+                Int64GetDatum(group_lines->ids[k]),
+                PointerGetDatum(cstring_to_text_with_len(group_lines->text.data() + begin,
+                                                         static_cast<int>(end - begin)))};
+            bool nulls[2] = {false, false};
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+            begin = end;
+        }
+        return static_cast<int64>(group_lines->ids.size());
+    });
+}
+
+// The smallest first_event_id of a group after `after`, or -1 when there is none (a plan
+// kept for the session, generic as above).
 int64 next_group(int64 after) {
-    Oid types[1] = {INT8OID};
+    static SPIPlanPtr plan = nullptr;
+    if (plan == nullptr) {
+        Oid types[1] = {INT8OID};
+        SPIPlanPtr p = SPI_prepare_cursor("SELECT g.first_event_id FROM pii_audit.trail_groups g"
+                                          " WHERE g.first_event_id OPERATOR(pg_catalog.>) $1"
+                                          " ORDER BY g.first_event_id LIMIT 1",
+                                          1, types, CURSOR_OPT_GENERIC_PLAN);
+        if (p == nullptr || SPI_keepplan(p) != 0)
+            elog(ERROR, "pii_audit: could not prepare the query of the next group");
+        plan = p;
+    }
     Datum args[1] = {Int64GetDatum(after)};
-    if (SPI_execute_with_args("SELECT g.first_event_id FROM pii_audit.trail_groups g"
-                              " WHERE g.first_event_id OPERATOR(pg_catalog.>) $1"
-                              " ORDER BY g.first_event_id LIMIT 1",
-                              1, types, args, nullptr, true, 1) != SPI_OK_SELECT)
+    if (SPI_execute_plan(plan, args, nullptr, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "pii_audit: could not read the trail's groups");
     if (SPI_processed == 0) return -1;
     bool isnull;
     return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+// Calls window(after, upto) for the next max_events ids after after_event_id, under SPI: before
+// the oldest event (0, or events removed) it starts at the oldest; ids have no gaps, but a month
+// dropped by hand leaves a hole, and an empty window with events after it moves on to them, so
+// that a collector never stops short of the end.
+template <class Window>
+void pull_after(int64 after_event_id, int32 max_events, Window&& window) {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pii_audit: SPI_connect failed");
+    int64 start = after_event_id;
+    const int64 oldest = next_group(PG_INT64_MIN);
+    if (oldest >= 0 && start < oldest - 1) start = oldest - 1;
+    while (oldest >= 0) {
+        const int64 upto = start > PG_INT64_MAX - max_events ? PG_INT64_MAX : start + max_events;
+        if (window(start, upto) > 0 || upto == PG_INT64_MAX) break;
+        const int64 next = next_group(upto);
+        if (next < 0) break;
+        start = next - 1;
+    }
+    SPI_finish();
 }
 
 }  // namespace
@@ -539,21 +590,179 @@ Datum pii_audit_export(PG_FUNCTION_ARGS) {
     if (rsinfo->setDesc->natts != 2)
         elog(ERROR, "pii_audit_export: the function must return 2 columns");
     const auto from = origin();
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pii_audit: SPI_connect failed");
-    // Before the oldest event (0, or events removed): start at the oldest.
-    int64 start = after_event_id;
-    const int64 oldest = next_group(PG_INT64_MIN);
-    if (oldest >= 0 && start < oldest - 1) start = oldest - 1;
-    // Ids have no gaps, but a month dropped by hand leaves a hole: an empty window with events
-    // after it moves on to them, so that a collector never stops short of the end.
-    while (oldest >= 0) {
-        const int64 upto = start > PG_INT64_MAX - max_events ? PG_INT64_MAX : start + max_events;
-        if (export_window(format, from, start, upto, rsinfo) > 0 || upto == PG_INT64_MAX) break;
-        const int64 next = next_group(upto);
-        if (next < 0) break;
-        start = next - 1;
+    pull_after(after_event_id, max_events, [&](int64 after, int64 upto) {
+        return export_window(format, from, after, upto, rsinfo);
+    });
+    return static_cast<Datum>(0);
+}
+
+namespace {
+
+// The columns of pii_audit.events and where events_after takes each from: the group query's
+// column (1-based, after first_event_id, min_time and payload) or the event.
+enum class EventColumn { kGroup, kEventId, kEventTime, kStatus, kRowCount, kDetail, kSubjectCount,
+                         kSubjects, kSubjectsTruncated, kSubjectCountEstimated };
+struct EventsColumn {
+    const char* name;
+    EventColumn from;
+    int group_column;
+};
+constexpr EventsColumn kEventsColumns[] = {
+    {"event_id", EventColumn::kEventId, 0},
+    {"event_time", EventColumn::kEventTime, 0},
+    {"recorded_at", EventColumn::kGroup, 4},
+    {"kind", EventColumn::kGroup, 5},
+    {"status", EventColumn::kStatus, 0},
+    {"database_name", EventColumn::kGroup, 8},
+    {"session_user_name", EventColumn::kGroup, 9},
+    {"current_user_name", EventColumn::kGroup, 10},
+    {"end_user", EventColumn::kGroup, 11},
+    {"application_name", EventColumn::kGroup, 12},
+    {"client_addr", EventColumn::kGroup, 13},
+    {"backend_pid", EventColumn::kGroup, 6},
+    {"command", EventColumn::kGroup, 14},
+    {"relation", EventColumn::kGroup, 15},
+    {"relation_oid", EventColumn::kGroup, 16},
+    {"columns", EventColumn::kGroup, 17},
+    {"categories", EventColumn::kGroup, 18},
+    {"row_count", EventColumn::kRowCount, 0},
+    {"query_id", EventColumn::kGroup, 19},
+    {"query_text", EventColumn::kGroup, 20},
+    {"query_truncated", EventColumn::kGroup, 21},
+    {"nesting_level", EventColumn::kGroup, 7},
+    {"detail", EventColumn::kDetail, 0},
+    {"subject_count", EventColumn::kSubjectCount, 0},
+    {"subjects", EventColumn::kSubjects, 0},
+    {"subjects_truncated", EventColumn::kSubjectsTruncated, 0},
+    {"subject_count_estimated", EventColumn::kSubjectCountEstimated, 0},
+};
+constexpr int kMaxEventsColumns = 64;
+
+SPIPlanPtr events_plan = nullptr;
+
+// The rows of the events in (after, upto] into the result (columns[i]: what column i is).
+int64 events_window(int64 after, int64 upto, ReturnSetInfo* rsinfo, const EventsColumn* const* columns) {
+    if (events_plan == nullptr)
+        events_plan = prepare_window_plan(
+            "g.recorded_at, g.kind, g.backend_pid, g.nesting_level, s.database_name,"
+            " s.session_user_name, s.current_user_name, s.end_user, s.application_name,"
+            " s.client_addr, st.command, st.relation, st.relation_oid, st.columns, st.categories,"
+            " st.query_id, st.query_text, st.query_truncated");
+    const int natts = rsinfo->setDesc->natts;
+    return scan_groups(events_plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
+        Datum group[22];
+        bool group_null[22];
+        heap_deform_tuple(tuple, desc, group + 1, group_null + 1);
+        const int64 first_event_id = DatumGetInt64(group[1]);
+        bytea* payload = DatumGetByteaPP(group[3]);
+        // PostgreSQL-free decoding; string_views into the payload, no allocation.
+        pii_audit::GroupDecoder decoder(
+            std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)),
+            DatumGetTimestampTz(group[2]));
+        pii_audit::GroupEvent e;
+        Datum values[kMaxEventsColumns];
+        bool nulls[kMaxEventsColumns];
+        int64 emitted = 0;
+        for (int64 i = 0; decoder.next(e); ++i) {
+            const int64 id = first_event_id + i;
+            if (id <= after) continue;
+            if (id > upto) break;
+            const char* status = group_status_name(e.status);
+            if (status == nullptr)
+                ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                                errmsg("pii_audit: the trail group of event %lld is damaged: %s",
+                                       static_cast<long long>(first_event_id),
+                                       "an event has an unknown status")));
+            for (int c = 0; c < natts; ++c) {
+                nulls[c] = false;
+                switch (columns[c]->from) {
+                    case EventColumn::kGroup:
+                        values[c] = group[columns[c]->group_column];
+                        nulls[c] = group_null[columns[c]->group_column];
+                        break;
+                    case EventColumn::kEventId: values[c] = Int64GetDatum(id); break;
+                    case EventColumn::kEventTime: values[c] = TimestampTzGetDatum(e.event_time); break;
+                    case EventColumn::kStatus: values[c] = CStringGetTextDatum(status); break;
+                    case EventColumn::kRowCount:
+                        values[c] = Int64GetDatum(e.row_count);
+                        nulls[c] = !e.has_row_count;
+                        break;
+                    case EventColumn::kDetail:
+                        nulls[c] = !e.has_detail;
+                        if (e.has_detail)
+                            values[c] = PointerGetDatum(cstring_to_text_with_len(
+                                e.detail.data(), static_cast<int>(e.detail.size())));
+                        break;
+                    case EventColumn::kSubjectCount:
+                        values[c] = Int64GetDatum(e.subject_count);
+                        nulls[c] = !e.tracked;
+                        break;
+                    case EventColumn::kSubjects: {
+                        nulls[c] = !e.tracked;
+                        if (!e.tracked) break;
+                        const int n = static_cast<int>(e.subjects.size() / 8);
+                        Datum* hashes = static_cast<Datum*>(palloc(sizeof(Datum) * (n > 0 ? n : 1)));
+                        for (int k = 0; k < n; ++k)
+                            hashes[k] = Int64GetDatum(pii_audit::subject_at(e.subjects, k));
+                        values[c] = PointerGetDatum(construct_array(
+                            hashes, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+                        break;
+                    }
+                    case EventColumn::kSubjectsTruncated:
+                        values[c] = BoolGetDatum(e.truncated);
+                        nulls[c] = !e.tracked;
+                        break;
+                    case EventColumn::kSubjectCountEstimated:
+                        values[c] = BoolGetDatum(e.estimated);
+                        nulls[c] = !e.tracked;
+                        break;
+                }
+            }
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+            ++emitted;
+        }
+        if (decoder.error() != nullptr)
+            ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                            errmsg("pii_audit: the trail group of event %lld is damaged: %s",
+                                   static_cast<long long>(first_event_id), decoder.error())));
+        return emitted;
+    });
+}
+
+}  // namespace
+
+// events_after(after_event_id bigint, max_events integer DEFAULT 10000) RETURNS SETOF
+// pii_audit.events: the next events after an id, in id order. C, like export(): the groups are
+// read through a plan kept for the backend and unpacked straight into the result (in PL/pgSQL
+// the rows went through two result sets and a function call per group).
+Datum pii_audit_events_after(PG_FUNCTION_ARGS) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                        errmsg("after_event_id and max_events must not be NULL"),
+                        errhint("Pass 0 to start at the oldest event.")));
+    const int64 after_event_id = PG_GETARG_INT64(0);
+    const int32 max_events = PG_GETARG_INT32(1);
+    if (max_events < 1 || max_events > 1000000)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("max_events must be between 1 and 1000000, not %d", max_events)));
+    InitMaterializedSRF(fcinfo, 0);
+    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    const TupleDesc desc = rsinfo->setDesc;
+    if (desc->natts > kMaxEventsColumns)
+        elog(ERROR, "pii_audit_events_after: pii_audit.events has more columns than it knows");
+    const EventsColumn* columns[kMaxEventsColumns];
+    for (int c = 0; c < desc->natts; ++c) {
+        const char* name = NameStr(TupleDescAttr(desc, c)->attname);
+        columns[c] = nullptr;
+        for (const EventsColumn& known : kEventsColumns)
+            if (strcmp(known.name, name) == 0) columns[c] = &known;
+        if (columns[c] == nullptr)
+            elog(ERROR, "pii_audit_events_after: pii_audit.events has a column it does not know: %s",
+                 name);
     }
-    SPI_finish();
+    pull_after(after_event_id, max_events, [&](int64 after, int64 upto) {
+        return events_window(after, upto, rsinfo, columns);
+    });
     return static_cast<Datum>(0);
 }
 

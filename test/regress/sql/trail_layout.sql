@@ -87,6 +87,11 @@ FROM pii_audit.events_after(0, 5);
 SELECT array_agg(event_id ORDER BY event_id) = array_agg(event_id) AS in_order
 FROM pii_audit.events_after(:since, 100);
 SELECT count(*) FROM pii_audit.events_after(-5, 1);
+-- Its rows are the events view's rows, column for column.
+SELECT count(*) AS differing FROM (
+    (SELECT * FROM pii_audit.events_after(0, 1000000) EXCEPT ALL SELECT * FROM pii_audit.events)
+    UNION ALL
+    (SELECT * FROM pii_audit.events EXCEPT ALL SELECT * FROM pii_audit.events_after(0, 1000000))) d;
 SELECT * FROM pii_audit.events_after(0, 0);
 SELECT * FROM pii_audit.events_after(NULL, 10);
 
