@@ -212,6 +212,9 @@ void pii_audit_scoring_batch_failed(void);
 
 // ---- storage (storage/worker.cpp) ----
 // Start (with a snapshot) and commit one of the worker's transactions.
+// The first column of the first row of a query run through SPI (connected), or fallback when
+// it fails, returns no row or NULL (the worker's and the maintenance process's lookups).
+int64 pii_audit_spi_int64(const char* sql, int64 fallback);
 void pii_audit_worker_begin_transaction(void);
 void pii_audit_worker_commit_transaction(void);
 // Text of an event in the audit database's encoding, never failing: characters it cannot

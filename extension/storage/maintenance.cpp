@@ -37,20 +37,13 @@ constexpr int kMaxMergeLevel = 2;
 // Main argument bits.
 constexpr uint32 kArgWarnRetention = 1;
 
-int64 spi_count(const char* sql) {
-    if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1) return 0;
-    bool isnull = true;
-    Datum value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-    return isnull ? 0 : DatumGetInt64(value);
-}
-
 bool function_installed(const char* name) {
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
              "ON n.oid = p.pronamespace WHERE n.nspname = 'pii_audit' AND p.proname = '%s'",
              name);
-    return spi_count(sql) > 0;
+    return pii_audit_spi_int64(sql, 0) > 0;
 }
 
 // The months whose events are all older than the retention go, whole partitions at a time, as
@@ -128,7 +121,7 @@ void compact_subject_index() {
                 snprintf(sql, sizeof sql,
                          "SELECT pii_audit.compact_subject_index(%d, %d, 1)::bigint",
                          kMergeFanout, kMaxMergeLevel);
-                merges = spi_count(sql);
+                merges = pii_audit_spi_int64(sql, 0);
             }
             SPI_finish();
             pii_audit_worker_commit_transaction();

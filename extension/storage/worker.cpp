@@ -133,13 +133,6 @@ struct WorkerState {
 
 void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
 
-int64 spi_int64(const char* sql, int64 fallback) {
-    if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed == 0) return fallback;
-    bool isnull;
-    Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-    return isnull ? fallback : DatumGetInt64(d);
-}
-
 bool table_matches(Oid relid, const char* const* columns, int ncolumns) {
     Relation rel = table_open(relid, AccessShareLock);
     TupleDesc desc = RelationGetDescr(rel);
@@ -295,19 +288,19 @@ bool prepare(WorkerState* state) {
         reset_dictionaries();
         SPI_connect();
         state->next_session_id =
-            spi_int64("SELECT max(session_id) FROM pii_audit.trail_sessions", 0) + 1;
+            pii_audit_spi_int64("SELECT max(session_id) FROM pii_audit.trail_sessions", 0) + 1;
         state->next_statement_id =
-            spi_int64("SELECT max(statement_id) FROM pii_audit.trail_statements", 0) + 1;
+            pii_audit_spi_int64("SELECT max(statement_id) FROM pii_audit.trail_statements", 0) + 1;
         // The last id is kept with the batch that wrote it; looking past it also covers a trail
         // restored from a dump (then last_event_id is 0).
         state->next_event_id =
-            Max(spi_int64("SELECT last_event_id FROM pii_audit.worker_state", 0),
-                spi_int64("SELECT first_event_id + event_count - 1 FROM pii_audit.trail_groups "
+            Max(pii_audit_spi_int64("SELECT last_event_id FROM pii_audit.worker_state", 0),
+                pii_audit_spi_int64("SELECT first_event_id + event_count - 1 FROM pii_audit.trail_groups "
                           "ORDER BY first_event_id DESC LIMIT 1",
                           0)) +
             1;
         state->last_recorded_at =
-            spi_int64("SELECT (extract(epoch FROM max(recorded_at) - '2000-01-01 UTC') * 1e6)::bigint "
+            pii_audit_spi_int64("SELECT (extract(epoch FROM max(recorded_at) - '2000-01-01 UTC') * 1e6)::bigint "
                       "FROM pii_audit.trail_groups WHERE first_event_id > "
                       "(SELECT last_event_id FROM pii_audit.worker_state) - 4096",
                       0);
@@ -317,12 +310,12 @@ bool prepare(WorkerState* state) {
         SPI_connect();
         uint64 generation = pii_audit_queue_generation();
         int64 stored_generation =
-            spi_int64("SELECT generation FROM pii_audit.worker_state", -1);
+            pii_audit_spi_int64("SELECT generation FROM pii_audit.worker_state", -1);
         if (stored_generation == static_cast<int64>(generation)) {
             state->persisted_seq = static_cast<uint64>(
-                spi_int64("SELECT last_queue_seq FROM pii_audit.worker_state", 0));
+                pii_audit_spi_int64("SELECT last_queue_seq FROM pii_audit.worker_state", 0));
             state->dropped_recorded = static_cast<uint64>(
-                spi_int64("SELECT dropped_recorded FROM pii_audit.worker_state", 0));
+                pii_audit_spi_int64("SELECT dropped_recorded FROM pii_audit.worker_state", 0));
             // The same queue as the last run (also after a crash or a restart: the queue file
             // keeps its generation): records up to last_queue_seq are stored already, and are
             // skipped if the predecessor died before releasing them. clean_shutdown only
@@ -334,7 +327,7 @@ bool prepare(WorkerState* state) {
             // A new queue file (first start, or the old file could not be used): after a clean
             // stop the old queue was empty; otherwise it may have held events, which are gone.
             // The trail says which it was (the queue's note says why, when it knows).
-            int64 clean = spi_int64(
+            int64 clean = pii_audit_spi_int64(
                 "SELECT CASE WHEN clean_shutdown THEN 1 ELSE 0 END FROM pii_audit.worker_state",
                 1);
             state->note_unclean_restart = stored_generation != -1 && clean == 0;
@@ -1196,7 +1189,7 @@ void write_slice_if_due(Inserter& ins, int64 last_event_id) {
 // chunks; a full slice is written on the way (after an upgrade, the whole old trail is indexed
 // here, a slice at a time, in bounded memory).
 void rebuild_subject_slice() {
-    int64 after = spi_int64("SELECT max(last_event_id) FROM pii_audit.trail_subject_slices", 0);
+    int64 after = pii_audit_spi_int64("SELECT max(last_event_id) FROM pii_audit.trail_subject_slices", 0);
     reset_slice(after + 1);
     SPIPlanPtr insert_index = SPI_prepare(
         "INSERT INTO pii_audit.trail_subject_index VALUES ($1, $2, $3)", 3,
@@ -1915,6 +1908,13 @@ void mark_clean_shutdown() {
 }  // namespace
 
 // The worker's own transactions: a statement start time (for now()) and a snapshot.
+int64 pii_audit_spi_int64(const char* sql, int64 fallback) {
+    if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed == 0) return fallback;
+    bool isnull;
+    Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    return isnull ? fallback : DatumGetInt64(d);
+}
+
 void pii_audit_worker_begin_transaction(void) {
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
