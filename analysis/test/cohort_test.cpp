@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <climits>
+#include <iterator>
 
 #include "pii_audit/analysis/replay.h"
 #include "synthetic.h"
@@ -270,6 +271,90 @@ TEST(Calendar, ARhythmSeenOnceIsExpectedTheNextTime) {
     auto alone = day_of(sim, 64, {month_end_read(64, 3, 28000)});
     ASSERT_FALSE(alone.empty()) << describe(sim.alerts);
     EXPECT_EQ(alone.front().actor, member(3));
+}
+
+// Public holidays: nobody in the back office works on Tuesday and Wednesday, days 15-16, and on
+// the Thursday everyone works through the backlog in one large COPY (a category the team
+// otherwise never reads among it). The first time, its first movers cannot know; after the next
+// holiday (days 43-44), the backlog is expected from its first mover on. Learned from the
+// group's own activity: no calendar needs declaring.
+TEST(Calendar, WorkPiledUpAfterAHolidayIsExpectedAfterTheNextHoliday) {
+    ScorerConfig config;
+    config.team_wait_minutes = 0;  // no waiting: only the calendar can excuse a first mover
+    Sim sim(config);
+    auto backlog = [&](int day) {
+        std::vector<Sim::Read> copies;
+        for (int i = 0; i < kTeam; ++i) copies.push_back(month_end_read(day, i, 28000 + 500 * i));
+        return day_of(sim, day, copies);
+    };
+    run(sim, 0, 15);
+    const auto first = backlog(17);
+    EXPECT_FALSE(first.empty()) << "the first backlog was news to its first movers";
+    for (const Alert& a : first)
+        EXPECT_TRUE(a.actor == member(0) || a.actor == member(1)) << describe(first);
+    run(sim, 18, 43);
+    const std::size_t before = sim.alerts.size();
+    const auto second = backlog(45);
+    EXPECT_TRUE(second.empty()) << describe(second);
+    // An ordinary Friday that follows no holiday: one member copying alone is news.
+    run(sim, 46, 53);
+    EXPECT_EQ(sim.alerts.size(), before) << describe(sim.alerts);
+    const auto alone = day_of(sim, 53, {month_end_read(53, 3, 28000)});
+    ASSERT_FALSE(alone.empty()) << describe(sim.alerts);
+    EXPECT_EQ(alone.front().actor, member(3));
+}
+
+// The DBA's monthly export (200,000 rows on the first weekday of each month) is his own
+// rhythm; his irregular large reads in between (days beyond his own norms, on ordinary days)
+// must not push it out of what he is remembered to do.
+TEST(Calendar, TheDbasMonthlyExportIsExpectedDespiteLargeReadsInBetween) {
+    Sim sim;
+    // Days since 2024-01-01: Feb 1 (Thu), Mar 1 (Fri), Apr 1 (Mon).
+    const int exports[] = {31, 60, 91};
+    const int large[] = {38, 44, 50, 53, 66, 72, 79, 81};  // no month's first or last weekdays
+    for (int day = 0; day < 95; ++day) {
+        if (!testing::weekday(day)) continue;
+        for (int p = 0; p < 3; ++p) {
+            const std::string dba = "dba" + std::to_string(p);
+            for (int s = 0; s < 5; ++s) {
+                Sim::Read r;
+                r.actor = dba;
+                r.group = "dba";
+                r.time = at(day, 9 + s, p);
+                r.categories = {"name", "phone"};
+                r.rows = 30 + (day * 7 + s * 11 + p * 5) % 31;
+                sim.access(r);
+            }
+            if (p != 0) continue;
+            if (std::find(std::begin(large), std::end(large), day) != std::end(large)) {
+                Sim::Read r;
+                r.actor = dba;
+                r.group = "dba";
+                r.time = at(day, 15);
+                r.categories = {"name", "phone"};
+                r.rows = 5000;
+                sim.access(r);
+            }
+            if (std::find(std::begin(exports), std::end(exports), day) != std::end(exports)) {
+                Sim::Read r;
+                r.actor = dba;
+                r.group = "dba";
+                r.time = at(day, 23);
+                r.categories = {"name", "phone", "id_number"};
+                r.command = Command::copy;
+                r.rows = 200000;
+                sim.access(r);
+            }
+        }
+    }
+    // The first export is news; the later ones are not, though four large reads came between.
+    bool first_export = false;
+    for (const Alert& a : sim.alerts) {
+        first_export |= a.time_us == at(31, 23);
+        EXPECT_NE(a.time_us, at(60, 23)) << describe(sim.alerts);
+        EXPECT_NE(a.time_us, at(91, 23)) << describe(sim.alerts);
+    }
+    EXPECT_TRUE(first_export) << describe(sim.alerts);
 }
 
 TEST(Calendar, RhythmsSurviveARestart) {
