@@ -1411,6 +1411,10 @@ struct Scorer::Impl {
     // block. Returns 0 when too few colleagues have a baseline to say.
     double team_pace(const ActorState& a, int m, std::int64_t time_us, std::uint32_t& counted) {
         counted = 0;
+        // Lookups without a declared reason are a few a day, too few for a pace of their own;
+        // they are a share of the day's lookups (walk-ins), so the team's pace of people looked
+        // up stands for them: after a holiday, the backlog brings its walk-ins with it.
+        if (m == kUnexplainedDay) m = kSubjectsDay;
         if (current_value(a, m) < 0) return 0;
         const GroupState& g = groups[a.group_id];
         const std::int32_t day = a.today.day;

@@ -465,3 +465,77 @@ TEST(Calendar, ReplayReadsKnownEvents) {
 
 }  // namespace
 }  // namespace pii_audit::analysis
+
+namespace pii_audit::analysis {
+namespace {
+
+using testing::at;
+using testing::describe;
+using testing::Sim;
+
+// Counter clerks, a tenth of whose customers are walk-ins (no ticket declared): a few lookups
+// without a business reason a day, too few for a pace of their own. On the first day after a
+// holiday the whole team serves four times its usual customers, walk-ins included.
+class Backlog : public ::testing::Test {
+  protected:
+    static constexpr int kClerks = 20;
+    // All clerks' lookups of one day in time order; `ticketless[p]` extra lookups of clerk p
+    // without a ticket.
+    void day(int d, int lookups, std::vector<int> ticketless = {}) {
+        ticketless.resize(kClerks);
+        std::bernoulli_distribution walk_in(0.1);
+        std::uniform_int_distribution<int> second(0, 8 * 3600 - 1);  // 09:00-17:00, at random
+        struct Lookup {
+            std::int64_t time;
+            int clerk;
+            bool ticket;
+            std::string subject;
+        };
+        std::vector<Lookup> all;
+        for (int p = 0; p < kClerks; ++p) {
+            const std::string clerk = "clerk" + std::to_string(p);
+            for (int k = 0; k < lookups + ticketless[p]; ++k) {
+                const bool friend_of = k >= lookups;
+                all.push_back({at(d, 9) + std::int64_t{second(sim.rng)} * 1000000, p,
+                               !friend_of && !walk_in(sim.rng),
+                               clerk + "-" + std::to_string(d) + "-" + std::to_string(k)});
+            }
+        }
+        std::sort(all.begin(), all.end(),
+                  [](const Lookup& a, const Lookup& b) { return a.time < b.time; });
+        for (const Lookup& l : all) {
+            Sim::Read r;
+            r.actor = "clerk" + std::to_string(l.clerk);
+            r.time = l.time;
+            r.subjects = {l.subject};
+            if (l.ticket) sim.relation(r.time - 60000000, r.actor, l.subject);
+            sim.access(r);
+        }
+    }
+    void warm() {
+        for (int d = 0; d < 42; ++d) {
+            if (testing::weekday(d)) day(d, 25);
+        }
+        ASSERT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+    }
+    Sim sim{ScorerConfig{}, 5};
+};
+
+TEST_F(Backlog, TheTeamsWalkInsAtFourTimesItsPaceAreNoNews) {
+    warm();
+    day(42, 100);
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
+TEST_F(Backlog, OneClerkLookingUpEightyPeopleWithoutReasonInTheBacklogStandsOut) {
+    warm();
+    std::vector<int> ticketless(kClerks);
+    ticketless[4] = 80;
+    day(42, 100, ticketless);
+    ASSERT_FALSE(sim.alerts.empty());
+    for (const Alert& a : sim.alerts) EXPECT_EQ(a.actor, "clerk4") << describe(sim.alerts);
+    EXPECT_EQ(sim.alerts.front().detector, Detector::no_business_reason);
+}
+
+}  // namespace
+}  // namespace pii_audit::analysis
