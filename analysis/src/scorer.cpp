@@ -1106,6 +1106,7 @@ struct Scorer::Impl {
         const int i = static_cast<int>(d);
         auto& ring = a.today.evidence[i];
         std::uint8_t& n = a.today.evidence_count[i];
+        if (n > 0 && ring[std::min<int>(n, kEvidence) - 1] == event_id) return;  // added already
         if (n < kEvidence) {
             ring[n++] = event_id;
         } else {
@@ -2128,6 +2129,7 @@ struct Scorer::Impl {
         a.path_subjects += static_cast<std::uint32_t>(std::max<std::size_t>(e.subjects.size, 1));
         const double strength = std::min(0.8, 0.35 + 0.1 * std::log2(1.0 + a.path_subjects));
         const int c = rare_category;
+        add_evidence(a, Detector::sensitive_categories, e.event_id);
         raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
             return fmt::format(
                 "read {} of {} subjects on {} days from {}, where peers read it on {:.1f}% of "

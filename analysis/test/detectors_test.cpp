@@ -856,6 +856,8 @@ TEST_F(CodePaths, CodesFromATableThePeersNeverReadThemFromAreAlertedAtTheSecond)
         << got[0].explanation;
     EXPECT_NE(got[0].explanation.find("but from this relation on 0.0%"), std::string::npos)
         << got[0].explanation;
+    ASSERT_EQ(got[0].evidence.size(), 1u);  // today's read (yesterday's is another day's)
+    EXPECT_EQ(got[0].evidence[0], sim.next_id - 1);
     EXPECT_EQ(sim.alerts.size(), 1u) << describe(sim.alerts);
 }
 
