@@ -174,6 +174,17 @@ constexpr double kRunRateFloor = 0.05;  // a role that (almost) never reads them
 constexpr double kUncommonUnexplained = 0.5;
 constexpr double kUnexplainedTail = 1e-5;
 constexpr double kUnexplainedFloor = 3;
+// Highly sensitive categories by the way they are read: a role that reads the phone's
+// verification code on the customer screen (the relation its colleagues read it from) does not
+// read it from the table of sent codes. A path (relation, category) the peers use on less than
+// kRareRate of their actor-days is judged like a rare category, by the subject-days read through
+// it in the last kPathMemoryDays, whatever the counts: the Nanning clerk's codes are few, but
+// they do not come from where his colleagues' come from.
+constexpr int kGroupPaths = 16;          // learned paths of highly sensitive reads per group
+constexpr int kTodayPaths = 8;           // paths counted per group and per actor today
+constexpr int kPathMemoryDays = 30;      // rare-path subject-days accumulate this long
+constexpr int kShifts = 4;               // days beyond own norms remembered per actor
+constexpr int kHolidayMaxWeekdays = 10;  // a longer silence is no holiday (a closure, a move)
 
 // Compared with colleagues before any norm exists: one statement's rows (a cumulative quantity
 // would compare a finished day with colleagues' days in progress).
@@ -208,6 +219,9 @@ enum FeatureKind : std::uint16_t {
     kQuarterStart,
     kDayOfMonth,
     kWeekday,  // 0 = Monday; a weekly rhythm must be seen two weeks running
+    // The group's first working day after weekdays on which none of its members worked (public
+    // holidays, learned from the group's own activity): work piled up over the holiday.
+    kAfterHoliday,
 };
 
 struct CivilDate {
@@ -270,6 +284,8 @@ bool rhythm_due(std::uint16_t feature, std::int32_t last_day, std::uint8_t seen,
             return ago <= 190;
         case kWeekday:
             return ago == 0 || (ago == 7 && seen >= 2);
+        case kAfterHoliday:
+            return ago <= 400;  // the next holiday, within a year or so
     }
     return false;
 }
@@ -294,6 +310,8 @@ std::string feature_text(std::uint16_t feature) {
             return fmt::format("day {} of the month", value);
         case kWeekday:
             return fmt::format("{}s", kDays[value % 7]);
+        case kAfterHoliday:
+            return "the first working day after a holiday";
     }
     return "a calendar day";
 }
@@ -371,6 +389,9 @@ struct Today {
     float run_cost = 0;  // per active day, likewise
     bool run_fired = false;
     std::array<std::uint8_t, 64> unexplained_by_category{};  // unexplained reads today
+    // Paths of highly sensitive reads today (relation fingerprint, category), to teach the group.
+    std::array<std::uint32_t, kTodayPaths> path_relation{};
+    std::array<std::uint8_t, kTodayPaths> path_category{};
 };
 
 struct ActorState {
@@ -411,21 +432,36 @@ struct ActorState {
     std::array<std::uint16_t, 64> category_days{};  // active days on which each category was read
     std::uint32_t relation_events = 0;  // declared relations naming this actor
     bool group_known = false;           // seen with a peer group (not just named by a relation)
-    // The last days this actor went beyond its own norms, for personal monthly rhythms (the
-    // DBA's export on the first weekday of each month).
+    // Days this actor went beyond its own norms, for personal monthly rhythms (the DBA's export
+    // on the first weekday of each month). Days at a month's or quarter's start or end, and days
+    // that repeated an earlier one, are kept over other days (see remember_shift): a DBA's
+    // irregular large reads in between must not push the export out.
     struct Shift {
         std::int32_t day = kNoDay;
         std::uint16_t mask = 0;
+        bool repeated = false;  // matched an earlier shift of the same point of the calendar
         std::array<float, kOwnMetricCount> value{};
     };
-    std::array<Shift, 2> shifts{};
+    std::array<Shift, kShifts> shifts{};
     // The sequential test of highly sensitive reads (see kRunShift): its value after the last
     // active day, and since when (and over how many subject-days and active days) it is above 0.
     float sensitive_run = 0;
     std::int32_t run_since = kNoDay;
     std::uint32_t run_subjects = 0;
     std::uint32_t run_days = 0;
+    // Subject-days of highly sensitive reads through paths the peers do not use (see kGroupPaths),
+    // since the first of them within kPathMemoryDays.
+    std::uint32_t path_subjects = 0;
+    std::uint32_t path_days = 0;
+    std::int32_t path_last_day = kNoDay;
     Today today;
+};
+
+// A path of highly sensitive reads: the relation (fingerprint) a category was read from.
+struct SensitivePath {
+    std::uint32_t relation = 0;  // 0: empty
+    std::uint8_t category = 0;
+    float days = 0;  // decayed actor-days (learned slots); today's readers (today's slots)
 };
 
 struct GroupState {
@@ -464,6 +500,9 @@ struct GroupState {
     // After a team-wide shift every member's rolling windows hold it for the window's length.
     std::array<float, kMetricCount - kOwnMetricCount> window_team_level{};
     std::array<std::int32_t, kMetricCount - kOwnMetricCount> window_team_until{};
+    std::array<SensitivePath, kGroupPaths> paths{};        // learned, decayed like categories
+    std::array<SensitivePath, kTodayPaths> today_paths{};  // colleagues per path today
+    std::int32_t after_holiday_day = kNoDay;  // the last day with the kAfterHoliday feature
 };
 
 static_assert(std::is_trivially_copyable_v<ActorState>);
@@ -806,6 +845,7 @@ struct Scorer::Impl {
             // Everything a group remembers forgets at the same pace, per calendar day, so that
             // shares (of days with a category, an application, a machine cadence) stay shares.
             for (float& c : g.category_days) c *= f;
+            for (SensitivePath& p : g.paths) p.days *= f;
             for (float& c : g.unexplained_category) c *= f;
             g.category_actor_days *= f;
             for (float& d : g.app_days) d *= f;
@@ -874,6 +914,8 @@ struct Scorer::Impl {
                 if (a.category_days[c] < 0xffff) ++a.category_days[c];
                 g.category_days[c] += 1;
             }
+            for (int i = 0; i < kTodayPaths && t.path_relation[i] != 0; ++i)
+                learn_path(g, t.path_relation[i], t.path_category[i]);
         }
         if (!(t.anomalous_mask & (1u << static_cast<int>(Detector::machine_like_access)))) {
             a.machine_days = a.machine_days * 0.97f + (t.machine_like ? 1.0f : 0.0f);
@@ -926,6 +968,16 @@ struct Scorer::Impl {
         if (a.first_day == kNoDay) a.first_day = day;
         GroupState& g = groups[a.group_id];
         if (g.today_day == kNoDay || day > g.today_day) {
+            // Weekdays nobody in the group worked, between its last working day and this one, a
+            // weekday: a holiday (once the group has a few weeks of history; at most two weeks).
+            if (g.today_day != kNoDay && g.first_day != kNoDay && g.today_day - g.first_day >= 14 &&
+                weekday_of(day) < 5) {
+                int skipped = 0;
+                for (std::int32_t d = g.today_day + 1; d < day && skipped <= kHolidayMaxWeekdays;
+                     ++d)
+                    skipped += weekday_of(d) < 5;
+                if (skipped >= 1 && skipped <= kHolidayMaxWeekdays) g.after_holiday_day = day;
+            }
             g.today_day = day;
             g.today_actors = 0;
             g.today_sensitive_actors = 0;
@@ -933,6 +985,7 @@ struct Scorer::Impl {
             g.today_sensitive_statements = 0;
             g.cohort = {};
             g.cohort_categories = {};
+            g.today_paths = {};
             g.today_bulk_actors = 0;
         }
         const std::int32_t block = static_cast<std::int32_t>(floor_div(day, kBlockDays));
@@ -1053,6 +1106,7 @@ struct Scorer::Impl {
         const int i = static_cast<int>(d);
         auto& ring = a.today.evidence[i];
         std::uint8_t& n = a.today.evidence_count[i];
+        if (n > 0 && ring[std::min<int>(n, kEvidence) - 1] == event_id) return;  // added already
         if (n < kEvidence) {
             ring[n++] = event_id;
         } else {
@@ -1157,6 +1211,14 @@ struct Scorer::Impl {
         return calendar_cache;
     }
 
+    // The day's calendar features, and the group's own: the first working day after a holiday.
+    Calendar group_calendar(const GroupState& g, std::int32_t day) {
+        Calendar cal = calendar(day);
+        if (g.after_holiday_day == day && cal.count < static_cast<int>(cal.features.size()))
+            cal.features[cal.count++] = static_cast<std::uint16_t>(kAfterHoliday << 8);
+        return cal;
+    }
+
     const DeclaredEvent* declared_event(std::uint32_t group, std::int32_t day) const {
         for (const DeclaredEvent& e : known) {
             if ((e.group.empty() || e.group == group_names.name(group)) && day >= e.from_day &&
@@ -1168,7 +1230,7 @@ struct Scorer::Impl {
 
     // Remembers that the group made this shift today, under every calendar feature of the day.
     void remember_rhythm(GroupState& g, std::int32_t day, std::uint8_t kind, double magnitude) {
-        const Calendar& cal = calendar(day);
+        const Calendar cal = group_calendar(g, day);
         for (int i = 0; i < cal.count; ++i) {
             const std::uint16_t f = cal.features[i];
             Rhythm* slot = nullptr;
@@ -1199,7 +1261,7 @@ struct Scorer::Impl {
 
     // The largest remembered shift of this kind that today's calendar makes due, if any.
     const Rhythm* due_rhythm(const GroupState& g, std::int32_t day, std::uint8_t kind) {
-        const Calendar& cal = calendar(day);
+        const Calendar cal = group_calendar(g, day);
         const Rhythm* best = nullptr;
         for (const Rhythm& r : g.rhythms) {
             if (r.feature == 0 || r.kind != kind || !rhythm_due(r.feature, r.last_day, r.seen, day))
@@ -1225,38 +1287,67 @@ struct Scorer::Impl {
         double pace = 0;  // TeamKind::pace: the colleagues' median pace
     };
 
-    static void remember_shift(ActorState& a, int m, double value) {
+    // A day at a month's or quarter's start or end: where personal rhythms live.
+    static bool calendar_position(std::int32_t day) {
+        const Calendar c = calendar_of(day);
+        for (int i = 0; i < c.count; ++i) {
+            const int kind = c.features[i] >> 8;
+            if (kind >= kMonthEnd && kind <= kQuarterStart) return true;
+        }
+        return false;
+    }
+
+    // Which remembered day a new one replaces: an empty slot, else the oldest ordinary day, else
+    // the oldest calendar position that has not repeated, else the oldest (or one no longer due).
+    static void remember_shift(ActorState& a, int m, double value, bool repeated) {
         const std::int32_t day = a.today.day;
-        ActorState::Shift* slot = &a.shifts[0];
+        ActorState::Shift* slot = nullptr;
+        int slot_rank = 4;
         for (ActorState::Shift& s : a.shifts) {
             if (s.day == day) {
                 slot = &s;
                 break;
             }
-            if (s.day < slot->day) slot = &s;
+            int rank = 3;
+            if (s.day == kNoDay || day - s.day > 190) {
+                rank = 0;
+            } else if (!calendar_position(s.day)) {
+                rank = 1;
+            } else if (!s.repeated) {
+                rank = 2;
+            }
+            if (slot == nullptr || rank < slot_rank || (rank == slot_rank && s.day < slot->day)) {
+                slot = &s;
+                slot_rank = rank;
+            }
         }
-        if (slot->day != day) *slot = ActorState::Shift{day, 0, {}};
+        if (slot->day != day) *slot = ActorState::Shift{day, 0, false, {}};
         slot->mask |= static_cast<std::uint16_t>(1u << m);
+        slot->repeated |= repeated;
         slot->value[m] = std::max(slot->value[m], static_cast<float>(value));
     }
 
-    // A past day on which this actor went beyond its norm for m and that falls on the same
-    // point of the month or quarter as today (weekdays are too frequent to call a rhythm alone).
+    // The past day with the largest value of m on which this actor went beyond its norm for m
+    // and that falls on the same point of the month or quarter as today (weekdays are too
+    // frequent to call a rhythm alone). The largest: an irregular read that happens to share
+    // the day of the month must not stand in for last month's export.
     const ActorState::Shift* personal_rhythm(const ActorState& a, int m) {
         const std::int32_t day = a.today.day;
         const Calendar today = calendar(day);
+        const ActorState::Shift* best = nullptr;
         for (const ActorState::Shift& s : a.shifts) {
             if (s.day == kNoDay || s.day >= day || !(s.mask & (1u << m))) continue;
+            if (best != nullptr && s.value[m] <= best->value[m]) continue;
             const Calendar then = calendar_of(s.day);
-            for (int i = 0; i < then.count; ++i) {
+            bool matches = false;
+            for (int i = 0; i < then.count && !matches; ++i) {
                 const std::uint16_t f = then.features[i];
                 if ((f >> 8) == kWeekday || !rhythm_due(f, s.day, 1, day)) continue;
-                for (int k = 0; k < today.count; ++k) {
-                    if (today.features[k] == f) return &s;
-                }
+                for (int k = 0; k < today.count; ++k) matches |= today.features[k] == f;
             }
+            if (matches) best = &s;
         }
-        return nullptr;
+        return best;
     }
 
     // Share of its usual day an actor has worked by this hour of the week, from its own profile
@@ -1321,6 +1412,10 @@ struct Scorer::Impl {
     // block. Returns 0 when too few colleagues have a baseline to say.
     double team_pace(const ActorState& a, int m, std::int64_t time_us, std::uint32_t& counted) {
         counted = 0;
+        // Lookups without a declared reason are a few a day, too few for a pace of their own;
+        // they are a share of the day's lookups (walk-ins), so the team's pace of people looked
+        // up stands for them: after a holiday, the backlog brings its walk-ins with it.
+        if (m == kUnexplainedDay) m = kSubjectsDay;
         if (current_value(a, m) < 0) return 0;
         const GroupState& g = groups[a.group_id];
         const std::int32_t day = a.today.day;
@@ -1440,10 +1535,10 @@ struct Scorer::Impl {
             j.personal_day = past->day;
             j.reference = past->value[m];
             j.limit = kPersonalRatio * j.reference;
-            remember_shift(a, m, value);
+            remember_shift(a, m, value, true);
             return j;
         }
-        remember_shift(a, m, value);
+        remember_shift(a, m, value, false);
         if (const Rhythm* r = due_rhythm(g, t.day, static_cast<std::uint8_t>(m))) {
             j.kind = TeamKind::rhythm;
             j.rhythm = r;
@@ -1955,6 +2050,96 @@ struct Scorer::Impl {
         raise(a, Detector::sensitive_categories, strength, time_us, out, explain);
     }
 
+    static void learn_path(GroupState& g, std::uint32_t relation, std::uint8_t category) {
+        int weakest = 0;
+        for (int i = 0; i < kGroupPaths; ++i) {
+            SensitivePath& p = g.paths[i];
+            if (p.relation == relation && p.category == category) {
+                p.days += 1;
+                return;
+            }
+            if (p.days < g.paths[weakest].days) weakest = i;
+        }
+        g.paths[weakest] = {relation, category, 1};
+    }
+
+    static float path_days(const GroupState& g, std::uint32_t relation, int category) {
+        for (const SensitivePath& p : g.paths) {
+            if (p.relation == relation && p.category == category) return p.days;
+        }
+        return 0;
+    }
+
+    // Highly sensitive categories read from a relation the peers (almost) never read them from,
+    // where the category itself is not rare for the role (that is check_rare_categories' case).
+    void check_sensitive_paths(ActorState& a, std::uint64_t categories, const AccessEvent& e,
+                               std::int64_t time_us, std::vector<Alert>& out) {
+        Today& t = a.today;
+        GroupState& g = groups[a.group_id];
+        if (e.relation.empty()) return;
+        const std::uint32_t relation = fingerprint32(e.relation);
+        const bool peers_known = g.category_actor_days >= config.min_peer_days;
+        const std::uint32_t colleagues =
+            g.today_day == t.day && g.today_actors > 0 ? g.today_actors - 1 : 0;
+        bool rare = false;
+        int rare_category = -1;
+        for (int c = 0; c < 64; ++c) {
+            if (!(categories & (std::uint64_t{1} << c))) continue;
+            // Today's paths, for teaching and for the colleagues' count.
+            int i = 0;
+            while (i < kTodayPaths && t.path_relation[i] != 0 &&
+                   !(t.path_relation[i] == relation && t.path_category[i] == c)) {
+                ++i;
+            }
+            std::uint32_t others = 0;
+            if (g.today_day == t.day) {
+                int j = 0;
+                while (j < kTodayPaths && g.today_paths[j].relation != 0 &&
+                       !(g.today_paths[j].relation == relation && g.today_paths[j].category == c)) {
+                    ++j;
+                }
+                const bool first_today = i < kTodayPaths && t.path_relation[i] == 0;
+                if (j < kTodayPaths) {
+                    SensitivePath& p = g.today_paths[j];
+                    if (p.relation == 0) p = {relation, static_cast<std::uint8_t>(c), 0};
+                    if (first_today) p.days += 1;
+                    const float self = i < kTodayPaths ? 1.0f : 0.0f;  // counted above
+                    others = static_cast<std::uint32_t>(std::max(0.0f, p.days - self));
+                }
+            }
+            if (i < kTodayPaths && t.path_relation[i] == 0) {
+                t.path_relation[i] = relation;
+                t.path_category[i] = static_cast<std::uint8_t>(c);
+            }
+            if (!peers_known || (t.rare_categories & (std::uint64_t{1} << c))) continue;
+            if (path_days(g, relation, c) >= kRareRate * g.category_actor_days) continue;
+            // Colleagues reading it the same way today, more than chance: a new screen, the
+            // team's way of working now (learned from tomorrow on).
+            if (others >= cohort_needed(colleagues, kRareRate)) continue;
+            rare = true;
+            rare_category = c;
+        }
+        if (!rare) return;
+        if (a.path_last_day == kNoDay || t.day - a.path_last_day > kPathMemoryDays) {
+            a.path_subjects = 0;
+            a.path_days = 0;
+        }
+        if (a.path_last_day != t.day) ++a.path_days;
+        a.path_last_day = t.day;
+        a.path_subjects += static_cast<std::uint32_t>(std::max<std::size_t>(e.subjects.size, 1));
+        const double strength = std::min(0.8, 0.35 + 0.1 * std::log2(1.0 + a.path_subjects));
+        const int c = rare_category;
+        add_evidence(a, Detector::sensitive_categories, e.event_id);
+        raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
+            return fmt::format(
+                "read {} of {} subjects on {} days from {}, where peers read it on {:.1f}% of "
+                "their actor-days but from this relation on {:.1f}%",
+                category_names.name(static_cast<std::uint32_t>(c)), a.path_subjects, a.path_days,
+                e.relation, 100.0 * g.category_days[c] / g.category_actor_days,
+                100.0 * path_days(g, relation, c) / g.category_actor_days);
+        });
+    }
+
     // A category rare for the actor and its peers is no news when enough colleagues read it
     // today too, when the group read it on this day of the calendar before, or during a declared
     // event (except the highly sensitive categories, which a declaration does not excuse).
@@ -2214,6 +2399,7 @@ struct Scorer::Impl {
         }
         t.categories_read |= categories;
         check_rare_categories(a, categories, e, time_us, out);
+        if (sensitive) check_sensitive_paths(a, categories & sensitive_mask, e, time_us, out);
         const bool check_relations = relations_apply(a);
         const bool unusual = t.unusual_abs_hour == c.abs_hour;
         const std::int32_t block = static_cast<std::int32_t>(floor_div(c.day, kBlockDays));
@@ -2510,7 +2696,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 6;  // 6: the sequential test of sensitive reads
+constexpr std::uint32_t kFormatVersion = 7;  // 7: paths of highly sensitive reads
 
 class Writer {
   public:

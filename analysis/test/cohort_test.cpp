@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <climits>
+#include <iterator>
 
 #include "pii_audit/analysis/replay.h"
 #include "synthetic.h"
@@ -272,6 +273,90 @@ TEST(Calendar, ARhythmSeenOnceIsExpectedTheNextTime) {
     EXPECT_EQ(alone.front().actor, member(3));
 }
 
+// Public holidays: nobody in the back office works on Tuesday and Wednesday, days 15-16, and on
+// the Thursday everyone works through the backlog in one large COPY (a category the team
+// otherwise never reads among it). The first time, its first movers cannot know; after the next
+// holiday (days 43-44), the backlog is expected from its first mover on. Learned from the
+// group's own activity: no calendar needs declaring.
+TEST(Calendar, WorkPiledUpAfterAHolidayIsExpectedAfterTheNextHoliday) {
+    ScorerConfig config;
+    config.team_wait_minutes = 0;  // no waiting: only the calendar can excuse a first mover
+    Sim sim(config);
+    auto backlog = [&](int day) {
+        std::vector<Sim::Read> copies;
+        for (int i = 0; i < kTeam; ++i) copies.push_back(month_end_read(day, i, 28000 + 500 * i));
+        return day_of(sim, day, copies);
+    };
+    run(sim, 0, 15);
+    const auto first = backlog(17);
+    EXPECT_FALSE(first.empty()) << "the first backlog was news to its first movers";
+    for (const Alert& a : first)
+        EXPECT_TRUE(a.actor == member(0) || a.actor == member(1)) << describe(first);
+    run(sim, 18, 43);
+    const std::size_t before = sim.alerts.size();
+    const auto second = backlog(45);
+    EXPECT_TRUE(second.empty()) << describe(second);
+    // An ordinary Friday that follows no holiday: one member copying alone is news.
+    run(sim, 46, 53);
+    EXPECT_EQ(sim.alerts.size(), before) << describe(sim.alerts);
+    const auto alone = day_of(sim, 53, {month_end_read(53, 3, 28000)});
+    ASSERT_FALSE(alone.empty()) << describe(sim.alerts);
+    EXPECT_EQ(alone.front().actor, member(3));
+}
+
+// The DBA's monthly export (200,000 rows on the first weekday of each month) is his own
+// rhythm; his irregular large reads in between (days beyond his own norms, on ordinary days)
+// must not push it out of what he is remembered to do.
+TEST(Calendar, TheDbasMonthlyExportIsExpectedDespiteLargeReadsInBetween) {
+    Sim sim;
+    // Days since 2024-01-01: Feb 1 (Thu), Mar 1 (Fri), Apr 1 (Mon).
+    const int exports[] = {31, 60, 91};
+    const int large[] = {38, 44, 50, 53, 66, 72, 79, 81};  // no month's first or last weekdays
+    for (int day = 0; day < 95; ++day) {
+        if (!testing::weekday(day)) continue;
+        for (int p = 0; p < 3; ++p) {
+            const std::string dba = "dba" + std::to_string(p);
+            for (int s = 0; s < 5; ++s) {
+                Sim::Read r;
+                r.actor = dba;
+                r.group = "dba";
+                r.time = at(day, 9 + s, p);
+                r.categories = {"name", "phone"};
+                r.rows = 30 + (day * 7 + s * 11 + p * 5) % 31;
+                sim.access(r);
+            }
+            if (p != 0) continue;
+            if (std::find(std::begin(large), std::end(large), day) != std::end(large)) {
+                Sim::Read r;
+                r.actor = dba;
+                r.group = "dba";
+                r.time = at(day, 15);
+                r.categories = {"name", "phone"};
+                r.rows = 5000;
+                sim.access(r);
+            }
+            if (std::find(std::begin(exports), std::end(exports), day) != std::end(exports)) {
+                Sim::Read r;
+                r.actor = dba;
+                r.group = "dba";
+                r.time = at(day, 23);
+                r.categories = {"name", "phone", "id_number"};
+                r.command = Command::copy;
+                r.rows = 200000;
+                sim.access(r);
+            }
+        }
+    }
+    // The first export is news; the later ones are not, though four large reads came between.
+    bool first_export = false;
+    for (const Alert& a : sim.alerts) {
+        first_export |= a.time_us == at(31, 23);
+        EXPECT_NE(a.time_us, at(60, 23)) << describe(sim.alerts);
+        EXPECT_NE(a.time_us, at(91, 23)) << describe(sim.alerts);
+    }
+    EXPECT_TRUE(first_export) << describe(sim.alerts);
+}
+
 TEST(Calendar, RhythmsSurviveARestart) {
     ScorerConfig config;
     config.team_wait_minutes = 0;
@@ -376,6 +461,80 @@ TEST(Calendar, ReplayReadsKnownEvents) {
                            R"("until":"2024-03-24T00:00:00Z","name":"x"})"));
     EXPECT_FALSE(decode_record(json, r, error));
     EXPECT_NE(error.find("\"until\""), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace pii_audit::analysis
+
+namespace pii_audit::analysis {
+namespace {
+
+using testing::at;
+using testing::describe;
+using testing::Sim;
+
+// Counter clerks, a tenth of whose customers are walk-ins (no ticket declared): a few lookups
+// without a business reason a day, too few for a pace of their own. On the first day after a
+// holiday the whole team serves four times its usual customers, walk-ins included.
+class Backlog : public ::testing::Test {
+  protected:
+    static constexpr int kClerks = 20;
+    // All clerks' lookups of one day in time order; `ticketless[p]` extra lookups of clerk p
+    // without a ticket.
+    void day(int d, int lookups, std::vector<int> ticketless = {}) {
+        ticketless.resize(kClerks);
+        std::bernoulli_distribution walk_in(0.1);
+        std::uniform_int_distribution<int> second(0, 8 * 3600 - 1);  // 09:00-17:00, at random
+        struct Lookup {
+            std::int64_t time;
+            int clerk;
+            bool ticket;
+            std::string subject;
+        };
+        std::vector<Lookup> all;
+        for (int p = 0; p < kClerks; ++p) {
+            const std::string clerk = "clerk" + std::to_string(p);
+            for (int k = 0; k < lookups + ticketless[p]; ++k) {
+                const bool friend_of = k >= lookups;
+                all.push_back({at(d, 9) + std::int64_t{second(sim.rng)} * 1000000, p,
+                               !friend_of && !walk_in(sim.rng),
+                               clerk + "-" + std::to_string(d) + "-" + std::to_string(k)});
+            }
+        }
+        std::sort(all.begin(), all.end(),
+                  [](const Lookup& a, const Lookup& b) { return a.time < b.time; });
+        for (const Lookup& l : all) {
+            Sim::Read r;
+            r.actor = "clerk" + std::to_string(l.clerk);
+            r.time = l.time;
+            r.subjects = {l.subject};
+            if (l.ticket) sim.relation(r.time - 60000000, r.actor, l.subject);
+            sim.access(r);
+        }
+    }
+    void warm() {
+        for (int d = 0; d < 42; ++d) {
+            if (testing::weekday(d)) day(d, 25);
+        }
+        ASSERT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+    }
+    Sim sim{ScorerConfig{}, 5};
+};
+
+TEST_F(Backlog, TheTeamsWalkInsAtFourTimesItsPaceAreNoNews) {
+    warm();
+    day(42, 100);
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
+TEST_F(Backlog, OneClerkLookingUpEightyPeopleWithoutReasonInTheBacklogStandsOut) {
+    warm();
+    std::vector<int> ticketless(kClerks);
+    ticketless[4] = 80;
+    day(42, 100, ticketless);
+    ASSERT_FALSE(sim.alerts.empty());
+    for (const Alert& a : sim.alerts) EXPECT_EQ(a.actor, "clerk4") << describe(sim.alerts);
+    EXPECT_EQ(sim.alerts.front().detector, Detector::no_business_reason);
 }
 
 }  // namespace

@@ -798,3 +798,86 @@ TEST_F(LateClerk, TheWholeTeamTakingCodesAtThatRateIsNoSuspectOfTheSequentialTes
 
 }  // namespace
 }  // namespace pii_audit::analysis
+
+namespace pii_audit::analysis {
+namespace {
+
+using testing::at;
+using testing::describe;
+using testing::Sim;
+
+// The way a highly sensitive category is read: clerks read a customer's verification code now
+// and then on the customer screen ("customers"). The Nanning clerk takes codes from the table of
+// sent codes ("sms_codes"), one a day: a count no daily or window norm of a role that reads
+// codes anyway can tell from chance, but a path his peers never use.
+class CodePaths : public ::testing::Test {
+  protected:
+    static constexpr int kClerks = 30;
+    static constexpr int kWarm = 42;
+    void SetUp() override {
+        for (int day = 0; day < kWarm; ++day) days(day);
+    }
+    // Ordinary work; every clerk reads a code on the customer screen on about one day in eight.
+    void days(int day) {
+        if (!testing::weekday(day)) return;
+        for (int p = 0; p < kClerks; ++p) {
+            const std::string clerk = "clerk" + std::to_string(p);
+            sim.office_day(day, clerk, "clerk", 20);
+            if ((day * 7 + p * 3) % 8 == 0) code(clerk, day, 0, "customers");
+        }
+    }
+    std::vector<Alert> code(const std::string& clerk, int day, int i, const std::string& relation) {
+        Sim::Read r;
+        r.actor = clerk;
+        r.time = at(day, 17, 30 + i);
+        r.categories = {"phone", "verification_code"};
+        r.relation = relation;
+        r.subjects = {clerk + "-code-" + std::to_string(day) + "-" + std::to_string(i)};
+        return sim.access(r);
+    }
+    Sim sim;
+};
+
+TEST_F(CodePaths, OrdinaryWorkRaisesNothing) {
+    for (int day = kWarm; day < kWarm + 28; ++day) days(day);
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
+TEST_F(CodePaths, CodesFromATableThePeersNeverReadThemFromAreAlertedAtTheSecond) {
+    days(kWarm);
+    EXPECT_TRUE(code("clerk3", kWarm, 1, "sms_codes").empty()) << describe(sim.alerts);
+    days(kWarm + 1);
+    const auto got = code("clerk3", kWarm + 1, 1, "sms_codes");
+    ASSERT_EQ(got.size(), 1u) << describe(sim.alerts);
+    EXPECT_EQ(got[0].detector, Detector::sensitive_categories);
+    EXPECT_NE(got[0].explanation.find("read verification_code of 2 subjects on 2 days from "
+                                      "sms_codes, where peers read it on "),
+              std::string::npos)
+        << got[0].explanation;
+    EXPECT_NE(got[0].explanation.find("but from this relation on 0.0%"), std::string::npos)
+        << got[0].explanation;
+    ASSERT_EQ(got[0].evidence.size(), 1u);  // today's read (yesterday's is another day's)
+    EXPECT_EQ(got[0].evidence[0], sim.next_id - 1);
+    EXPECT_EQ(sim.alerts.size(), 1u) << describe(sim.alerts);
+}
+
+TEST_F(CodePaths, TheSameCodesFromTheCustomerScreenAreNoNews) {
+    days(kWarm);
+    code("clerk3", kWarm, 1, "customers");
+    days(kWarm + 1);
+    code("clerk3", kWarm + 1, 1, "customers");
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
+TEST_F(CodePaths, TheWholeTeamMovingToANewScreenIsNoSuspect) {
+    // From kWarm on every clerk reads one code a day from a new screen, in the same half hour.
+    for (int day = kWarm; day < kWarm + 14; ++day) {
+        days(day);
+        if (!testing::weekday(day)) continue;
+        for (int p = 0; p < kClerks; ++p) code("clerk" + std::to_string(p), day, 1, "code_screen");
+    }
+    EXPECT_TRUE(sim.alerts.empty()) << describe(sim.alerts);
+}
+
+}  // namespace
+}  // namespace pii_audit::analysis

@@ -36,6 +36,7 @@ class Sim {
         std::string application = "counter-app";
         std::string client = "10.0.0.1";
         std::string session;
+        std::string relation = "customers";
     };
 
     std::vector<Alert> access(const Read& r) {
@@ -49,7 +50,7 @@ class Sim {
         e.application = r.application;
         e.client_addr = r.client;
         e.session = r.session;
-        e.relation = "customers";
+        e.relation = r.relation;
         e.command = r.command;
         e.categories = {cats.data(), cats.size()};
         e.subjects = {subs.data(), subs.size()};

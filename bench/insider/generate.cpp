@@ -49,6 +49,9 @@ struct Settings {
     int inject = 1;
     // Calendar rhythms, in real calendar months from start_epoch_day.
     int festival_start = 38;      // a week of public holidays (New Year's Day and one more too)
+    // Work piles up during holidays: on the first weekday after one, clerks, maternal care and
+    // the back office do this many times their usual work (the call centre works on holidays).
+    double after_holiday_factor = 1;
     int month_end_days = 2;       // the last N weekdays of a month close the books
     double month_end_factor = 3;  // back-office statements on those days
     int month_end_copy = 0;       // 1: on the month's last weekday each back-office member
@@ -70,6 +73,9 @@ struct Settings {
     int nanning_start = 20;
     int nanning_max = 3;         // codes taken on a day: 1..nanning_max
     double nanning_rate = 0.85;  // share of his working days on which he takes any
+    // 1: he reads the codes from the customer screen, where his colleagues read their occasional
+    // code, instead of from the table of sent codes (only the counts can tell him apart).
+    int nanning_same_path = 0;
     int maternal_start = 15;
     double maternal_daily = 400;
     int crawler_start = 50;
@@ -330,6 +336,13 @@ class Generator {
         return true;
     }
     bool quarter_month(int d) const { return civil(d).month % 3 == 0; }
+    // The first weekday after one or more weekdays of public holiday.
+    bool after_holiday(int d) const {
+        if (weekday(d) >= 5 || holiday(d)) return false;
+        int e = d - 1;
+        while (e >= 0 && weekday(e) >= 5) --e;
+        return e >= 0 && holiday(e);
+    }
     // 1 for the first month-end COPY day of the period, 2 for the second, ...
     int month_end_index(int d) const {
         int n = 0;
@@ -420,6 +433,7 @@ class Generator {
                  const char* occasional = nullptr, double occasional_rate = 0) {
         double count = rng_.lognormal(median, 0.3);
         if (month_end(d)) count *= 1.3;
+        if (st.role != Role::agent && after_holiday(d)) count *= s_.after_holiday_factor;
         const bool reorganised = st.role == Role::clerk && s_.reorg_day >= 0 && d >= s_.reorg_day;
         if (reorganised) count *= s_.reorg_factor;
         if (st.role == Role::agent && s_.campaign_start >= 0 && d >= s_.campaign_start &&
@@ -460,6 +474,7 @@ class Generator {
     void back_office_day(const Staff& st, int d) {
         double statements = rng_.lognormal(12, 0.4);
         if (month_end(d)) statements *= s_.month_end_factor;
+        if (after_holiday(d)) statements *= s_.after_holiday_factor;
         if (d >= s_.audit_week_start && d < s_.audit_week_start + s_.audit_week_days)
             statements *= s_.audit_week_factor;  // internal audit week
         const int n = static_cast<int>(statements);
@@ -640,7 +655,12 @@ class Generator {
                 served_[served_from + static_cast<std::size_t>(rng_.below(
                                           static_cast<int>(served_.size() - served_from)))];
             const std::int64_t when = t + 40 * 1000000LL;
-            access(st, d, when, "sms_codes", {"phone", "verification_code"}, {who}, 1);
+            if (s_.nanning_same_path) {
+                access(st, d, when, "customers",
+                       {"name", "phone", "id_number", "verification_code"}, {who}, 1);
+            } else {
+                access(st, d, when, "sms_codes", {"phone", "verification_code"}, {who}, 1);
+            }
             scenario("nanning_clerk").records.push_back({when, 1});
         }
     }
@@ -774,6 +794,7 @@ void set_option(Settings& s, const std::string& assignment) {
         {"campaign_factor", &s.campaign_factor},
         {"reorg_factor", &s.reorg_factor},
         {"nanning_rate", &s.nanning_rate},
+        {"after_holiday_factor", &s.after_holiday_factor},
         {"maternal_daily", &s.maternal_daily},
         {"hidden_bulk_factor", &s.hidden_bulk_factor}};
     std::map<std::string, int*> ints = {{"days", &s.days},
@@ -799,6 +820,7 @@ void set_option(Settings& s, const std::string& assignment) {
                                         {"reorg_day", &s.reorg_day},
                                         {"nanning_start", &s.nanning_start},
                                         {"nanning_max", &s.nanning_max},
+                                        {"nanning_same_path", &s.nanning_same_path},
                                         {"maternal_start", &s.maternal_start},
                                         {"crawler_start", &s.crawler_start},
                                         {"departed_day", &s.departed_day},

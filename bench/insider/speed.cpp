@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
         r.login.peer_group = keep(r.login.peer_group);
         r.access.application = keep(r.access.application);
         r.access.client_addr = keep(r.access.client_addr);
+        r.access.relation = keep(r.access.relation);
+        r.access.session = keep(r.access.session);
+        r.name = keep(r.name);
+        r.peer_group = keep(r.peer_group);
         r.login.client_addr = keep(r.login.client_addr);
         r.relation.subject = keep(r.relation.subject);
         spans.emplace_back(pool.size(), r.access.categories.size);
