@@ -32,6 +32,7 @@ bool pii_audit_test_crash_while_queueing = false;
 bool pii_audit_loaded_at_startup = false;
 bool pii_audit_scoring = true;
 int pii_audit_alert_threshold = 50;
+int pii_audit_team_wait_min = 60;
 int pii_audit_baseline_save_interval_s = 300;
 char* pii_audit_highly_sensitive_categories = nullptr;
 char* pii_audit_service_peer_groups = nullptr;
@@ -211,6 +212,13 @@ void define_settings() {
         "Lowest combined risk score (0-100) that raises an alert.",
         "Severity bands: low below 40, medium 40-69, high 70-89, critical 90 and above.",
         &pii_audit_alert_threshold, 50, 0, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "pii_audit.team_wait",
+        "How long a first mover's volume signal on a bulk day waits for colleagues to follow.",
+        "When the same shift is made by enough colleagues meanwhile, it is the team's and is "
+        "dropped; otherwise it is raised with its original time. 0 raises at once.",
+        &pii_audit_team_wait_min, 60, 0, 24 * 60, PGC_SIGHUP, GUC_UNIT_MIN, nullptr, nullptr,
+        nullptr);
     DefineCustomIntVariable(
         "pii_audit.baseline_save_interval",
         "How often the worker saves learned baselines to pii_audit.scorer_state.",

@@ -45,6 +45,7 @@ extern bool pii_audit_test_crash_while_queueing;
 // Insider scoring in the worker (storage/scoring.cpp).
 extern bool pii_audit_scoring;
 extern int pii_audit_alert_threshold;
+extern int pii_audit_team_wait_min;
 extern int pii_audit_baseline_save_interval_s;
 extern char* pii_audit_highly_sensitive_categories;
 extern char* pii_audit_service_peer_groups;

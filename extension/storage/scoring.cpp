@@ -81,6 +81,7 @@ struct ScoringState {
     uint64 inputs_generation = 0;
     // The settings the scorer was built with; a reload that changes them rebuilds it.
     int threshold = -1;
+    int team_wait_minutes = -1;
     int utc_offset_minutes = 0;
     std::string sensitive;
     std::string service;
@@ -143,6 +144,7 @@ int current_utc_offset_minutes() {
 
 bool settings_changed() {
     return scoring->threshold != pii_audit_alert_threshold ||
+           scoring->team_wait_minutes != pii_audit_team_wait_min ||
            scoring->utc_offset_minutes != current_utc_offset_minutes() ||
            scoring->sensitive != (pii_audit_highly_sensitive_categories
                                       ? pii_audit_highly_sensitive_categories
@@ -153,6 +155,7 @@ bool settings_changed() {
 // Builds the scorer from the settings, carrying over what the previous one learned.
 bool build_scorer(const char* state_bytes, size_t state_len) {
     scoring->threshold = pii_audit_alert_threshold;
+    scoring->team_wait_minutes = pii_audit_team_wait_min;
     scoring->utc_offset_minutes = current_utc_offset_minutes();
     scoring->sensitive =
         pii_audit_highly_sensitive_categories ? pii_audit_highly_sensitive_categories : "";
@@ -160,6 +163,7 @@ bool build_scorer(const char* state_bytes, size_t state_len) {
     bool ok = guarded("building the scorer", [&] {
         analysis::ScorerConfig config;
         config.threshold = scoring->threshold;
+        config.team_wait_minutes = scoring->team_wait_minutes;
         config.utc_offset_minutes = scoring->utc_offset_minutes;
         config.sensitive_categories = split_names(scoring->sensitive);
         config.service_groups = split_names(scoring->service);
