@@ -30,7 +30,10 @@
 # size of that configuration), KEEP=1 keeps the clusters' directory.
 # The extension must be installed; if it is not, scripts/build.sh is run first.
 # After each round's pgbench, COPY customers TO '/dev/null' (the whole table) is timed once, and
-# the medians are printed on a line starting "copy seconds (median):".
+# the medians are printed on a line starting "copy seconds (median):". For pii_audit and
+# subjects, the worker's CPU (utime + stime) per event it stored during the round's pgbench is
+# printed per round and as medians ("worker CPU per stored event"): the storing cost of real
+# lookups, whose groups are far larger than bench/trail.sh's loader makes them.
 # With the defaults the whole run takes about 12 minutes on 2 cores.
 set -euo pipefail
 
@@ -234,21 +237,43 @@ SQL
 done
 
 failures=0
-declare -A tps copy_s
+declare -A tps copy_s worker_us
+worker_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # clock ticks, user + system
 for ((r = 1; r <= ROUNDS; r++)); do
     for c in "${configs[@]}"; do
         cdir=$(cluster_of "$c")
         run_alone "$c"
         run_pgbench "$c" 2 >/dev/null  # the clients' own warm-up after the other clusters ran
         log_start=$(stat -c %s "$cdir/server.log")
+        is_audited=0
+        case "$(base_of "$c")" in pii_audit | subjects) is_audited=1 ;; esac
+        if ((is_audited)); then
+            worker_pid=$(psql_c "$c" -At -c 'SELECT worker_pid FROM pii_audit.status')
+            cpu0=$(worker_cpu "$worker_pid")
+            stored0=$(psql_c "$c" -At -c 'SELECT events_persisted FROM pii_audit.status')
+        fi
         result=$(run_pgbench "$c" "$DURATION")
         read -r t n <<<"$result"
         tps[$c,$r]=$t
+        if ((is_audited)); then
+            # The worker's CPU per event stored in the round: once the queue is empty (at most 10 s).
+            stored1=$(psql_c "$c" -At -c 'SELECT events_persisted FROM pii_audit.status')
+            for _ in $(seq 1 50); do
+                sleep 0.2
+                now=$(psql_c "$c" -At -c 'SELECT events_persisted FROM pii_audit.status')
+                [[ "$now" == "$stored1" ]] && break
+                stored1=$now
+            done
+            cpu1=$(worker_cpu "$worker_pid")
+            worker_us[$c,$r]=$(awk -v c=$((cpu1 - cpu0)) -v t="$(getconf CLK_TCK)" -v n=$((stored1 - stored0)) \
+                'BEGIN { if (n > 0) printf "%.3f", c / t * 1e6 / n; else print "nan" }')
+        fi
         # One bulk export per round: COPY of the whole table, as pg_dump or a thief would.
         copy_start=$(date +%s.%N)
         psql_c "$c" -q -c "COPY customers TO '/dev/null'"
         copy_s[$c,$r]=$(awk -v a="$copy_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
-        printf 'round %d  %-10s tps=%10.1f  transactions=%s  copy=%ss\n' "$r" "$c" "$t" "$n" "${copy_s[$c,$r]}"
+        printf 'round %d  %-10s tps=%10.1f  transactions=%s  copy=%ss%s\n' "$r" "$c" "$t" "$n" "${copy_s[$c,$r]}" \
+            "$( ((is_audited)) && echo "  worker=${worker_us[$c,$r]}us/event")"
         case "$(base_of "$c")" in
             pii_audit | subjects)
                 psql_c "$c" -x -c 'SELECT * FROM pii_audit.status' | sed 's/^/    /'
@@ -322,6 +347,15 @@ for c in "${configs[@]}"; do
     copy_summary+=" $c=$(median <<<"$vals")"
 done
 echo "$copy_summary"
+
+worker_summary="worker CPU per stored event, us (median):"
+for c in "${configs[@]}"; do
+    case "$(base_of "$c")" in pii_audit | subjects) ;; *) continue ;; esac
+    vals=""
+    for ((r = 1; r <= ROUNDS; r++)); do vals+="${worker_us[$c,$r]} "; done
+    worker_summary+=" $c=$(median <<<"$vals")"
+done
+echo "$worker_summary"
 
 if ((failures)); then
     echo "bench: $failures check(s) failed, see above" >&2
