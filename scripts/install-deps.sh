@@ -23,7 +23,6 @@ packages=(
     postgresql-15-pgaudit # only the benchmark uses it
     dpkg-dev              # dpkg-source: test/pg_regress_diff unpacks PostgreSQL's source package
     sqlsmith              # test/fuzz/sqlsmith.sh: random queries against the labelled regression database
-    librelp-dev           # pii-audit-export: RELP output
     libssl-dev            # pii-audit-export: TLS output (RFC 5425)
     openssl               # test/server/shipper.sh: test certificates
     rsyslog               # test/server/shipper.sh: the receivers (TCP, UDP)

@@ -170,6 +170,7 @@ class Shipper {
             prefetching_ = true;
         }
         Position upto = sent_;
+        sending_ = true;  // until the flush: a failure leaves part of this batch unconfirmed
         for (int i = 0; i < nevents; ++i) {
             Record r{false, std::strtoll(PQgetvalue(events.get(), i, 0), nullptr, 10),
                      std::string_view(PQgetvalue(events.get(), i, 1),
@@ -191,6 +192,7 @@ class Shipper {
             upto.alert_id = r.id;
         }
         output_->flush(upto);
+        sending_ = false;
         sent_ = upto;
         sent_count_ += static_cast<uint64_t>(nevents + nalerts);
         advance_checkpoint();
@@ -244,16 +246,17 @@ class Shipper {
             prefetching_ = false;
         }
         output_connected_ = false;
-        if (sent_ != delivered_)
-            log_warning(why + "; events " + std::to_string(delivered_.event_id + 1) + ".." +
-                        std::to_string(sent_.event_id) + " will be sent again; retrying in about " +
-                        format_seconds(backoff_.next()));
+        if (sending_ || sent_ != delivered_)
+            log_warning(why + "; what follows event " + std::to_string(delivered_.event_id) +
+                        (o_.alerts ? " and alert event " + std::to_string(delivered_.alert_id) : "") +
+                        " will be sent again; retrying in about " + format_seconds(backoff_.next()));
         else
             log_warning(why + "; retrying in about " + format_seconds(backoff_.next()));
         // The destination goes back to the saved checkpoint too (a file is cut back to its
         // length there, should the checkpoint itself have failed to save).
         output_->rewind(checkpoint_);
         sent_ = delivered_;
+        sending_ = false;
         reconnecting_ = true;
         backoff_.pause();
     }
@@ -313,7 +316,7 @@ class Shipper {
     Checkpoint checkpoint_;
     Position delivered_, sent_;
     bool output_connected_ = false, reconnecting_ = false, db_checkpoint_due_ = false,
-         prefetching_ = false;
+         prefetching_ = false, sending_ = false;
     uint64_t sent_count_ = 0, delivered_count_ = 0, reported_count_ = 0, failures_ = 0;
     double started_ = 0, last_report_ = 0;
 };
