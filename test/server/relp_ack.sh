@@ -24,7 +24,7 @@ source "$repo/scripts/pgcluster.sh"
 source "$repo/test/server/checks.sh"
 
 bindir=$(pgc__bindir)
-shipper="$bindir/pii-audit-export"
+shipper=${SHIPPER:-$bindir/pii-audit-export}  # SHIPPER: another build, to compare
 [[ -x "$shipper" ]] || { echo "relp_ack.sh: missing $shipper; install the build" >&2; exit 1; }
 receiver_py="$repo/test/server/relp_receiver.py"
 
