@@ -16,7 +16,7 @@ packages=(
     googletest
     libgtest-dev
     libgmock-dev
-    nlohmann-json3-dev    # the unit tests' OCSF validator reads the schema's JSON files
+    nlohmann-json3-dev    # the OCSF validator (tests) and pii-audit-export --verify read JSON
     cmake
     g++
     make

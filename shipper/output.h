@@ -24,8 +24,9 @@ struct Position {
 
 struct Record {
     bool alert = false;
-    int64_t id = 0;
+    int64_t id = 0;  // event_id, alert_event_id, or for a digest the event its batch ends at
     std::string_view line;
+    bool digest = false;  // a digest record: moves no position
 };
 
 class Output {
@@ -65,7 +66,7 @@ std::unique_ptr<Output> make_output(const Options& options);
 
 // The syslog message for a record: an rfc5424 line as it is, any other format wrapped in an
 // RFC 5424 header (PRI from --facility/--severity, the current time, this host, APP-NAME
-// pii_audit, MSGID event or alert).
+// pii_audit, MSGID event, alert or digest).
 class SyslogWrapper {
   public:
     explicit SyslogWrapper(const Options& options);

@@ -75,7 +75,7 @@ class RelpOutput : public Output {
             if (closed_by_receiver_) disconnect();
         }
         if (fd_ < 0) connect();
-        (r.alert ? position_.alert_id : position_.event_id) = r.id;
+        if (!r.digest) (r.alert ? position_.alert_id : position_.event_id) = r.id;
         relp::append_frame(out_, txnr_, "syslog", wrapper_.message(r));
         unanswered_.push_back({txnr_, position_});
         txnr_ = relp::next_txnr(txnr_);
