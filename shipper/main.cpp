@@ -32,9 +32,11 @@ namespace {
 
 volatile sig_atomic_t stop_requested = 0;
 volatile sig_atomic_t progress_requested = 0;
+volatile sig_atomic_t reopen_requested = 0;
 
 void on_stop(int) { stop_requested = 1; }
 void on_progress(int) { progress_requested = 1; }
+void on_reopen(int) { reopen_requested = 1; }
 
 class Backoff {
   public:
@@ -86,6 +88,7 @@ class Shipper {
         db_checkpoint_due_ = true;
         while (!stop_requested) {
             try {
+                if (reopen_requested) reopen_output();
                 if (!step()) break;
                 backoff_.reset();
             } catch (const DatabaseError& e) {
@@ -298,6 +301,25 @@ class Shipper {
         backoff_.pause();
     }
 
+    // SIGHUP: between batches, once everything sent is confirmed, the destination is closed and
+    // opened again (a file that was moved away is started anew at its path and recorded in the
+    // checkpoint before anything is written into it; a receiver gets a new connection).
+    void reopen_output() {
+        if (sending_ || !output_->settled()) return;  // later, between batches
+        reopen_requested = 0;
+        advance_checkpoint();
+        bool changed = output_->reopen();
+        output_connected_ = false;
+        if (changed) {
+            Checkpoint next = checkpoint_;
+            output_->describe(next);
+            if (!o_.checkpoint.empty()) save_checkpoint(o_.checkpoint, next);
+            checkpoint_ = next;
+        }
+        log_info("SIGHUP: reopened " + o_.output_spec +
+                 (changed ? " (a new file; the one before was moved away)" : ""));
+    }
+
     void settle_on_stop() {
         if (!output_connected_) return;
         double deadline = monotonic_now() + o_.confirm_delay + 1;
@@ -368,6 +390,8 @@ void install_signals() {
     sigaction(SIGINT, &sa, nullptr);
     sa.sa_handler = on_progress;
     sigaction(SIGUSR1, &sa, nullptr);
+    sa.sa_handler = on_reopen;
+    sigaction(SIGHUP, &sa, nullptr);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, nullptr);
 }

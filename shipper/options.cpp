@@ -295,6 +295,8 @@ Running
       --progress S         log events/s and the lag behind the trail every S seconds (also
                            on SIGUSR1)
       --once               ship what is there, wait until it is delivered, and exit
+                           (SIGHUP: close the destination and open it again, between batches:
+                           a file moved away by logrotate is started anew at its path)
       --help, --version
 
 Verifying

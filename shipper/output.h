@@ -56,6 +56,13 @@ class Output {
     // identity and length); returns true if it must be saved again (a file was rotated).
     virtual void describe(Checkpoint&) const {}
     virtual bool rotate_if_due() { return false; }
+    // SIGHUP, between batches with everything confirmed: close, and open again on the next
+    // connect (a file: at its path, a new file if the old one was moved away). Returns true if
+    // the checkpoint must be saved again (a new file).
+    virtual bool reopen() {
+        disconnect();
+        return false;
+    }
     virtual void disconnect() noexcept = 0;
 
   protected:
