@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <optional>
@@ -107,9 +108,10 @@ class RelpOutput : public Output {
         if (fd_ >= 0) {
             if (unanswered_.empty() && sent_ == out_.size() && !closed_by_receiver_) {
                 // Best effort: tell the receiver this is an orderly end of the session.
-                std::string close;
-                relp::append_frame(close, txnr_, "close", "");
-                (void)::send(fd_, close.data(), close.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+                char close[32];
+                int n = snprintf(close, sizeof close, "%u close 0\n", txnr_);
+                if (n > 0 && static_cast<size_t>(n) < sizeof close)
+                    (void)::send(fd_, close, static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
             }
             ::close(fd_);
         }
