@@ -34,8 +34,8 @@ dir=$work/pg
 rcv_pid=
 ship=
 cleanup() {
-    [[ -n "$ship" ]] && kill -9 "$ship" 2>/dev/null
-    [[ -n "$rcv_pid" ]] && kill "$rcv_pid" 2>/dev/null
+    if [[ -n "$ship" ]]; then kill -9 "$ship" 2>/dev/null || true; fi
+    if [[ -n "$rcv_pid" ]]; then kill "$rcv_pid" 2>/dev/null || true; fi
     wait 2>/dev/null || true
     if ((failures > 0)); then
         for p in "$work"/*.err; do [[ -s "$p" ]] && { echo "---- tail of $p"; tail -n 15 "$p"; }; done

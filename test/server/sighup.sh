@@ -24,8 +24,8 @@ dir=$work/pg
 ship=
 rcv_pid=
 cleanup() {
-    [[ -n "$ship" ]] && kill -9 "$ship" 2>/dev/null
-    [[ -n "$rcv_pid" ]] && kill "$rcv_pid" 2>/dev/null
+    if [[ -n "$ship" ]]; then kill -9 "$ship" 2>/dev/null || true; fi
+    if [[ -n "$rcv_pid" ]]; then kill "$rcv_pid" 2>/dev/null || true; fi
     wait 2>/dev/null || true
     if ((failures > 0)); then
         for p in "$work"/*.err; do [[ -s "$p" ]] && { echo "---- tail of $p"; tail -n 15 "$p"; }; done
@@ -63,8 +63,9 @@ caught_up() {  # caught_up CHECKPOINT: waits until it reaches the trail's last e
 start() {  # start NAME ARGS...
     local name=$1
     shift
-    "$shipper" -d "$conn" --checkpoint "$work/$name.cp" --format json --poll-interval 0.2 \
-        --digest-every 0 "$@" 2>>"$work/$name.err" &
+    # (About 130 events: no multiple of --digest-every's 10,000, so no digest record.)
+    "$shipper" -d "$conn" --checkpoint "$work/$name.cp" --format json --poll-interval 0.2 "$@" \
+        2>>"$work/$name.err" &
     ship=$!
 }
 
@@ -73,7 +74,7 @@ reads 50
 start file -o "file:$work/trail.log"
 caught_up "$work/file.cp"
 mv "$work/trail.log" "$work/trail.log-rotated"
-kill -HUP "$ship"
+kill -HUP "$ship" 2>/dev/null || true  # (a shipper that died of it fails the checks below)
 reads 30
 caught_up "$work/file.cp"
 check "moved away: the shipper is still running" "yes" "$(kill -0 "$ship" 2>/dev/null && echo yes || echo no)"
@@ -82,13 +83,13 @@ check "moved away: the checkpoint names the new file" "$(stat -c %i "$work/trail
     "$(awk '$1 == "file" { print $3 }' "$work/file.cp")"
 contains "moved away: it says so" "SIGHUP: reopened file:$work/trail.log (a new file" "$(cat "$work/file.err")"
 # SIGHUP with the file in place: it goes on appending.
-kill -HUP "$ship"
+kill -HUP "$ship" 2>/dev/null || true  # (a shipper that died of it fails the checks below)
 reads 20
 caught_up "$work/file.cp"
 check "in place: still the same file" "$(stat -c %i "$work/trail.log")" "$(awk '$1 == "file" { print $3 }' "$work/file.cp")"
 # Killed right after another rotation: it resumes into the new file, nothing twice.
 mv "$work/trail.log" "$work/trail.log-rotated2"
-kill -HUP "$ship"
+kill -HUP "$ship" 2>/dev/null || true  # (a shipper that died of it fails the checks below)
 deadline=$((SECONDS + 30))
 until grep -c 'SIGHUP: reopened' "$work/file.err" | grep -qx 3 || ((SECONDS > deadline)); do sleep 0.1; done
 kill -9 "$ship"
@@ -116,7 +117,7 @@ first=$(($(last_event) + 1))
 reads 20
 start relp -o "relp://127.0.0.1:$(cat "$work/r.port")" --start-after $((first - 1))
 caught_up "$work/relp.cp"
-kill -HUP "$ship"
+kill -HUP "$ship" 2>/dev/null || true  # (a shipper that died of it fails the checks below)
 reads 20
 caught_up "$work/relp.cp"
 kill -TERM "$ship"
