@@ -16,6 +16,8 @@
 # Environment: BATCH (10000, events per export() call), CLIENTS, DURATION, RATE (pgbench -R:
 # lookups per second in all; default unthrottled), LATENCY_ONLY=1 skips the throughput runs,
 # KEEP=1 keeps the directory. The shipper and the extension must be installed (cmake --install).
+# AB_SHIPPER=PATH compares another pii-audit-export build over RELP instead: installed (A) and
+# PATH (B), interleaved A B A B (ROUNDS, default 2), nothing else.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/pgcluster.sh
@@ -113,6 +115,24 @@ run() {  # run LABEL ARGS...: ships everything once, prints events/s and the shi
     awk -v l="$label" -v n="$n" -v a="$t0" -v b="$t1" -v c="$c0" -v d="$c1" -v r="$(awk -v a="$r0" -v b="$r1" 'BEGIN { print b - a }')" \
         'BEGIN { printf "%-28s %8d events in %6.2f s = %7.0f events/s (CPU s: shipper %.2f, rsyslogd %.2f)\n", l, n, b - a, n / (b - a), d - c, r }'
 }
+if [[ -n "${AB_SHIPPER:-}" ]]; then
+    installed=$shipper
+    for ((round = 1; round <= ${ROUNDS:-2}; round++)); do
+        for side in A B; do
+            [[ $side == A ]] && shipper=$installed || shipper=$AB_SHIPPER
+            rm -f "$work/relp.cp"
+            run "$side: RELP json, round $round" -o "relp://127.0.0.1:${ports[0]}" --checkpoint "$work/relp.cp" --format json
+            # rsyslog answered every frame; let it finish writing before the next run.
+            size=-1
+            until [[ $(stat -c %s "$work/rs/bulk.log") == "$size" ]]; do
+                size=$(stat -c %s "$work/rs/bulk.log")
+                sleep 1
+            done
+        done
+    done
+    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
 if ((latency_only == 0)); then
     run "stdout > /dev/null (json)" -o stdout --format json
     run "stdout > /dev/null (cef)" -o stdout --format cef

@@ -16,14 +16,13 @@ packages=(
     googletest
     libgtest-dev
     libgmock-dev
-    nlohmann-json3-dev    # the unit tests' OCSF validator reads the schema's JSON files
+    nlohmann-json3-dev    # the OCSF validator (tests) and pii-audit-export --verify read JSON
     cmake
     g++
     make
     postgresql-15-pgaudit # only the benchmark uses it
     dpkg-dev              # dpkg-source: test/pg_regress_diff unpacks PostgreSQL's source package
     sqlsmith              # test/fuzz/sqlsmith.sh: random queries against the labelled regression database
-    librelp-dev           # pii-audit-export: RELP output
     libssl-dev            # pii-audit-export: TLS output (RFC 5425)
     openssl               # test/server/shipper.sh: test certificates
     rsyslog               # test/server/shipper.sh: the receivers (TCP, UDP)

@@ -21,6 +21,7 @@
 #include "outputs/net.h"
 #include "outputs/outputs.h"
 #include "trail.h"
+#include "verify.h"
 
 #ifndef PII_AUDIT_VERSION
 #error "PII_AUDIT_VERSION must be defined by the build"
@@ -31,9 +32,11 @@ namespace {
 
 volatile sig_atomic_t stop_requested = 0;
 volatile sig_atomic_t progress_requested = 0;
+volatile sig_atomic_t reopen_requested = 0;
 
 void on_stop(int) { stop_requested = 1; }
 void on_progress(int) { progress_requested = 1; }
+void on_reopen(int) { reopen_requested = 1; }
 
 class Backoff {
   public:
@@ -72,6 +75,11 @@ class Shipper {
         } catch (const TransientError& e) {
             throw FatalError(e.what());
         }
+        digests_on_ = o_.digest_every > 0 && trail_.has_digests();
+        if (o_.digest_every > 0 && !digests_on_)
+            log_warning(trail_.describe() +
+                        " has no pii_audit.export_digests() (pii_audit before 0.3.0): the "
+                        "stream carries no digest records");
         log_info("shipping " + o_.format + " from " + trail_.describe() + " to " + o_.output_spec +
                  " after event " + std::to_string(sent_.event_id) +
                  (o_.alerts ? " and alert event " + std::to_string(sent_.alert_id) : ""));
@@ -80,6 +88,7 @@ class Shipper {
         db_checkpoint_due_ = true;
         while (!stop_requested) {
             try {
+                if (reopen_requested) reopen_output();
                 if (!step()) break;
                 backoff_.reset();
             } catch (const DatabaseError& e) {
@@ -125,6 +134,7 @@ class Shipper {
         checkpoint_.format = o_.format;
         bool changed = output_->restore(checkpoint_);
         delivered_ = sent_ = {checkpoint_.event_id, checkpoint_.alert_id};
+        digests_covered_ = sent_.event_id;
         if (!o_.checkpoint.empty() && (changed || !saved))
             save_checkpoint(o_.checkpoint, checkpoint_);
     }
@@ -151,6 +161,17 @@ class Shipper {
         Result alerts;
         if (o_.alerts) alerts = trail_.fetch_alerts(sent_.alert_id, o_.batch, o_.format);
         int nevents = PQntuples(events.get()), nalerts = alerts ? PQntuples(alerts.get()) : 0;
+        // Digest records for the batches of the trail that end within these events (asked
+        // for only when these events reach the next multiple of --digest-every).
+        Result digests;
+        int ndigests = 0;
+        int64_t last_event =
+            nevents > 0 ? std::strtoll(PQgetvalue(events.get(), nevents - 1, 0), nullptr, 10) : 0;
+        if (digests_on_ && nevents > 0 &&
+            last_event / o_.digest_every > digests_covered_ / o_.digest_every) {
+            digests = trail_.fetch_digests(sent_.event_id, o_.digest_every, o_.format);
+            ndigests = PQntuples(digests.get());
+        }
         if (nevents == 0 && nalerts == 0) {
             advance_checkpoint();
             register_checkpoint_if_due();
@@ -170,6 +191,22 @@ class Shipper {
             prefetching_ = true;
         }
         Position upto = sent_;
+        sending_ = true;  // until the flush: a failure leaves part of this batch unconfirmed
+        int next_digest = 0;
+        // A digest record follows the last event of its batch (before any later event).
+        auto write_digests_upto = [&](int64_t id) {
+            for (; next_digest < ndigests; ++next_digest) {
+                int64_t ends = std::strtoll(PQgetvalue(digests.get(), next_digest, 0), nullptr, 10);
+                if (ends > id) break;
+                Record d{false, ends,
+                         std::string_view(
+                             PQgetvalue(digests.get(), next_digest, 1),
+                             static_cast<size_t>(PQgetlength(digests.get(), next_digest, 1))),
+                         true};
+                output_->write(d);
+                digests_covered_ = std::max(digests_covered_, ends);
+            }
+        };
         for (int i = 0; i < nevents; ++i) {
             Record r{false, std::strtoll(PQgetvalue(events.get(), i, 0), nullptr, 10),
                      std::string_view(PQgetvalue(events.get(), i, 1),
@@ -177,9 +214,11 @@ class Shipper {
             if (r.id <= upto.event_id)
                 throw FatalError("pii_audit.export() returned event " + std::to_string(r.id) +
                                  " after " + std::to_string(upto.event_id) + ": ids must rise");
+            write_digests_upto(r.id - 1);
             output_->write(r);
             upto.event_id = r.id;
         }
+        write_digests_upto(last_event);  // a batch that ends later is sent with a later fetch
         for (int i = 0; i < nalerts; ++i) {
             Record r{true, std::strtoll(PQgetvalue(alerts.get(), i, 0), nullptr, 10),
                      std::string_view(PQgetvalue(alerts.get(), i, 1),
@@ -191,6 +230,7 @@ class Shipper {
             upto.alert_id = r.id;
         }
         output_->flush(upto);
+        sending_ = false;
         sent_ = upto;
         sent_count_ += static_cast<uint64_t>(nevents + nalerts);
         advance_checkpoint();
@@ -244,18 +284,40 @@ class Shipper {
             prefetching_ = false;
         }
         output_connected_ = false;
-        if (sent_ != delivered_)
-            log_warning(why + "; events " + std::to_string(delivered_.event_id + 1) + ".." +
-                        std::to_string(sent_.event_id) + " will be sent again; retrying in about " +
-                        format_seconds(backoff_.next()));
+        if (sending_ || sent_ != delivered_)
+            log_warning(
+                why + "; what follows event " + std::to_string(delivered_.event_id) +
+                (o_.alerts ? " and alert event " + std::to_string(delivered_.alert_id) : "") +
+                " will be sent again; retrying in about " + format_seconds(backoff_.next()));
         else
             log_warning(why + "; retrying in about " + format_seconds(backoff_.next()));
         // The destination goes back to the saved checkpoint too (a file is cut back to its
         // length there, should the checkpoint itself have failed to save).
         output_->rewind(checkpoint_);
         sent_ = delivered_;
+        digests_covered_ = delivered_.event_id;  // digest records not confirmed are sent again
+        sending_ = false;
         reconnecting_ = true;
         backoff_.pause();
+    }
+
+    // SIGHUP: between batches, once everything sent is confirmed, the destination is closed and
+    // opened again (a file that was moved away is started anew at its path and recorded in the
+    // checkpoint before anything is written into it; a receiver gets a new connection).
+    void reopen_output() {
+        if (sending_ || !output_->settled()) return;  // later, between batches
+        reopen_requested = 0;
+        advance_checkpoint();
+        bool changed = output_->reopen();
+        output_connected_ = false;
+        if (changed) {
+            Checkpoint next = checkpoint_;
+            output_->describe(next);
+            if (!o_.checkpoint.empty()) save_checkpoint(o_.checkpoint, next);
+            checkpoint_ = next;
+        }
+        log_info("SIGHUP: reopened " + o_.output_spec +
+                 (changed ? " (a new file; the one before was moved away)" : ""));
     }
 
     void settle_on_stop() {
@@ -313,7 +375,8 @@ class Shipper {
     Checkpoint checkpoint_;
     Position delivered_, sent_;
     bool output_connected_ = false, reconnecting_ = false, db_checkpoint_due_ = false,
-         prefetching_ = false;
+         prefetching_ = false, sending_ = false, digests_on_ = false;
+    int64_t digests_covered_ = 0;  // digest records of batches ending up to here were sent
     uint64_t sent_count_ = 0, delivered_count_ = 0, reported_count_ = 0, failures_ = 0;
     double started_ = 0, last_report_ = 0;
 };
@@ -327,6 +390,8 @@ void install_signals() {
     sigaction(SIGINT, &sa, nullptr);
     sa.sa_handler = on_progress;
     sigaction(SIGUSR1, &sa, nullptr);
+    sa.sa_handler = on_reopen;
+    sigaction(SIGHUP, &sa, nullptr);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, nullptr);
 }
@@ -347,6 +412,7 @@ int main(int argc, char** argv) {
             printf("pii-audit-export %s\n", PII_AUDIT_VERSION);
             return 0;
         }
+        if (!options.verify_files.empty()) return run_verify(options);
         install_signals();
         Shipper shipper(options);
         return shipper.run();

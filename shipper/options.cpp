@@ -134,10 +134,12 @@ Options parse_options(const std::vector<std::string>& args) {
         }
         static const std::set<std::string> flags = {"--help", "--version", "--alerts", "--once"};
         static const std::set<std::string> valued = {
-            "--dbname",   "--format",        "--output",        "--checkpoint",      "--name",
-            "--batch",    "--poll-interval", "--start-after",   "--file-max-size",   "--file-keep",
-            "--tls-ca",   "--tls-cert",      "--tls-key",       "--tls-server-name", "--facility",
-            "--severity", "--retry-max",     "--confirm-delay", "--timeout",         "--progress"};
+            "--dbname",        "--format",          "--output",        "--checkpoint",
+            "--name",          "--batch",           "--poll-interval", "--start-after",
+            "--file-max-size", "--file-keep",       "--tls-ca",        "--tls-cert",
+            "--tls-key",       "--tls-server-name", "--facility",      "--severity",
+            "--retry-max",     "--confirm-delay",   "--timeout",       "--progress",
+            "--digest-every",  "--verify"};
         if (flags.count(arg)) {
             if (inline_value) throw UsageError(arg + " takes no value");
         } else if (valued.count(arg)) {
@@ -148,7 +150,7 @@ Options parse_options(const std::vector<std::string>& args) {
         } else {
             throw UsageError("unknown option '" + arg + "' (see --help)");
         }
-        if (!seen.insert(arg).second) throw UsageError(arg + " given twice");
+        if (!seen.insert(arg).second && arg != "--verify") throw UsageError(arg + " given twice");
 
         if (arg == "--help")
             o.help = true;
@@ -214,8 +216,24 @@ Options parse_options(const std::vector<std::string>& args) {
             o.timeout = parse_seconds(arg, value, 0.5, 3600);
         else if (arg == "--progress")
             o.progress_interval = parse_seconds(arg, value, 0.1, 86400);
+        else if (arg == "--digest-every")
+            o.digest_every = parse_int(arg, value, 0, INT64_MAX);
+        else if (arg == "--verify") {
+            if (value.empty())
+                throw UsageError("--verify needs a file written by pii-audit-export");
+            o.verify_files.push_back(value);
+        }
     }
     if (o.help || o.version) return o;
+    if (!o.verify_files.empty()) {
+        for (const char* only : {"--output", "--checkpoint", "--alerts", "--once", "--batch",
+                                 "--start-after", "--digest-every", "--format"})
+            if (seen.count(only))
+                throw UsageError(std::string("--verify checks files against the trail and ships "
+                                             "nothing: drop ") +
+                                 only);
+        return o;
+    }
 
     if (!have_output) throw UsageError("--output is required (e.g. --output relp://siem:2514)");
     if (o.output != OutputKind::Stdout && o.checkpoint.empty())
@@ -253,6 +271,8 @@ Source
       --batch N            events per call of pii_audit.export() (1..1000000, default 10000)
       --poll-interval S    look for events every S seconds even without NOTIFY (default 5)
       --start-after ID     without a checkpoint, start after this event_id (default 0: all)
+      --digest-every N     after the batch of the trail that holds each multiple of N, send
+                           its chain digest as a record (default 10000; 0: none)
 
 Destination (--output, required)
   stdout | file:PATH | tcp://HOST:PORT | udp://HOST:PORT | tls://HOST:PORT | relp://HOST:PORT
@@ -275,9 +295,17 @@ Running
       --progress S         log events/s and the lag behind the trail every S seconds (also
                            on SIGUSR1)
       --once               ship what is there, wait until it is delivered, and exit
+                           (SIGHUP: close the destination and open it again, between batches:
+                           a file moved away by logrotate is started anew at its path)
       --help, --version
 
-Exit status: 0 stopped by SIGTERM/SIGINT or --once done, 1 error, 2 bad options.
+Verifying
+      --verify FILE        read the digest records in FILE (any format, as shipped; give
+                           --verify once per file) and check the live trail against them
+                           with pii_audit.verify_trail (an officer's connection, -d)
+
+Exit status: 0 stopped by SIGTERM/SIGINT or --once done (--verify: the trail matches), 1 error
+(--verify: a mismatch or a damaged digest record), 2 bad options.
 )";
 }
 

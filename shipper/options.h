@@ -32,6 +32,8 @@ struct Options {
     double confirm_delay = 1.0;  // tcp/tls: how long a connection must stay up after a batch
     double timeout = 30.0;       // network operations
     double progress_interval = 0;
+    int64_t digest_every = 10000;  // a digest record after each batch holding a multiple; 0: none
+    std::vector<std::string> verify_files;  // --verify: check the trail against these files
     bool once = false;
     bool help = false;
     bool version = false;

@@ -24,8 +24,9 @@ struct Position {
 
 struct Record {
     bool alert = false;
-    int64_t id = 0;
+    int64_t id = 0;  // event_id, alert_event_id, or for a digest the event its batch ends at
     std::string_view line;
+    bool digest = false;  // a digest record: moves no position
 };
 
 class Output {
@@ -55,6 +56,13 @@ class Output {
     // identity and length); returns true if it must be saved again (a file was rotated).
     virtual void describe(Checkpoint&) const {}
     virtual bool rotate_if_due() { return false; }
+    // SIGHUP, between batches with everything confirmed: close, and open again on the next
+    // connect (a file: at its path, a new file if the old one was moved away). Returns true if
+    // the checkpoint must be saved again (a new file).
+    virtual bool reopen() {
+        disconnect();
+        return false;
+    }
     virtual void disconnect() noexcept = 0;
 
   protected:
@@ -65,7 +73,7 @@ std::unique_ptr<Output> make_output(const Options& options);
 
 // The syslog message for a record: an rfc5424 line as it is, any other format wrapped in an
 // RFC 5424 header (PRI from --facility/--severity, the current time, this host, APP-NAME
-// pii_audit, MSGID event or alert).
+// pii_audit, MSGID event, alert or digest).
 class SyslogWrapper {
   public:
     explicit SyslogWrapper(const Options& options);

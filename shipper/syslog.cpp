@@ -39,7 +39,7 @@ std::string_view SyslogWrapper::message(const Record& record) {
     snprintf(micros, sizeof micros, ".%06ldZ", static_cast<long>(now.tv_usec));
     buffer_.clear();
     buffer_.append(pri_host_).append(stamp_).append(micros).append(host_app_);
-    buffer_.append(record.alert ? "alert - " : "event - ");
+    buffer_.append(record.digest ? "digest - " : record.alert ? "alert - " : "event - ");
     buffer_.append(record.line);
     return buffer_;
 }

@@ -88,7 +88,9 @@ void Trail::connect(bool alerts) {
         run("SELECT to_regprocedure('pii_audit.export(bigint,integer,text)') IS NOT NULL, "
             "       to_regprocedure('pii_audit.export_alerts(bigint,integer,text)') IS NOT NULL, "
             "       to_regprocedure('pii_audit.export_checkpoint(text,bigint)') IS NOT NULL, "
-            "       has_schema_privilege('pii_audit', 'USAGE'), current_user, current_database() "
+            "       has_schema_privilege('pii_audit', 'USAGE'), current_user, current_database(), "
+            "       to_regprocedure('pii_audit.export_digests(bigint,bigint,text,integer)') IS NOT "
+            "NULL "
             "WHERE to_regnamespace('pii_audit') IS NOT NULL",
             0, nullptr);
     if (PQntuples(r.get()) == 0)
@@ -121,6 +123,12 @@ void Trail::connect(bool alerts) {
         log_warning(describe() +
                     " has no pii_audit.export_checkpoint(text, bigint): retention cannot "
                     "see what this shipper has delivered");
+    have_digest_function_ = yes(6);
+    if (have_digest_function_ &&
+        !may_execute("pii_audit.export_digests(bigint,bigint,text,integer)"))
+        throw FatalError("role \"" + user +
+                         "\" may not call pii_audit.export_digests(): grant it the role "
+                         "pii_audit_siem (or give --digest-every 0)");
     run("LISTEN pii_audit_events", 0, nullptr);
     if (alerts) run("LISTEN pii_audit_alerts", 0, nullptr);
 }
@@ -155,6 +163,15 @@ Result Trail::fetch_alerts(int64_t after, int max, const std::string& format) {
     return run(
         "SELECT alert_event_id, line FROM pii_audit.export_alerts($1::bigint, $2::integer, "
         "$3::text)",
+        3, params);
+}
+
+Result Trail::fetch_digests(int64_t after, int64_t every, const std::string& format) {
+    std::string a = std::to_string(after), e = std::to_string(every);
+    const char* params[3] = {a.c_str(), e.c_str(), format.c_str()};
+    return run(
+        "SELECT event_id, line FROM pii_audit.export_digests($1::bigint, $2::bigint, $3::text, "
+        "1000)",
         3, params);
 }
 

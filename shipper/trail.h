@@ -35,6 +35,11 @@ class Trail {
     void start_events(int64_t after, int max, const std::string& format);
     Result finish_events();
     Result fetch_alerts(int64_t after, int max, const std::string& format);
+    // Rows (event_id, line) of pii_audit.export_digests(): the chain's digest of each batch
+    // that ends after `after` and holds a multiple of `every`, in order.
+    Result fetch_digests(int64_t after, int64_t every, const std::string& format);
+    // Whether the server has export_digests() (pii_audit 0.3.0 and later).
+    bool has_digests() const { return have_digest_function_; }
     void register_checkpoint(const std::string& name, int64_t delivered_event_id);
 
     // Waits up to `seconds` for a notification; returns the highest event_id announced (0 if
@@ -51,7 +56,7 @@ class Trail {
 
     std::string conninfo_;
     PGconn* conn_ = nullptr;
-    bool have_checkpoint_function_ = false;
+    bool have_checkpoint_function_ = false, have_digest_function_ = false;
     int64_t latest_announced_ = 0;
 };
 

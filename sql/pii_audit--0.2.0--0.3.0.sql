@@ -810,6 +810,8 @@ BEGIN
             'type_uid', 100899, 'type_name', 'Event Log Activity: Other', 'severity_id', 1,
             'severity', 'Informational',
             'time', (extract(epoch FROM d.recorded_at) * 1000)::bigint,
+            -- (the class needs one of log_name, log_provider, log_type... at its top level)
+            'log_name', 'pii_audit.digests', 'log_provider', 'pii_audit',
             'metadata', json_build_object('version', '1.3.0', 'uid', 'digest-' || d.last_event_id,
                 'log_name', 'pii_audit.digests', 'log_provider', 'pii_audit',
                 'product', json_build_object('name', 'pii_audit', 'vendor_name', 'pii_audit', 'version', version)),

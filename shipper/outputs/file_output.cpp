@@ -127,6 +127,17 @@ class FileOutput : public Output {
         return true;
     }
 
+    bool reopen() override {
+        // Between batches only (the shipper asks once everything is checkpointed).
+        if (fd_ < 0 || offset_ != checkpointed_) return false;
+        struct stat st;
+        bool same = ::stat(path_.c_str(), &st) == 0 && st.st_dev == device_ && st.st_ino == inode_;
+        disconnect();
+        open_file();  // PATH again, or a new PATH if the file was moved away (logrotate)
+        checkpointed_ = offset_;
+        return !same;
+    }
+
     void disconnect() noexcept override {
         if (fd_ >= 0) ::close(fd_);
         fd_ = -1;

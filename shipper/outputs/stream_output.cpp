@@ -106,6 +106,25 @@ class StreamOutput : public Output {
 
     bool settled() const override { return pending_.empty(); }
 
+    bool reopen() override {
+        disconnect();
+        if (tls_) {
+            // Certificates and CA files are read again (renewed ones are taken up); if they
+            // no longer load, the ones loaded before stay in use.
+            SSL_CTX* old = ctx_;
+            try {
+                make_context();
+                SSL_CTX_free(old);
+            } catch (const FatalError& e) {
+                if (ctx_ != old) SSL_CTX_free(ctx_);
+                ctx_ = old;
+                log_warning(std::string("SIGHUP: keeping the TLS files loaded before: ") +
+                            e.what());
+            }
+        }
+        return false;
+    }
+
     void disconnect() noexcept override {
         if (ssl_ != nullptr) {
             // Best effort: a close_notify tells the receiver this is an orderly close.

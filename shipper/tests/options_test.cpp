@@ -101,3 +101,25 @@ TEST(Options, HelpNeedsNothingElse) {
     EXPECT_TRUE(parse_options({"--help"}).help);
     EXPECT_TRUE(parse_options({"--version"}).version);
 }
+
+TEST(Options, DigestRecords) {
+    EXPECT_EQ(parse_options({"-o", "stdout"}).digest_every, 10000);
+    EXPECT_EQ(parse_options({"-o", "stdout", "--digest-every", "0"}).digest_every, 0);
+    EXPECT_EQ(parse_options({"-o", "stdout", "--digest-every=500"}).digest_every, 500);
+    EXPECT_NE(
+        refusal({"-o", "stdout", "--digest-every", "-1"}).find("--digest-every must be an integer"),
+        std::string::npos);
+    EXPECT_NE(refusal({"-o", "stdout", "--digest-every", "often"}).find("not 'often'"),
+              std::string::npos);
+}
+
+TEST(Options, Verify) {
+    auto o = parse_options({"-d", "dbname=x", "--verify", "a.log", "--verify=b.log"});
+    ASSERT_EQ(o.verify_files.size(), 2u);
+    EXPECT_EQ(o.verify_files[1], "b.log");
+    EXPECT_NE(refusal({"--verify", "a.log", "-o", "stdout"}).find("ships nothing: drop --output"),
+              std::string::npos);
+    EXPECT_NE(refusal({"--verify", "a.log", "--once"}).find("drop --once"), std::string::npos);
+    EXPECT_NE(refusal({"--verify", ""}).find("--verify needs a file"), std::string::npos);
+    EXPECT_NE(refusal({"--verify"}).find("--verify needs a value"), std::string::npos);
+}
