@@ -28,6 +28,7 @@ packages=(
     rsyslog               # test/server/shipper.sh: the receivers (TCP, UDP)
     rsyslog-relp          #   ... RELP
     rsyslog-openssl       #   ... TLS
+    python3               # test/server/relp_ack.sh: the scripted RELP receiver (standard library only)
 )
 
 missing=()
