@@ -35,17 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.flush_interval = 50" >/dev/null
-pgc_start "$dir" >/dev/null
-sock=$(pgc_sockdir "$dir")
-port=$(pgc_port "$dir")
-q -d postgres <<'SQL'
-CREATE EXTENSION pii_audit;
-CREATE TABLE customers (id int PRIMARY KEY, name text);
-INSERT INTO customers SELECT g, 'Customer ' || g FROM generate_series(1, 1000) g;
-SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
-CREATE ROLE siem LOGIN IN ROLE pii_audit_siem;
-SQL
+siem_cluster
 conn="host=$sock port=$port user=siem dbname=postgres"
 reads() {
     local i

@@ -34,18 +34,8 @@ cleanup() {
     if [[ -n "${VERIFY_KEEP:-}" ]]; then echo "# kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.flush_interval = 20" >/dev/null
-pgc_start "$dir" >/dev/null
-sock=$(pgc_sockdir "$dir")
-port=$(pgc_port "$dir")
-q -d postgres <<'SQL'
-CREATE EXTENSION pii_audit;
-CREATE TABLE customers (id int PRIMARY KEY, name text);
-INSERT INTO customers SELECT g, 'Customer ' || g FROM generate_series(1, 1000) g;
-SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
-CREATE ROLE siem LOGIN IN ROLE pii_audit_siem;
-CREATE ROLE auditor LOGIN IN ROLE pii_audit_officer;
-SQL
+siem_cluster 20
+q -d postgres -c "CREATE ROLE auditor LOGIN IN ROLE pii_audit_officer"
 as_siem="host=$sock port=$port user=siem dbname=postgres"
 as_auditor="host=$sock port=$port user=auditor dbname=postgres"
 settled() {
@@ -85,7 +75,7 @@ check "rfc5424: each digest record follows the last event of its batch" "0" \
 out=$("$validator" <"$work/ocsf.log" 2>&1 || true)
 check "ocsf: every line valid against OCSF 1.3.0, digest records included" \
     "$(wc -l <"$work/ocsf.log" | tr -d ' ') events valid, 0 not" "$(tail -n 1 <<<"$out")"
-contains "ocsf: digest records are Event Log Activity (1008)" '"class_uid":1008' "$(tr -d ' ' <"$work/ocsf.got" | head -n 1)"
+contains "ocsf: digest records are Event Log Activity (1008)" '"class_uid":1008' "$(tr -d ' ' <"$work/ocsf.got" | sed -n 1p)"
 
 # ---- 2. --verify, untouched trail ----------------------------------------------------------------
 for format in json ocsf cef leef rfc5424; do
@@ -99,7 +89,7 @@ done
 # A damaged digest record: a digit cut from its digest.
 awk 'BEGIN { done = 0 } !done && /pii_audit\.digests/ { sub(/"digest" : "[0-9a-f]/, "\"digest\" : \""); done = 1 } { print }' \
     "$work/json.log" >"$work/damaged.log"
-line=$(grep -n 'pii_audit\.digests' "$work/damaged.log" | head -n 1 | cut -d: -f1)
+line=$(grep -n -m 1 'pii_audit\.digests' "$work/damaged.log" | cut -d: -f1)
 rc=0
 out=$("$shipper" -d "$as_auditor" --verify "$work/damaged.log" 2>&1) || rc=$?
 check "damaged record: exit 1" 1 "$rc"
