@@ -10,9 +10,9 @@ extern "C" {
 #include "utils/queryjumble.h"
 }
 
-#include <cstring>
-
 #include <unistd.h>
+
+#include <cstring>
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -276,8 +276,7 @@ void define_settings() {
         "pii_audit.forward_conninfo",
         "On a standby: the connection to the primary that the worker hands events to.",
         "Empty: primary_conninfo, with user=pii_audit_forwarder and dbname=pii_audit.database.",
-        &pii_audit_forward_conninfo, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr,
-        nullptr);
+        &pii_audit_forward_conninfo, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("pii_audit");
 }
 
@@ -286,13 +285,15 @@ void define_settings() {
 const char* pii_audit_local_server_name(void) {
     static char name[256];
     const char* chosen = pii_audit_server_name_setting;
-    if (chosen == nullptr || chosen[0] == '\0') chosen = GetConfigOption("cluster_name", true, false);
+    if (chosen == nullptr || chosen[0] == '\0')
+        chosen = GetConfigOption("cluster_name", true, false);
     if (chosen != nullptr && chosen[0] != '\0') {
         if (strcmp(name, chosen) != 0) strlcpy(name, chosen, sizeof name);
         return name;
     }
     char host[256] = "";
-    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') strlcpy(host, "localhost", sizeof host);
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+        strlcpy(host, "localhost", sizeof host);
     if (strcmp(name, host) != 0) strlcpy(name, host, sizeof name);
     return name;
 }

@@ -11,15 +11,17 @@
 // While the primary cannot be reached the events wait in the standby's queue, a file in its data
 // directory (pii_audit.queue_size); what does not fit is dropped and counted, and the count goes
 // to the primary with the next batch, which records it as a gap of that server.
+// PostgreSQL-free headers first (see pg_free.h).
 #include "pii_audit/forward_batch.h"
-
+// clang-format off
 #include "pii_audit_internal.h"
-
 #include "boundary.h"
+// clang-format on
 
 extern "C" {
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -32,7 +34,6 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
-#include "catalog/pg_type.h"
 }
 
 #include <cstdio>
@@ -63,13 +64,13 @@ void report_problem(const char* problem) {
     // Logged when it changes, not on every retry.
     if (strcmp(last_reported, problem) != 0) {
         strlcpy(last_reported, problem, sizeof last_reported);
-        ereport(WARNING, (errmsg("pii_audit: cannot forward audit events to the primary: %s",
-                                 problem),
-                          errdetail("They wait in this standby's audit queue (pii_audit.queue_size); "
-                                    "once it is full, events are dropped and counted, and the "
-                                    "primary records the gap."),
-                          errhint("Check pii_audit.forward_conninfo (or primary_conninfo) and that "
-                                  "the role pii_audit_forwarder may log in to the primary.")));
+        ereport(WARNING,
+                (errmsg("pii_audit: cannot forward audit events to the primary: %s", problem),
+                 errdetail("They wait in this standby's audit queue (pii_audit.queue_size); "
+                           "once it is full, events are dropped and counted, and the "
+                           "primary records the gap."),
+                 errhint("Check pii_audit.forward_conninfo (or primary_conninfo) and that "
+                         "the role pii_audit_forwarder may log in to the primary.")));
     }
 }
 
@@ -113,9 +114,10 @@ void append_quoted(StringInfo out, const char* value) {
 // another standby, which cannot store events, so it must name the primary in
 // pii_audit.forward_conninfo. False when there is nothing to connect to.
 bool build_conninfo(StringInfo out) {
-    appendStringInfoString(out, "connect_timeout=10 application_name='pii_audit forwarder' "
-                                "options='-c synchronous_commit=on' "
-                                "target_session_attrs=read-write ");
+    appendStringInfoString(out,
+                           "connect_timeout=10 application_name='pii_audit forwarder' "
+                           "options='-c synchronous_commit=on' "
+                           "target_session_attrs=read-write ");
     if (pii_audit_forward_conninfo != nullptr && pii_audit_forward_conninfo[0] != '\0') {
         appendStringInfoString(out, pii_audit_forward_conninfo);
         return true;
@@ -282,14 +284,15 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
             frame_capacity = frame_buffer ? need : 0;
             if (frame_buffer == nullptr) elog(ERROR, "pii_audit: out of memory framing a batch");
         }
-        pii_audit::for_each_peeked_record(batch.data, batch.size, [&](const char* data, size_t len) {
-            framed += pii_audit::forward::frame_record(data, static_cast<uint32>(len),
-                                                       frame_buffer + framed);
-            ++records;
-        });
+        pii_audit::for_each_peeked_record(
+            batch.data, batch.size, [&](const char* data, size_t len) {
+                framed += pii_audit::forward::frame_record(data, static_cast<uint32>(len),
+                                                           frame_buffer + framed);
+                ++records;
+            });
     }
-    const CallResult result = call_forward(frame_buffer ? frame_buffer : "", framed, dropped,
-                                           problem, sizeof problem);
+    const CallResult result =
+        call_forward(frame_buffer ? frame_buffer : "", framed, dropped, problem, sizeof problem);
     pgstat_report_activity(STATE_IDLE, nullptr);
     if (result != CallResult::kStored) {
         ++failures;
@@ -307,7 +310,8 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
     pii_audit_queue_set_problem("");
     pii_audit_queue_set_ready(true);
     // A full batch: the next one at once.
-    return batch.size + 64 * 1024 >= capacity ? 0 : (have_records ? 0 : pii_audit_flush_interval_ms);
+    return batch.size + 64 * 1024 >= capacity ? 0
+                                              : (have_records ? 0 : pii_audit_flush_interval_ms);
 }
 
 // ---------------------------------------------------------------- the primary's side
@@ -347,8 +351,9 @@ PG_FUNCTION_INFO_V1(pii_audit_forward_check);
 // made with another key than this server's.
 Datum pii_audit_forward_check(PG_FUNCTION_ARGS) {
     if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                        errmsg("pii_audit: a forwarded batch needs its records and key fingerprint")));
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("pii_audit: a forwarded batch needs its records and key fingerprint")));
     bytea* records = PG_GETARG_BYTEA_PP(0);
     const int64 fingerprint = PG_GETARG_INT64(1);
     const int64 ours = pii_audit_subject_key_fingerprint();

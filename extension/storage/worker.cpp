@@ -21,33 +21,33 @@ extern "C" {
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
-#include "lib/stringinfo.h"
-#include "commands/dbcommands.h"
 #include "catalog/pg_am_d.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
-#include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
-#include "utils/date.h"
-#include "utils/datetime.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 }
 
@@ -97,8 +97,8 @@ static_assert(kColPayload + 1 == kNumGroupColumns);
 constexpr uint8 kGapKind = 200;
 
 const char* const kSessionColumns[] = {
-    "session_id", "database_name", "session_user_name", "current_user_name", "end_user",
-    "application_name", "client_addr", "server_name",
+    "session_id", "database_name",    "session_user_name", "current_user_name",
+    "end_user",   "application_name", "client_addr",       "server_name",
 };
 constexpr int kNumSessionColumns = sizeof kSessionColumns / sizeof kSessionColumns[0];
 
@@ -133,7 +133,6 @@ struct WorkerState {
     uint64 forwarded_seen;  // pii_audit_forwarded_generation() when batches were last looked for
     bool forwarded_more;    // pii_audit.forwarded_batches may hold batches not stored yet
 };
-
 
 void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
 
@@ -211,7 +210,9 @@ int64 known_id(Part part, const pii_audit::EventView* event, GapNames gap) {
             Dictionaries& d = *dictionaries;
             switch (part) {
                 case Part::kSession: pii_audit::session_key(*event, d.key); break;
-                case Part::kGapSession: pii_audit::gap_session_key(gap.database, gap.server, d.key); break;
+                case Part::kGapSession:
+                    pii_audit::gap_session_key(gap.database, gap.server, d.key);
+                    break;
                 case Part::kStatement: pii_audit::statement_key(*event, d.key); break;
             }
             id = (part == Part::kStatement ? d.statements : d.sessions).find(d.key);
@@ -359,15 +360,15 @@ bool prepare(WorkerState* state) {
                                           2, types, args, nullptr, true, 1) == SPI_OK_SELECT &&
                     SPI_processed == 1) {
                     bool isnull;
-                    Datum seq = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-                                              &isnull);
+                    Datum seq =
+                        SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
                     if (!isnull) {
                         state->persisted_seq = static_cast<uint64>(DatumGetInt64(seq));
-                        ereport(LOG, (errmsg("pii_audit: this server forwarded its audit queue "
-                                             "up to sequence %llu while it was a standby; the "
-                                             "worker stores what follows",
-                                             static_cast<unsigned long long>(
-                                                 state->persisted_seq))));
+                        ereport(LOG,
+                                (errmsg("pii_audit: this server forwarded its audit queue "
+                                        "up to sequence %llu while it was a standby; the "
+                                        "worker stores what follows",
+                                        static_cast<unsigned long long>(state->persisted_seq))));
                     }
                 }
             }
@@ -849,8 +850,9 @@ bool same_session(const pii_audit::EventView& a, const pii_audit::EventView& b) 
     using namespace pii_audit;
     return a.header.source_encoding == b.header.source_encoding &&
            (a.header.flags & kFlagClientAddrSet) == (b.header.flags & kFlagClientAddrSet) &&
-           same_fields(a, b, {kDatabaseName, kSessionUser, kCurrentUser, kEndUser,
-                              kApplicationName, kClientAddr, kServerName});
+           same_fields(a, b,
+                       {kDatabaseName, kSessionUser, kCurrentUser, kEndUser, kApplicationName,
+                        kClientAddr, kServerName});
 }
 
 bool is_login(const pii_audit::EventView& e) {
@@ -1645,15 +1647,14 @@ void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detai
     const char* database = get_database_name(MyDatabaseId);
     if (server == nullptr) server = pii_audit_local_server_name();
     gap_server = server;
-    int64 session = side_row_id<kNumSessionColumns>(
-        ins, ins.sessions, &state->next_session_id, Part::kGapSession, nullptr,
-        {database, server},
-        [&](Datum* values, bool* nulls) {
-            values[1] = CStringGetTextDatum(database);
-            nulls[1] = false;
-            values[7] = CStringGetTextDatum(server);
-            nulls[7] = false;
-        });
+    int64 session = side_row_id<kNumSessionColumns>(ins, ins.sessions, &state->next_session_id,
+                                                    Part::kGapSession, nullptr, {database, server},
+                                                    [&](Datum* values, bool* nulls) {
+                                                        values[1] = CStringGetTextDatum(database);
+                                                        nulls[1] = false;
+                                                        values[7] = CStringGetTextDatum(server);
+                                                        nulls[7] = false;
+                                                    });
     // The gap's one event is encoded directly (it came from no queue record).
     Group gr{session, 0, 0, -1, kGapKind, false, -1, -1, 1, ins.now, ins.now, 0};
     gr.first_event_id = state->next_event_id++;
@@ -1880,7 +1881,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             g.ngroups = before;
             g.nevents = before_events;
             // This event can never be stored: skip it, count it, say why in a gap row.
-            if (unstorable++ == 0) strlcpy(unstorable_reason, error->message, sizeof unstorable_reason);
+            if (unstorable++ == 0)
+                strlcpy(unstorable_reason, error->message, sizeof unstorable_reason);
             ereport(WARNING, (errmsg("pii_audit: an audit event could not be stored: %s",
                                      error->message),
                               errdetail("It is skipped and counted in a gap row of the trail.")));
@@ -1901,14 +1903,12 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                      "was full (while the primary could not be reached, or its worker could not "
                      "keep up; see pii_audit.queue_size there)",
                      static_cast<long long>(fb.lost), fb.server.data());
-            if (!store_gap(careful, ins, &next, [&] {
-                    insert_gap(ins, &next, fb.lost, detail, fb.server.data());
-                }))
+            if (!store_gap(careful, ins, &next,
+                           [&] { insert_gap(ins, &next, fb.lost, detail, fb.server.data()); }))
                 pii_audit_queue_count_lost(static_cast<uint64>(fb.lost));
         }
-        pii_audit::forward::for_each_record(fb.data, fb.size, [&](const char* data, size_t len) {
-            add_record(data, len, &fb);
-        });
+        pii_audit::forward::for_each_record(
+            fb.data, fb.size, [&](const char* data, size_t len) { add_record(data, len, &fb); });
     }
     if (!careful) {
         // A failed batch is rolled back whole, and the scorer rebuilt from its last save.
@@ -1985,8 +1985,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         elog(ERROR, "pii_audit: could not record the worker's position");
     if (forwarded.n > 0) {
         char sql[160];
-        snprintf(sql, sizeof sql,
-                 "DELETE FROM pii_audit.forwarded_batches WHERE batch_id <= %lld",
+        snprintf(sql, sizeof sql, "DELETE FROM pii_audit.forwarded_batches WHERE batch_id <= %lld",
                  static_cast<long long>(forwarded.batches[forwarded.n - 1].id));
         if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
             elog(ERROR, "pii_audit: could not remove the forwarded batches it stored");

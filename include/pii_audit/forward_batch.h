@@ -4,13 +4,12 @@
 // batch before it keeps it (check_batch): a forwarder role that sends anything else gets an
 // error, and nothing malformed reaches the worker.
 #pragma once
-#include "pii_audit/pg_free.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "pii_audit/event_record.h"
+#include "pii_audit/pg_free.h"
 
 namespace pii_audit::forward {
 

@@ -27,7 +27,7 @@ primary=$top/p
 replica=$top/r
 other=$top/k
 cleanup() {
-    for d in "$other" "$replica" "$primary"; do pgc_destroy "$d" >/dev/null 2>&1 || true; done
+    for d in "$top/c" "$other" "$replica" "$primary"; do pgc_destroy "$d" >/dev/null 2>&1 || true; done
     rm -rf "$top"
 }
 trap cleanup EXIT
@@ -53,16 +53,17 @@ SQL
 wait_p postgres "SELECT state = 'running' FROM pii_audit.status" 30 ||
     { echo "not ok - the primary's worker did not start"; exit 1; }
 
-# make_standby DIR NAME [conf lines...]: a streaming replica of the primary, not started.
+# make_standby DIR NAME [conf lines...]: a streaming replica of the primary (of $upstream when
+# set), not started.
 make_standby() {
-    local d=$1 name=$2 port
+    local d=$1 name=$2 port from=${upstream:-$primary}
     shift 2
     mkdir -p "$d/sock"
     port=$(pgc_free_port)
     echo "$port" >"$d/port"
     : >"$d/server.log"
     chown postgres: "$d" "$d/sock" "$d/server.log"
-    runuser -u postgres -- "$bindir/pg_basebackup" -h "$primary/sock" -p "$(pgc_port "$primary")" \
+    runuser -u postgres -- "$bindir/pg_basebackup" -h "$from/sock" -p "$(pgc_port "$from")" \
         -U postgres -D "$d/data" -X stream -R -c fast
     {
         echo "port = $port"
@@ -217,6 +218,24 @@ echo "pii_audit.queue_size = '64MB'" >>"$replica/data/pgc_runtime.conf"
 pgc_stop "$replica" fast >/dev/null
 pgc_start "$replica" >/dev/null
 wait_r postgres "SELECT state = 'running' FROM pii_audit.status" 30 || true
+
+# ---------------------------------------------------------------- 4b. a cascaded standby
+# Its upstream is a standby, which cannot store events: by default it is refused (the reason is
+# shown); pointed at the primary, its reads arrive with its own name.
+cascade=$top/c
+upstream=$replica make_standby "$cascade" replica-c
+pgc_start "$cascade" >/dev/null
+dir=$cascade q -c "SET application_name = 'cascaded'" -c 'SELECT phone FROM customers WHERE id = 5' >/dev/null
+dir=$cascade wait_until postgres "SELECT state LIKE 'forwarding to the primary:%' FROM pii_audit.status" 30 || true
+contains "4b: a cascaded standby does not forward to its upstream standby, and says so" "forwarding to the primary:" \
+    "$(dir=$cascade q -c 'SELECT state FROM pii_audit.status')"
+echo "pii_audit.forward_conninfo = 'host=$primary/sock port=$(pgc_port "$primary") user=pii_audit_forwarder dbname=postgres'" \
+    >>"$cascade/data/pgc_runtime.conf"
+dir=$cascade q -c 'SELECT pg_reload_conf()' >/dev/null
+wait_p postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'cascaded' AND kind = 'read'" 30 || true
+check "4b: pointed at the primary, the cascaded standby's read arrives with its name" "replica-c" \
+    "$(qp -c "SELECT string_agg(server_name, ',') FROM pii_audit.events WHERE application_name = 'cascaded' AND kind = 'read'")"
+pgc_destroy "$cascade" >/dev/null
 
 # ---------------------------------------------------------------- 5. promotion mid-run
 run_pgbench "$replica" promote 16 >"$top/promote.count" &
