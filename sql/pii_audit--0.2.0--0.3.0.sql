@@ -1141,7 +1141,6 @@ CREATE TABLE pii_audit.forwarded_batches (
     received_at timestamptz NOT NULL,
     records bytea NOT NULL         -- framed queue records (include/pii_audit/forward_batch.h)
 );
-ALTER TABLE pii_audit.forwarded_batches ALTER COLUMN records SET STORAGE EXTERNAL;
 REVOKE ALL ON pii_audit.forwarded_origins, pii_audit.forwarded_batches FROM PUBLIC;
 GRANT SELECT ON pii_audit.forwarded_origins TO pii_audit_officer;
 

@@ -162,6 +162,14 @@ contains "3: ... and logged once, with a hint" "cannot forward audit events to t
     "$(pgc_log "$replica" 2>/dev/null || cat "$replica/server.log")"
 check "3: ... the read is not in the trail yet" "0" \
     "$(qp -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'bad-conninfo'")"
+# A role that does not exist on the primary.
+sed -i '/forward_conninfo/d' "$replica/data/pgc_runtime.conf"
+echo "pii_audit.forward_conninfo = 'host=$primary/sock port=$(pgc_port "$primary") user=no_such_forwarder dbname=postgres'" \
+    >>"$replica/data/pgc_runtime.conf"
+qr -c 'SELECT pg_reload_conf()' >/dev/null
+wait_r postgres "SELECT state LIKE '%no_such_forwarder%' FROM pii_audit.status" 30 || true
+contains "3: a forwarder role missing on the primary is shown" 'role "no_such_forwarder" does not exist' \
+    "$(qr -c 'SELECT state FROM pii_audit.status')"
 # A role that may not log in.
 sed -i '/forward_conninfo/d' "$replica/data/pgc_runtime.conf"
 qp -c 'ALTER ROLE pii_audit_forwarder NOLOGIN' >/dev/null
