@@ -1128,7 +1128,8 @@ CREATE TABLE pii_audit.forwarded_origins (
     dropped bigint NOT NULL,
     batches bigint NOT NULL,
     events bigint NOT NULL,
-    updated_at timestamptz NOT NULL
+    updated_at timestamptz NOT NULL,
+    key_fingerprint bigint NOT NULL  -- of the subject key its last batch was made with
 );
 COMMENT ON TABLE pii_audit.forwarded_origins IS
     'hot standbys that forward their audit events: how far each was kept (exactly once), batches and events received';
@@ -1175,7 +1176,7 @@ BEGIN
     END IF;
     summary := pii_audit._forward_check(records, key_fingerprint);
     INSERT INTO pii_audit.forwarded_origins AS o VALUES
-        (forward_events.server_name, forward_events.generation, 0, 0, 0, 0, now())
+        (forward_events.server_name, forward_events.generation, 0, 0, 0, 0, now(), key_fingerprint)
         ON CONFLICT DO NOTHING;
     SELECT * INTO origin FROM pii_audit.forwarded_origins o
         WHERE o.server_name = forward_events.server_name FOR UPDATE;
@@ -1201,7 +1202,8 @@ BEGIN
            dropped = CASE WHEN o.generation = forward_events.generation
                           THEN greatest(forward_events.dropped, o.dropped)
                           ELSE forward_events.dropped END,
-           batches = o.batches + 1, events = o.events + summary[1], updated_at = now()
+           batches = o.batches + 1, events = o.events + summary[1], updated_at = now(),
+           key_fingerprint = forward_events.key_fingerprint
         WHERE o.server_name = forward_events.server_name;
     IF summary[1] > 0 OR lost > 0 THEN
         INSERT INTO pii_audit.forwarded_batches (server_name, skip_through, lost, received_at, records)
