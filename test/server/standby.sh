@@ -166,13 +166,16 @@ sleep 5
 pgc_stop "$primary" fast >/dev/null
 echo "# primary stopped"
 sleep 10
+echo "# the standby's queue held $(qr -c 'SELECT queue_depth_bytes FROM pii_audit.status') bytes when the primary came back"
 pgc_start "$primary" >/dev/null
+back_ns=$(date +%s%N)
 echo "# primary started again"
 wait "$bench"
 ran=$(cat "$top/outage.count")
 echo "# pgbench ran $ran reads on the standby; $(grep -c . "$top/pgbench-outage.err" || true) lines on its stderr"
 check "2: pgbench ran reads" yes "$( ((${ran:-0} > 1000)) && echo yes || echo "no: ${ran:-none}")"
 wait_p postgres "SELECT count(*) >= $ran FROM pii_audit.events WHERE application_name = 'outage' AND kind = 'read'" 60 || true
+echo "# every read of the run was in the primary's trail $((($(date +%s%N) - back_ns) / 1000000)) ms after the primary started again (pgbench ran on for part of it)"
 check "2: every read on the standby arrived exactly once" "$ran|$ran" \
     "$(qp -c "SELECT count(*), count(DISTINCT (backend_pid, event_time)) FROM pii_audit.events WHERE application_name = 'outage' AND kind = 'read'")"
 check "2: ... with the standby's name and one subject each" "replica-1|t" \
