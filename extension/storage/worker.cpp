@@ -143,11 +143,13 @@ int64 spi_int64(const char* sql, int64 fallback) {
     return isnull ? fallback : DatumGetInt64(d);
 }
 
-bool table_matches(Oid relid, const char* const* columns, int ncolumns) {
+// The table has these columns, in this order; or, with min_columns, the first min_columns of
+// them (the SQL of an older version, before ALTER EXTENSION UPDATE added the rest).
+bool table_matches(Oid relid, const char* const* columns, int ncolumns, int min_columns = -1) {
     Relation rel = table_open(relid, AccessShareLock);
     TupleDesc desc = RelationGetDescr(rel);
-    bool ok = desc->natts == ncolumns;
-    for (int i = 0; ok && i < ncolumns; ++i)
+    bool ok = desc->natts == ncolumns || (min_columns >= 0 && desc->natts == min_columns);
+    for (int i = 0; ok && i < desc->natts; ++i)
         ok = !TupleDescAttr(desc, i)->attisdropped &&
              strcmp(NameStr(TupleDescAttr(desc, i)->attname), columns[i]) == 0;
     table_close(rel, AccessShareLock);
@@ -285,7 +287,9 @@ bool prepare(WorkerState* state) {
                              pii_audit_database)));
         state->warned_not_installed = true;
     } else if (!table_matches(events, kGroupColumns, kNumGroupColumns) ||
-               !table_matches(sessions, kSessionColumns, kNumSessionColumns) ||
+               // Before 0.3.0's SQL, sessions have no server_name: stored without it.
+               !table_matches(sessions, kSessionColumns, kNumSessionColumns,
+                              kNumSessionColumns - 1) ||
                !table_matches(statements, kStatementColumns, kNumStatementColumns)) {
         if (!state->warned_not_installed)
             ereport(WARNING, (errmsg("pii_audit: the tables of pii_audit.events do not have the "
@@ -1764,7 +1768,12 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     // worker waits for the trail again instead of failing on relations that are gone.
     // The SQL of 0.3.0 (ALTER EXTENSION UPDATE) may arrive while the worker runs: from then
     // on batches are chained.
-    if (!OidIsValid(state->digests_relid)) find_digests_table(state);
+    if (!OidIsValid(state->digests_relid)) {
+        find_digests_table(state);
+        // 0.3.0's SQL arrived: sessions have a server name from now on, and the session rows
+        // stored before without one are not reused (their chained digest would not match).
+        if (OidIsValid(state->digests_relid)) reset_dictionaries();
+    }
     const Oid tables[] = {state->groups_relid, state->sessions_relid, state->statements_relid,
                           state->subject_index_relid, state->subject_slices_relid,
                           OidIsValid(state->digests_relid) ? state->digests_relid

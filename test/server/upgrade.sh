@@ -99,6 +99,11 @@ SQL
     pgc_stop "$dir" fast >/dev/null
     reinstall_current
     pgc_start "$dir" >/dev/null
+    # This build with the old SQL: it stores events (without server names, unchained) until
+    # the update. The same session's reads after the update get a new session row with the name.
+    q -d postgres -c 'SELECT name FROM customers WHERE id = 2' >/dev/null
+    wait_until postgres "SELECT count(*) > $old_count FROM pii_audit.events" 30 ||
+        check "$version: this build stores events before the update" "stored" "waiting"
     q -d postgres -c 'ALTER EXTENSION pii_audit UPDATE'
     check "$version -> $current: updated" "$current" "$(q -d postgres -c "SELECT extversion FROM pg_extension WHERE extname = 'pii_audit'")"
     after=$(snapshot "$old_max")
