@@ -10,6 +10,8 @@ extern "C" {
 #include "utils/queryjumble.h"
 }
 
+#include <unistd.h>
+
 #include <cstring>
 
 extern "C" {
@@ -38,6 +40,8 @@ char* pii_audit_highly_sensitive_categories = nullptr;
 char* pii_audit_service_peer_groups = nullptr;
 char* pii_audit_business_relations_query = nullptr;
 int pii_audit_business_relations_interval_s = 30;
+char* pii_audit_server_name_setting = nullptr;
+char* pii_audit_forward_conninfo = nullptr;
 
 namespace {
 
@@ -131,6 +135,27 @@ bool check_sensitive_categories(char** newval, void**, GucSource) {
 
 bool check_service_groups(char** newval, void**, GucSource) {
     return check_name_list("pii_audit.service_peer_groups", *newval, false);
+}
+
+constexpr size_t kMaxServerNameBytes = 63;
+
+// A server name goes into every event and every SIEM line (a host name field): short, and no
+// control characters.
+bool check_server_name(char** newval, void**, GucSource) {
+    const char* value = *newval;
+    if (value == nullptr) return true;
+    size_t len = strlen(value);
+    if (len > kMaxServerNameBytes) {
+        GUC_check_errdetail("pii_audit.server_name is %zu bytes long; at most %zu are allowed.",
+                            len, kMaxServerNameBytes);
+        return false;
+    }
+    for (const char* c = value; *c != '\0'; ++c)
+        if (static_cast<unsigned char>(*c) < 0x20 || *c == 0x7f) {
+            GUC_check_errdetail("pii_audit.server_name must not contain control characters.");
+            return false;
+        }
+    return true;
 }
 
 void define_settings() {
@@ -250,10 +275,36 @@ void define_settings() {
         "How often the worker runs pii_audit.business_relations_query.", nullptr,
         &pii_audit_business_relations_interval_s, 30, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
         nullptr, nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.server_name", "The name events of this server are stored with.",
+        "Shown as server_name in every view and export, also for events a standby forwards to "
+        "its primary. Empty: cluster_name, or the host name when cluster_name is empty.",
+        &pii_audit_server_name_setting, "", PGC_SIGHUP, 0, check_server_name, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "pii_audit.forward_conninfo",
+        "On a standby: the connection to the primary that the worker hands events to.",
+        "Empty: primary_conninfo, with user=pii_audit_forwarder and dbname=pii_audit.database.",
+        &pii_audit_forward_conninfo, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("pii_audit");
 }
 
 }  // namespace
+
+const char* pii_audit_local_server_name(void) {
+    static char name[256];
+    const char* chosen = pii_audit_server_name_setting;
+    if (chosen == nullptr || chosen[0] == '\0')
+        chosen = GetConfigOption("cluster_name", true, false);
+    if (chosen != nullptr && chosen[0] != '\0') {
+        if (strcmp(name, chosen) != 0) strlcpy(name, chosen, sizeof name);
+        return name;
+    }
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+        strlcpy(host, "localhost", sizeof host);
+    if (strcmp(name, host) != 0) strlcpy(name, host, sizeof name);
+    return name;
+}
 
 extern "C" void _PG_init(void) {
     // Loaded later (CREATE EXTENSION without preloading): install nothing, so the extension's

@@ -51,6 +51,12 @@ extern char* pii_audit_highly_sensitive_categories;
 extern char* pii_audit_service_peer_groups;
 extern char* pii_audit_business_relations_query;
 extern int pii_audit_business_relations_interval_s;
+// Which server the events of this one are stored as (pii_audit.server_name, else cluster_name,
+// else the host name); a static buffer, the same until the setting changes.
+extern char* pii_audit_server_name_setting;
+const char* pii_audit_local_server_name(void);
+// Standbys: where the worker forwards events (empty: primary_conninfo, see worker.cpp).
+extern char* pii_audit_forward_conninfo;
 
 // ---- capture (capture/*.cpp) ----
 void pii_audit_install_capture_hooks(void);
@@ -99,6 +105,9 @@ void pii_audit_load_subject_key(void);
 bool pii_audit_subject_key_loaded(void);
 // HMAC-SHA-256 of an identifier under the server's key, first 8 bytes.
 int64 pii_audit_subject_hash(const char* data, size_t len);
+// Names the subject key without revealing it (a keyed hash of a fixed text); 0 without a key.
+// A standby forwards it with every batch, and the primary refuses hashes made with another key.
+int64 pii_audit_subject_key_fingerprint(void);
 void pii_audit_install_subject_hooks(void);
 // A subject set for one relation of one statement, in the current memory context. Taps the
 // scans under root that read read_relid (or its partitions); false if none has a subject key.
@@ -191,6 +200,10 @@ bool pii_audit_queue_empty(void);
 // Peer groups or departed accounts changed (a committed transaction): the worker reloads them.
 void pii_audit_scorer_inputs_bump(void);
 uint64 pii_audit_scorer_inputs_generation(void);
+// A standby's batch was kept in pii_audit.forwarded_batches (a committed transaction): the
+// worker stores it.
+void pii_audit_forwarded_bump(void);
+uint64 pii_audit_forwarded_generation(void);
 
 // ---- insider scoring in the worker (storage/scoring.cpp) ----
 // Inside a transaction: restore saved baselines and learn again what the trail stored after
@@ -211,6 +224,13 @@ void pii_audit_scoring_config_reloaded(void);
 void pii_audit_scoring_failed(const char* what, const char* message);
 void pii_audit_scoring_batch_failed(void);
 
+// ---- forwarding from a hot standby (storage/forwarder.cpp) ----
+// On a standby, in the worker's loop: hands the queue's next batch to the primary. Returns how
+// long to wait before the next step (ms). buffer: capacity bytes for the queue's records.
+long pii_audit_forward_step(char* buffer, size_t capacity);
+// The standby was promoted: closes the connection to the old primary.
+void pii_audit_forward_stop(void);
+
 // ---- storage (storage/worker.cpp) ----
 // Start (with a snapshot) and commit one of the worker's transactions.
 // The first column of the first row of a query run through SPI (connected), or fallback when
@@ -222,6 +242,8 @@ void pii_audit_worker_commit_transaction(void);
 // represent (and invalid bytes) become '?'. May return value's own bytes (not NUL-terminated).
 const char* pii_audit_in_audit_encoding(std::string_view value, int source_encoding, int* out_len);
 void pii_audit_register_worker(void);
+// The worker was told to stop (SIGTERM).
+bool pii_audit_worker_stopping(void);
 extern "C" PGDLLEXPORT void pii_audit_worker_main(Datum arg);
 // The maintenance process (storage/maintenance.cpp): retention and subject index merges, started
 // by the worker. Launch returns false when one is still running or no slot was free.

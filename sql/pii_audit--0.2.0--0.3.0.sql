@@ -802,7 +802,7 @@ BEGIN
             'observer', json_build_object('vendor', 'pii_audit', 'product', 'pii_audit', 'version', version),
             'pii_audit', json_build_object('kind', 'digest', 'event_id', d.last_event_id,
                 'first_event_id', d.first_event_id, 'digest', encode(d.digest, 'hex'),
-                'previous_digest', encode(d.previous_digest, 'hex'), 'chain_version', 1,
+                'previous_digest', encode(d.previous_digest, 'hex'), 'chain_version', 2,
                 'server_name', server))::text
         WHEN 'ocsf' THEN json_build_object(
             'category_uid', 1, 'category_name', 'System Activity', 'class_uid', 1008,
@@ -818,7 +818,7 @@ BEGIN
             'unmapped', json_build_object('pii_audit', json_build_object('kind', 'digest',
                 'event_id', d.last_event_id, 'first_event_id', d.first_event_id,
                 'digest', encode(d.digest, 'hex'), 'previous_digest', encode(d.previous_digest, 'hex'),
-                'chain_version', 1, 'server_name', server)))::text
+                'chain_version', 2, 'server_name', server)))::text
         WHEN 'cef' THEN concat('CEF:0|pii_audit|pii_audit|', version, '|digest|Trail digest|1|rt=',
             (extract(epoch FROM d.recorded_at) * 1000)::bigint, ' externalId=digest-', d.last_event_id,
             ' dvchost=', replace(replace(server, '\', '\\'), '=', '\='), ' cat=digest',
@@ -1018,3 +1018,214 @@ ALTER FUNCTION pii_audit.export(bigint, integer, text) SET jit = off;
 ALTER FUNCTION pii_audit.export_alerts(bigint, integer, text) SET jit = off;
 ALTER FUNCTION pii_audit.export_digests(bigint, bigint, text, integer) SET jit = off;
 ALTER FUNCTION pii_audit.verify_trail(bigint, bigint, bigint[], text[]) SET jit = off;
+
+-- ---------------------------------------------------------------- server names (issue 14)
+-- Which server each event happened on: the primary's own events carry its pii_audit.server_name
+-- (default cluster_name, else the host name), events a hot standby forwards carry the standby's.
+-- A session is per server, so the name lives in the session row (and in its chained digest,
+-- layout 'S' of version 2). Events stored before 0.3.0 have none (NULL).
+ALTER TABLE pii_audit.trail_sessions ADD COLUMN server_name text;
+COMMENT ON COLUMN pii_audit.trail_sessions.server_name IS
+    'the server the events happened on (pii_audit.server_name of the primary, or of the standby that forwarded them); NULL before 0.3.0';
+
+-- Every view gets the column at its end (CREATE OR REPLACE VIEW may only add columns there).
+CREATE OR REPLACE VIEW pii_audit.events AS
+SELECT e.event_id, e.event_time, g.recorded_at, g.kind, e.status, s.database_name,
+       s.session_user_name, s.current_user_name, s.end_user, s.application_name, s.client_addr,
+       g.backend_pid, st.command, st.relation, st.relation_oid, st.columns, st.categories,
+       e.row_count, st.query_id, st.query_text, st.query_truncated, g.nesting_level, e.detail,
+       e.subject_count, e.subjects, e.subjects_truncated, e.subject_count_estimated,
+       s.server_name
+FROM pii_audit.trail_groups g
+CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+LEFT JOIN pii_audit.trail_sessions s ON s.session_id = g.session_id
+LEFT JOIN pii_audit.trail_statements st ON st.statement_id = g.statement_id;
+
+CREATE OR REPLACE FUNCTION pii_audit._events_in(after_id bigint, upto_id bigint)
+RETURNS SETOF pii_audit.events
+LANGUAGE sql STABLE ROWS 10000 AS $$
+    SELECT e.event_id, e.event_time, g.recorded_at, g.kind, e.status, g.database_name,
+           g.session_user_name, g.current_user_name, g.end_user, g.application_name,
+           g.client_addr, g.backend_pid, g.command, g.relation, g.relation_oid, g.columns,
+           g.categories, e.row_count, g.query_id, g.query_text, g.query_truncated,
+           g.nesting_level, e.detail, e.subject_count, e.subjects, e.subjects_truncated,
+           e.subject_count_estimated, g.server_name
+    FROM (SELECT g.first_event_id, g.min_time, g.payload, g.recorded_at, g.kind, g.backend_pid,
+                 g.nesting_level, s.database_name, s.session_user_name, s.current_user_name,
+                 s.end_user, s.application_name, s.client_addr, st.command, st.relation,
+                 st.relation_oid, st.columns, st.categories, st.query_id, st.query_text,
+                 st.query_truncated, s.server_name
+          FROM pii_audit.trail_groups g
+          LEFT JOIN pii_audit.trail_sessions s ON s.session_id = g.session_id
+          LEFT JOIN pii_audit.trail_statements st ON st.statement_id = g.statement_id
+          WHERE g.first_event_id > after_id - 4096 AND g.first_event_id <= upto_id
+            AND g.first_event_id + g.event_count > after_id + 1
+          ORDER BY g.first_event_id) g
+    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+    WHERE e.event_id > after_id AND e.event_id <= upto_id
+$$;
+
+CREATE OR REPLACE VIEW pii_audit.access_log AS
+SELECT event_id, event_time, database_name, session_user_name, current_user_name, end_user,
+       application_name, client_addr, command, relation, columns, categories, row_count,
+       query_id, query_text, status, kind, backend_pid, nesting_level, query_truncated,
+       recorded_at, detail, subject_count, subjects_truncated, subject_count_estimated,
+       server_name
+FROM pii_audit.events WHERE kind <> 'login';
+
+CREATE OR REPLACE VIEW pii_audit.login_log AS
+SELECT event_id, event_time, database_name, session_user_name AS user_name, application_name,
+       client_addr, backend_pid, status, recorded_at, server_name
+FROM pii_audit.events WHERE kind = 'login';
+
+CREATE OR REPLACE VIEW pii_audit.label_changes AS
+SELECT event_id, event_time, session_user_name, current_user_name, relation, columns[1] AS column_name,
+       categories, status, detail, server_name
+FROM pii_audit.events WHERE kind = 'label_change';
+
+-- The formatter takes the event's server name too (host.name, dvchost, HOSTNAME ...).
+CREATE FUNCTION pii_audit._format_event(format text, event_id bigint, event_time timestamptz,
+    recorded_at timestamptz, kind text, status text, database_name text,
+    session_user_name text, current_user_name text, end_user text, application_name text,
+    client_addr inet, backend_pid integer, command text, relation text, columns text[],
+    categories text[], row_count bigint, query_id bigint, query_text text,
+    query_truncated boolean, nesting_level integer, detail text, subject_count bigint,
+    subjects bigint[], subjects_truncated boolean, subject_count_estimated boolean,
+    server_name text)
+RETURNS text LANGUAGE c STABLE PARALLEL SAFE COST 100
+AS 'MODULE_PATHNAME', 'pii_audit_format_event';
+CREATE OR REPLACE VIEW pii_audit.export_events AS
+SELECT e.event_id, e.event_time, f.format,
+       pii_audit._format_event(f.format, e.event_id, e.event_time, e.recorded_at, e.kind,
+           e.status, e.database_name, e.session_user_name, e.current_user_name, e.end_user,
+           e.application_name, e.client_addr, e.backend_pid, e.command, e.relation, e.columns,
+           e.categories, e.row_count, e.query_id, e.query_text, e.query_truncated,
+           e.nesting_level, e.detail, e.subject_count, e.subjects, e.subjects_truncated,
+           e.subject_count_estimated, e.server_name) AS line
+FROM pii_audit.events e
+CROSS JOIN (VALUES ('json'), ('ocsf'), ('cef'), ('leef'), ('rfc5424')) AS f(format);
+DROP FUNCTION pii_audit._format_event(text, bigint, timestamptz, timestamptz, text, text, text,
+    text, text, text, text, inet, integer, text, text, text[], text[], bigint, bigint, text,
+    boolean, integer, text, bigint, bigint[], boolean, boolean);
+REVOKE ALL ON FUNCTION pii_audit._format_event(text, bigint, timestamptz, timestamptz, text,
+    text, text, text, text, text, text, inet, integer, text, text, text[], text[], bigint, bigint,
+    text, boolean, integer, text, bigint, bigint[], boolean, boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit._format_event(text, bigint, timestamptz, timestamptz, text,
+    text, text, text, text, text, text, inet, integer, text, text, text[], text[], bigint, bigint,
+    text, boolean, integer, text, bigint, bigint[], boolean, boolean, text) TO pii_audit_siem;
+
+-- ---------------------------------------------------------------- reads on hot standbys (issue 14)
+-- A standby's worker hands the events of its queue to the primary as pii_audit_forwarder, which
+-- may do nothing else: pii_audit.forward_events keeps the batch here, and the primary's worker
+-- (the trail's only writer) stores its events and deletes the row in one transaction.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pii_audit_forwarder') THEN
+        CREATE ROLE pii_audit_forwarder NOLOGIN;
+        COMMENT ON ROLE pii_audit_forwarder IS
+            'hot standbys hand their audit events to the primary as this role (pii_audit.forward_events), nothing else; give it LOGIN and a password';
+    END IF;
+END
+$roles$;
+GRANT USAGE ON SCHEMA pii_audit TO pii_audit_forwarder;
+
+-- Per standby (its server name): the last queue sequence of its queue file (generation) that
+-- the primary kept, so that a batch sent again after a lost confirmation is not kept twice, and
+-- how many events it had dropped, so that a new drop becomes a gap of that server.
+CREATE TABLE pii_audit.forwarded_origins (
+    server_name text PRIMARY KEY,
+    generation bigint NOT NULL,
+    last_queue_seq bigint NOT NULL,
+    dropped bigint NOT NULL,
+    batches bigint NOT NULL,
+    events bigint NOT NULL,
+    updated_at timestamptz NOT NULL,
+    key_fingerprint bigint NOT NULL  -- of the subject key its last batch was made with
+);
+COMMENT ON TABLE pii_audit.forwarded_origins IS
+    'hot standbys that forward their audit events: how far each was kept (exactly once), batches and events received';
+-- Batches kept, not yet stored by the worker.
+CREATE TABLE pii_audit.forwarded_batches (
+    batch_id bigserial PRIMARY KEY,
+    server_name text NOT NULL,
+    skip_through bigint NOT NULL,  -- records up to this queue sequence were kept before
+    lost bigint NOT NULL,          -- events the standby dropped since its last batch
+    received_at timestamptz NOT NULL,
+    records bytea NOT NULL         -- framed queue records (include/pii_audit/forward_batch.h)
+);
+REVOKE ALL ON pii_audit.forwarded_origins, pii_audit.forwarded_batches FROM PUBLIC;
+GRANT SELECT ON pii_audit.forwarded_origins TO pii_audit_officer;
+
+CREATE FUNCTION pii_audit._forward_check(records bytea, key_fingerprint bigint) RETURNS bigint[]
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'pii_audit_forward_check';
+CREATE FUNCTION pii_audit._forwarded_wake() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'pii_audit_forwarded_wake';
+REVOKE ALL ON FUNCTION pii_audit._forward_check(bytea, bigint), pii_audit._forwarded_wake()
+    FROM PUBLIC;
+
+-- Called by a standby's worker with a batch of its queue's records (in queue order), its queue
+-- file's generation, its subject key's fingerprint and how many events it has dropped in all.
+-- Returns 'kept', or 'duplicate' for a batch kept before (its confirmation was lost).
+CREATE FUNCTION pii_audit.forward_events(server_name text, generation bigint,
+                                         key_fingerprint bigint, dropped bigint, records bytea)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    summary bigint[];
+    origin pii_audit.forwarded_origins;
+    skip bigint := 0;
+    lost bigint := 0;
+BEGIN
+    IF server_name IS NULL OR generation IS NULL OR dropped IS NULL THEN
+        RAISE EXCEPTION 'server_name, generation and dropped must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF server_name = pii_audit._server_name() THEN
+        RAISE EXCEPTION 'a standby forwards events under the name of this server (%)', server_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the standby its own pii_audit.server_name or cluster_name.';
+    END IF;
+    summary := pii_audit._forward_check(records, key_fingerprint);
+    INSERT INTO pii_audit.forwarded_origins AS o VALUES
+        (forward_events.server_name, forward_events.generation, 0, 0, 0, 0, now(), key_fingerprint)
+        ON CONFLICT DO NOTHING;
+    SELECT * INTO origin FROM pii_audit.forwarded_origins o
+        WHERE o.server_name = forward_events.server_name FOR UPDATE;
+    IF origin.generation > generation THEN
+        RAISE EXCEPTION 'standby "%" sent a batch of an older queue file (generation % after %)',
+            server_name, generation, origin.generation
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF origin.generation = generation THEN
+        IF summary[1] > 0 AND summary[3] <= origin.last_queue_seq AND dropped <= origin.dropped THEN
+            RETURN 'duplicate';
+        END IF;
+        IF summary[1] = 0 AND dropped <= origin.dropped THEN
+            RETURN 'duplicate';  -- nothing new (the standby says it is there)
+        END IF;
+        skip := origin.last_queue_seq;
+        lost := greatest(dropped - origin.dropped, 0);
+    ELSE
+        -- A new queue file on the standby: its sequences start again.
+        lost := CASE WHEN origin.batches = 0 THEN 0 ELSE greatest(dropped - origin.dropped, 0) END;
+    END IF;
+    UPDATE pii_audit.forwarded_origins o SET generation = forward_events.generation,
+           last_queue_seq = CASE WHEN summary[1] > 0 THEN greatest(summary[3], skip) ELSE skip END,
+           dropped = CASE WHEN o.generation = forward_events.generation
+                          THEN greatest(forward_events.dropped, o.dropped)
+                          ELSE forward_events.dropped END,
+           batches = o.batches + 1, events = o.events + summary[1], updated_at = now(),
+           key_fingerprint = forward_events.key_fingerprint
+        WHERE o.server_name = forward_events.server_name;
+    IF summary[1] > 0 OR lost > 0 THEN
+        INSERT INTO pii_audit.forwarded_batches (server_name, skip_through, lost, received_at, records)
+        VALUES (server_name, skip, lost, now(), records);
+        PERFORM pii_audit._forwarded_wake();
+    END IF;
+    RETURN 'kept';
+END
+$$;
+REVOKE ALL ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea)
+    TO pii_audit_forwarder;
+COMMENT ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea) IS
+    'a hot standby hands a batch of its audit events to this primary (role pii_audit_forwarder); kept exactly once';

@@ -1066,6 +1066,13 @@ int64 pii_audit_subject_hash(const char* data, size_t len) {
     return subject_hasher.hash(std::string_view(data, len));
 }
 
+int64 pii_audit_subject_key_fingerprint(void) {
+    if (!subject_key_loaded) return 0;
+    // No identifier is this text with a NUL in front of it (subject keys are column values).
+    static const char kProbe[] = "\0pii_audit subject key fingerprint";
+    return subject_hasher.hash(std::string_view(kProbe, sizeof kProbe - 1));
+}
+
 // Called from _PG_init while shared_preload_libraries load (the only way pii_audit installs).
 void pii_audit_install_subject_hooks(void) {
     prev_shmem_request = shmem_request_hook;

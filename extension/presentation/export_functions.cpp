@@ -140,17 +140,9 @@ Format format_arg(FunctionCallInfo fcinfo, int arg) {
                     errmsg("pii_audit: cannot export an event without %s", what)));
 }
 
-// Where the lines come from: cluster_name when it is set, else the host name; once per backend.
+// Where the lines come from: this server (pii_audit.server_name, cluster_name or host name).
 pii_audit::siem::Origin origin() {
-    static char server[256];
-    if (server[0] == '\0') {
-        const char* cluster = GetConfigOption("cluster_name", true, false);
-        if (cluster != nullptr && cluster[0] != '\0')
-            strlcpy(server, cluster, sizeof server);
-        else if (gethostname(server, sizeof server - 1) != 0 || server[0] == '\0')
-            strlcpy(server, "localhost", sizeof server);
-    }
-    return pii_audit::siem::Origin{server, PII_AUDIT_VERSION};
+    return pii_audit::siem::Origin{pii_audit_local_server_name(), PII_AUDIT_VERSION};
 }
 
 // The line, formatted into a buffer kept for the backend's life (no destructor to skip).
@@ -182,8 +174,8 @@ Datum pii_audit_check_export_format(PG_FUNCTION_ARGS) {
 // _format_event(format, event_id, event_time, recorded_at, kind, status, database_name,
 //   session_user_name, current_user_name, end_user, application_name, client_addr, backend_pid,
 //   command, relation, columns, categories, row_count, query_id, query_text, query_truncated,
-//   nesting_level, detail, subject_count, subjects, subjects_truncated, subject_count_estimated)
-//   RETURNS text: the columns of pii_audit.events, in its order.
+//   nesting_level, detail, subject_count, subjects, subjects_truncated, subject_count_estimated,
+//   server_name) RETURNS text: the columns of pii_audit.events, in its order.
 Datum pii_audit_format_event(PG_FUNCTION_ARGS) {
     const Format format = format_arg(fcinfo, 0);
     if (PG_ARGISNULL(1)) missing("an event_id");
@@ -225,6 +217,7 @@ Datum pii_audit_format_event(PG_FUNCTION_ARGS) {
     if (!PG_ARGISNULL(24)) e.subjects = id_list(PG_GETARG_DATUM(24));
     e.subjects_truncated = opt_bool(fcinfo, 25);
     e.subject_count_estimated = opt_bool(fcinfo, 26);
+    if (PG_NARGS() > 27) e.server_name = opt_text(fcinfo, 27);
     const auto from = origin();
     PG_RETURN_TEXT_P(format_line(
         [&](std::string& out) { pii_audit::siem::format_event(format, from, e, out); }));
@@ -372,6 +365,7 @@ GroupRow read_group(HeapTuple tuple, TupleDesc desc) {
     e.query_text = spi_text(tuple, desc, 19);
     Datum truncated = SPI_getbinval(tuple, desc, 20, &isnull);
     if (!isnull) e.query_truncated = DatumGetBool(truncated);
+    e.server_name = spi_text(tuple, desc, 21);
     return row;
 }
 
@@ -488,7 +482,7 @@ int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 af
             "g.recorded_at, g.kind, g.backend_pid, g.nesting_level, s.database_name,"
             " s.session_user_name, s.current_user_name, s.end_user, s.application_name,"
             " pg_catalog.host(s.client_addr), st.command, st.relation, st.columns, st.categories,"
-            " st.query_id, st.query_text, st.query_truncated");
+            " st.query_id, st.query_text, st.query_truncated, s.server_name");
     char failure[256];
     return scan_groups(export_plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
         const GroupRow row = read_group(tuple, desc);
@@ -635,6 +629,7 @@ constexpr EventsColumn kEventsColumns[] = {
     {"subjects", EventColumn::kSubjects, 0},
     {"subjects_truncated", EventColumn::kSubjectsTruncated, 0},
     {"subject_count_estimated", EventColumn::kSubjectCountEstimated, 0},
+    {"server_name", EventColumn::kGroup, 22},
 };
 constexpr int kMaxEventsColumns = 64;
 
@@ -647,11 +642,13 @@ int64 events_window(int64 after, int64 upto, ReturnSetInfo* rsinfo, const Events
             "g.recorded_at, g.kind, g.backend_pid, g.nesting_level, s.database_name,"
             " s.session_user_name, s.current_user_name, s.end_user, s.application_name,"
             " s.client_addr, st.command, st.relation, st.relation_oid, st.columns, st.categories,"
-            " st.query_id, st.query_text, st.query_truncated");
+            " st.query_id, st.query_text, st.query_truncated, s.server_name");
     const int natts = rsinfo->setDesc->natts;
     return scan_groups(events_plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
-        Datum group[22];
-        bool group_null[22];
+        Datum group[23];
+        bool group_null[23];
+        if (desc->natts != 22)
+            elog(ERROR, "pii_audit_events_after: the group query has %d columns", desc->natts);
         heap_deform_tuple(tuple, desc, group + 1, group_null + 1);
         const int64 first_event_id = DatumGetInt64(group[1]);
         bytea* payload = DatumGetByteaPP(group[3]);

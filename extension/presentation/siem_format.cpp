@@ -366,10 +366,14 @@ void ecs_event(const Origin& origin, const TrailEvent& e, std::string& out) {
     j.raw_str("outcome", ok ? "success" : "failure");
     if (e.recorded_at) j.time("created", *e.recorded_at);
     j.end();
+    // host: where the read happened; observer: the trail's server, named when it is another
+    // (a read on a hot standby, stored by its primary).
+    const std::string_view host = e.server_name.value_or(origin.server_name);
     j.begin("host");
-    j.str("name", origin.server_name);
+    j.str("name", host);
     j.end();
     j.begin("observer");
+    if (host != origin.server_name) j.str("name", origin.server_name);
     j.raw_str("vendor", kProduct);
     j.raw_str("product", kProduct);
     j.str("version", origin.product_version);
@@ -426,7 +430,7 @@ void ecs_event(const Origin& origin, const TrailEvent& e, std::string& out) {
     if (e.subjects) j.id_strings("subjects", *e.subjects);
     j.boolean("subjects_truncated", e.subjects_truncated);
     j.boolean("subject_count_estimated", e.subject_count_estimated);
-    j.str("server_name", origin.server_name);
+    j.str("server_name", host);
     j.end();
     j.finish();
 }
@@ -1336,21 +1340,25 @@ bool parse_event_kind(std::string_view name, EventKind* kind) noexcept {
 }
 
 void format_event(Format format, const Origin& origin, const TrailEvent& event, std::string& out) {
+    // The server an event happened on is its host (dvchost, HOSTNAME, the OCSF endpoint, ...);
+    // events from before server names were recorded are the trail's server's.
+    Origin where = origin;
+    if (event.server_name) where.server_name = *event.server_name;
     switch (format) {
         case Format::json:
-            ecs_event(origin, event, out);
+            ecs_event(origin, event, out);  // names both (host and observer)
             return;
         case Format::ocsf:
-            ocsf_event(origin, event, out);
+            ocsf_event(where, event, out);
             return;
         case Format::cef:
-            cef_event(origin, event, out);
+            cef_event(where, event, out);
             return;
         case Format::leef:
-            leef_event(origin, event, out);
+            leef_event(where, event, out);
             return;
         case Format::rfc5424:
-            syslog_event(origin, event, out);
+            syslog_event(where, event, out);
             return;
     }
 }

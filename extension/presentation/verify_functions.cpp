@@ -89,7 +89,7 @@ constexpr const char* kGroupsQuery =
     "g.backend_pid, g.nesting_level, g.payload, g.session_id, g.statement_id, "
     "s.database_name, s.session_user_name, s.current_user_name, s.end_user, "
     "s.application_name, s.client_addr, st.command, st.relation, st.relation_oid, st.columns, "
-    "st.categories, st.query_id, st.query_text, st.query_truncated "
+    "st.categories, st.query_id, st.query_text, st.query_truncated, s.server_name "
     "FROM pii_audit.trail_groups g "
     "LEFT JOIN pii_audit.trail_sessions s ON s.session_id = g.session_id "
     "LEFT JOIN pii_audit.trail_statements st ON st.statement_id = g.statement_id "
@@ -119,7 +119,8 @@ enum {
     cCategories,
     cQueryId,
     cQueryText,
-    cQueryTruncated
+    cQueryTruncated,
+    cServerName
 };
 
 struct Row {
@@ -171,6 +172,7 @@ Digest session_digest(const Row& r) {
         inet* ip = DatumGetInetPP(r.get(cClientAddr));
         h.inet(ip_family(ip) == PGSQL_AF_INET ? 4 : 6, ip_bits(ip), ip_addr(ip), ip_addrsize(ip));
     }
+    hash_text(h, r, cServerName);
     return h.finish();
 }
 

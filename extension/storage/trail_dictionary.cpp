@@ -36,12 +36,15 @@ void session_key(const EventView& event, std::string& out) {
     // An address that is not set (a Unix socket) is stored as NULL, unlike an empty one.
     out.push_back((event.header.flags & kFlagClientAddrSet) != 0 ? '1' : '0');
     append_field(out, event.field[kClientAddr]);
+    append_field(out, event.field[kServerName]);
 }
 
-void gap_session_key(std::string_view database_name, std::string& out) {
+void gap_session_key(std::string_view database_name, std::string_view server_name,
+                     std::string& out) {
     out.clear();
     out.push_back(kGapSession);
     append_field(out, database_name);
+    append_field(out, server_name);
 }
 
 void statement_key(const EventView& event, std::string& out) {

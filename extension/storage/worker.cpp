@@ -3,6 +3,7 @@
 // increasing, no gaps), and it releases queue space only after its transaction committed, so
 // a worker that is stopped or fails mid-batch loses nothing.
 // PostgreSQL-free headers first (see pg_free.h).
+#include "pii_audit/forward_batch.h"
 #include "pii_audit/subject_slice.h"
 #include "pii_audit/trail_chain.h"
 #include "pii_audit/trail_dictionary.h"
@@ -19,34 +20,35 @@ extern "C" {
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
-#include "lib/stringinfo.h"
-#include "commands/dbcommands.h"
 #include "catalog/pg_am_d.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
-#include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
-#include "utils/date.h"
-#include "utils/datetime.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 }
 
@@ -96,8 +98,8 @@ static_assert(kColPayload + 1 == kNumGroupColumns);
 constexpr uint8 kGapKind = 200;
 
 const char* const kSessionColumns[] = {
-    "session_id", "database_name", "session_user_name", "current_user_name", "end_user",
-    "application_name", "client_addr",
+    "session_id", "database_name",    "session_user_name", "current_user_name",
+    "end_user",   "application_name", "client_addr",       "server_name",
 };
 constexpr int kNumSessionColumns = sizeof kSessionColumns / sizeof kSessionColumns[0];
 
@@ -129,15 +131,19 @@ struct WorkerState {
     bool trail_gone;                    // a batch found the trail's tables dropped
     Oid digests_relid;                  // pii_audit.trail_digests; invalid before 0.3.0's SQL
     pii_audit::chain::Digest chain_last;  // digest of the last batch stored (zeros: none yet)
+    uint64 forwarded_seen;  // pii_audit_forwarded_generation() when batches were last looked for
+    bool forwarded_more;    // pii_audit.forwarded_batches may hold batches not stored yet
 };
 
 void on_worker_exit(int, Datum) { pii_audit_queue_detach_worker(); }
 
-bool table_matches(Oid relid, const char* const* columns, int ncolumns) {
+// The table has these columns, in this order; or, with min_columns, the first min_columns of
+// them (the SQL of an older version, before ALTER EXTENSION UPDATE added the rest).
+bool table_matches(Oid relid, const char* const* columns, int ncolumns, int min_columns = -1) {
     Relation rel = table_open(relid, AccessShareLock);
     TupleDesc desc = RelationGetDescr(rel);
-    bool ok = desc->natts == ncolumns;
-    for (int i = 0; ok && i < ncolumns; ++i)
+    bool ok = desc->natts == ncolumns || (min_columns >= 0 && desc->natts == min_columns);
+    for (int i = 0; ok && i < desc->natts; ++i)
         ok = !TupleDescAttr(desc, i)->attisdropped &&
              strcmp(NameStr(TupleDescAttr(desc, i)->attname), columns[i]) == 0;
     table_close(rel, AccessShareLock);
@@ -187,15 +193,22 @@ void reset_dictionaries() {
 
 enum class Part { kSession, kGapSession, kStatement };
 
-// The id stored for this part of the event (for a gap, of the database), 0 if none yet. The key
+// What names a gap row's session: the audit database and this server.
+struct GapNames {
+    std::string_view database, server;
+};
+
+// The id stored for this part of the event (for a gap, of its names), 0 if none yet. The key
 // stays in dictionaries->key for remember_id.
-int64 known_id(Part part, const pii_audit::EventView* event, std::string_view database) {
+int64 known_id(Part part, const pii_audit::EventView* event, GapNames gap) {
     int64 id = 0;
     if (!dictionary_guarded([&] {
             Dictionaries& d = *dictionaries;
             switch (part) {
                 case Part::kSession: pii_audit::session_key(*event, d.key); break;
-                case Part::kGapSession: pii_audit::gap_session_key(database, d.key); break;
+                case Part::kGapSession:
+                    pii_audit::gap_session_key(gap.database, gap.server, d.key);
+                    break;
                 case Part::kStatement: pii_audit::statement_key(*event, d.key); break;
             }
             id = (part == Part::kStatement ? d.statements : d.sessions).find(d.key);
@@ -268,7 +281,9 @@ bool prepare(WorkerState* state) {
                              pii_audit_database)));
         state->warned_not_installed = true;
     } else if (!table_matches(events, kGroupColumns, kNumGroupColumns) ||
-               !table_matches(sessions, kSessionColumns, kNumSessionColumns) ||
+               // Before 0.3.0's SQL, sessions have no server_name: stored without it.
+               !table_matches(sessions, kSessionColumns, kNumSessionColumns,
+                              kNumSessionColumns - 1) ||
                !table_matches(statements, kStatementColumns, kNumStatementColumns)) {
         if (!state->warned_not_installed)
             ereport(WARNING, (errmsg("pii_audit: the tables of pii_audit.events do not have the "
@@ -332,15 +347,40 @@ bool prepare(WorkerState* state) {
                 1);
             state->note_unclean_restart = stored_generation != -1 && clean == 0;
             state->persisted_seq = 0;
+            // A promoted standby: the records of this queue it forwarded while it was one are
+            // in the trail (or in forwarded_batches, stored from there), and are skipped here.
+            if (OidIsValid(get_relname_relid("forwarded_origins", nsp))) {
+                Oid types[2] = {TEXTOID, INT8OID};
+                Datum args[2] = {CStringGetTextDatum(pii_audit_local_server_name()),
+                                 Int64GetDatum(static_cast<int64>(generation))};
+                if (SPI_execute_with_args("SELECT last_queue_seq FROM pii_audit.forwarded_origins "
+                                          "WHERE server_name = $1 AND generation = $2",
+                                          2, types, args, nullptr, true, 1) == SPI_OK_SELECT &&
+                    SPI_processed == 1) {
+                    bool isnull;
+                    Datum seq =
+                        SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+                    if (!isnull) {
+                        state->persisted_seq = static_cast<uint64>(DatumGetInt64(seq));
+                        ereport(LOG,
+                                (errmsg("pii_audit: this server forwarded its audit queue "
+                                        "up to sequence %llu while it was a standby; the "
+                                        "worker stores what follows",
+                                        static_cast<unsigned long long>(state->persisted_seq))));
+                    }
+                }
+            }
             state->dropped_recorded = 0;
             char sql[256];
             snprintf(sql, sizeof sql,
-                     "UPDATE pii_audit.worker_state SET generation = %lld, last_queue_seq = 0, "
+                     "UPDATE pii_audit.worker_state SET generation = %lld, last_queue_seq = %lld, "
                      "dropped_recorded = 0, clean_shutdown = false, updated_at = now()",
-                     static_cast<long long>(generation));
+                     static_cast<long long>(generation),
+                     static_cast<long long>(state->persisted_seq));
             SPI_execute(sql, false, 0);
         }
         SPI_finish();
+        state->forwarded_more = true;  // batches standbys handed in before this start
     }
     pii_audit_worker_commit_transaction();
     return ready;
@@ -721,8 +761,8 @@ void insert_group_row(Inserter& ins, Datum* values, bool* nulls) {
 // a row stored now. fill(values, nulls) sets the columns after the id; nulls start all true.
 template <int kColumns, class Fill>
 int64 side_row_id(Inserter& ins, SideTable& table, int64* next_id, Part part,
-                  const pii_audit::EventView* event, std::string_view database, Fill&& fill) {
-    int64 id = known_id(part, event, database);
+                  const pii_audit::EventView* event, GapNames gap, Fill&& fill) {
+    int64 id = known_id(part, event, gap);
     if (id != 0) return id;
     id = (*next_id)++;
     Datum values[kColumns];
@@ -750,6 +790,8 @@ int64 session_id(Inserter& ins, WorkerState* state, const pii_audit::EventView& 
             nulls[1] = nulls[2] = nulls[3] = nulls[5] = false;
             nulls[6] = (event.header.flags & kFlagClientAddrSet) == 0;
             values[6] = nulls[6] ? Datum(0) : d.inet(event, kClientAddr);
+            values[7] = d.text(event, kServerName);
+            nulls[7] = false;
         });
 }
 
@@ -816,7 +858,8 @@ bool same_session(const pii_audit::EventView& a, const pii_audit::EventView& b) 
     using namespace pii_audit;
     return a.header.source_encoding == b.header.source_encoding &&
            (a.header.flags & kFlagClientAddrSet) == (b.header.flags & kFlagClientAddrSet) &&
-           same_fields(a, b, kDatabaseName, kClientAddr);
+           same_fields(a, b, kDatabaseName, kClientAddr) &&
+           a.field[kServerName] == b.field[kServerName];
 }
 
 bool is_login(const pii_audit::EventView& e) {
@@ -881,7 +924,14 @@ struct BatchEvent {
     const char* data;  // the queue record, in the batch buffer
     uint32 len;
     int32 next;        // the next event of its group, -1 at the end
+    std::string_view server;  // its server name (a queue record of this server carries none)
 };
+
+// Decodes an event of the batch again (it was decoded once already), with its server name.
+void decode_batch_event(const BatchEvent& be, pii_audit::EventView& event) {
+    (void)pii_audit::decode_event(be.data, be.len, event);
+    event.field[pii_audit::kServerName] = be.server;
+}
 
 struct Group {
     int64 session_id;
@@ -956,7 +1006,7 @@ void grouping_add(Grouping& g, const char* data, uint32 len, const pii_audit::Ev
             repalloc(g.events, sizeof(BatchEvent) * static_cast<size_t>(g.events_capacity)));
     }
     const int32 index = g.nevents++;
-    g.events[index] = BatchEvent{data, len, -1};
+    g.events[index] = BatchEvent{data, len, -1, event.field[pii_audit::kServerName]};
     const uint8 kind = event.header.kind;
     const int32 nesting = static_cast<pii_audit::EventKind>(kind) == pii_audit::EventKind::kLogin
                               ? -1
@@ -1312,14 +1362,18 @@ void hash_list(pii_audit::chain::Hasher& h, std::string_view list, int encoding)
     });
 }
 
+// The server of the gap row being stored (insert_gap), for its session's digest.
+const char* gap_server = nullptr;
+
 // The digest of a session row: of the event's session (the values session_id stores), or, with
-// no event, of a gap's (the audit database's name only).
+// no event, of a gap's (the audit database's name and the server's only).
 pii_audit::chain::Digest session_digest(BatchDatums& d, const pii_audit::EventView* event) {
     using namespace pii_audit;
     chain::Hasher h(chain::Tag::kSession);
     if (event == nullptr) {
         h.text(get_database_name(MyDatabaseId));
         for (int i = 0; i < 5; ++i) h.null();
+        h.text(gap_server != nullptr ? gap_server : pii_audit_local_server_name());
         return h.finish();
     }
     hash_text_datum(h, d.text(*event, kDatabaseName));
@@ -1334,6 +1388,7 @@ pii_audit::chain::Digest session_digest(BatchDatums& d, const pii_audit::EventVi
         h.null();
     else
         hash_inet_datum(h, d.inet(*event, kClientAddr));
+    hash_text_datum(h, d.text(*event, kServerName));
     return h.finish();
 }
 
@@ -1524,7 +1579,7 @@ int64 store_group(Inserter& ins, WorkerState* state, Grouping& g, int32 gi) {
         elog(ERROR, "pii_audit: could not encode a trail group: %s", encoder_failure);
     if (gr.subjects) note_slice_time(gr.min_time);
     EventView first;
-    (void)decode_event(g.events[gr.first].data, g.events[gr.first].len, first);
+    decode_batch_event(g.events[gr.first], first);
     insert_group(ins, gr, payload, &first);
     return gr.first_event_id;
 }
@@ -1566,7 +1621,7 @@ void observe_group(Grouping& g, const Group& gr) {
     int64 id = gr.first_event_id;
     for (int32 i = gr.first; i >= 0; i = g.events[i].next) {
         pii_audit::EventView event;
-        (void)pii_audit::decode_event(g.events[i].data, g.events[i].len, event);
+        decode_batch_event(g.events[i], event);
         pii_audit_scoring_observe(id++, event);
     }
 }
@@ -1626,15 +1681,21 @@ bool store_gap(bool careful, Inserter& ins, WorkerState* next, Fn&& insert) {
 }
 
 // A row that says events are missing here, and how many (or that the count is unknown). Its
-// session holds only the audit database's name; it has no statement.
-void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detail) {
+// session holds only the audit database's name and the server's (this one's, or a standby's
+// whose lost events it records); it has no statement.
+void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detail,
+                const char* server = nullptr) {
     const char* database = get_database_name(MyDatabaseId);
-    int64 session = side_row_id<kNumSessionColumns>(
-        ins, ins.sessions, &state->next_session_id, Part::kGapSession, nullptr, database,
-        [&](Datum* values, bool* nulls) {
-            values[1] = CStringGetTextDatum(database);
-            nulls[1] = false;
-        });
+    if (server == nullptr) server = pii_audit_local_server_name();
+    gap_server = server;
+    int64 session = side_row_id<kNumSessionColumns>(ins, ins.sessions, &state->next_session_id,
+                                                    Part::kGapSession, nullptr, {database, server},
+                                                    [&](Datum* values, bool* nulls) {
+                                                        values[1] = CStringGetTextDatum(database);
+                                                        nulls[1] = false;
+                                                        values[7] = CStringGetTextDatum(server);
+                                                        nulls[7] = false;
+                                                    });
     // The gap's one event is encoded directly (it came from no queue record).
     Group gr{session, 0, 0, -1, kGapKind, false, -1, -1, 1, ins.now, ins.now, 0, false};
     gr.first_event_id = state->next_event_id++;
@@ -1656,6 +1717,67 @@ void insert_gap(Inserter& ins, WorkerState* state, int64 lost, const char* detai
     insert_group(ins, gr, payload, nullptr);
 }
 
+// ---------------------------------------------------------------- batches from standbys
+// Batches hot standbys handed in (storage/forwarder.cpp), in the order they were kept, copied
+// into the batch context: their events are stored in this batch's transaction, which also
+// deletes their rows.
+struct ForwardedBatch {
+    int64 id;
+    std::string_view server;  // NUL-terminated
+    int64 skip_through;
+    int64 lost;
+    const char* data;
+    size_t size;
+};
+struct ForwardedBatches {
+    ForwardedBatch* batches;
+    int n;
+    bool more;  // there may be more than were taken
+};
+constexpr int kMaxForwardedBatches = 32;
+
+void fetch_forwarded(ForwardedBatches& out, MemoryContext batch_context) {
+    out = ForwardedBatches{};
+    Oid nsp = get_namespace_oid("pii_audit", true);
+    if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("forwarded_batches", nsp))) return;
+    SPI_connect();
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT batch_id, server_name, skip_through, lost, records "
+             "FROM pii_audit.forwarded_batches ORDER BY batch_id LIMIT %d",
+             kMaxForwardedBatches);
+    if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "pii_audit: could not read the batches standbys forwarded");
+    out.batches = static_cast<ForwardedBatch*>(MemoryContextAllocZero(
+        batch_context, sizeof(ForwardedBatch) * (SPI_processed > 0 ? SPI_processed : 1)));
+    size_t bytes = 0;
+    for (uint64 i = 0; i < SPI_processed; ++i) {
+        HeapTuple tuple = SPI_tuptable->vals[i];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        bool isnull;
+        ForwardedBatch& fb = out.batches[out.n];
+        fb.id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+        char* server = SPI_getvalue(tuple, desc, 2);
+        fb.server = MemoryContextStrdup(batch_context, server ? server : "");
+        fb.skip_through = DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull));
+        fb.lost = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
+        bytea* records = DatumGetByteaPP(SPI_getbinval(tuple, desc, 5, &isnull));
+        fb.size = VARSIZE_ANY_EXHDR(records);
+        char* copy = static_cast<char*>(MemoryContextAlloc(batch_context, fb.size + 1));
+        memcpy(copy, VARDATA_ANY(records), fb.size);
+        fb.data = copy;
+        ++out.n;
+        bytes += fb.size;
+        // About one queue batch of standbys' events per transaction.
+        if (bytes >= kBatchBytes && i + 1 < SPI_processed) {
+            out.more = true;
+            break;
+        }
+    }
+    if (SPI_processed == static_cast<uint64>(kMaxForwardedBatches)) out.more = true;
+    SPI_finish();
+}
+
 // Persists one batch (and any gap to report) in one transaction. Returns how many queue
 // records the batch held; *more says the batch was cut short by its buffer.
 uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context, bool careful,
@@ -1670,7 +1792,11 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     bool have_gap = dropped > state->dropped_recorded || state->note_unclean_restart ||
                     note_unknown_loss;
     *more = have_records && batch.size + (64 * 1024) >= kBatchBytes;
-    if (!have_records && !have_gap) return 0;
+    // Batches hot standbys handed in (pii_audit.forward_events), signalled at their commit.
+    const uint64 forwarded_generation = pii_audit_forwarded_generation();
+    const bool have_forwarded =
+        state->forwarded_more || forwarded_generation != state->forwarded_seen;
+    if (!have_records && !have_gap && !have_forwarded) return 0;
 
     // The transaction switches to its own context: the batch's allocations go to the batch
     // context, reset after every batch.
@@ -1679,7 +1805,12 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     // worker waits for the trail again instead of failing on relations that are gone.
     // The SQL of 0.3.0 (ALTER EXTENSION UPDATE) may arrive while the worker runs: from then
     // on batches are chained.
-    if (!OidIsValid(state->digests_relid)) find_digests_table(state);
+    if (!OidIsValid(state->digests_relid)) {
+        find_digests_table(state);
+        // 0.3.0's SQL arrived: sessions have a server name from now on, and the session rows
+        // stored before without one are not reused (their chained digest would not match).
+        if (OidIsValid(state->digests_relid)) reset_dictionaries();
+    }
     const Oid tables[] = {state->groups_relid, state->sessions_relid, state->statements_relid,
                           state->subject_index_relid, state->subject_slices_relid,
                           OidIsValid(state->digests_relid) ? state->digests_relid
@@ -1696,6 +1827,8 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
         return 0;
     }
     MemoryContext old = MemoryContextSwitchTo(batch_context);
+    ForwardedBatches forwarded{};
+    if (have_forwarded) fetch_forwarded(forwarded, batch_context);
     pgstat_report_activity(STATE_RUNNING, careful ? "pii_audit: persisting audit events one by one"
                                                   : "pii_audit: persisting audit events");
 
@@ -1753,8 +1886,9 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     IdCache& cache = *id_cache;
     ++cache.batch;
     const size_t batch_entries_from = slice->entries.size();
-    pii_audit::for_each_peeked_record(batch.data, batch.size, [&](const char* data, size_t len) {
-        ++records;
+    const std::string_view local_server = pii_audit_local_server_name();
+    // One record: of this server's queue (from == nullptr), or of a batch a standby handed in.
+    auto add_record = [&](const char* data, size_t len, const ForwardedBatch* from) {
         pii_audit::EventView event;
         if (!pii_audit::decode_event(data, len, event)) {
             ereport(WARNING, (errmsg("pii_audit: skipped a malformed queue record")));
@@ -1764,8 +1898,16 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                         sizeof unstorable_reason);
             return;
         }
-        if (event.header.queue_seq <= next.persisted_seq) return;  // stored before a restart
-        next.persisted_seq = event.header.queue_seq;
+        if (from != nullptr) {
+            // Kept before (a batch sent again with more records after a lost confirmation).
+            if (static_cast<int64>(event.header.queue_seq) <= from->skip_through) return;
+            event.field[pii_audit::kServerName] = from->server;
+        } else {
+            if (event.header.queue_seq <= next.persisted_seq) return;  // stored before a restart
+            next.persisted_seq = event.header.queue_seq;
+            // This server's own events (a backend leaves the name to the worker).
+            event.field[pii_audit::kServerName] = local_server;
+        }
         if (!careful) {
             grouping_add(g, data, static_cast<uint32>(len), event,
                          cached_session_id(cache, ins, &next, event),
@@ -1788,14 +1930,35 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
             g.ngroups = before;
             g.nevents = before_events;
             // This event can never be stored: skip it, count it, say why in a gap row.
-            if (unstorable++ == 0) strlcpy(unstorable_reason, error->message, sizeof unstorable_reason);
+            if (unstorable++ == 0)
+                strlcpy(unstorable_reason, error->message, sizeof unstorable_reason);
             ereport(WARNING, (errmsg("pii_audit: an audit event could not be stored: %s",
                                      error->message),
                               errdetail("It is skipped and counted in a gap row of the trail.")));
             FreeErrorData(error);
         }
-        next.persisted_seq = event.header.queue_seq;
+        if (from == nullptr) next.persisted_seq = event.header.queue_seq;
+    };
+    pii_audit::for_each_peeked_record(batch.data, batch.size, [&](const char* data, size_t len) {
+        ++records;
+        add_record(data, len, nullptr);
     });
+    for (int i = 0; i < forwarded.n; ++i) {
+        const ForwardedBatch& fb = forwarded.batches[i];
+        if (fb.lost > 0) {
+            char detail[400];
+            snprintf(detail, sizeof detail,
+                     "%lld audit events were lost on standby \"%s\": dropped because its queue "
+                     "was full (while the primary could not be reached, or its worker could not "
+                     "keep up; see pii_audit.queue_size there)",
+                     static_cast<long long>(fb.lost), fb.server.data());
+            if (!store_gap(careful, ins, &next,
+                           [&] { insert_gap(ins, &next, fb.lost, detail, fb.server.data()); }))
+                pii_audit_queue_count_lost(static_cast<uint64>(fb.lost));
+        }
+        pii_audit::forward::for_each_record(
+            fb.data, fb.size, [&](const char* data, size_t len) { add_record(data, len, &fb); });
+    }
     if (!careful) {
         // A failed batch is rolled back whole, and the scorer rebuilt from its last save.
         for (int32 i = 0; i < g.ngroups; ++i) {
@@ -1870,6 +2033,13 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                          Int64GetDatum(next.next_event_id - 1)};
     if (SPI_execute_plan(state->save_position, position, nullptr, false, 0) != SPI_OK_UPDATE)
         elog(ERROR, "pii_audit: could not record the worker's position");
+    if (forwarded.n > 0) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "DELETE FROM pii_audit.forwarded_batches WHERE batch_id <= %lld",
+                 static_cast<long long>(forwarded.batches[forwarded.n - 1].id));
+        if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
+            elog(ERROR, "pii_audit: could not remove the forwarded batches it stored");
+    }
     // Wake followers of the trail (pii-audit-export LISTENs): the payload is the last event_id
     // this batch made visible. Skipped while NOTIFY's queue is half full, so a listener that
     // never reads cannot make the commit fail; followers poll as well.
@@ -1890,10 +2060,59 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     pgstat_report_activity(STATE_IDLE, nullptr);
     MemoryContextReset(batch_context);
 
+    next.forwarded_seen = forwarded_generation;
+    next.forwarded_more = forwarded.more;
+    if (forwarded.more) *more = true;
     *state = next;
     if (note_stored && note[0] != '\0') pii_audit_queue_clear_note(note_serial);
     if (have_records) pii_audit_queue_release(batch, records);
     return records;
+}
+
+// On a hot standby: hand the queue's events to the primary until promoted (then the process
+// exits, and the postmaster starts the worker again as a primary's) or stopped.
+[[noreturn]] void forward_main() {
+    ereport(LOG, (errmsg("pii_audit worker started on a hot standby: audit events are forwarded "
+                         "to the primary as server \"%s\"",
+                         pii_audit_local_server_name())));
+    static char* buffer = nullptr;
+    buffer = static_cast<char*>(MemoryContextAlloc(TopMemoryContext, kBatchBytes));
+    pii_audit::boundary::pg_recovery_loop(
+        [&] {
+            CHECK_FOR_INTERRUPTS();
+            if (ConfigReloadPending) {
+                ConfigReloadPending = false;
+                ProcessConfigFile(PGC_SIGHUP);
+                pii_audit_forward_stop();  // the connection string may have changed
+            }
+            if (!RecoveryInProgress()) {
+                pii_audit_forward_stop();
+                ereport(LOG, (errmsg("pii_audit: this standby was promoted; the worker restarts "
+                                     "to store audit events itself")));
+                proc_exit(1);
+            }
+            // The queue file keeps what is not forwarded yet for the next start.
+            if (shutdown_requested) {
+                pii_audit_forward_stop();
+                proc_exit(1);
+            }
+            long wait_ms = pii_audit_forward_step(buffer, kBatchBytes);
+            if (wait_ms > 0) {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
+                                PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+            }
+        },
+        [&](ErrorData* error) {
+            pii_audit_forward_stop();
+            char problem[sizeof(PiiAuditStatus::worker_problem)];
+            snprintf(problem, sizeof problem, "forwarding failed, retrying: %s", error->message);
+            pii_audit_queue_set_problem(problem);
+            pii_audit_queue_set_ready(false);
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
+                            PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+        });
 }
 
 void mark_clean_shutdown() {
@@ -1972,11 +2191,14 @@ const char* pii_audit_in_audit_encoding(std::string_view value, int source_encod
     return out.data;
 }
 
+bool pii_audit_worker_stopping(void) { return shutdown_requested; }
+
 void pii_audit_register_worker(void) {
     BackgroundWorker worker{};
     worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    // Only a primary can write the trail; on a standby the worker does not run (see README).
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    // On a hot standby it starts as soon as reads may (consistent state) and forwards the events
+    // to the primary (forwarder.cpp); once promoted it restarts and stores them itself.
+    worker.bgw_start_time = BgWorkerStart_ConsistentState;
     worker.bgw_restart_time = 1;
     strlcpy(worker.bgw_library_name, "pii_audit", BGW_MAXLEN);
     strlcpy(worker.bgw_function_name, "pii_audit_worker_main", BGW_MAXLEN);
@@ -2008,6 +2230,7 @@ extern "C" void pii_audit_worker_main(Datum) {
 
     before_shmem_exit(on_worker_exit, 0);
     pii_audit_queue_attach_worker(MyLatch, MyProcPid);
+    if (RecoveryInProgress()) forward_main();
     ereport(LOG, (errmsg("pii_audit worker started: the audit trail goes to database \"%s\" "
                          "(pii_audit.database)",
                          pii_audit_database)));

@@ -78,7 +78,7 @@ struct QueueFile {
 };
 
 constexpr char kQueueMagic[16] = "pii_audit queue";
-constexpr uint32 kQueueFileVersion = 1;
+constexpr uint32 kQueueFileVersion = 2;  // 2: event records carry a server name
 constexpr uint64 kQueueHeaderBytes = 4096;
 static_assert(sizeof(QueueFile) <= kQueueHeaderBytes, "the header fits its page");
 constexpr const char* kQueueDir = "pii_audit";
@@ -98,6 +98,7 @@ struct SharedQueue {
     uint64 releases;  // batches the worker released (a stall is a wait with no release)
     pg_atomic_uint64 capture_errors;
     pg_atomic_uint64 scorer_inputs;  // bumped when peer groups or departed accounts change
+    pg_atomic_uint64 forwarded;      // bumped when a standby's batch committed (forward_events)
     ScorerStatus scorer;             // under lock
     int worker_pid;
     Latch* worker_latch;
@@ -439,6 +440,7 @@ void startup_shmem() {
         queue->dropped_at_start = mapped_file->dropped;
         pg_atomic_init_u64(&queue->capture_errors, 0);
         pg_atomic_init_u64(&queue->scorer_inputs, 0);
+        pg_atomic_init_u64(&queue->forwarded, 0);
     }
     LWLockRelease(AddinShmemInitLock);
 }
@@ -687,6 +689,19 @@ void pii_audit_scorer_inputs_bump(void) {
     Latch* latch = queue->worker_latch;
     LWLockRelease(queue->lock);
     if (latch) SetLatch(latch);
+}
+
+void pii_audit_forwarded_bump(void) {
+    if (queue == nullptr) return;
+    pg_atomic_fetch_add_u64(&queue->forwarded, 1);
+    LWLockAcquire(queue->lock, LW_SHARED);
+    Latch* latch = queue->worker_latch;
+    LWLockRelease(queue->lock);
+    if (latch) SetLatch(latch);
+}
+
+uint64 pii_audit_forwarded_generation(void) {
+    return queue ? pg_atomic_read_u64(&queue->forwarded) : 0;
 }
 
 uint64 pii_audit_scorer_inputs_generation(void) {

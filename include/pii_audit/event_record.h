@@ -33,6 +33,9 @@ enum EventField : int {
     kQueryText,
     kDetail,
     kSubjects,  // keyed subject hashes, 8 bytes each in host order (see subject_hash.h)
+    // The server the event happened on. Empty from a backend: the worker stores its own
+    // pii_audit.server_name; set for events a standby forwarded (the standby's name).
+    kServerName,
     kFieldCount
 };
 

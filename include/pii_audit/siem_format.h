@@ -85,6 +85,9 @@ struct TrailEvent {
     std::optional<IdList> subjects;  // keyed hashes, as pii_audit.subject_hash() returns them
     std::optional<bool> subjects_truncated;
     std::optional<bool> subject_count_estimated;
+    // The server the event happened on (the primary, or the hot standby that forwarded it);
+    // absent for events stored before 0.3.0, which are the trail's server's (Origin).
+    std::optional<std::string_view> server_name;
 };
 
 // raised: the worker stored a new alert; status: an officer changed its status or note.

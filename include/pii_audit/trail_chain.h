@@ -4,8 +4,8 @@
 // changed, removed or inserted by someone who bypassed the triggers no longer matches, and a
 // chain recomputed by that someone no longer matches digests held outside the database.
 //
-// Layout, version 1 (what an outsider needs to verify the trail without this code). Every digest
-// is SHA-256 over a tag byte, the version byte (1), then fields in the order below, each:
+// Layout, version 2 (what an outsider needs to verify the trail without this code). Every digest
+// is SHA-256 over a tag byte, the version byte (2), then fields in the order below, each:
 //   NULL                  0x00
 //   integer               0x01, then 8 bytes (bigint, timestamptz as microseconds since
 //                         2000-01-01 UTC) or 4 bytes (integer, oid), little-endian
@@ -18,7 +18,7 @@
 //   digest                0x01, its 32 bytes
 // Tags and fields:
 //   'S' session    database_name, session_user_name, current_user_name, end_user,
-//                  application_name, client_addr                     (pii_audit.trail_sessions)
+//                  application_name, client_addr, server_name        (pii_audit.trail_sessions)
 //   'T' statement  command, relation, relation_oid, columns, categories, query_id, query_text,
 //                  query_truncated                                   (pii_audit.trail_statements)
 //   'G' group      first_event_id, event_count (integer), min_time, max_time, recorded_at, kind,
@@ -47,7 +47,9 @@
 
 namespace pii_audit::chain {
 
-inline constexpr std::uint8_t kVersion = 1;
+// Version 1 (development builds of 0.3.0 only, never released) had no server_name in 'S'; a
+// trail chained with it does not verify with version 2.
+inline constexpr std::uint8_t kVersion = 2;
 inline constexpr std::size_t kDigestSize = 32;
 // Per group in trail_digests.groups: event count (u16 little-endian), 8 bytes of its digest.
 inline constexpr std::size_t kGroupEntrySize = 10;

@@ -18,10 +18,12 @@
 
 namespace pii_audit {
 
-// The session part: database, session and current user, end user, application, client address.
+// The session part: database, session and current user, end user, application, client address,
+// server.
 void session_key(const EventView& event, std::string& out);
-// The session of a gap row the worker writes itself: only the audit database's name.
-void gap_session_key(std::string_view database_name, std::string& out);
+// The session of a gap row the worker writes itself: the audit database's name and the server's.
+void gap_session_key(std::string_view database_name, std::string_view server_name,
+                     std::string& out);
 // The statement part: command, relation, columns, categories, query id, text and truncation. A
 // login has only a command.
 void statement_key(const EventView& event, std::string& out);

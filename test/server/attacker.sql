@@ -28,15 +28,16 @@ CREATE FUNCTION attacker.ip(v inet) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
         ELSE '\x01'::bytea || CASE WHEN family(v) = 4 THEN '\x04'::bytea ELSE '\x06'::bytea END
              || attacker.le(masklen(v), 1) || substring(inet_send(v) FROM 5) END $$;
 CREATE FUNCTION attacker.group_digest(g pii_audit.trail_groups) RETURNS bytea LANGUAGE sql STABLE AS $$
-    SELECT sha256('\x4701'::bytea || attacker.i8(g.first_event_id) || attacker.i4(g.event_count)
+    SELECT sha256('\x4702'::bytea || attacker.i8(g.first_event_id) || attacker.i4(g.event_count)
         || attacker.us(g.min_time) || attacker.us(g.max_time) || attacker.us(g.recorded_at)
         || attacker.t(g.kind) || attacker.i4(g.backend_pid) || attacker.i4(g.nesting_level)
-        || '\x01'::bytea || (SELECT sha256('\x5301'::bytea || attacker.t(s.database_name)
+        || '\x01'::bytea || (SELECT sha256('\x5302'::bytea || attacker.t(s.database_name)
                || attacker.t(s.session_user_name) || attacker.t(s.current_user_name)
-               || attacker.t(s.end_user) || attacker.t(s.application_name) || attacker.ip(s.client_addr))
+               || attacker.t(s.end_user) || attacker.t(s.application_name) || attacker.ip(s.client_addr)
+               || attacker.t(s.server_name))
                FROM pii_audit.trail_sessions s WHERE s.session_id = g.session_id)
         || CASE WHEN g.statement_id IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea ||
-               (SELECT sha256('\x5401'::bytea || attacker.t(st.command) || attacker.t(st.relation)
+               (SELECT sha256('\x5402'::bytea || attacker.t(st.command) || attacker.t(st.relation)
                    || attacker.i4(st.relation_oid::bigint) || attacker.list(st.columns)
                    || attacker.list(st.categories) || attacker.i8(st.query_id)
                    || attacker.t(st.query_text) || attacker.b(st.query_truncated))
@@ -63,7 +64,7 @@ BEGIN
         FROM (SELECT g.first_event_id AS fe, g.event_count AS cnt, attacker.group_digest(g) AS gd
               FROM pii_audit.trail_groups g
               WHERE g.first_event_id BETWEEN r.first_event_id AND r.last_event_id) x;
-        d := sha256('\x4201'::bytea || '\x01'::bytea || prev || attacker.i8(r.first_event_id)
+        d := sha256('\x4202'::bytea || '\x01'::bytea || prev || attacker.i8(r.first_event_id)
                     || attacker.i8(r.last_event_id) || attacker.i4(n) || gs);
         UPDATE pii_audit.trail_digests SET previous_digest = prev, digest = d, groups = entries
         WHERE first_event_id = r.first_event_id;

@@ -843,6 +843,38 @@ TEST(SiemFormat, ServerNameThatIsNoHostName) {
     EXPECT_TRUE(problems.empty()) << problems.front();
 }
 
+// A read on a hot standby, stored by its primary: every format names the standby as the host
+// of the event; ECS names the primary (the trail's server) as the observer.
+TEST(SiemFormat, EventOfAnotherServer) {
+    EventFixture fx;
+    fx.e.server_name = "db-replica-2";
+    json j = json::parse(format(Format::json, fx.e));
+    EXPECT_EQ(j["host"]["name"], "db-replica-2");
+    EXPECT_EQ(j["observer"]["name"], "db-1.example");
+    EXPECT_EQ(j["pii_audit"]["server_name"], "db-replica-2");
+    json o = json::parse(format(Format::ocsf, fx.e));
+    EXPECT_EQ(o["dst_endpoint"]["hostname"], "db-replica-2");
+    EXPECT_EQ(o["unmapped"]["pii_audit"]["server_name"], "db-replica-2");
+    ocsf_test::Validator validator(ocsf_dir());
+    auto problems = validator.validate(o);
+    for (const auto& p : problems) ADD_FAILURE() << p;
+    Cef c;
+    ASSERT_TRUE(parse_cef(format(Format::cef, fx.e), &c));
+    EXPECT_EQ(c.ext["dvchost"], "db-replica-2");
+    Leef l;
+    ASSERT_TRUE(parse_leef(format(Format::leef, fx.e), &l));
+    EXPECT_EQ(l.attrs["serverName"], "db-replica-2");
+    Syslog s;
+    ASSERT_TRUE(parse_syslog(format(Format::rfc5424, fx.e), &s));
+    EXPECT_EQ(s.header[1], "db-replica-2");
+    EXPECT_EQ(s.params["server_name"], "db-replica-2");
+    // The primary's own event: no observer name, the host is the trail's server.
+    fx.e.server_name = "db-1.example";
+    json own = json::parse(format(Format::json, fx.e));
+    EXPECT_EQ(own["host"]["name"], "db-1.example");
+    EXPECT_FALSE(own["observer"].contains("name"));
+}
+
 // ------------------------------------------------------------------ OCSF against the schema
 TEST(SiemOcsf, EveryKindIsValidOcsf) {
     ocsf_test::Validator validator(ocsf_dir());

@@ -57,7 +57,7 @@ TEST(TrailChain, FieldEncodingsAreTheDocumentedBytes) {
     h.item("");
     const unsigned char v4[4] = {127, 0, 0, 1};
     h.inet(4, 32, v4, 4);
-    std::string expected = "S\x01";
+    std::string expected = "S\x02";  // tag, layout version 2
     expected += std::string("\x01", 1) + le(2, 4) + "db";
     expected += std::string("\x00", 1);
     expected += std::string("\x01", 1) + le(static_cast<std::uint64_t>(-2), 8);
@@ -70,7 +70,7 @@ TEST(TrailChain, FieldEncodingsAreTheDocumentedBytes) {
 
 TEST(TrailChain, GroupDigestIsTheDocumentedBytes) {
     GroupFields g = sample_group();
-    std::string x = "G\x01";
+    std::string x = "G\x02";
     x += std::string("\x01", 1) + le(41, 8);
     x += std::string("\x01", 1) + le(2, 4);
     x += std::string("\x01", 1) + le(1000, 8);
@@ -136,7 +136,7 @@ TEST(TrailChain, BatchDigestChainsThePreviousOne) {
     EXPECT_NE(second, batch_digest(zero, 43, 43, groups, 1));
     EXPECT_NE(first, batch_digest(zero, 41, 42, groups, 1));
     EXPECT_NE(first, batch_digest(zero, 41, 43, groups, 2));
-    std::string x = "B\x01";
+    std::string x = "B\x02";
     x += std::string("\x01", 1) + std::string(32, '\0');
     x += std::string("\x01", 1) + le(41, 8);
     x += std::string("\x01", 1) + le(42, 8);

@@ -22,6 +22,7 @@ EventView read_event() {
     e.field[kEndUser] = "clerk-0999";
     e.field[kApplicationName] = "crm";
     e.field[kClientAddr] = "10.0.0.7";
+    e.field[kServerName] = "db-prod-1";
     e.field[kCommand] = "SELECT";
     e.field[kRelation] = "public.customers";
     e.field[kColumns] = std::string_view("name\0phone\0", 11);
@@ -48,7 +49,7 @@ TEST(TrailDictionaryKeys, EverySessionFieldMatters) {
     const EventView base = read_event();
     std::set<std::string> keys{skey(base)};
     for (EventField f : {kDatabaseName, kSessionUser, kCurrentUser, kEndUser, kApplicationName,
-                         kClientAddr}) {
+                         kClientAddr, kServerName}) {
         EventView e = base;
         e.field[f] = "other";
         EXPECT_TRUE(keys.insert(skey(e)).second) << "field " << f;
@@ -139,11 +140,15 @@ TEST(TrailDictionaryKeys, LoginsAndGapsAreVariantsOfTheirOwn) {
     EventView only_db;
     only_db.field[kDatabaseName] = "postgres";
     std::string gap;
-    gap_session_key("postgres", gap);
+    gap_session_key("postgres", "db-prod-1", gap);
     EXPECT_NE(gap, skey(only_db));
     std::string other_gap;
-    gap_session_key("audit", other_gap);
+    gap_session_key("audit", "db-prod-1", other_gap);
     EXPECT_NE(gap, other_gap);
+    // A gap on a standby is not the primary's gap.
+    std::string standby_gap;
+    gap_session_key("postgres", "db-replica-1", standby_gap);
+    EXPECT_NE(gap, standby_gap);
 }
 
 TEST(TrailDictionary, RemembersAndFinds) {
