@@ -12,6 +12,8 @@
 #   subjects   shared_preload_libraries = 'pii_audit'  (as pii_audit, and id is also labelled
 #                                                       subject_key: each event records whose
 #                                                       row was read, as a keyed hash)
+#   unchained  as pii_audit, but the trail's batches are not chained (the digests table
+#              dropped, as with 0.2.0's SQL): what tamper evidence costs
 #   pgaudit    shared_preload_libraries = 'pgaudit'    (object audit of the same read through
 #                                                       pgaudit.role; one log line per lookup)
 # All clusters are started once, warmed up (table and index prewarmed, WARMUP seconds of pgbench
@@ -67,7 +69,7 @@ for c in "${configs[@]}"; do
     fi
     case "$(base_of "$c")" in
         plain) ;;
-        pii_audit | subjects)
+        pii_audit | subjects | unchained)
             if [[ ! -f "$pkglibdir/pii_audit.so" ]]; then
                 echo "bench: pii_audit is not installed; running scripts/build.sh"
                 "$repo/scripts/build.sh"
@@ -106,7 +108,7 @@ trap 'exit 1' HUP INT TERM PIPE
 spl_for() {
     case "$(base_of "$1")" in
         plain) echo "" ;;
-        subjects) echo "pii_audit" ;;
+        subjects | unchained) echo "pii_audit" ;;
         *) base_of "$1" ;;
     esac
 }
@@ -157,7 +159,7 @@ CREATE ROLE auditor NOLOGIN;
 GRANT SELECT (name, phone) ON customers TO auditor;
 SQL
     case "$(base_of "$c")" in
-        pii_audit | subjects)
+        pii_audit | subjects | unchained)
             psql_c "$c" -q <<'SQL'
 CREATE EXTENSION pii_audit;
 SECURITY LABEL FOR pii ON COLUMN customers.name IS 'name';
@@ -167,6 +169,11 @@ SQL
     esac
     if [[ "$(base_of "$c")" == subjects ]]; then
         psql_c "$c" -q -c "SECURITY LABEL FOR pii ON COLUMN customers.id IS 'subject_key'"
+    fi
+    if [[ "$(base_of "$c")" == unchained ]]; then
+        # As 0.2.0's SQL did: without the digests table the worker stores batches unchained.
+        psql_c "$c" -q -c 'ALTER EXTENSION pii_audit DROP TABLE pii_audit.trail_digests' \
+            -c 'DROP TABLE pii_audit.trail_digests'
     fi
     echo "bench: $c: loaded $ROWS rows in $((SECONDS - t0)) s"
 done
@@ -246,7 +253,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         run_pgbench "$c" 2 >/dev/null  # the clients' own warm-up after the other clusters ran
         log_start=$(stat -c %s "$cdir/server.log")
         is_audited=0
-        case "$(base_of "$c")" in pii_audit | subjects) is_audited=1 ;; esac
+        case "$(base_of "$c")" in pii_audit | subjects | unchained) is_audited=1 ;; esac
         if ((is_audited)); then
             worker_pid=$(psql_c "$c" -At -c 'SELECT worker_pid FROM pii_audit.status')
             cpu0=$(worker_cpu "$worker_pid")
@@ -275,7 +282,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         printf 'round %d  %-10s tps=%10.1f  transactions=%s  copy=%ss%s\n' "$r" "$c" "$t" "$n" "${copy_s[$c,$r]}" \
             "$( ((is_audited)) && echo "  worker=${worker_us[$c,$r]}us/event")"
         case "$(base_of "$c")" in
-            pii_audit | subjects)
+            pii_audit | subjects | unchained)
                 psql_c "$c" -x -c 'SELECT * FROM pii_audit.status' | sed 's/^/    /'
                 sleep 1  # the worker stores the COPY's event within flush_interval
                 last=$(psql_c "$c" -At -c "SELECT row_count || ' rows, ' || coalesce(subject_count::text, 'no') || ' subjects'
@@ -350,7 +357,7 @@ echo "$copy_summary"
 
 worker_summary="worker CPU per stored event, us (median):"
 for c in "${configs[@]}"; do
-    case "$(base_of "$c")" in pii_audit | subjects) ;; *) continue ;; esac
+    case "$(base_of "$c")" in pii_audit | subjects | unchained) ;; *) continue ;; esac
     vals=""
     for ((r = 1; r <= ROUNDS; r++)); do vals+="${worker_us[$c,$r]} "; done
     worker_summary+=" $c=$(median <<<"$vals")"
