@@ -172,6 +172,13 @@ inline bytea* pii_audit_bytea(std::string_view bytes) {
     return out;
 }
 
+// Raises the ERROR for a trail group whose payload cannot be read (why), with the way out.
+[[noreturn]] void pii_audit_group_damaged(int64 first_event_id, const char* why);
+// A decoded group event's subject hashes (GroupEvent::subjects) as a bigint[]. scratch holds
+// *capacity Datums the caller keeps from one event to the next (grown here; start with nullptr
+// and 0), so a group's events share one buffer.
+Datum pii_audit_subjects_array(std::string_view subjects, Datum** scratch, int* capacity);
+
 // Before planning: filters on the trail views' event_time and event_id imply filters on the
 // groups' own columns, which use their indexes (presentation/trail_planner.cpp).
 struct Query;

@@ -270,21 +270,6 @@ Datum pii_audit_format_alert_event(PG_FUNCTION_ARGS) {
 // what makes export() cost about what events_after() costs.
 namespace {
 
-const char* group_status_name(std::uint8_t status) {
-    switch (status) {
-        case 1:
-            return "completed";
-        case 2:
-            return "failed";
-        case 3:
-            return "denied";
-        case 4:
-            return "lost";
-        default:
-            return nullptr;
-    }
-}
-
 // What a group's events share, copied out of one SPI row (PostgreSQL memory, plain views).
 struct GroupRow {
     int64 first_event_id;
@@ -383,7 +368,7 @@ void format_group(Format format, const pii_audit::siem::Origin& from, const Grou
         const int64 id = row.first_event_id + i;
         if (id <= after) continue;
         if (id > upto) break;
-        const char* status = group_status_name(ge.status);
+        const char* status = pii_audit::group_status_name(ge.status);
         if (status == nullptr) {
             out.damage = "an event has an unknown status";
             return;
@@ -495,10 +480,7 @@ int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 af
                 failure, sizeof failure))
             ereport(ERROR, (errmsg("%s", failure)));
         if (group_lines->damage != nullptr)
-            ereport(ERROR,
-                    (errcode(ERRCODE_DATA_CORRUPTED),
-                     errmsg("pii_audit: the trail group of event %lld is damaged: %s",
-                            static_cast<long long>(row.first_event_id), group_lines->damage)));
+            pii_audit_group_damaged(row.first_event_id, group_lines->damage);
         size_t begin = 0;
         for (size_t k = 0; k < group_lines->ids.size(); ++k) {
             const size_t end = group_lines->ends[k];
@@ -659,17 +641,16 @@ int64 events_window(int64 after, int64 upto, ReturnSetInfo* rsinfo, const Events
         pii_audit::GroupEvent e;
         Datum values[kMaxEventsColumns];
         bool nulls[kMaxEventsColumns];
+        Datum* hashes = nullptr;
+        int hashes_capacity = 0;
         int64 emitted = 0;
         for (int64 i = 0; decoder.next(e); ++i) {
             const int64 id = first_event_id + i;
             if (id <= after) continue;
             if (id > upto) break;
-            const char* status = group_status_name(e.status);
+            const char* status = pii_audit::group_status_name(e.status);
             if (status == nullptr)
-                ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                                errmsg("pii_audit: the trail group of event %lld is damaged: %s",
-                                       static_cast<long long>(first_event_id),
-                                       "an event has an unknown status")));
+                pii_audit_group_damaged(first_event_id, "an event has an unknown status");
             for (int c = 0; c < natts; ++c) {
                 nulls[c] = false;
                 switch (columns[c]->from) {
@@ -694,17 +675,12 @@ int64 events_window(int64 after, int64 upto, ReturnSetInfo* rsinfo, const Events
                         values[c] = Int64GetDatum(e.subject_count);
                         nulls[c] = !e.tracked;
                         break;
-                    case EventColumn::kSubjects: {
+                    case EventColumn::kSubjects:
                         nulls[c] = !e.tracked;
-                        if (!e.tracked) break;
-                        const int n = static_cast<int>(e.subjects.size() / 8);
-                        Datum* hashes = static_cast<Datum*>(palloc(sizeof(Datum) * (n > 0 ? n : 1)));
-                        for (int k = 0; k < n; ++k)
-                            hashes[k] = Int64GetDatum(pii_audit::subject_at(e.subjects, k));
-                        values[c] = PointerGetDatum(construct_array(
-                            hashes, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+                        if (e.tracked)
+                            values[c] = pii_audit_subjects_array(e.subjects, &hashes,
+                                                                 &hashes_capacity);
                         break;
-                    }
                     case EventColumn::kSubjectsTruncated:
                         values[c] = BoolGetDatum(e.truncated);
                         nulls[c] = !e.tracked;
@@ -718,10 +694,7 @@ int64 events_window(int64 after, int64 upto, ReturnSetInfo* rsinfo, const Events
             tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
             ++emitted;
         }
-        if (decoder.error() != nullptr)
-            ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                            errmsg("pii_audit: the trail group of event %lld is damaged: %s",
-                                   static_cast<long long>(first_event_id), decoder.error())));
+        if (decoder.error() != nullptr) pii_audit_group_damaged(first_event_id, decoder.error());
         return emitted;
     });
 }

@@ -42,19 +42,7 @@ PG_FUNCTION_INFO_V1(pii_audit_index_upkeep_allowed);
 #include <string>
 #include <vector>
 
-namespace {
-
-const char* status_name(std::uint8_t status) {
-    switch (status) {
-        case 1: return "completed";
-        case 2: return "failed";
-        case 3: return "denied";
-        case 4: return "lost";
-        default: return nullptr;
-    }
-}
-
-[[noreturn]] void damaged(int64 first_event_id, const char* why) {
+void pii_audit_group_damaged(int64 first_event_id, const char* why) {
     ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
                     errmsg("pii_audit: the trail group of event %lld is damaged: %s",
                            static_cast<long long>(first_event_id), why),
@@ -62,7 +50,16 @@ const char* status_name(std::uint8_t status) {
                             "columns (session, statement, times) are still readable.")));
 }
 
-}  // namespace
+Datum pii_audit_subjects_array(std::string_view subjects, Datum** scratch, int* capacity) {
+    const int n = static_cast<int>(subjects.size() / 8);
+    if (n > *capacity || *scratch == nullptr) {
+        *capacity = n > 0 ? n : 1;
+        *scratch = static_cast<Datum*>(palloc(sizeof(Datum) * static_cast<size_t>(*capacity)));
+    }
+    for (int k = 0; k < n; ++k) (*scratch)[k] = Int64GetDatum(pii_audit::subject_at(subjects, k));
+    return PointerGetDatum(
+        construct_array(*scratch, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
 
 // _group_events(first_event_id bigint, min_time timestamptz, payload bytea)
 //   RETURNS TABLE (event_id bigint, event_time timestamptz, status text, row_count bigint,
@@ -89,8 +86,9 @@ Datum pii_audit_group_events(PG_FUNCTION_ARGS) {
         memset(nulls, 0, sizeof nulls);
         values[0] = Int64GetDatum(first_event_id + i);
         values[1] = TimestampTzGetDatum(e.event_time);
-        const char* status = status_name(e.status);
-        if (status == nullptr) damaged(first_event_id, "an event has an unknown status");
+        const char* status = pii_audit::group_status_name(e.status);
+        if (status == nullptr)
+            pii_audit_group_damaged(first_event_id, "an event has an unknown status");
         values[2] = CStringGetTextDatum(status);
         values[3] = Int64GetDatum(e.row_count);
         nulls[3] = !e.has_row_count;
@@ -101,20 +99,13 @@ Datum pii_audit_group_events(PG_FUNCTION_ARGS) {
         nulls[5] = nulls[6] = nulls[7] = nulls[8] = !e.tracked;
         if (e.tracked) {
             values[5] = Int64GetDatum(e.subject_count);
-            int n = static_cast<int>(e.subjects.size() / 8);
-            if (n > hashes_capacity) {
-                hashes_capacity = n;
-                hashes = static_cast<Datum*>(palloc(sizeof(Datum) * n));
-            }
-            for (int k = 0; k < n; ++k) hashes[k] = Int64GetDatum(pii_audit::subject_at(e.subjects, k));
-            values[6] = PointerGetDatum(construct_array(hashes, n, INT8OID, sizeof(int64),
-                                                        FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+            values[6] = pii_audit_subjects_array(e.subjects, &hashes, &hashes_capacity);
             values[7] = BoolGetDatum(e.truncated);
             values[8] = BoolGetDatum(e.estimated);
         }
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
-    if (decoder.error() != nullptr) damaged(first_event_id, decoder.error());
+    if (decoder.error() != nullptr) pii_audit_group_damaged(first_event_id, decoder.error());
     return static_cast<Datum>(0);
 }
 

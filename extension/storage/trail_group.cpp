@@ -102,6 +102,16 @@ void GroupEncoder::add(const GroupEvent& e) {
     ++count_;
 }
 
+const char* group_status_name(std::uint8_t status) noexcept {
+    switch (status) {
+        case 1: return "completed";
+        case 2: return "failed";
+        case 3: return "denied";
+        case 4: return "lost";
+        default: return nullptr;
+    }
+}
+
 std::string_view GroupEncoder::finish(std::int64_t min_time) {
     out_.clear();
     out_.push_back(static_cast<char>(kGroupPayloadVersion));

@@ -76,6 +76,10 @@ private:
 // The i-th hash of a decoded event's subjects.
 std::int64_t subject_at(std::string_view subjects, std::size_t i) noexcept;
 
+// The name the views show for an event's status ("completed", "failed", "denied", or "lost" for
+// a gap), or nullptr for a status no version writes (a damaged payload).
+const char* group_status_name(std::uint8_t status) noexcept;
+
 // Reads a payload event by event. Never reads past the end: a damaged or foreign payload makes
 // next() return false and error() say why.
 class GroupDecoder {

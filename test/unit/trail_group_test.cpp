@@ -286,3 +286,13 @@ TEST(TrailGroup, DamageIsReportedNeverReadPast) {
         EXPECT_LE(n, kMaxGroupEvents);
     }
 }
+
+// The names the views, events_after and export() show for a payload's status byte.
+TEST(TrailGroup, StatusNames) {
+    EXPECT_STREQ(group_status_name(1), "completed");
+    EXPECT_STREQ(group_status_name(2), "failed");
+    EXPECT_STREQ(group_status_name(3), "denied");
+    EXPECT_STREQ(group_status_name(4), "lost");
+    EXPECT_EQ(group_status_name(0), nullptr);
+    EXPECT_EQ(group_status_name(5), nullptr);
+}
