@@ -109,6 +109,14 @@ int64 pii_audit_subject_hash(const char* data, size_t len);
 // A standby forwards it with every batch, and the primary refuses hashes made with another key.
 int64 pii_audit_subject_key_fingerprint(void);
 void pii_audit_install_subject_hooks(void);
+// Names subjects: runs "SELECT key_column FROM relid" (an audited read, with the caller's
+// privileges and row security, partitions and children included) and calls found() once per
+// hash of wanted (sorted and made distinct in place) with the first key value whose identifier,
+// made as the capture makes it, has that hash. Stops once every hash is named; returns how many
+// were.
+typedef void (*pii_audit_identified)(int64 hash, const char* identifier, size_t len, void* arg);
+int pii_audit_identify_subjects(Oid relid, const char* key_column, int64* wanted, int nwanted,
+                                pii_audit_identified found, void* arg);
 // A subject set for one relation of one statement, in the current memory context. Taps the
 // scans under root that read read_relid (or its partitions); false if none has a subject key.
 SubjectTracker* pii_audit_subjects_begin(void);

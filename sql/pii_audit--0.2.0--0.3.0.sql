@@ -1229,3 +1229,131 @@ GRANT EXECUTE ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint,
     TO pii_audit_forwarder;
 COMMENT ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea) IS
     'a hot standby hands a batch of its audit events to this primary (role pii_audit_forwarder); kept exactly once';
+
+-- ---------------------------------------------------------------- naming the people in breach_scope
+-- breach_scope named the people on its list by hashing every key of each table read through SQL
+-- (pii_audit.subject_hash per row, then a filter): at 100M events, a clerk's month (24,000
+-- people) spent most of its 1.7 s there. _identify_subjects reads the key column with a query
+-- of its own (audited like the SQL did, with the caller's privileges) and hashes each row in C,
+-- stopping once every hash is named; identifiers are made exactly as the capture makes them.
+CREATE FUNCTION pii_audit._identify_subjects(relation regclass, key_column name, hashes bigint[])
+RETURNS TABLE (subject_hash bigint, identifier text)
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'pii_audit_identify_subjects_sql';
+REVOKE ALL ON FUNCTION pii_audit._identify_subjects(regclass, name, bigint[]) FROM PUBLIC;
+COMMENT ON FUNCTION pii_audit._identify_subjects(regclass, name, bigint[]) IS
+    'which of the hashes belong to a key value of the table, with the identifier (breach_scope; an audited read)';
+
+CREATE OR REPLACE FUNCTION pii_audit.breach_scope(who text, since timestamptz, until timestamptz)
+RETURNS TABLE (subject_hash bigint, identifier text, relations text[], reads bigint,
+               categories text[], first_read timestamptz, last_read timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+DECLARE
+    rel record;
+    key record;
+    truncated_events bigint;
+    unnamed bigint[];
+BEGIN
+    IF who IS NULL OR since IS NULL OR until IS NULL THEN
+        RAISE EXCEPTION 'who, since and until must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'who is a role or a pii_audit.end_user; since and until bound the time range.';
+    END IF;
+    IF since > until THEN
+        RAISE EXCEPTION 'time range is reversed: since (%) is after until (%)', since, until
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = who)
+       AND NOT EXISTS (SELECT FROM pii_audit.trail_sessions s WHERE s.end_user = who) THEN
+        RAISE EXCEPTION 'no role or end user named "%"', who
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'who is a role name or a value applications set in pii_audit.end_user.';
+    END IF;
+
+    -- One row per (subject, statement) read by who in the range: the sessions of who, their
+    -- groups in the range (a group's events lie within an hour of its min_time), their events.
+    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_events (
+        subject_hash bigint, statement_id bigint, database_name text, reads bigint,
+        first_read timestamptz, last_read timestamptz) ON COMMIT DROP;
+    TRUNCATE pii_audit_breach_events;
+    INSERT INTO pii_audit_breach_events
+    SELECT sh.h, g.statement_id, s.database_name, count(*), min(e.event_time), max(e.event_time)
+    FROM pii_audit.trail_sessions s
+    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
+         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
+    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+    CROSS JOIN LATERAL unnest(e.subjects) AS sh(h)
+    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
+      AND g.kind = 'read' AND e.event_time >= since AND e.event_time < until
+    GROUP BY sh.h, g.statement_id, s.database_name;
+    ANALYZE pii_audit_breach_events;
+
+    SELECT count(*) INTO truncated_events
+    FROM pii_audit.trail_sessions s
+    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
+         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
+    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
+      AND g.kind = 'read' AND e.subjects_truncated
+      AND e.event_time >= since AND e.event_time < until;
+    IF truncated_events > 0 THEN
+        RAISE WARNING '% statements by "%" in this range read more subjects than were recorded; the list below is incomplete', truncated_events, who
+            USING HINT = 'See subject_count in pii_audit.access_log; raise pii_audit.max_subjects_per_event to record more.';
+    END IF;
+
+    -- Live identifiers: the key columns of each keyed table read in this database, read (an
+    -- audited read) and hashed row by row in C until every hash is named.
+    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_ids (subject_hash bigint, identifier text)
+        ON COMMIT DROP;
+    TRUNCATE pii_audit_breach_ids;
+    FOR rel IN SELECT DISTINCT st.relation_oid
+               FROM (SELECT DISTINCT b.statement_id FROM pii_audit_breach_events b
+                     WHERE b.database_name = current_database()) b
+               JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
+               WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = st.relation_oid
+                             AND c.relkind IN ('r', 'p', 'm'))
+               ORDER BY st.relation_oid LOOP
+        FOR key IN SELECT a.attname
+                   FROM pg_seclabel s
+                   JOIN pg_attribute a ON a.attrelid = s.objoid AND a.attnum = s.objsubid
+                   WHERE s.provider = 'pii' AND s.classoid = 'pg_class'::regclass
+                     AND s.objoid = rel.relation_oid AND NOT a.attisdropped
+                     AND EXISTS (SELECT FROM unnest(string_to_array(s.label, ',')) t
+                                 WHERE lower(btrim(t)) = 'subject_key') LOOP
+            SELECT array_agg(DISTINCT b.subject_hash) INTO unnamed
+            FROM pii_audit_breach_events b
+            WHERE NOT EXISTS (SELECT FROM pii_audit_breach_ids i WHERE i.subject_hash = b.subject_hash);
+            EXIT WHEN unnamed IS NULL;
+            INSERT INTO pii_audit_breach_ids
+            SELECT i.subject_hash, i.identifier
+            FROM pii_audit._identify_subjects(rel.relation_oid, key.attname, unnamed) i;
+        END LOOP;
+    END LOOP;
+
+    -- Identifiers once per subject, relations and categories through the statements: one
+    -- aggregation each, no subquery per subject.
+    RETURN QUERY
+    WITH per_subject AS (
+        SELECT b.subject_hash, array_agg(DISTINCT st.relation ORDER BY st.relation) AS relations,
+               sum(b.reads)::bigint AS reads, min(b.first_read) AS first_read,
+               max(b.last_read) AS last_read
+        FROM pii_audit_breach_events b
+        JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
+        GROUP BY b.subject_hash
+    ), per_subject_categories AS (
+        SELECT b.subject_hash, array_agg(DISTINCT c ORDER BY c) AS categories
+        FROM pii_audit_breach_events b
+        JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
+        CROSS JOIN LATERAL unnest(st.categories) AS c
+        GROUP BY b.subject_hash
+    ), ids AS (
+        SELECT i.subject_hash, min(i.identifier) AS identifier
+        FROM pii_audit_breach_ids i GROUP BY i.subject_hash
+    )
+    SELECT p.subject_hash, ids.identifier, p.relations, p.reads,
+           coalesce(pc.categories, '{}'::text[]), p.first_read, p.last_read
+    FROM per_subject p
+    LEFT JOIN per_subject_categories pc ON pc.subject_hash = p.subject_hash
+    LEFT JOIN ids ON ids.subject_hash = p.subject_hash
+    ORDER BY p.first_read, p.subject_hash;
+END
+$$;

@@ -26,6 +26,7 @@ extern "C" {
 #include "common/file_utils.h"
 #include "executor/execParallel.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
@@ -142,56 +143,86 @@ void add_subject(Tap* tap, const char* data, size_t len) noexcept {
     for (int i = 0; i < tap->ntrackers; ++i) add_subject(tap->trackers[i], data, len);
 }
 
+// The identifier of one key value, as every subject of that column is identified: handed to
+// use(data, len) (valid only during the call). Sets *used_context when it allocated in context
+// (detoasting, output functions), which the caller resets.
+template <typename Use>
+inline void key_identifier(const KeyColumn& key, Datum value, MemoryContext context,
+                           bool* used_context, Use&& use) {
+    switch (key.form) {
+        case KeyForm::kInteger: {
+            char digits[24];
+            int64 v = key.typid == INT8OID   ? DatumGetInt64(value)
+                      : key.typid == INT4OID ? DatumGetInt32(value)
+                                             : DatumGetInt16(value);
+            int n = pg_lltoa(v, digits);
+            use(digits, static_cast<size_t>(n));
+            break;
+        }
+        case KeyForm::kText:
+        case KeyForm::kBpchar: {
+            auto* ptr = reinterpret_cast<struct varlena*>(DatumGetPointer(value));
+            if (VARATT_IS_EXTENDED(ptr)) {
+                MemoryContext old = MemoryContextSwitchTo(context);
+                ptr = pg_detoast_datum_packed(ptr);
+                MemoryContextSwitchTo(old);
+                *used_context = true;
+            }
+            size_t len = VARSIZE_ANY_EXHDR(ptr);
+            if (key.form == KeyForm::kBpchar)
+                while (len > 0 && VARDATA_ANY(ptr)[len - 1] == ' ') --len;
+            use(VARDATA_ANY(ptr), len);
+            break;
+        }
+        case KeyForm::kNumeric: {
+            MemoryContext old = MemoryContextSwitchTo(context);
+            char* text = DatumGetCString(
+                DirectFunctionCall1(numeric_out, DirectFunctionCall1(numeric_trim_scale, value)));
+            MemoryContextSwitchTo(old);
+            *used_context = true;
+            use(text, strlen(text));
+            break;
+        }
+        case KeyForm::kOutputFunction: {
+            MemoryContext old = MemoryContextSwitchTo(context);
+            char* text = OutputFunctionCall(const_cast<FmgrInfo*>(&key.output), value);
+            MemoryContextSwitchTo(old);
+            *used_context = true;
+            use(text, strlen(text));
+            break;
+        }
+    }
+}
+
+// How identifiers of a column of type atttypid are made (attnum fields are the caller's).
+void set_key_form(KeyColumn* key, Oid atttypid) {
+    key->typid = getBaseType(atttypid);  // a domain identifies as its base type
+    if (key->typid == INT2OID || key->typid == INT4OID || key->typid == INT8OID) {
+        key->form = KeyForm::kInteger;
+    } else if (key->typid == TEXTOID || key->typid == VARCHAROID) {
+        key->form = KeyForm::kText;
+    } else if (key->typid == BPCHAROID) {
+        key->form = KeyForm::kBpchar;
+    } else if (key->typid == NUMERICOID) {
+        key->form = KeyForm::kNumeric;
+    } else {
+        key->form = KeyForm::kOutputFunction;
+        Oid output;
+        bool varlena;
+        getTypeOutputInfo(key->typid, &output, &varlena);
+        fmgr_info(output, &key->output);
+    }
+}
+
 void tap_row(Tap* tap, TupleTableSlot* slot) {
     bool used_context = false;
     for (int i = 0; i < tap->nkeys; ++i) {
-        KeyColumn& key = tap->keys[i];
+        const KeyColumn& key = tap->keys[i];
         bool isnull;
         Datum value = slot_getattr(slot, key.attnum, &isnull);
         if (isnull) continue;
-        switch (key.form) {
-            case KeyForm::kInteger: {
-                char digits[24];
-                int64 v = key.typid == INT8OID   ? DatumGetInt64(value)
-                          : key.typid == INT4OID ? DatumGetInt32(value)
-                                                 : DatumGetInt16(value);
-                int n = pg_lltoa(v, digits);
-                add_subject(tap, digits, static_cast<size_t>(n));
-                break;
-            }
-            case KeyForm::kText:
-            case KeyForm::kBpchar: {
-                auto* ptr = reinterpret_cast<struct varlena*>(DatumGetPointer(value));
-                if (VARATT_IS_EXTENDED(ptr)) {
-                    MemoryContext old = MemoryContextSwitchTo(tap->row_context);
-                    ptr = pg_detoast_datum_packed(ptr);
-                    MemoryContextSwitchTo(old);
-                    used_context = true;
-                }
-                size_t len = VARSIZE_ANY_EXHDR(ptr);
-                if (key.form == KeyForm::kBpchar)
-                    while (len > 0 && VARDATA_ANY(ptr)[len - 1] == ' ') --len;
-                add_subject(tap, VARDATA_ANY(ptr), len);
-                break;
-            }
-            case KeyForm::kNumeric: {
-                MemoryContext old = MemoryContextSwitchTo(tap->row_context);
-                char* text = DatumGetCString(DirectFunctionCall1(
-                    numeric_out, DirectFunctionCall1(numeric_trim_scale, value)));
-                MemoryContextSwitchTo(old);
-                used_context = true;
-                add_subject(tap, text, strlen(text));
-                break;
-            }
-            case KeyForm::kOutputFunction: {
-                MemoryContext old = MemoryContextSwitchTo(tap->row_context);
-                char* text = OutputFunctionCall(&key.output, value);
-                MemoryContextSwitchTo(old);
-                used_context = true;
-                add_subject(tap, text, strlen(text));
-                break;
-            }
-        }
+        key_identifier(key, value, tap->row_context, &used_context,
+                       [tap](const char* data, size_t len) { add_subject(tap, data, len); });
     }
     if (used_context) MemoryContextReset(tap->row_context);
 }
@@ -312,22 +343,7 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
         key.table_attnum = column.attnum;
         key.attnum = slot_column(node, column.attnum);
         from_heap |= key.attnum == InvalidAttrNumber;
-        key.typid = getBaseType(attr->atttypid);  // a domain identifies as its base type
-        if (key.typid == INT2OID || key.typid == INT4OID || key.typid == INT8OID) {
-            key.form = KeyForm::kInteger;
-        } else if (key.typid == TEXTOID || key.typid == VARCHAROID) {
-            key.form = KeyForm::kText;
-        } else if (key.typid == BPCHAROID) {
-            key.form = KeyForm::kBpchar;
-        } else if (key.typid == NUMERICOID) {
-            key.form = KeyForm::kNumeric;
-        } else {
-            key.form = KeyForm::kOutputFunction;
-            Oid output;
-            bool varlena;
-            getTypeOutputInfo(key.typid, &output, &varlena);
-            fmgr_info(output, &key.output);
-        }
+        set_key_form(&key, attr->atttypid);
     }
     if (tap->nkeys == 0) return;
     if (from_heap) {
@@ -1071,6 +1087,120 @@ int64 pii_audit_subject_key_fingerprint(void) {
     // No identifier is this text with a NUL in front of it (subject keys are column values).
     static const char kProbe[] = "\0pii_audit subject key fingerprint";
     return subject_hasher.hash(std::string_view(kProbe, sizeof kProbe - 1));
+}
+
+// ---------------------------------------------------------------- naming subjects
+
+namespace {
+
+int compare_int64(const void* a, const void* b) {
+    int64 x = *static_cast<const int64*>(a);
+    int64 y = *static_cast<const int64*>(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+// Receives the rows of "SELECT key FROM table" and names the wanted hashes they make.
+struct IdentifyReceiver {
+    DestReceiver pub;  // first: the executor sees a DestReceiver
+    KeyColumn key;
+    const int64* wanted;
+    // Open addressing on the hash's low bits (keyed hashes are uniform): a row costs its keyed
+    // hash and one or two probes. A slot holds 1 + the index into wanted, 0 when empty.
+    int32* table;
+    size_t mask;
+    bool* named;
+    int left;
+    MemoryContext row_context;
+    pii_audit_identified found;
+    void* arg;
+};
+
+void identify_startup(DestReceiver* self, int, TupleDesc typeinfo) {
+    auto* r = reinterpret_cast<IdentifyReceiver*>(self);
+    r->key.attnum = r->key.table_attnum = 1;
+    set_key_form(&r->key, TupleDescAttr(typeinfo, 0)->atttypid);
+}
+
+bool identify_row(TupleTableSlot* slot, DestReceiver* self) {
+    auto* r = reinterpret_cast<IdentifyReceiver*>(self);
+    bool isnull;
+    Datum value = slot_getattr(slot, 1, &isnull);
+    if (isnull) return true;
+    bool used_context = false;
+    key_identifier(r->key, value, r->row_context, &used_context, [r](const char* data, size_t len) {
+        int64 hash = subject_hasher.hash(std::string_view(data, len));
+        for (size_t at = static_cast<uint64>(hash) & r->mask; r->table[at] != 0; at = (at + 1) & r->mask) {
+            int i = r->table[at] - 1;
+            if (r->wanted[i] != hash) continue;
+            if (r->named[i]) return;
+            r->named[i] = true;
+            --r->left;
+            r->found(hash, data, len, r->arg);
+            return;
+        }
+    });
+    if (used_context) MemoryContextReset(r->row_context);
+    return r->left > 0;  // false ends the scan: every hash is named
+}
+
+void identify_nothing(DestReceiver*) {}
+
+}  // namespace
+
+int pii_audit_identify_subjects(Oid relid, const char* key_column, int64* wanted, int nwanted,
+                                pii_audit_identified found, void* arg) {
+    if (nwanted <= 0) return 0;
+    qsort(wanted, static_cast<size_t>(nwanted), sizeof(int64), compare_int64);
+    int distinct = 1;
+    for (int i = 1; i < nwanted; ++i)
+        if (wanted[i] != wanted[distinct - 1]) wanted[distinct++] = wanted[i];
+
+    IdentifyReceiver r{};
+    r.pub.receiveSlot = identify_row;
+    r.pub.rStartup = identify_startup;
+    r.pub.rShutdown = identify_nothing;
+    r.pub.rDestroy = identify_nothing;
+    r.pub.mydest = DestNone;
+    size_t slots = 4;
+    while (slots < static_cast<size_t>(distinct) * 2) slots *= 2;
+    r.mask = slots - 1;
+    r.table = static_cast<int32*>(palloc0(slots * sizeof(int32)));
+    for (int i = 0; i < distinct; ++i) {
+        size_t at = static_cast<uint64>(wanted[i]) & r.mask;
+        while (r.table[at] != 0) at = (at + 1) & r.mask;
+        r.table[at] = i + 1;
+    }
+    r.wanted = wanted;
+    r.named = static_cast<bool*>(palloc0(static_cast<size_t>(distinct)));
+    r.left = distinct;
+    r.found = found;
+    r.arg = arg;
+    r.row_context = AllocSetContextCreate(CurrentMemoryContext, "pii_audit identify subjects",
+                                          ALLOCSET_SMALL_SIZES);
+
+    // A query, not a scan of our own: it reads as the caller may (privileges, row-level
+    // security, partitions and inheritance children), and it is audited like any read: naming
+    // people from their keys is a read of the key column.
+    char* relname = get_rel_name(relid);
+    char* nspname = get_namespace_name(get_rel_namespace(relid));
+    if (relname == nullptr || nspname == nullptr)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                        errmsg("pii_audit: relation with OID %u does not exist", relid)));
+    char* sql = psprintf("SELECT %s FROM %s", quote_identifier(key_column),
+                         quote_qualified_identifier(nspname, relname));
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pii_audit: SPI_connect failed");
+    SPIExecuteOptions options{};
+    options.read_only = true;
+    options.dest = &r.pub;
+    int rc = SPI_execute_extended(sql, &options);
+    // SPI says "utility" for a SELECT whose rows go to a receiver of its caller's (DestNone).
+    if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY) elog(ERROR, "pii_audit: naming subjects failed: %s", SPI_result_code_string(rc));
+    SPI_finish();
+    MemoryContextDelete(r.row_context);
+    pfree(r.named);
+    pfree(r.table);
+    pfree(sql);
+    return distinct - r.left;
 }
 
 // Called from _PG_init while shared_preload_libraries load (the only way pii_audit installs).

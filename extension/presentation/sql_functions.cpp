@@ -74,13 +74,9 @@ Datum pii_audit_status(PG_FUNCTION_ARGS) {
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
-// pii_audit.subject_hash(text): the hash events store for a subject identifier.
-extern "C" {
-PGDLLEXPORT Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS);
-PG_FUNCTION_INFO_V1(pii_audit_subject_hash_sql);
-}
+namespace {
 
-Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS) {
+void require_subject_key() {
     if (!pii_audit_subject_key_loaded())
         ereport(ERROR,
                 (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -88,8 +84,78 @@ Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS) {
                  errdetail("The key file pii_audit_subject.key in the data directory was missing, "
                            "unreadable or damaged when the server started; see the server log."),
                  errhint("Restore the key file from a backup and restart the server.")));
+}
+
+}  // namespace
+
+// pii_audit.subject_hash(text): the hash events store for a subject identifier.
+extern "C" {
+PGDLLEXPORT Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_subject_hash_sql);
+}
+
+Datum pii_audit_subject_hash_sql(PG_FUNCTION_ARGS) {
+    require_subject_key();
     text* identifier = PG_GETARG_TEXT_PP(0);
     PG_RETURN_INT64(pii_audit_subject_hash(VARDATA_ANY(identifier), VARSIZE_ANY_EXHDR(identifier)));
+}
+
+// pii_audit._identify_subjects(relation regclass, key_column name, hashes bigint[])
+//     RETURNS TABLE (subject_hash bigint, identifier text)
+// Which of the hashes belong to a key value in the table: one row per hash named, with the
+// identifier as the capture makes it. The table is read by a query (audited, with the caller's
+// privileges) whose rows are hashed as they come: what breach_scope uses to name the people on
+// its list (hashing through SQL cost about three times as much).
+extern "C" {
+#include "utils/array.h"
+#include "utils/lsyscache.h"
+PGDLLEXPORT Datum pii_audit_identify_subjects_sql(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_identify_subjects_sql);
+}
+
+namespace {
+
+void put_identified(int64 hash, const char* identifier, size_t len, void* arg) {
+    auto* rsinfo = static_cast<ReturnSetInfo*>(arg);
+    Datum values[2] = {Int64GetDatum(hash),
+                       PointerGetDatum(cstring_to_text_with_len(identifier, static_cast<int>(len)))};
+    bool nulls[2] = {false, false};
+    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+}  // namespace
+
+Datum pii_audit_identify_subjects_sql(PG_FUNCTION_ARGS) {
+    require_subject_key();
+    Oid relid = PG_GETARG_OID(0);
+    const char* column = NameStr(*PG_GETARG_NAME(1));
+    ArrayType* hashes = PG_GETARG_ARRAYTYPE_P(2);
+    InitMaterializedSRF(fcinfo, 0);
+    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+
+    char* relname = get_rel_name(relid);
+    if (relname == nullptr)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                        errmsg("pii_audit: relation with OID %u does not exist", relid)));
+    AttrNumber attnum = get_attnum(relid, column);
+    if (attnum == InvalidAttrNumber)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
+                        errmsg("pii_audit: column \"%s\" of \"%s\" does not exist", column, relname)));
+    if (attnum < 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("pii_audit: \"%s\" is a system column, not a subject key", column)));
+
+    Datum* items;
+    bool* item_nulls;
+    int n;
+    deconstruct_array(hashes, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &items,
+                      &item_nulls, &n);
+    auto* wanted = static_cast<int64*>(palloc(sizeof(int64) * (n > 0 ? n : 1)));
+    int nwanted = 0;
+    for (int i = 0; i < n; ++i)
+        if (!item_nulls[i]) wanted[nwanted++] = DatumGetInt64(items[i]);
+    pii_audit_identify_subjects(relid, column, wanted, nwanted, put_identified, rsinfo);
+    return static_cast<Datum>(0);
 }
 
 // Trigger on pii_audit.peer_groups and pii_audit.departed: once the transaction commits, the

@@ -59,7 +59,8 @@ FROM nn_scope;
 SELECT relations, categories, count(*) FROM nn_scope GROUP BY 1, 2;
 
 -- One of them asks who read their data: the clerk, in the window, both tables; and, after the
--- window, breach_scope's own scan of the key columns (resolving identifiers is a read too).
+-- window, breach_scope's own scans of a key column (naming people is a read too): one per call,
+-- since nn_customers (read first) names everyone, so nn_codes is not read.
 SELECT wait_for_trail();
 SELECT a.end_user, a.current_user_name, a.relation, a.categories, a.match,
        a.event_time BETWEEN w.since AND w.until AS in_window
