@@ -93,6 +93,15 @@ const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid);
 const LabelCacheEntry* pii_audit_label_cache_find_cached(const char* schema, const char* name);
 void pii_audit_label_cache_init(void);
 
+// ---- groups by id (presentation/group_fetch.cpp) ----
+// The groups with lo < first_event_id <= hi whose ids reach past ends_after (first_event_id +
+// event_count > ends_after), as an array of pii_audit.trail_groups rows in no particular order:
+// each month's index on first_event_id probed directly, so that no query plans every month.
+Datum pii_audit_groups_in_ids(int64 lo, int64 hi, int64 ends_after);
+Oid pii_audit_groups_array_type(void);
+// The smallest first_event_id after `after`, or -1 when there is none.
+int64 pii_audit_next_group_id(int64 after);
+
 // ---- subjects (capture/subject_capture.cpp) ----
 extern int pii_audit_max_subjects_per_event;
 extern int pii_audit_subject_index_slice;

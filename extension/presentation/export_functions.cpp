@@ -288,7 +288,13 @@ struct GroupLines {
 };
 
 GroupLines* group_lines = nullptr;
-SPIPlanPtr export_plan = nullptr;
+
+// A pull's plan, kept for the backend's life (see prepare_window_plan).
+struct WindowPlan {
+    SPIPlanPtr plan = nullptr;
+    Oid array_type = InvalidOid;  // of the trail_groups rows it was made for
+};
+WindowPlan export_plan;
 
 std::optional<std::string_view> spi_text(HeapTuple tuple, TupleDesc desc, int column) {
     bool isnull;
@@ -404,12 +410,15 @@ void format_group(Format format, const pii_audit::siem::Origin& from, const Grou
 namespace {
 
 // The groups that may hold events in (after, upto], in id order (a group holds at most
-// kMaxGroupEvents events, so none starts before after - 4096): the query's first three columns
-// must be first_event_id, min_time and payload. emit(tuple, desc) runs per group in a memory
-// context reset after it, and returns how many events it added to the result.
+// kMaxGroupEvents events, so none starts before after - 4096), fetched from each month's index
+// (pii_audit_groups_in_ids) and joined with their session and statement by the plan: its first
+// three columns must be first_event_id, min_time and payload. emit(tuple, desc) runs per group in
+// a memory context reset after it, and returns how many events it added to the result.
 template <class Emit>
 int64 scan_groups(SPIPlanPtr plan, int64 after, int64 upto, Emit&& emit) {
-    Datum args[2] = {Int64GetDatum(after), Int64GetDatum(upto)};
+    const int64 lo = after < PG_INT64_MIN + 4096 ? PG_INT64_MIN : after - 4096;
+    Datum groups = pii_audit_groups_in_ids(lo, upto, after + 1);
+    Datum args[1] = {groups};
     Portal cursor = SPI_cursor_open(nullptr, plan, args, nullptr, true);
     MemoryContext per_group = AllocSetContextCreate(CurrentMemoryContext, "pii_audit pull group",
                                                     ALLOCSET_DEFAULT_SIZES);
@@ -427,49 +436,56 @@ int64 scan_groups(SPIPlanPtr plan, int64 after, int64 upto, Emit&& emit) {
     }
     SPI_cursor_close(cursor);
     MemoryContextDelete(per_group);
+    pfree(DatumGetPointer(groups));
     return emitted;
 }
 
-// A plan kept for the backend's life: the groups of a window of ids with their session and
-// statement, `columns` being what the caller reads of them after first_event_id, min_time and
-// payload.
-SPIPlanPtr prepare_window_plan(const char* columns) {
+// A plan kept for the backend's life: the groups handed in (an array of trail_groups rows) with
+// their session and statement, in id order, `columns` being what the caller reads of them after
+// first_event_id, min_time and payload. It reads no month of the trail, so it plans in
+// microseconds however many months there are.
+SPIPlanPtr prepare_window_plan(const char* columns, Oid array_type) {
     char sql[2048];
     snprintf(sql, sizeof sql,
              "SELECT g.first_event_id, g.min_time, g.payload, %s"
-             " FROM pii_audit.trail_groups g"
+             " FROM pg_catalog.unnest($1) g"
              " LEFT JOIN pii_audit.trail_sessions s ON s.session_id OPERATOR(pg_catalog.=) "
              "g.session_id"
              " LEFT JOIN pii_audit.trail_statements st"
              "   ON st.statement_id OPERATOR(pg_catalog.=) g.statement_id"
-             // OPERATOR() forms all bind alike: the parentheses say what goes with what.
-             " WHERE g.first_event_id OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) 4096)"
-             "   AND g.first_event_id OPERATOR(pg_catalog.<=) $2"
-             "   AND (g.first_event_id OPERATOR(pg_catalog.+) g.event_count)"
-             "       OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.+) 1)"
              " ORDER BY g.first_event_id",
              columns);
-    Oid types[2] = {INT8OID, INT8OID};
-    // A generic plan, made once per session: the ids cannot prune months (the trail is
-    // partitioned by time), so a plan for the actual ids is no better, and each one re-planned
-    // every month (about 3 ms a pull at 14 months, callgrind).
-    SPIPlanPtr plan = SPI_prepare_cursor(sql, 2, types, CURSOR_OPT_GENERIC_PLAN);
+    Oid types[1] = {array_type};
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, 1, types, CURSOR_OPT_GENERIC_PLAN);
     if (plan == nullptr || SPI_keepplan(plan) != 0)
         elog(ERROR, "pii_audit: could not prepare the query of a pull by id");
     return plan;
 }
 
+// The kept plan, made again when the trail's row type is not the one it was made for (the
+// extension dropped and created again in this session).
+SPIPlanPtr window_plan(WindowPlan* kept, const char* columns) {
+    const Oid array_type = pii_audit_groups_array_type();
+    if (kept->plan != nullptr && kept->array_type == array_type) return kept->plan;
+    if (kept->plan != nullptr) {
+        SPI_freeplan(kept->plan);
+        kept->plan = nullptr;
+    }
+    kept->plan = prepare_window_plan(columns, array_type);
+    kept->array_type = array_type;
+    return kept->plan;
+}
+
 // The lines of the events in (after, upto] into the result; returns how many.
 int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 after, int64 upto,
                     ReturnSetInfo* rsinfo) {
-    if (export_plan == nullptr)
-        export_plan = prepare_window_plan(
+    SPIPlanPtr plan = window_plan(&export_plan,
             "g.recorded_at, g.kind, g.backend_pid, g.nesting_level, s.database_name,"
             " s.session_user_name, s.current_user_name, s.end_user, s.application_name,"
             " pg_catalog.host(s.client_addr), st.command, st.relation, st.columns, st.categories,"
             " st.query_id, st.query_text, st.query_truncated, s.server_name");
     char failure[256];
-    return scan_groups(export_plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
+    return scan_groups(plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
         const GroupRow row = read_group(tuple, desc);
         if (!pii_audit::boundary::cpp_call(
                 "pii_audit: formatting an export line",
@@ -496,28 +512,6 @@ int64 export_window(Format format, const pii_audit::siem::Origin& from, int64 af
     });
 }
 
-// The smallest first_event_id of a group after `after`, or -1 when there is none (a plan
-// kept for the session, generic as above).
-int64 next_group(int64 after) {
-    static SPIPlanPtr plan = nullptr;
-    if (plan == nullptr) {
-        Oid types[1] = {INT8OID};
-        SPIPlanPtr p = SPI_prepare_cursor("SELECT g.first_event_id FROM pii_audit.trail_groups g"
-                                          " WHERE g.first_event_id OPERATOR(pg_catalog.>) $1"
-                                          " ORDER BY g.first_event_id LIMIT 1",
-                                          1, types, CURSOR_OPT_GENERIC_PLAN);
-        if (p == nullptr || SPI_keepplan(p) != 0)
-            elog(ERROR, "pii_audit: could not prepare the query of the next group");
-        plan = p;
-    }
-    Datum args[1] = {Int64GetDatum(after)};
-    if (SPI_execute_plan(plan, args, nullptr, true, 1) != SPI_OK_SELECT)
-        elog(ERROR, "pii_audit: could not read the trail's groups");
-    if (SPI_processed == 0) return -1;
-    bool isnull;
-    return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
 // Calls window(after, upto) for the next max_events ids after after_event_id, under SPI: before
 // the oldest event (0, or events removed) it starts at the oldest; ids have no gaps, but a month
 // dropped by hand leaves a hole, and an empty window with events after it moves on to them, so
@@ -526,12 +520,12 @@ template <class Window>
 void pull_after(int64 after_event_id, int32 max_events, Window&& window) {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pii_audit: SPI_connect failed");
     int64 start = after_event_id;
-    const int64 oldest = next_group(PG_INT64_MIN);
+    const int64 oldest = pii_audit_next_group_id(PG_INT64_MIN);
     if (oldest >= 0 && start < oldest - 1) start = oldest - 1;
     while (oldest >= 0) {
         const int64 upto = start > PG_INT64_MAX - max_events ? PG_INT64_MAX : start + max_events;
         if (window(start, upto) > 0 || upto == PG_INT64_MAX) break;
-        const int64 next = next_group(upto);
+        const int64 next = pii_audit_next_group_id(upto);
         if (next < 0) break;
         start = next - 1;
     }
@@ -615,18 +609,17 @@ constexpr EventsColumn kEventsColumns[] = {
 };
 constexpr int kMaxEventsColumns = 64;
 
-SPIPlanPtr events_plan = nullptr;
+WindowPlan events_plan;
 
 // The rows of the events in (after, upto] into the result (columns[i]: what column i is).
 int64 events_window(int64 after, int64 upto, ReturnSetInfo* rsinfo, const EventsColumn* const* columns) {
-    if (events_plan == nullptr)
-        events_plan = prepare_window_plan(
+    SPIPlanPtr plan = window_plan(&events_plan,
             "g.recorded_at, g.kind, g.backend_pid, g.nesting_level, s.database_name,"
             " s.session_user_name, s.current_user_name, s.end_user, s.application_name,"
             " s.client_addr, st.command, st.relation, st.relation_oid, st.columns, st.categories,"
             " st.query_id, st.query_text, st.query_truncated, s.server_name");
     const int natts = rsinfo->setDesc->natts;
-    return scan_groups(events_plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
+    return scan_groups(plan, after, upto, [&](HeapTuple tuple, TupleDesc desc) -> int64 {
         Datum group[23];
         bool group_null[23];
         if (desc->natts != 22)

@@ -20,6 +20,7 @@ extern "C" {
 #include "access/tableam.h"
 #include "access/tupconvert.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_am_d.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
@@ -33,6 +34,7 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/array.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -146,4 +148,137 @@ Datum pii_audit_trail_group(PG_FUNCTION_ARGS) {
     }
     table_close(parent_rel, AccessShareLock);
     PG_RETURN_VOID();
+}
+
+// ---------------------------------------------------------------- windows of ids
+// Pulls by id (events_after, export) and the next group after an id: the same reason as above.
+// Ids cannot prune months (the trail is partitioned by time), so a query over trail_groups made
+// the planner look at every month: 30-50 ms of a new session's first pull over 14 months, more
+// with every month kept. Each month's index on first_event_id is probed directly instead (a
+// month that holds none of the ids costs one index descent).
+
+namespace {
+
+Oid trail_groups_oid() {
+    Oid nsp = get_namespace_oid("pii_audit", false);
+    Oid parent = get_relname_relid("trail_groups", nsp);
+    if (!OidIsValid(parent))
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                        errmsg("pii_audit: table pii_audit.trail_groups does not exist")));
+    return parent;
+}
+
+// Every table holding groups: the leaf partitions (or trail_groups itself, not partitioned).
+List* group_tables(Oid parent) {
+    List* all = find_all_inheritors(parent, AccessShareLock, nullptr);
+    List* leaves = NIL;
+    ListCell* cell;
+    foreach (cell, all) {
+        Oid relid = lfirst_oid(cell);
+        if (get_rel_relkind(relid) == RELKIND_RELATION) leaves = lappend_oid(leaves, relid);
+    }
+    list_free(all);
+    return leaves;
+}
+
+// Scans a table's first_event_id index forward from first_event_id > lo (and <= hi, unless
+// hi_open); visit(slot) returns false to stop.
+template <class Visit>
+void scan_ids(Relation part, int64 lo, int64 hi, bool hi_open, Visit&& visit) {
+    Oid index_oid = event_id_index(part);
+    if (!OidIsValid(index_oid))
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("pii_audit: partition %s has no index on first_event_id",
+                               RelationGetRelationName(part)),
+                        errhint("ALTER EXTENSION pii_audit UPDATE, or recreate the index.")));
+    Relation index = index_open(index_oid, AccessShareLock);
+    ScanKeyData keys[2];
+    ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
+    ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+    const int nkeys = hi_open ? 1 : 2;
+    IndexScanDesc scan = index_beginscan(part, index, GetActiveSnapshot(), nkeys, 0);
+    index_rescan(scan, keys, nkeys, nullptr, 0);
+    TupleTableSlot* slot = table_slot_create(part, nullptr);
+    while (index_getnext_slot(scan, ForwardScanDirection, slot))
+        if (!visit(slot)) break;
+    ExecDropSingleTupleTableSlot(slot);
+    index_endscan(scan);
+    index_close(index, AccessShareLock);
+}
+
+}  // namespace
+
+Datum pii_audit_groups_in_ids(int64 lo, int64 hi, int64 ends_after) {
+    Oid parent = trail_groups_oid();
+    Relation parent_rel = table_open(parent, AccessShareLock);
+    TupleDesc row_desc = RelationGetDescr(parent_rel);
+    const AttrNumber id_att = get_attnum(parent, "first_event_id");
+    const AttrNumber count_att = get_attnum(parent, "event_count");
+    if (id_att <= 0 || count_att <= 0)
+        elog(ERROR, "pii_audit: trail_groups lacks first_event_id or event_count");
+    List* tables = group_tables(parent);
+    int capacity = 64, n = 0;
+    auto* rows = static_cast<Datum*>(palloc(sizeof(Datum) * capacity));
+    TupleTableSlot* out = MakeSingleTupleTableSlot(row_desc, &TTSOpsVirtual);
+    ListCell* cell;
+    foreach (cell, tables) {
+        Relation part = table_open(lfirst_oid(cell), AccessShareLock);
+        // The partition's columns in the parent's order (a partition may order them otherwise).
+        TupleConversionMap* map = convert_tuples_by_name(RelationGetDescr(part), row_desc);
+        scan_ids(part, lo, hi, false, [&](TupleTableSlot* slot) {
+            TupleTableSlot* row = map != nullptr ? execute_attr_map_slot(map->attrMap, slot, out) : slot;
+            slot_getallattrs(row);
+            const int64 first = DatumGetInt64(row->tts_values[id_att - 1]);
+            const int64 count = DatumGetInt32(row->tts_values[count_att - 1]);
+            if (first + count <= ends_after) return true;  // ends before the window
+            if (n == capacity) {
+                capacity *= 2;
+                rows = static_cast<Datum*>(repalloc(rows, sizeof(Datum) * capacity));
+            }
+            HeapTuple tuple = heap_form_tuple(row_desc, row->tts_values, row->tts_isnull);
+            rows[n++] = heap_copy_tuple_as_datum(tuple, row_desc);
+            heap_freetuple(tuple);
+            return true;
+        });
+        if (map != nullptr) free_conversion_map(map);
+        table_close(part, AccessShareLock);
+    }
+    ExecDropSingleTupleTableSlot(out);
+    list_free(tables);
+    const Oid row_type = row_desc->tdtypeid;
+    table_close(parent_rel, AccessShareLock);
+    int16 typlen;
+    bool typbyval;
+    char typalign;
+    get_typlenbyvalalign(row_type, &typlen, &typbyval, &typalign);
+    ArrayType* array = construct_array(rows, n, row_type, typlen, typbyval, typalign);
+    return PointerGetDatum(array);
+}
+
+Oid pii_audit_groups_array_type(void) {
+    Oid row_type = get_rel_type_id(trail_groups_oid());
+    Oid array_type = get_array_type(row_type);
+    if (!OidIsValid(array_type)) elog(ERROR, "pii_audit: trail_groups has no array type");
+    return array_type;
+}
+
+int64 pii_audit_next_group_id(int64 after) {
+    List* tables = group_tables(trail_groups_oid());
+    int64 best = -1;
+    ListCell* cell;
+    foreach (cell, tables) {
+        Relation part = table_open(lfirst_oid(cell), AccessShareLock);
+        const AttrNumber id_att = get_attnum(RelationGetRelid(part), "first_event_id");
+        // Within this table, nothing after the best found elsewhere can beat it.
+        const bool bounded = best >= 0;
+        scan_ids(part, after, bounded ? best - 1 : 0, !bounded, [&](TupleTableSlot* slot) {
+            bool isnull;
+            const int64 id = DatumGetInt64(slot_getattr(slot, id_att, &isnull));
+            if (!isnull && (best < 0 || id < best)) best = id;
+            return false;  // the index is in id order: the first row is the smallest
+        });
+        table_close(part, AccessShareLock);
+    }
+    list_free(tables);
+    return best;
 }
