@@ -1357,3 +1357,31 @@ BEGIN
     ORDER BY p.first_read, p.subject_hash;
 END
 $$;
+
+-- ---------------------------------------------------------------- subject_access beyond the index
+-- The groups after the subject index's last slice were read by a query over trail_groups, which
+-- planned every month in a new session (a fifth of a new session's first subject_access over
+-- 14 months). _tail_groups probes each month's index on first_event_id and reads the payloads in
+-- place instead.
+CREATE FUNCTION pii_audit._tail_groups(after bigint, subject_hash bigint)
+RETURNS TABLE (first_event_id bigint, min_time timestamptz)
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'pii_audit_tail_groups';
+REVOKE ALL ON FUNCTION pii_audit._tail_groups(bigint, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION pii_audit._tail_groups(bigint, bigint) IS
+    'the groups after an id that recorded a subject or may have read it (subject_access beyond the index)';
+
+CREATE OR REPLACE FUNCTION pii_audit._subject_groups(h bigint)
+RETURNS TABLE (first_event_id bigint, min_time timestamptz, max_time timestamptz)
+LANGUAGE sql STABLE ROWS 10 SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+    SELECT sl.first_event_id + o.offs, sl.min_time, sl.max_time
+    FROM pii_audit.trail_subject_slices sl
+    CROSS JOIN (VALUES (h), ((-9223372036854775807 - 1)::bigint)) AS want(hh)
+    JOIN pii_audit.trail_subject_index x ON x.slice = sl.first_event_id
+         AND x.bucket = CASE WHEN sl.bucket_bits = 0 THEN 0
+                             ELSE (want.hh >> (64 - sl.bucket_bits))::integer END
+    CROSS JOIN LATERAL pii_audit._subject_offsets(x.entries, want.hh) AS o(offs)
+    UNION
+    SELECT t.first_event_id, t.min_time, t.min_time
+    FROM pii_audit._tail_groups((SELECT coalesce(max(last_event_id), 0)
+                                 FROM pii_audit.trail_subject_slices), h) t
+$$;

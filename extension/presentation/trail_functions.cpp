@@ -202,24 +202,14 @@ Datum pii_audit_event_payload(PG_FUNCTION_ARGS) {
 
 // _group_has_subject(min_time timestamptz, payload bytea, subject_hash bigint) RETURNS boolean:
 // whether an event of the group recorded the subject, or may have read it (its subject list was
-// cut short). Reads the payload in place, without unpacking it into rows: how subject_access
-// reads the groups stored after the subject index's last slice.
+// cut short). Reads the payload in place, without unpacking it into rows (as _tail_groups does for
+// subject_access, group_fetch.cpp).
 Datum pii_audit_group_has_subject(PG_FUNCTION_ARGS) {
     const TimestampTz min_time = PG_GETARG_TIMESTAMPTZ(0);
     bytea* payload = PG_GETARG_BYTEA_PP(1);
     const int64 hash = PG_GETARG_INT64(2);
-    pii_audit::GroupDecoder decoder(
-        std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)), min_time);
-    pii_audit::GroupEvent e;
-    while (decoder.next(e)) {
-        if (!e.tracked) continue;
-        if (e.truncated) PG_RETURN_BOOL(true);
-        const size_t n = e.subjects.size() / 8;
-        for (size_t i = 0; i < n; ++i)
-            if (pii_audit::subject_at(e.subjects, i) == hash) PG_RETURN_BOOL(true);
-    }
-    // A damaged group may hold anything: unpacking it reports the damage.
-    PG_RETURN_BOOL(decoder.error() != nullptr);
+    PG_RETURN_BOOL(pii_audit::group_may_hold_subject(
+        std::string_view(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)), min_time, hash));
 }
 
 // _merge_subject_entries(entries bytea[], shifts bigint[]) RETURNS bytea: one bucket's rows of

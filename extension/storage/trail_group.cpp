@@ -102,6 +102,20 @@ void GroupEncoder::add(const GroupEvent& e) {
     ++count_;
 }
 
+bool group_may_hold_subject(std::string_view payload, std::int64_t min_time,
+                            std::int64_t hash) noexcept {
+    GroupDecoder decoder(payload, min_time);
+    GroupEvent e;
+    while (decoder.next(e)) {
+        if (!e.tracked) continue;
+        if (e.truncated) return true;
+        const std::size_t n = e.subjects.size() / 8;
+        for (std::size_t i = 0; i < n; ++i)
+            if (subject_at(e.subjects, i) == hash) return true;
+    }
+    return decoder.error() != nullptr;
+}
+
 const char* group_status_name(std::uint8_t status) noexcept {
     switch (status) {
         case 1: return "completed";

@@ -102,4 +102,10 @@ private:
     const char* error_ = nullptr;
 };
 
+// Whether an event of the group recorded the subject, or may have read it (its subject list was
+// cut short); a damaged payload may hold anyone (true: unpacking it reports the damage). Reads
+// the payload in place.
+bool group_may_hold_subject(std::string_view payload, std::int64_t min_time,
+                            std::int64_t hash) noexcept;
+
 }  // namespace pii_audit

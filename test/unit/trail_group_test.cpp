@@ -296,3 +296,39 @@ TEST(TrailGroup, StatusNames) {
     EXPECT_EQ(group_status_name(0), nullptr);
     EXPECT_EQ(group_status_name(5), nullptr);
 }
+
+// What subject_access reads beyond the subject index: a group holds a subject when an event
+// recorded it, may hold anyone when an event's list was cut short or the payload is damaged.
+TEST(TrailGroup, MayHoldSubject) {
+    const std::int64_t t0 = 849'000'000'000'000;
+    const std::string listed = pack({11, 22, 33});
+    GroupEncoder enc;
+    enc.reset(t0);
+    GroupEvent untracked;  // a read of a table without a subject key
+    untracked.event_time = t0;
+    untracked.status = 1;
+    enc.add(untracked);
+    GroupEvent tracked;
+    tracked.event_time = t0 + 5;
+    tracked.status = 1;
+    tracked.tracked = true;
+    tracked.subject_count = 3;
+    tracked.subjects = listed;
+    enc.add(tracked);
+    const std::string payload(enc.finish());
+    EXPECT_TRUE(group_may_hold_subject(payload, t0, 22));
+    EXPECT_TRUE(group_may_hold_subject(payload, t0, 33));
+    EXPECT_FALSE(group_may_hold_subject(payload, t0, 44));
+
+    enc.reset(t0);
+    GroupEvent cut = tracked;  // read more subjects than it kept
+    cut.subject_count = 5000;
+    cut.truncated = true;
+    enc.add(cut);
+    const std::string truncated(enc.finish());
+    EXPECT_TRUE(group_may_hold_subject(truncated, t0, 44));
+
+    const std::string damaged = payload.substr(0, payload.size() - 3);
+    EXPECT_TRUE(group_may_hold_subject(damaged, t0, 44));
+    EXPECT_TRUE(group_may_hold_subject(std::string_view(), t0, 44));
+}
