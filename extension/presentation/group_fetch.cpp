@@ -70,97 +70,6 @@ Oid event_id_index(Relation part) {
     return found;
 }
 
-// Adds the partition's group with that first id, if any, to the result.
-void fetch_from(Oid partition, int64 first_event_id, TupleDesc result_desc,
-                Tuplestorestate* result) {
-    Relation part = table_open(partition, AccessShareLock);
-    Oid index_oid = event_id_index(part);
-    if (!OidIsValid(index_oid))
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("pii_audit: partition %s has no index on first_event_id",
-                               RelationGetRelationName(part)),
-                        errhint("ALTER EXTENSION pii_audit UPDATE, or recreate the index.")));
-    Relation index = index_open(index_oid, AccessShareLock);
-    ScanKeyData key;
-    ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(first_event_id));
-    IndexScanDesc scan = index_beginscan(part, index, GetActiveSnapshot(), 1, 0);
-    index_rescan(scan, &key, 1, nullptr, 0);
-    TupleTableSlot* slot = table_slot_create(part, nullptr);
-    // The partition's columns in the parent's order (a partition may order them otherwise).
-    TupleConversionMap* map =
-        convert_tuples_by_name(RelationGetDescr(part), result_desc);
-    TupleTableSlot* out = MakeSingleTupleTableSlot(result_desc, &TTSOpsVirtual);
-    while (index_getnext_slot(scan, ForwardScanDirection, slot)) {
-        TupleTableSlot* row = slot;
-        if (map != nullptr) row = execute_attr_map_slot(map->attrMap, slot, out);
-        slot_getallattrs(row);
-        tuplestore_putvalues(result, result_desc, row->tts_values, row->tts_isnull);
-    }
-    ExecDropSingleTupleTableSlot(out);
-    ExecDropSingleTupleTableSlot(slot);
-    index_endscan(scan);
-    index_close(index, AccessShareLock);
-    table_close(part, AccessShareLock);
-}
-
-}  // namespace
-
-Datum pii_audit_trail_group(PG_FUNCTION_ARGS) {
-    const int64 first_event_id = PG_GETARG_INT64(0);
-    const TimestampTz not_before = PG_GETARG_TIMESTAMPTZ(1);
-    const TimestampTz not_after = PG_GETARG_TIMESTAMPTZ(2);
-    InitMaterializedSRF(fcinfo, 0);
-    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
-    Oid nsp = get_namespace_oid("pii_audit", false);
-    Oid parent = get_relname_relid("trail_groups", nsp);
-    if (!OidIsValid(parent))
-        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
-                        errmsg("pii_audit: table pii_audit.trail_groups does not exist")));
-    Relation parent_rel = table_open(parent, AccessShareLock);
-    if (parent_rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) {
-        // Not partitioned (not a layout this version makes): read it as one partition.
-        table_close(parent_rel, AccessShareLock);
-        fetch_from(parent, first_event_id, rsinfo->setDesc, rsinfo->setResult);
-        PG_RETURN_VOID();
-    }
-    PartitionDesc desc = RelationGetPartitionDesc(parent_rel, true);
-    PartitionBoundInfo bounds = desc->boundinfo;
-    if (not_before <= not_after && bounds != nullptr &&
-        bounds->strategy == PARTITION_STRATEGY_RANGE) {
-        // Range bounds: indexes[i] is the partition whose upper bound is datums[i] and whose
-        // lower bound is datums[i - 1]; a MINVALUE or MAXVALUE bound is open.
-        auto bound = [&](int i, bool* open) -> TimestampTz {
-            *open = bounds->kind != nullptr &&
-                    bounds->kind[i][0] != PARTITION_RANGE_DATUM_VALUE;
-            return *open ? 0 : DatumGetTimestampTz(bounds->datums[i][0]);
-        };
-        for (int i = 0; i < bounds->nindexes; ++i) {
-            const int part = bounds->indexes[i];
-            if (part < 0 || !desc->is_leaf[part]) continue;
-            bool open_low = true, open_high = true;
-            TimestampTz low = i > 0 ? bound(i - 1, &open_low) : 0;
-            TimestampTz high = i < bounds->ndatums ? bound(i, &open_high) : 0;
-            if (i > 0 && !open_low && not_after < low) continue;
-            if (i < bounds->ndatums && !open_high && not_before >= high) continue;
-            fetch_from(desc->oids[part], first_event_id, rsinfo->setDesc, rsinfo->setResult);
-        }
-        if (bounds->default_index >= 0 && desc->is_leaf[bounds->default_index])
-            fetch_from(desc->oids[bounds->default_index], first_event_id, rsinfo->setDesc,
-                       rsinfo->setResult);
-    }
-    table_close(parent_rel, AccessShareLock);
-    PG_RETURN_VOID();
-}
-
-// ---------------------------------------------------------------- windows of ids
-// Pulls by id (events_after, export) and the next group after an id: the same reason as above.
-// Ids cannot prune months (the trail is partitioned by time), so a query over trail_groups made
-// the planner look at every month: 30-50 ms of a new session's first pull over 14 months, more
-// with every month kept. Each month's index on first_event_id is probed directly instead (a
-// month that holds none of the ids costs one index descent).
-
-namespace {
-
 Oid trail_groups_oid() {
     Oid nsp = get_namespace_oid("pii_audit", false);
     Oid parent = get_relname_relid("trail_groups", nsp);
@@ -208,7 +117,76 @@ void scan_ids(Relation part, int64 lo, int64 hi, bool hi_open, Visit&& visit) {
     index_close(index, AccessShareLock);
 }
 
+
+// Adds the partition's group with that first id, if any, to the result.
+void fetch_from(Oid partition, int64 first_event_id, TupleDesc result_desc,
+                Tuplestorestate* result) {
+    Relation part = table_open(partition, AccessShareLock);
+    // The partition's columns in the parent's order (a partition may order them otherwise).
+    TupleConversionMap* map = convert_tuples_by_name(RelationGetDescr(part), result_desc);
+    TupleTableSlot* out = MakeSingleTupleTableSlot(result_desc, &TTSOpsVirtual);
+    if (first_event_id > PG_INT64_MIN)
+        scan_ids(part, first_event_id - 1, first_event_id, false, [&](TupleTableSlot* slot) {
+            TupleTableSlot* row = map != nullptr ? execute_attr_map_slot(map->attrMap, slot, out) : slot;
+            slot_getallattrs(row);
+            tuplestore_putvalues(result, result_desc, row->tts_values, row->tts_isnull);
+            return true;
+        });
+    ExecDropSingleTupleTableSlot(out);
+    table_close(part, AccessShareLock);
+}
+
 }  // namespace
+
+Datum pii_audit_trail_group(PG_FUNCTION_ARGS) {
+    const int64 first_event_id = PG_GETARG_INT64(0);
+    const TimestampTz not_before = PG_GETARG_TIMESTAMPTZ(1);
+    const TimestampTz not_after = PG_GETARG_TIMESTAMPTZ(2);
+    InitMaterializedSRF(fcinfo, 0);
+    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    Oid parent = trail_groups_oid();
+    Relation parent_rel = table_open(parent, AccessShareLock);
+    if (parent_rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) {
+        // Not partitioned (not a layout this version makes): read it as one partition.
+        table_close(parent_rel, AccessShareLock);
+        fetch_from(parent, first_event_id, rsinfo->setDesc, rsinfo->setResult);
+        PG_RETURN_VOID();
+    }
+    PartitionDesc desc = RelationGetPartitionDesc(parent_rel, true);
+    PartitionBoundInfo bounds = desc->boundinfo;
+    if (not_before <= not_after && bounds != nullptr &&
+        bounds->strategy == PARTITION_STRATEGY_RANGE) {
+        // Range bounds: indexes[i] is the partition whose upper bound is datums[i] and whose
+        // lower bound is datums[i - 1]; a MINVALUE or MAXVALUE bound is open.
+        auto bound = [&](int i, bool* open) -> TimestampTz {
+            *open = bounds->kind != nullptr &&
+                    bounds->kind[i][0] != PARTITION_RANGE_DATUM_VALUE;
+            return *open ? 0 : DatumGetTimestampTz(bounds->datums[i][0]);
+        };
+        for (int i = 0; i < bounds->nindexes; ++i) {
+            const int part = bounds->indexes[i];
+            if (part < 0 || !desc->is_leaf[part]) continue;
+            bool open_low = true, open_high = true;
+            TimestampTz low = i > 0 ? bound(i - 1, &open_low) : 0;
+            TimestampTz high = i < bounds->ndatums ? bound(i, &open_high) : 0;
+            if (i > 0 && !open_low && not_after < low) continue;
+            if (i < bounds->ndatums && !open_high && not_before >= high) continue;
+            fetch_from(desc->oids[part], first_event_id, rsinfo->setDesc, rsinfo->setResult);
+        }
+        if (bounds->default_index >= 0 && desc->is_leaf[bounds->default_index])
+            fetch_from(desc->oids[bounds->default_index], first_event_id, rsinfo->setDesc,
+                       rsinfo->setResult);
+    }
+    table_close(parent_rel, AccessShareLock);
+    PG_RETURN_VOID();
+}
+
+// ---------------------------------------------------------------- windows of ids
+// Pulls by id (events_after, export) and the next group after an id: the same reason as above.
+// Ids cannot prune months (the trail is partitioned by time), so a query over trail_groups made
+// the planner look at every month: 30-50 ms of a new session's first pull over 14 months, more
+// with every month kept. Each month's index on first_event_id is probed directly instead (a
+// month that holds none of the ids costs one index descent).
 
 Datum pii_audit_groups_in_ids(int64 lo, int64 hi, int64 ends_after) {
     Oid parent = trail_groups_oid();
