@@ -417,7 +417,7 @@ namespace {
 template <class Emit>
 int64 scan_groups(SPIPlanPtr plan, int64 after, int64 upto, Emit&& emit) {
     const int64 lo = after < PG_INT64_MIN + 4096 ? PG_INT64_MIN : after - 4096;
-    Datum groups = pii_audit_groups_in_ids(lo, upto, after + 1);
+    Datum groups = pii_audit_groups_in_ids(lo, upto, after == PG_INT64_MAX ? after : after + 1);
     Datum args[1] = {groups};
     Portal cursor = SPI_cursor_open(nullptr, plan, args, nullptr, true);
     MemoryContext per_group = AllocSetContextCreate(CurrentMemoryContext, "pii_audit pull group",

@@ -87,6 +87,12 @@ FROM pii_audit.events_after(0, 5);
 SELECT array_agg(event_id ORDER BY event_id) = array_agg(event_id) AS in_order
 FROM pii_audit.events_after(:since, 100);
 SELECT count(*) FROM pii_audit.events_after(-5, 1);
+-- After the largest id there is nothing (and no overflow); a window that starts inside the
+-- trail gives exactly its ids.
+SELECT count(*) FROM pii_audit.events_after(9223372036854775807, 1000000);
+SELECT count(*) FROM pii_audit.export(9223372036854775807, 10);
+SELECT count(*) = 2 AND min(event_id) = 3 AND max(event_id) = 4 AS window_of_two
+FROM pii_audit.events_after(2, 2);
 -- Its rows are the events view's rows, column for column.
 SELECT count(*) AS differing FROM (
     (SELECT * FROM pii_audit.events_after(0, 1000000) EXCEPT ALL SELECT * FROM pii_audit.events)
