@@ -166,6 +166,16 @@ constexpr double kRoleFewPerDay = 10;  // the role's 99.5th percentile day: a fe
 constexpr double kRunShift = 0.5;       // the smallest rise worth finding: a code every other day
 constexpr double kRunThreshold = 6;     // log-likelihood ratio at which the run alerts
 constexpr double kRunRateFloor = 0.05;  // a role that (almost) never reads them: rarity speaks
+// The same evidence counted in days rather than records: the role reads them on a share p of its
+// active days; an insider who takes one while serving a customer on most working days reads them
+// on p + kRunShift (1 - p) of his (at least every other day). A day with such a read adds
+// ln(p1 / p), a day without subtracts ln((1 - p) / (1 - p1)). Days, not counts, are what such an
+// insider changes (one code a day is his whole signal; a count test weighs his day like a
+// colleague's occasional one), and a day with several reads weighs no more than a day with one
+// (the count test above is the one for those). Same threshold and resets as the count test.
+constexpr double kRunShareFloor = 0.05;  // a role that (almost) never reads them: rarity speaks
+constexpr double kShareBound = 2;        // standard errors apart: the role's share has moved
+constexpr double kShareKnown = 100;      // (relative standard error)^-2 before the share counts
 // Lookups with no declared business reason, per category: in a role that reads a category with
 // a ticket (travel records in a call centre), reading it without one is what the colleague who
 // looks people up for a friend does. Judged per day against the role's rate of such lookups
@@ -189,6 +199,24 @@ constexpr int kHolidayMaxWeekdays = 10;  // a longer silence is no holiday (a cl
 // Compared with colleagues before any norm exists: one statement's rows (a cumulative quantity
 // would compare a finished day with colleagues' days in progress).
 bool is_cold_bulk_metric(int m) { return m == kStatementRows; }
+
+// The share of days with at least one (highly sensitive) record, moved z standard errors of a
+// share estimated from those days (up for z > 0, down for z < 0); 0 without days. The days are
+// weighted, each day's weight multiplied by `decay` a day: their effective number is
+// (sum w)^2 / sum w^2 = (1 + decay) times the total weight (a long history of equal days).
+double share_bound(const FineHistogram& days, double decay, double z) {
+    const double n = days.total() * (1 + decay);
+    if (!(n > 0)) return 0;
+    const double p = days.fraction_at_least(1);
+    return std::clamp(p + z * std::sqrt(p * (1 - p) / n), 0.0, 1.0);
+}
+
+// The share is known to about a tenth of itself (one standard error): n p / (1 - p) >= 100.
+bool share_known(const FineHistogram& days, double decay) {
+    const double n = days.total() * (1 + decay);
+    const double p = days.fraction_at_least(1);
+    return p > 0 && p < 1 && n * p / (1 - p) >= kShareKnown;
+}
 
 // The smallest k with P(X >= k) < tail for X ~ Poisson(mu).
 double poisson_upper(double mu, double tail) {
@@ -387,7 +415,12 @@ struct Today {
     float run_rate = 0;  // the role's daily rate, for the explanation
     float run_step = 0;  // log-likelihood ratio per subject, divided by the peers' dispersion
     float run_cost = 0;  // per active day, likewise
-    bool run_fired = false;
+    // The same test in days (see kRunShareFloor): the role's share of days with such reads, and
+    // the log-likelihood ratio a day with them adds and a day without subtracts (0: not judged).
+    float days_share = 0;
+    float days_step = 0;
+    float days_cost = 0;
+    bool run_fired = false;  // either test alerted today: both start again from 0
     std::array<std::uint8_t, 64> unexplained_by_category{};  // unexplained reads today
     // Paths of highly sensitive reads today (relation fingerprint, category), to teach the group.
     std::array<std::uint32_t, kTodayPaths> path_relation{};
@@ -449,6 +482,11 @@ struct ActorState {
     std::int32_t run_since = kNoDay;
     std::uint32_t run_subjects = 0;
     std::uint32_t run_days = 0;
+    // The same test counted in days with such reads (see kRunShareFloor).
+    float days_run = 0;
+    std::int32_t days_run_since = kNoDay;
+    std::uint16_t days_run_hits = 0;  // days with highly sensitive reads since days_run_since
+    std::uint16_t days_run_days = 0;  // active days since days_run_since
     // Subject-days of highly sensitive reads through paths the peers do not use (see kGroupPaths),
     // since the first of them within kPathMemoryDays.
     std::uint32_t path_subjects = 0;
@@ -933,6 +971,7 @@ struct Scorer::Impl {
 
     // The day's step of the sequential test; after an alert it starts again from 0.
     static void close_run(ActorState& a, double subjects) {
+        close_days_run(a, subjects > 0);
         const Today& t = a.today;
         const double run = a.sensitive_run + subjects * t.run_step - t.run_cost;
         if (t.run_step <= 0 || t.run_fired || run <= 0) {
@@ -946,6 +985,22 @@ struct Scorer::Impl {
         a.sensitive_run = static_cast<float>(run);
         a.run_subjects += static_cast<std::uint32_t>(subjects);
         ++a.run_days;
+    }
+
+    static void close_days_run(ActorState& a, bool read) {
+        const Today& t = a.today;
+        const double run = a.days_run + (read ? t.days_step : -t.days_cost);
+        if (t.days_step <= 0 || t.run_fired || run <= 0) {
+            a.days_run = 0;
+            a.days_run_since = kNoDay;
+            a.days_run_hits = 0;
+            a.days_run_days = 0;
+            return;
+        }
+        if (a.days_run_since == kNoDay) a.days_run_since = t.day;
+        a.days_run = static_cast<float>(run);
+        if (a.days_run_hits < 0xffff) a.days_run_hits += read;
+        if (a.days_run_days < 0xffff) ++a.days_run_days;
     }
 
     static void add_group_app(GroupState& g, std::uint32_t fp) {
@@ -1079,6 +1134,19 @@ struct Scorer::Impl {
             t.run_rate = static_cast<float>(rate);
             t.run_step = static_cast<float>(std::log((rate + kRunShift) / rate) / dispersion);
             t.run_cost = static_cast<float>(kRunShift / dispersion);
+            // The share of the role's days with such reads: the decayed norm's, once it is known
+            // to about a tenth of itself. Not while the last few days' share is clearly higher
+            // (both two standard errors apart): the team's work has changed (a new screen shows
+            // the code to everyone) and the norm has not learned it yet.
+            const double share = std::max(daily.fraction_at_least(1), kRunShareFloor);
+            if (share_known(daily, config.peer_decay) && share < 0.5 &&
+                share_bound(recent, 0.5, -kShareBound) <=
+                    share_bound(daily, config.peer_decay, kShareBound)) {
+                const double shifted = share + kRunShift * (1 - share);
+                t.days_share = static_cast<float>(share);
+                t.days_step = static_cast<float>(std::log(shifted / share));
+                t.days_cost = static_cast<float>(std::log((1 - share) / (1 - shifted)));
+            }
         }
     }
 
@@ -1889,9 +1957,11 @@ struct Scorer::Impl {
     void check_sensitive_run(ActorState& a, std::uint32_t count, std::int64_t time_us,
                              std::vector<Alert>& out) {
         Today& t = a.today;
-        if (t.run_step <= 0 || t.run_fired) return;
-        const double run = a.sensitive_run + count * t.run_step - t.run_cost;
-        if (run < kRunThreshold) return;
+        if (t.run_fired || (t.run_step <= 0 && t.days_step <= 0)) return;
+        const double run = t.run_step > 0 ? a.sensitive_run + count * t.run_step - t.run_cost : 0;
+        // In days: today already has such a read (count >= 1).
+        const double days_run = t.days_step > 0 ? a.days_run + t.days_step : 0;
+        if (run < kRunThreshold && days_run < kRunThreshold) return;
         // Colleagues beyond their norms of highly sensitive reads today, more than chance: the
         // team's work has changed (a new screen shows the code), not this member's.
         const GroupState& g = groups[a.group_id];
@@ -1906,19 +1976,38 @@ struct Scorer::Impl {
             if (others >= cohort_needed(colleagues, kShiftRate)) return;
         }
         t.run_fired = true;
+        if (run >= kRunThreshold) {
+            const double strength =
+                1 - std::exp2(-kMetrics[kSensitive30].weight * (run / kRunThreshold));
+            const std::uint32_t days = a.run_days + 1;
+            const std::uint32_t subjects = a.run_subjects + count;
+            const CivilDate since = civil_from_days(a.run_since == kNoDay ? t.day : a.run_since);
+            raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
+                return fmt::format(
+                    "read {} of subjects on {} subject-days over {} active days since "
+                    "{:04d}-{:02d}-{:02d}, where the role's rate of {:.2f} a day expects about "
+                    "{:.1f}; the evidence for a rate {:.1f} a day higher has grown without a break "
+                    "to a likelihood ratio of {:.0f} (alerts at {:.0f})",
+                    sensitive_names(t.sensitive_category_mask), subjects, days, since.year,
+                    since.month, since.day, t.run_rate, days * t.run_rate, kRunShift, std::exp(run),
+                    std::exp(kRunThreshold));
+            });
+            return;
+        }
         const double strength =
-            1 - std::exp2(-kMetrics[kSensitive30].weight * (run / kRunThreshold));
-        const std::uint32_t days = a.run_days + 1;
-        const std::uint32_t subjects = a.run_subjects + count;
-        const CivilDate since = civil_from_days(a.run_since == kNoDay ? t.day : a.run_since);
+            1 - std::exp2(-kMetrics[kSensitive30].weight * (days_run / kRunThreshold));
+        const std::uint32_t days = a.days_run_days + 1u;
+        const std::uint32_t hits = a.days_run_hits + 1u;
+        const CivilDate since =
+            civil_from_days(a.days_run_since == kNoDay ? t.day : a.days_run_since);
         raise(a, Detector::sensitive_categories, strength, time_us, out, [&] {
             return fmt::format(
-                "read {} of subjects on {} subject-days over {} active days since {:04d}-{:02d}-"
-                "{:02d}, where the role's rate of {:.2f} a day expects about {:.1f}; the evidence "
-                "for a rate {:.1f} a day higher has grown without a break to a likelihood ratio "
-                "of {:.0f} (alerts at {:.0f})",
-                sensitive_names(t.sensitive_category_mask), subjects, days, since.year, since.month,
-                since.day, t.run_rate, days * t.run_rate, kRunShift, std::exp(run),
+                "read {} on {} of {} active days since {:04d}-{:02d}-{:02d}, where the role reads "
+                "them on {:.0f}% of its active days (about {:.1f} of {} expected); the evidence "
+                "for reading them on at least half of the days has grown without a break to a "
+                "likelihood ratio of {:.0f} (alerts at {:.0f})",
+                sensitive_names(t.sensitive_category_mask), hits, days, since.year, since.month,
+                since.day, 100.0 * t.days_share, days * t.days_share, days, std::exp(days_run),
                 std::exp(kRunThreshold));
         });
     }
@@ -2696,7 +2785,7 @@ const ScorerConfig& Scorer::config() const { return impl_->config; }
 namespace {
 
 constexpr char kMagic[8] = {'P', 'I', 'I', 'S', 'C', 'O', 'R', 'E'};
-constexpr std::uint32_t kFormatVersion = 7;  // 7: paths of highly sensitive reads
+constexpr std::uint32_t kFormatVersion = 8;  // 8: the sequential test in days; 7: paths
 
 class Writer {
   public:

@@ -728,10 +728,11 @@ namespace pii_audit::analysis {
 namespace {
 
 // The late Nanning clerk: weeks of ordinary work, then one more code on every other working
-// day. His 30-day window holds weeks of ordinary days before he starts; the sequential test of
-// his daily counts against the role's rate starts rising on his first code and does not reset
-// at a window's or block's boundary. And when the whole team starts reading codes at that rate
-// (a new screen shows them), the role's recent rate moves with it: nobody is a suspect.
+// day. His 30-day window holds weeks of ordinary days before he starts; the sequential tests of
+// his days against the role's (in subjects a day, and in days with codes) start rising on his
+// first code and do not reset at a window's or block's boundary. And when the whole team starts
+// reading codes at that rate (a new screen shows them), the role's recent rate moves with it:
+// nobody is a suspect.
 class LateClerk : public ::testing::Test {
   protected:
     static constexpr int kClerks = 40;
@@ -739,8 +740,8 @@ class LateClerk : public ::testing::Test {
     static constexpr int kStart = 35;
     // Every clerk reads a customer's code on a tenth of days (seeded: chance clusters included);
     // from kStart, `takers` also take one code on about every other working day.
-    void run(int days, int takers) {
-        std::bernoulli_distribution ordinary(0.1), take(0.5);
+    void run(int days, int takers, double rate = 0.5) {
+        std::bernoulli_distribution ordinary(0.1), take(rate);
         for (int day = 0; day < days; ++day) {
             if (!testing::weekday(day)) continue;
             for (int p = 0; p < kClerks; ++p) {
@@ -767,26 +768,97 @@ class LateClerk : public ::testing::Test {
 };
 
 bool is_run(const Alert& a) { return a.explanation.find("likelihood ratio") != std::string::npos; }
+bool is_days_run(const Alert& a) {
+    return is_run(a) && a.explanation.find(" active days since ") != std::string::npos &&
+           a.explanation.find("subject-days") == std::string::npos;
+}
 
 TEST_F(LateClerk, OneCodeEveryOtherDayIsFoundByTheSequentialTest) {
     run(110, 1);
     const auto got = sim.alerts_for("clerk0");
     ASSERT_FALSE(got.empty()) << testing::describe(sim.alerts);
     EXPECT_EQ(got.front().detector, Detector::sensitive_categories);
-    // (With this seed he takes codes on fewer days at first: both the window and the sequential
-    // test need 7 subject-days or more; at a quarter of his codes neither is sure yet.)
+    // The test in days speaks first: codes on 4 of his first 6 days where the role reads them on
+    // a tenth of its days. (The count test and the window needed 7 subject-days or more, half his
+    // codes with this seed.)
+    EXPECT_TRUE(is_days_run(got.front())) << got.front().explanation;
+    EXPECT_NE(got.front().explanation.find("on 4 of 6 active days since 2024-02-06"),
+              std::string::npos)
+        << got.front().explanation;
     const auto before = std::count_if(taken.begin(), taken.end(),
                                       [&](std::int64_t t) { return t < got.front().time_us; });
-    EXPECT_LE(before, static_cast<long>(taken.size() / 2)) << testing::describe(got);
-    // The sequential test speaks for him, over a run that crosses 15-day block boundaries
-    // (2024-02-17 and 2024-03-03) without starting again.
-    const auto first_run = std::find_if(got.begin(), got.end(), is_run);
-    ASSERT_NE(first_run, got.end()) << testing::describe(got);
-    EXPECT_NE(first_run->explanation.find("since 2024-02-06"), std::string::npos)
-        << first_run->explanation;
-    EXPECT_GT(first_run->time_us, testing::at(62, 0)) << first_run->explanation;
-    // Four thousand ordinary clerk-days: nobody else is a suspect.
-    EXPECT_EQ(sim.alerts.size(), got.size()) << testing::describe(sim.alerts);
+    EXPECT_LT(before, static_cast<long>(taken.size() / 4)) << testing::describe(got);
+    // After the alert it starts again from 0, and its next run crosses the 15-day block boundary
+    // of 2024-03-03 without starting again.
+    const auto next = std::find_if(got.begin() + 1, got.end(), is_days_run);
+    ASSERT_NE(next, got.end()) << testing::describe(got);
+    EXPECT_NE(next->explanation.find("since 2024-02-19"), std::string::npos) << next->explanation;
+    EXPECT_GT(next->time_us, testing::at(62, 0)) << next->explanation;
+    // Four thousand ordinary clerk-days, a code on a tenth of them at random: the test in days
+    // raises one ordinary clerk (6 of 12 days since 2024-03-08, a chance cluster that has a
+    // probability of about 3 in 10,000 at each start); nobody else is a suspect.
+    std::size_t others = 0;
+    for (const Alert& a : sim.alerts) {
+        if (a.actor == "clerk0") continue;
+        ++others;
+        EXPECT_TRUE(is_days_run(a)) << a.explanation;
+    }
+    EXPECT_LE(others, 1u) << testing::describe(sim.alerts);
+}
+
+// One code on every working day from a Monday: the count test (one subject a day against the
+// role's 0.1) needs five of them; four days out of four with codes, where the role reads them on
+// a tenth of its days, are the evidence of a likelihood ratio of about 900.
+TEST_F(LateClerk, ACodeEveryDayIsFoundOnTheFourthDay) {
+    run(kStart + 7, 1, 1.0);
+    const auto got = sim.alerts_for("clerk0");
+    ASSERT_FALSE(got.empty()) << testing::describe(sim.alerts);
+    EXPECT_TRUE(is_days_run(got.front())) << got.front().explanation;
+    EXPECT_GE(got.front().time_us, testing::at(kStart + 3, 0)) << got.front().explanation;
+    EXPECT_LT(got.front().time_us, testing::at(kStart + 4, 0)) << got.front().explanation;
+    EXPECT_NE(got.front().explanation.find("on 4 of 4 active days since 2024-02-05"),
+              std::string::npos)
+        << got.front().explanation;
+}
+
+// The role's share of days with codes is learned before it judges anyone: in the first weeks of
+// a team of ten (one of them reads a customer's code each day), six working days of six with a
+// code are no evidence against a share the peers' 150 days do not yet know to a tenth of itself
+// (that takes about a hundred of their days with codes). The count test and the window speak.
+TEST(DetectorsSensitive, TheTestInDaysWaitsUntilTheRolesShareIsKnown) {
+    Sim sim{ScorerConfig{}, 5};
+    for (int day = 0; day < 22; ++day) {
+        if (!testing::weekday(day)) continue;
+        for (int p = 0; p < 10; ++p) {
+            const std::string clerk = "clerk" + std::to_string(p);
+            sim.office_day(day, clerk, "clerk", 20);
+            if ((p == 0 && day >= 14) || (day + p) % 10 == 3) {
+                Sim::Read r;
+                r.actor = clerk;
+                r.time = testing::at(day, 16, 30);
+                r.categories = {"phone", "verification_code"};
+                r.subjects = {clerk + "-code-" + std::to_string(day)};
+                sim.access(r);
+            }
+        }
+    }
+    EXPECT_EQ(std::count_if(sim.alerts.begin(), sim.alerts.end(), is_days_run), 0)
+        << testing::describe(sim.alerts);
+}
+
+// Ordinary clerks only, a code on a tenth of their days at random over 4,000 clerk-days: chance
+// clusters (four days of four, five of eight) happen, and the test in days raises them at its
+// rate, about one in 1,000 clerk-days at a likelihood ratio of 400 (4 with this seed): the price
+// of finding a clerk who takes one code a day at his fourth. Twice that is a miscalibration
+// (a share of the role's days that is too low: the test must be judged by the peers' share).
+TEST_F(LateClerk, OrdinaryClerksChanceClustersAreNoSuspects) {
+    run(110, 0);
+    EXPECT_LE(std::count_if(sim.alerts.begin(), sim.alerts.end(), is_days_run), 8)
+        << testing::describe(sim.alerts);
+    // Nothing but the test in days.
+    EXPECT_EQ(std::count_if(sim.alerts.begin(), sim.alerts.end(), is_days_run),
+              static_cast<long>(sim.alerts.size()))
+        << testing::describe(sim.alerts);
 }
 
 TEST_F(LateClerk, TheWholeTeamTakingCodesAtThatRateIsNoSuspectOfTheSequentialTest) {

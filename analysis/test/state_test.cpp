@@ -86,5 +86,23 @@ TEST(State, DamagedStateIsRefusedAndScorerUnchanged) {
     EXPECT_EQ(other.save_state(), other_state);
 }
 
+// Format 8 added the sequential test in days to every actor: a state saved by a build of format 7
+// (same layout otherwise) is refused with the reason, and the baselines are relearned.
+TEST(State, PreviousFormatIsRefused) {
+    Sim sim;
+    sim.office_days(0, 10, "clerk", 3, 10);
+    std::string previous = sim.scorer.save_state();
+    previous[8] = 7;
+    Scorer other;
+    try {
+        other.restore_state(previous);
+        FAIL() << "accepted a state of format 7";
+    } catch (const StateError& e) {
+        EXPECT_NE(std::string(e.what()).find("scorer state format 7"), std::string::npos)
+            << e.what();
+        EXPECT_NE(std::string(e.what()).find("baselines must be relearned"), std::string::npos);
+    }
+}
+
 }  // namespace
 }  // namespace pii_audit::analysis

@@ -9,6 +9,8 @@
 # JOBS (default 2) organisations run at a time; work files go to ${WORK:-/tmp/pii_audit_grid}.
 # EVAL_ONLY=1 scores the alerts and answer keys kept in WORK by an earlier run again (after a
 # change to insider-eval) without generating or replaying anything.
+# SETS="name=value ..." adds insider-gen --set options to every organisation (after its own):
+# SETS=nanning_same_path=1 runs the grid with the Nanning clerk on his colleagues' screen.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:?usage: grid.sh BUILD_DIR [NAME...]}
@@ -31,7 +33,7 @@ fi
 
 run_one() {
   local name=$1 seed=$3 days=$4 settings=$5 sets=()
-  for s in $settings; do sets+=(--set "$s"); done
+  for s in $settings ${SETS:-}; do sets+=(--set "$s"); done
   local ev=$work/$name.jsonl key=$work/$name.key al=$work/$name.alerts
   if [[ ${EVAL_ONLY:-0} == 1 ]]; then
     "$eval_tool" --key "$key" --alerts "$al" --summary "$name" --list-false > "$work/$name.eval"
@@ -43,7 +45,7 @@ run_one() {
   rm -f "$ev"
 }
 export -f run_one
-export gen score eval_tool work EVAL_ONLY
+export gen score eval_tool work EVAL_ONLY SETS
 # Tabs separate the columns of grid.tsv; the settings column holds spaces.
 tr '\t' '\037' <<<"$rows" | xargs -d '\n' -P "$jobs" -I{} bash -c \
   'IFS=$'"'"'\037'"'"' read -r a b c d e <<<"$1"; run_one "$a" "$b" "$c" "$d" "$e"' _ {}
