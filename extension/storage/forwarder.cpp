@@ -382,7 +382,16 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
         pii_audit_queue_clear_note(note_serial);
         note[0] = '\0';
     }
-    // After the batches kept but not released yet (none while as many wait as can be tracked).
+    // A new connection may reach another server (after a failover) that lacks the batches kept
+    // but not released yet: they are handed in again first, from the queue's tail, so that a
+    // server never gets a batch after a hole (its high-water mark would pass over the hole, and
+    // the missing batches would then be taken for duplicates). One that has them answers
+    // 'duplicate'. On the same connection the next batch follows the kept ones (none while as
+    // many wait as can be tracked).
+    if (connection == nullptr) {
+        kept_first = 0;
+        kept_count = 0;
+    }
     QueueBatch batch{};
     const bool have_records =
         kept_count < kMaxKept &&
@@ -397,12 +406,14 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
         return kept_count > 0 ? kReplayPollMs : pii_audit_flush_interval_ms;
     }
     char problem[512];
-    if (connection == nullptr && !connect_to_primary(problem, sizeof problem)) {
-        ++failures;
-        pii_audit_queue_set_ready(false);
-        report_problem(problem);
-        pgstat_report_activity(STATE_IDLE, nullptr);
-        return retry_pause();
+    if (connection == nullptr) {
+        if (!connect_to_primary(problem, sizeof problem)) {
+            ++failures;
+            pii_audit_queue_set_ready(false);
+            report_problem(problem);
+            pgstat_report_activity(STATE_IDLE, nullptr);
+            return retry_pause();
+        }
     }
     // Frame the records (the primary checks every one of them).
     uint64 records = 0;

@@ -19,7 +19,9 @@
 #   6. failover without synchronous replication: a standby keeps a batch's queue space until it
 #      has replayed the primary's commit of it (with replay paused it waits); the primary killed
 #      after keeping a batch whose commit never reached the standby, the standby promoted: the
-#      read is in the promoted server's trail, once
+#      read is in the promoted server's trail, once; and so is the read of another standby,
+#      whose commit the promoted one never received either: that standby still holds it, and
+#      hands it in again to the new primary
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
@@ -34,7 +36,7 @@ primary=$top/p
 replica=$top/r
 other=$top/k
 cleanup() {
-    for d in "$top/f" "$top/c" "$other" "$replica" "$primary"; do pgc_destroy "$d" >/dev/null 2>&1 || true; done
+    for d in "$top/g" "$top/f" "$top/c" "$other" "$replica" "$primary"; do pgc_destroy "$d" >/dev/null 2>&1 || true; done
     rm -rf "$top"
 }
 trap cleanup EXIT
@@ -344,14 +346,20 @@ check "5: no error in either server log" "" \
     "$(cat "$primary/server.log" "$replica/server.log" | grep -E 'ERROR|PANIC|TRAP' | grep -v 'pii_audit_forwarder\|forward_events\|STATEMENT\|not permitted to log in\|another subject key\|malformed forwarded batch\|under the name of this server\|permission denied for table forwarded_batches\|terminating connection due to administrator command\|connection to server' | head -5)"
 
 # ---------------------------------------------------------------- 6. failover, asynchronous
-# The promoted server (replica-1) is now the primary of a new standby, replica-f. It forwards to
-# replica-1 through pii_audit.forward_conninfo, so that its WAL stream can be cut on its own.
+# The promoted server (replica-1) is now the primary of two new standbys, replica-f and
+# replica-g. They forward to replica-1 through pii_audit.forward_conninfo, so that their WAL
+# streams can be cut on their own.
 failover=$top/f
+other2=$top/g
 qf() { dir=$failover q "$@"; }
-upstream=$replica make_standby "$failover" replica-f "pii_audit.flush_interval = 50" \
-    "pii_audit.forward_conninfo = 'host=$replica/sock port=$(pgc_port "$replica") user=pii_audit_forwarder dbname=postgres'"
+qg() { dir=$other2 q "$@"; }
+to_replica="pii_audit.forward_conninfo = 'host=$replica/sock port=$(pgc_port "$replica") user=pii_audit_forwarder dbname=postgres'"
+upstream=$replica make_standby "$failover" replica-f "pii_audit.flush_interval = 50" "$to_replica"
+upstream=$replica make_standby "$other2" replica-g "pii_audit.flush_interval = 50" "$to_replica"
 pgc_start "$failover" >/dev/null
+pgc_start "$other2" >/dev/null
 dir=$failover wait_until postgres "SELECT pg_is_in_recovery() AND state = 'running' FROM pii_audit.status" 30 || true
+dir=$other2 wait_until postgres "SELECT pg_is_in_recovery() AND state = 'running' FROM pii_audit.status" 30 || true
 qf -c "SET application_name = 'before-pause'" -c 'SELECT name FROM customers WHERE id = 21' >/dev/null
 wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'before-pause' AND kind = 'read'" 10 || true
 dir=$failover wait_until postgres "SELECT queue_depth_bytes = 0 FROM pii_audit.status" 10 || true
@@ -371,8 +379,11 @@ check "6: ... and the standby releases no queue space until it has replayed the 
 qf -c 'SELECT pg_wal_replay_resume()' >/dev/null
 check "6: once replay goes on, the space is released" "t" \
     "$(dir=$failover wait_until postgres "SELECT events_persisted > $released FROM pii_audit.status" 10 && echo t || echo f)"
-# The WAL stream cut (forwarding goes on): the primary keeps a batch whose commit never reaches
-# the standby, and dies; the standby is promoted.
+# The WAL streams cut (forwarding goes on): the primary keeps batches whose commits never reach
+# the standbys, and dies; replica-f is promoted. replica-g's stream is cut first, so that it has
+# no WAL replica-f lacks and can follow it.
+qg -c "ALTER SYSTEM SET primary_conninfo = 'host=$top/nowhere port=1'" -c 'SELECT pg_reload_conf()' >/dev/null
+dir=$other2 wait_until postgres "SELECT count(*) = 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'" 20 || true
 qf -c "ALTER SYSTEM SET primary_conninfo = 'host=$top/nowhere port=1'" -c 'SELECT pg_reload_conf()' >/dev/null
 dir=$failover wait_until postgres "SELECT count(*) = 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'" 20 || true
 sleep 0.5
@@ -384,6 +395,12 @@ check "6: the primary kept the read of the standby that no longer receives its W
 sleep 1
 check "6: ... which keeps the read in its queue (releases nothing)" "$released" \
     "$(qf -c 'SELECT events_persisted FROM pii_audit.status')"
+released_g=$(qg -c 'SELECT events_persisted FROM pii_audit.status')
+qg -c "SET application_name = 'other-standby'" -c 'SELECT name FROM customers WHERE id = 24' >/dev/null
+wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'" 10 || true
+sleep 1
+check "6: the primary kept the other standby's read too, which that standby keeps in its queue" "1|$released_g" \
+    "$(qr -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'")|$(qg -c 'SELECT events_persisted FROM pii_audit.status')"
 pgc_stop "$replica" immediate >/dev/null
 runuser -u postgres -- "$bindir/pg_ctl" -D "$failover/data" -w promote >/dev/null
 echo "# replica-1 killed, replica-f promoted"
@@ -394,6 +411,15 @@ check "6: ... and so are the reads before it, once each" "1|1" \
     "$(qf -c "SELECT count(*) FILTER (WHERE application_name = 'before-pause'), count(*) FILTER (WHERE application_name = 'replay-paused') FROM pii_audit.events WHERE kind = 'read'")"
 check "6: one gap row of the new primary: the old primary's own queued events, lost with it" "1|t" \
     "$(qf -c "SELECT count(*), bool_and(row_count IS NULL AND detail LIKE '%promoted from a hot standby%') FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f'")"
+# replica-g follows the new primary (its WAL and its forwarding).
+sed -i '/forward_conninfo/d' "$other2/data/pgc_runtime.conf"
+echo "pii_audit.forward_conninfo = 'host=$failover/sock port=$(pgc_port "$failover") user=pii_audit_forwarder dbname=postgres'" \
+    >>"$other2/data/pgc_runtime.conf"
+qg -c "ALTER SYSTEM SET primary_conninfo = 'host=$failover/sock port=$(pgc_port "$failover") user=postgres'" \
+    -c 'SELECT pg_reload_conf()' >/dev/null
+dir=$failover wait_until postgres "SELECT count(*) >= 1 FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'" 60 || true
+check "6: the other standby, following the new primary, hands its read in again: stored once" "1|replica-g" \
+    "$(qf -c "SELECT count(*), string_agg(server_name, ',') FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'")"
 check "6: the new primary's trail verifies" "ok" \
     "$(qf -c "SELECT string_agg(DISTINCT problem, ',') FROM pii_audit.verify_trail(1, 9223372036854775807)")"
 
