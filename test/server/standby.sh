@@ -354,12 +354,30 @@ other2=$top/g
 qf() { dir=$failover q "$@"; }
 qg() { dir=$other2 q "$@"; }
 to_replica="pii_audit.forward_conninfo = 'host=$replica/sock port=$(pgc_port "$replica") user=pii_audit_forwarder dbname=postgres'"
-upstream=$replica make_standby "$failover" replica-f "pii_audit.flush_interval = 50" "$to_replica"
+upstream=$replica make_standby "$failover" replica-f "pii_audit.flush_interval = 50" "$to_replica" \
+    "pii_audit.queue_size = '256kB'" "pii_audit.on_queue_full = 'drop'"
 upstream=$replica make_standby "$other2" replica-g "pii_audit.flush_interval = 50" "$to_replica"
 pgc_start "$failover" >/dev/null
 pgc_start "$other2" >/dev/null
 dir=$failover wait_until postgres "SELECT pg_is_in_recovery() AND state = 'running' FROM pii_audit.status" 30 || true
 dir=$other2 wait_until postgres "SELECT pg_is_in_recovery() AND state = 'running' FROM pii_audit.status" 30 || true
+# replica-f drops reads while it cannot forward; the primary records them as a gap of replica-f.
+sed -i '/forward_conninfo/d' "$failover/data/pgc_runtime.conf"
+echo "pii_audit.forward_conninfo = 'host=$top/nowhere port=1'" >>"$failover/data/pgc_runtime.conf"
+qf -c 'SELECT pg_reload_conf()' >/dev/null
+sleep 1
+qf -c "SET application_name = 'f-spool'" \
+    -c 'DO $$ BEGIN FOR i IN 1..4000 LOOP PERFORM name FROM customers WHERE id = 1 + i % 1000; END LOOP; END $$' >/dev/null
+f_dropped=$(qf -c 'SELECT events_dropped FROM pii_audit.status')
+echo "$to_replica" >>"$failover/data/pgc_runtime.conf"
+sed -i '/nowhere/d' "$failover/data/pgc_runtime.conf"
+qf -c 'SELECT pg_reload_conf()' >/dev/null
+wait_r postgres "SELECT coalesce(sum(row_count), 0) >= $f_dropped FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f'" 30 || true
+sleep 1
+f_lost=$(qr -c "SELECT coalesce(sum(row_count), 0) FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f'")
+echo "# replica-f dropped $f_dropped reads while it could not forward (256 kB queue); its gap rows on the primary count $f_lost"
+check "6: replica-f's drops are gap rows of replica-f on the primary" "yes" \
+    "$( ((f_dropped > 0 && f_lost >= f_dropped)) && echo yes || echo "no: $f_dropped, $f_lost")"
 qf -c "SET application_name = 'before-pause'" -c 'SELECT name FROM customers WHERE id = 21' >/dev/null
 wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'before-pause' AND kind = 'read'" 10 || true
 dir=$failover wait_until postgres "SELECT queue_depth_bytes = 0 FROM pii_audit.status" 10 || true
@@ -409,8 +427,10 @@ check "6: after the promotion the read is in the new primary's trail, once" "1|r
     "$(qf -c "SELECT count(*), string_agg(server_name, ',') FROM pii_audit.events WHERE application_name = 'failover' AND kind = 'read'")"
 check "6: ... and so are the reads before it, once each" "1|1" \
     "$(qf -c "SELECT count(*) FILTER (WHERE application_name = 'before-pause'), count(*) FILTER (WHERE application_name = 'replay-paused') FROM pii_audit.events WHERE kind = 'read'")"
-check "6: one gap row of the new primary: the old primary's own queued events, lost with it" "1|t" \
-    "$(qf -c "SELECT count(*), bool_and(row_count IS NULL AND detail LIKE '%promoted from a hot standby%') FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f'")"
+check "6: one gap row of unknown size on the new primary: the old primary's own queued events, lost with it" "1|t" \
+    "$(qf -c "SELECT count(*), bool_and(detail LIKE '%promoted from a hot standby%') FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f' AND row_count IS NULL")"
+check "6: the drops the old primary recorded for replica-f are not recorded again" "$f_lost" \
+    "$(qf -c "SELECT sum(row_count) FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f' AND row_count IS NOT NULL")"
 # replica-g follows the new primary (its WAL and its forwarding).
 sed -i '/forward_conninfo/d' "$other2/data/pgc_runtime.conf"
 echo "pii_audit.forward_conninfo = 'host=$failover/sock port=$(pgc_port "$failover") user=pii_audit_forwarder dbname=postgres'" \
