@@ -306,7 +306,8 @@ enum class Replayed { kYes, kNotYet, kNotInHistory };
 Replayed replayed(XLogRecPtr commit_end, TimeLineID timeline) {
     TimeLineID replay_timeline = 0;
     const XLogRecPtr replay = GetXLogReplayRecPtr(&replay_timeline);
-    if (replay_timeline == timeline) return replay >= commit_end ? Replayed::kYes : Replayed::kNotYet;
+    if (replay_timeline == timeline)
+        return replay >= commit_end ? Replayed::kYes : Replayed::kNotYet;
     if (replay_timeline < timeline) return Replayed::kNotYet;
     List* history = readTimeLineHistory(replay_timeline);
     Replayed answer = Replayed::kNotInHistory;
@@ -393,12 +394,12 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
         kept_count = 0;
     }
     QueueBatch batch{};
+    const uint64 kept_end =
+        kept_count > 0 ? kept[(kept_first + kept_count - 1) % kMaxKept].end_position : 0;
     const bool have_records =
         kept_count < kMaxKept &&
-        (kept_count == 0
-             ? pii_audit_queue_peek(buffer, capacity, &batch)
-             : pii_audit_queue_peek_after(kept[(kept_first + kept_count - 1) % kMaxKept].end_position,
-                                          buffer, capacity, &batch));
+        (kept_count == 0 ? pii_audit_queue_peek(buffer, capacity, &batch)
+                         : pii_audit_queue_peek_after(kept_end, buffer, capacity, &batch));
     const uint64 dropped = pii_audit_queue_dropped();
     if (!have_records && confirmed_any && dropped == confirmed_dropped && !send_note) {
         pgstat_report_activity(STATE_IDLE, nullptr);
@@ -464,9 +465,8 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
     pii_audit_queue_set_problem("");
     pii_audit_queue_set_ready(true);
     // A full batch: the next one at once.
-    return batch.size + 64 * 1024 >= capacity
-               ? 0
-               : (have_records ? 0 : (kept_count > 0 ? kReplayPollMs : pii_audit_flush_interval_ms));
+    if (batch.size + 64 * 1024 >= capacity || have_records) return 0;
+    return kept_count > 0 ? kReplayPollMs : pii_audit_flush_interval_ms;
 }
 
 // ---------------------------------------------------------------- the primary's side
@@ -515,7 +515,8 @@ Datum pii_audit_forwarded_commit_position(PG_FUNCTION_ARGS) {
                         errmsg("pii_audit: a server in recovery does not keep forwarded batches")));
     const XLogRecPtr end =
         XactLastCommitEnd != InvalidXLogRecPtr ? XactLastCommitEnd : GetXLogInsertRecPtr();
-    Datum values[2] = {LSNGetDatum(end), Int32GetDatum(static_cast<int32>(GetWALInsertionTimeLine()))};
+    Datum values[2] = {LSNGetDatum(end),
+                       Int32GetDatum(static_cast<int32>(GetWALInsertionTimeLine()))};
     bool nulls[2] = {false, false};
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
