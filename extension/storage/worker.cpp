@@ -1882,8 +1882,9 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
                        note_unknown_loss ? note
                        : next.promoted
                            ? "this server was promoted from a hot standby while the old primary "
-                             "had not stopped cleanly; audit events still queued on the old "
-                             "primary at that moment were lost with it (their number is unknown)"
+                             "had not stopped cleanly; audit events still queued there, or "
+                             "stored there but not yet replicated to this server, were lost "
+                             "with it (their number is unknown)"
                            : "the server restarted after a crash; audit events still queued in "
                              "shared memory at that moment were lost (their number is unknown)");
         })) {

@@ -21,7 +21,8 @@
 #      after keeping a batch whose commit never reached the standby, the standby promoted: the
 #      read is in the promoted server's trail, once; and so is the read of another standby,
 #      whose commit the promoted one never received either: that standby still holds it, and
-#      hands it in again to the new primary
+#      hands it in again to the new primary; drops the old primary recorded for the promoted
+#      standby are not recorded again
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
