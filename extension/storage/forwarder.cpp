@@ -320,13 +320,15 @@ Replayed replayed(XLogRecPtr commit_end, TimeLineID timeline) {
     return answer;
 }
 
-// Releases the queue space of the kept batches whose commit this standby has replayed.
-void release_replayed() {
+// Releases the queue space of the kept batches whose commit this standby has replayed. False
+// when a kept batch's commit is not in this standby's timeline history: the kept batches are
+// then forgotten, to be handed in again.
+bool release_replayed() {
     while (kept_count > 0) {
         const KeptBatch& k = kept[kept_first];
         switch (replayed(k.commit_end, k.timeline)) {
             case Replayed::kNotYet:
-                return;
+                return true;
             case Replayed::kYes: {
                 QueueBatch done{nullptr, 0, k.end_position};
                 pii_audit_queue_release(done, k.records);
@@ -335,16 +337,12 @@ void release_replayed() {
                 break;
             }
             case Replayed::kNotInHistory:
-                ereport(LOG,
-                        (errmsg("pii_audit: this standby's timeline history does not contain the "
-                                "primary's commit of %d forwarded batch%s (a failover); they are "
-                                "handed in again",
-                                kept_count, kept_count == 1 ? "" : "es")));
                 kept_first = 0;
                 kept_count = 0;
-                return;
+                return false;
         }
     }
+    return true;
 }
 
 long retry_pause() {
@@ -352,12 +350,26 @@ long retry_pause() {
     return pause > kRetryMaxMs ? kRetryMaxMs : pause;
 }
 
+// The server forwarded to kept batches on a timeline this standby does not follow (split brain,
+// or pii_audit.forward_conninfo names a server it does not replicate from): they are handed in
+// again over a new connection, after a pause, so that a server that keeps answering that way is
+// not flooded. Returns the pause.
+long history_mismatch() {
+    close_connection();
+    ++failures;
+    pii_audit_queue_set_ready(false);
+    report_problem("the primary's commits of forwarded batches are not in this standby's "
+                   "timeline history; they are handed in again");
+    pgstat_report_activity(STATE_IDLE, nullptr);
+    return retry_pause();
+}
+
 }  // namespace
 
 void pii_audit_forward_stop(void) { close_connection(); }
 
 long pii_audit_forward_step(char* buffer, size_t capacity) {
-    release_replayed();
+    if (!release_replayed()) return history_mismatch();
     pgstat_report_activity(STATE_RUNNING, "pii_audit: forwarding audit events to the primary");
     // What a start or crash restart of this standby noted (a queue file refused, records torn):
     // counted losses are in the drop count the primary records; a loss of unknown size (a queue
@@ -453,7 +465,7 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
         kept[(kept_first + kept_count) % kMaxKept] =
             KeptBatch{batch.end_position, records, commit_end, timeline};
         ++kept_count;
-        release_replayed();
+        if (!release_replayed()) return history_mismatch();
     }
     confirmed_dropped = dropped;
     confirmed_any = true;
