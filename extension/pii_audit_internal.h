@@ -215,9 +215,15 @@ uint64 pii_audit_queue_generation(void);
 // Why events were lost at the last start or crash restart ("" if none), and its serial: the
 // worker puts it in its gap row and clears it (if still the same) once that row is committed.
 // *unknown_loss: how many is unknown (a gap row with no count), else they are counted as drops.
-uint64 pii_audit_queue_note(char* out, size_t size, bool* unknown_loss);
+// *copy_only (may be nullptr): that loss is only a copied queue file's refused at start (the
+// original server stores its events).
+uint64 pii_audit_queue_note(char* out, size_t size, bool* unknown_loss, bool* copy_only);
 void pii_audit_queue_clear_note(uint64 serial);
 bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch);
+// The records after position `from` (a batch's end_position peeked before, not released yet):
+// a consumer that releases later than it reads (a standby's forwarder) reads on past its
+// unreleased batches.
+bool pii_audit_queue_peek_after(uint64 from, char* buffer, size_t capacity, QueueBatch* batch);
 void pii_audit_queue_release(const QueueBatch& batch, uint64 persisted);
 uint64 pii_audit_queue_dropped(void);
 bool pii_audit_queue_empty(void);

@@ -114,13 +114,18 @@ RETURNS SETOF pii_audit.trail_groups LANGUAGE c STRICT STABLE ROWS 1
 AS 'MODULE_PATHNAME', 'pii_audit_trail_group';
 REVOKE ALL ON FUNCTION pii_audit._trail_group(bigint, timestamptz, timestamptz) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION pii_audit.subject_access(identifier text, since timestamptz DEFAULT NULL,
+-- The result types gain the server each read happened on (server_name, see "server names"
+-- below; a hot standby's reads are in this trail too): officers answering "who read this
+-- person's data" need to know where. A function's result type cannot be changed in place.
+DROP FUNCTION pii_audit.subject_access(text, timestamptz, timestamptz);
+DROP FUNCTION pii_audit.breach_scope(text, timestamptz, timestamptz);
+CREATE FUNCTION pii_audit.subject_access(identifier text, since timestamptz DEFAULT NULL,
                                          until timestamptz DEFAULT NULL)
 RETURNS TABLE (event_id bigint, event_time timestamptz, database_name text,
                session_user_name text, current_user_name text, end_user text,
                application_name text, client_addr inet, command text, relation text,
                columns text[], categories text[], row_count bigint, subject_count bigint,
-               query_text text, status text, match text)
+               query_text text, status text, match text, server_name text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     h bigint;
@@ -140,7 +145,8 @@ BEGIN
            s.end_user, s.application_name, s.client_addr, st.command, st.relation, st.columns,
            st.categories, e.row_count, e.subject_count, st.query_text, e.status,
            CASE WHEN h = ANY (e.subjects) THEN 'recorded'
-                ELSE 'possible: the statement read more subjects than were recorded' END
+                ELSE 'possible: the statement read more subjects than were recorded' END,
+           s.server_name
     FROM (SELECT DISTINCT c.first_event_id, c.min_time, c.max_time
           FROM pii_audit._subject_groups(h) c) c
     CROSS JOIN LATERAL pii_audit._trail_group(c.first_event_id, c.min_time, c.max_time) g
@@ -154,6 +160,133 @@ BEGIN
     ORDER BY e.event_id;
 END
 $$;
+COMMENT ON FUNCTION pii_audit.subject_access(text, timestamptz, timestamptz) IS
+    'every recorded read of rows about one person (by subject_key value), across all keyed tables, with the server it happened on';
+
+CREATE FUNCTION pii_audit.breach_scope(who text, since timestamptz, until timestamptz)
+RETURNS TABLE (subject_hash bigint, identifier text, relations text[], reads bigint,
+               categories text[], first_read timestamptz, last_read timestamptz,
+               server_names text[])
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel record;
+    key record;
+    truncated_events bigint;
+    unnamed bigint[];
+BEGIN
+    IF who IS NULL OR since IS NULL OR until IS NULL THEN
+        RAISE EXCEPTION 'who, since and until must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'who is a role or a pii_audit.end_user; since and until bound the time range.';
+    END IF;
+    IF since > until THEN
+        RAISE EXCEPTION 'time range is reversed: since (%) is after until (%)', since, until
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = who)
+       AND NOT EXISTS (SELECT FROM pii_audit.trail_sessions s WHERE s.end_user = who) THEN
+        RAISE EXCEPTION 'no role or end user named "%"', who
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'who is a role name or a value applications set in pii_audit.end_user.';
+    END IF;
+
+    -- One row per (subject, statement) read by who in the range: the sessions of who, their
+    -- groups in the range (a group's events lie within an hour of its min_time), their events.
+    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_events (
+        subject_hash bigint, statement_id bigint, database_name text, server_name text,
+        reads bigint, first_read timestamptz, last_read timestamptz) ON COMMIT DROP;
+    TRUNCATE pii_audit_breach_events;
+    INSERT INTO pii_audit_breach_events
+    SELECT sh.h, g.statement_id, s.database_name, s.server_name, count(*), min(e.event_time),
+           max(e.event_time)
+    FROM pii_audit.trail_sessions s
+    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
+         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
+    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+    CROSS JOIN LATERAL unnest(e.subjects) AS sh(h)
+    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
+      AND g.kind = 'read' AND e.event_time >= since AND e.event_time < until
+    GROUP BY sh.h, g.statement_id, s.database_name, s.server_name;
+    ANALYZE pii_audit_breach_events;
+
+    SELECT count(*) INTO truncated_events
+    FROM pii_audit.trail_sessions s
+    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
+         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
+    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
+      AND g.kind = 'read' AND e.subjects_truncated
+      AND e.event_time >= since AND e.event_time < until;
+    IF truncated_events > 0 THEN
+        RAISE WARNING '% statements by "%" in this range read more subjects than were recorded; the list below is incomplete', truncated_events, who
+            USING HINT = 'See subject_count in pii_audit.access_log; raise pii_audit.max_subjects_per_event to record more.';
+    END IF;
+
+    -- Live identifiers: the key columns of each keyed table read in this database, read (an
+    -- audited read) and hashed row by row in C until every hash is named.
+    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_ids (subject_hash bigint, identifier text)
+        ON COMMIT DROP;
+    TRUNCATE pii_audit_breach_ids;
+    FOR rel IN SELECT DISTINCT st.relation_oid
+               FROM (SELECT DISTINCT b.statement_id FROM pii_audit_breach_events b
+                     WHERE b.database_name = current_database()) b
+               JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
+               WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = st.relation_oid
+                             AND c.relkind IN ('r', 'p', 'm'))
+               ORDER BY st.relation_oid LOOP
+        FOR key IN SELECT a.attname
+                   FROM pg_seclabel s
+                   JOIN pg_attribute a ON a.attrelid = s.objoid AND a.attnum = s.objsubid
+                   WHERE s.provider = 'pii' AND s.classoid = 'pg_class'::regclass
+                     AND s.objoid = rel.relation_oid AND NOT a.attisdropped
+                     AND EXISTS (SELECT FROM unnest(string_to_array(s.label, ',')) t
+                                 WHERE lower(btrim(t)) = 'subject_key') LOOP
+            SELECT array_agg(DISTINCT b.subject_hash) INTO unnamed
+            FROM pii_audit_breach_events b
+            WHERE NOT EXISTS (SELECT FROM pii_audit_breach_ids i WHERE i.subject_hash = b.subject_hash);
+            EXIT WHEN unnamed IS NULL;
+            INSERT INTO pii_audit_breach_ids
+            SELECT i.subject_hash, i.identifier
+            FROM pii_audit._identify_subjects(rel.relation_oid, key.attname, unnamed) i;
+        END LOOP;
+    END LOOP;
+
+    -- Identifiers once per subject, relations and categories through the statements: one
+    -- aggregation each, no subquery per subject.
+    RETURN QUERY
+    WITH per_subject AS (
+        SELECT b.subject_hash, array_agg(DISTINCT st.relation ORDER BY st.relation) AS relations,
+               sum(b.reads)::bigint AS reads, min(b.first_read) AS first_read,
+               max(b.last_read) AS last_read,
+               array_remove(array_agg(DISTINCT b.server_name ORDER BY b.server_name), NULL)
+                   AS server_names
+        FROM pii_audit_breach_events b
+        JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
+        GROUP BY b.subject_hash
+    ), per_subject_categories AS (
+        SELECT b.subject_hash, array_agg(DISTINCT c ORDER BY c) AS categories
+        FROM pii_audit_breach_events b
+        JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
+        CROSS JOIN LATERAL unnest(st.categories) AS c
+        GROUP BY b.subject_hash
+    ), ids AS (
+        SELECT i.subject_hash, min(i.identifier) AS identifier
+        FROM pii_audit_breach_ids i GROUP BY i.subject_hash
+    )
+    SELECT p.subject_hash, ids.identifier, p.relations, p.reads,
+           coalesce(pc.categories, '{}'::text[]), p.first_read, p.last_read, p.server_names
+    FROM per_subject p
+    LEFT JOIN per_subject_categories pc ON pc.subject_hash = p.subject_hash
+    LEFT JOIN ids ON ids.subject_hash = p.subject_hash
+    ORDER BY p.first_read, p.subject_hash;
+END
+$$;
+COMMENT ON FUNCTION pii_audit.breach_scope(text, timestamptz, timestamptz) IS
+    'the distinct people whose rows a role or end user read in a time range, and on which servers: a notification list';
+REVOKE ALL ON FUNCTION pii_audit.subject_access(text, timestamptz, timestamptz),
+                       pii_audit.breach_scope(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.subject_access(text, timestamptz, timestamptz),
+                          pii_audit.breach_scope(text, timestamptz, timestamptz) TO pii_audit_officer;
 
 -- ---------------------------------------------------------------- subject index upkeep
 -- The worker writes small slices (level 0, pii_audit.subject_index_slice entries), so that few
@@ -1140,7 +1273,8 @@ CREATE TABLE pii_audit.forwarded_origins (
     batches bigint NOT NULL,
     events bigint NOT NULL,
     updated_at timestamptz NOT NULL,
-    key_fingerprint bigint NOT NULL  -- of the subject key its last batch was made with
+    key_fingerprint bigint NOT NULL,  -- of the subject key its last batch was made with
+    note_serial bigint NOT NULL DEFAULT 0  -- the last loss note of this queue file kept
 );
 COMMENT ON TABLE pii_audit.forwarded_origins IS
     'hot standbys that forward their audit events: how far each was kept (exactly once), batches and events received';
@@ -1151,7 +1285,8 @@ CREATE TABLE pii_audit.forwarded_batches (
     skip_through bigint NOT NULL,  -- records up to this queue sequence were kept before
     lost bigint NOT NULL,          -- events the standby dropped since its last batch
     received_at timestamptz NOT NULL,
-    records bytea NOT NULL         -- framed queue records (include/pii_audit/forward_batch.h)
+    records bytea NOT NULL,        -- framed queue records (include/pii_audit/forward_batch.h)
+    note text                      -- a loss of unknown size on the standby: why
 );
 REVOKE ALL ON pii_audit.forwarded_origins, pii_audit.forwarded_batches FROM PUBLIC;
 GRANT SELECT ON pii_audit.forwarded_origins TO pii_audit_officer;
@@ -1164,10 +1299,14 @@ REVOKE ALL ON FUNCTION pii_audit._forward_check(bytea, bigint), pii_audit._forwa
     FROM PUBLIC;
 
 -- Called by a standby's worker with a batch of its queue's records (in queue order), its queue
--- file's generation, its subject key's fingerprint and how many events it has dropped in all.
--- Returns 'kept', or 'duplicate' for a batch kept before (its confirmation was lost).
+-- file's generation, its subject key's fingerprint, how many events it has dropped in all, and
+-- when it lost events it cannot count (its queue file not trusted after an OS crash, or
+-- damaged) why, with that note's serial in its queue file. Returns 'kept', or 'duplicate' for
+-- a batch kept before (its confirmation was lost).
 CREATE FUNCTION pii_audit.forward_events(server_name text, generation bigint,
-                                         key_fingerprint bigint, dropped bigint, records bytea)
+                                         key_fingerprint bigint, dropped bigint, records bytea,
+                                         loss_note text DEFAULT NULL,
+                                         loss_note_serial bigint DEFAULT 0)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1175,6 +1314,7 @@ DECLARE
     origin pii_audit.forwarded_origins;
     skip bigint := 0;
     lost bigint := 0;
+    new_note boolean;
 BEGIN
     IF server_name IS NULL OR generation IS NULL OR dropped IS NULL THEN
         RAISE EXCEPTION 'server_name, generation and dropped must not be NULL'
@@ -1185,21 +1325,29 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the standby its own pii_audit.server_name or cluster_name.';
     END IF;
+    IF loss_note IS NOT NULL AND (loss_note_serial IS NULL OR loss_note_serial < 1) THEN
+        RAISE EXCEPTION 'a loss note needs its serial in the standby''s queue file (1 or more), not %',
+            coalesce(loss_note_serial::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     summary := pii_audit._forward_check(records, key_fingerprint);
     INSERT INTO pii_audit.forwarded_origins AS o VALUES
         (forward_events.server_name, forward_events.generation, 0, 0, 0, 0, now(), key_fingerprint)
         ON CONFLICT DO NOTHING;
     SELECT * INTO origin FROM pii_audit.forwarded_origins o
         WHERE o.server_name = forward_events.server_name FOR UPDATE;
+    new_note := loss_note IS NOT NULL AND (origin.generation <> generation
+                                           OR coalesce(loss_note_serial, 0) > origin.note_serial);
     IF origin.generation > generation THEN
         RAISE EXCEPTION 'standby "%" sent a batch of an older queue file (generation % after %)',
             server_name, generation, origin.generation
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF origin.generation = generation THEN
-        IF summary[1] > 0 AND summary[3] <= origin.last_queue_seq AND dropped <= origin.dropped THEN
+        IF summary[1] > 0 AND summary[3] <= origin.last_queue_seq AND dropped <= origin.dropped
+           AND NOT new_note THEN
             RETURN 'duplicate';
         END IF;
-        IF summary[1] = 0 AND dropped <= origin.dropped THEN
+        IF summary[1] = 0 AND dropped <= origin.dropped AND NOT new_note THEN
             RETURN 'duplicate';  -- nothing new (the standby says it is there)
         END IF;
         skip := origin.last_queue_seq;
@@ -1214,21 +1362,38 @@ BEGIN
                           THEN greatest(forward_events.dropped, o.dropped)
                           ELSE forward_events.dropped END,
            batches = o.batches + 1, events = o.events + summary[1], updated_at = now(),
-           key_fingerprint = forward_events.key_fingerprint
+           key_fingerprint = forward_events.key_fingerprint,
+           note_serial = CASE WHEN new_note THEN coalesce(loss_note_serial, 0)
+                              WHEN o.generation = forward_events.generation THEN o.note_serial
+                              ELSE 0 END
         WHERE o.server_name = forward_events.server_name;
-    IF summary[1] > 0 OR lost > 0 THEN
-        INSERT INTO pii_audit.forwarded_batches (server_name, skip_through, lost, received_at, records)
-        VALUES (server_name, skip, lost, now(), records);
+    IF summary[1] > 0 OR lost > 0 OR new_note THEN
+        INSERT INTO pii_audit.forwarded_batches (server_name, skip_through, lost, received_at,
+                                                 records, note)
+        VALUES (server_name, skip, lost, now(), records,
+                CASE WHEN new_note THEN left(loss_note, 400) END);
         PERFORM pii_audit._forwarded_wake();
     END IF;
     RETURN 'kept';
 END
 $$;
-REVOKE ALL ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea)
+REVOKE ALL ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea, text, bigint)
     TO pii_audit_forwarder;
-COMMENT ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea) IS
+COMMENT ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea, text, bigint) IS
     'a hot standby hands a batch of its audit events to this primary (role pii_audit_forwarder); kept exactly once';
+
+-- Called by a standby's forwarder right after forward_events, in the same session: where the
+-- commit that kept the batch ended, and on which timeline. The standby releases the batch's
+-- queue space only once its own replay is past that point, so that a promoted standby finds in
+-- its own forwarded_origins every batch it released.
+CREATE FUNCTION pii_audit.forwarded_commit_position(OUT commit_lsn pg_lsn, OUT timeline_id integer)
+RETURNS record
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'pii_audit_forwarded_commit_position';
+REVOKE ALL ON FUNCTION pii_audit.forwarded_commit_position() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pii_audit.forwarded_commit_position() TO pii_audit_forwarder;
+COMMENT ON FUNCTION pii_audit.forwarded_commit_position() IS
+    'where this session''s last commit record ended, and this server''s timeline: a hot standby releases a forwarded batch once it has replayed that far';
 
 -- ---------------------------------------------------------------- naming the people in breach_scope
 -- breach_scope named the people on its list by hashing every key of each table read through SQL
@@ -1236,127 +1401,13 @@ COMMENT ON FUNCTION pii_audit.forward_events(text, bigint, bigint, bigint, bytea
 -- people) spent most of its 1.7 s there. _identify_subjects reads the key column with a query
 -- of its own (audited like the SQL did, with the caller's privileges) and hashes each row in C,
 -- stopping once every hash is named; identifiers are made exactly as the capture makes them.
+-- breach_scope (created above with its server names) calls it.
 CREATE FUNCTION pii_audit._identify_subjects(relation regclass, key_column name, hashes bigint[])
 RETURNS TABLE (subject_hash bigint, identifier text)
     LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'pii_audit_identify_subjects_sql';
 REVOKE ALL ON FUNCTION pii_audit._identify_subjects(regclass, name, bigint[]) FROM PUBLIC;
 COMMENT ON FUNCTION pii_audit._identify_subjects(regclass, name, bigint[]) IS
     'which of the hashes belong to a key value of the table, with the identifier (breach_scope; an audited read)';
-
-CREATE OR REPLACE FUNCTION pii_audit.breach_scope(who text, since timestamptz, until timestamptz)
-RETURNS TABLE (subject_hash bigint, identifier text, relations text[], reads bigint,
-               categories text[], first_read timestamptz, last_read timestamptz)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $$
-DECLARE
-    rel record;
-    key record;
-    truncated_events bigint;
-    unnamed bigint[];
-BEGIN
-    IF who IS NULL OR since IS NULL OR until IS NULL THEN
-        RAISE EXCEPTION 'who, since and until must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'who is a role or a pii_audit.end_user; since and until bound the time range.';
-    END IF;
-    IF since > until THEN
-        RAISE EXCEPTION 'time range is reversed: since (%) is after until (%)', since, until
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = who)
-       AND NOT EXISTS (SELECT FROM pii_audit.trail_sessions s WHERE s.end_user = who) THEN
-        RAISE EXCEPTION 'no role or end user named "%"', who
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'who is a role name or a value applications set in pii_audit.end_user.';
-    END IF;
-
-    -- One row per (subject, statement) read by who in the range: the sessions of who, their
-    -- groups in the range (a group's events lie within an hour of its min_time), their events.
-    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_events (
-        subject_hash bigint, statement_id bigint, database_name text, reads bigint,
-        first_read timestamptz, last_read timestamptz) ON COMMIT DROP;
-    TRUNCATE pii_audit_breach_events;
-    INSERT INTO pii_audit_breach_events
-    SELECT sh.h, g.statement_id, s.database_name, count(*), min(e.event_time), max(e.event_time)
-    FROM pii_audit.trail_sessions s
-    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
-         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
-    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
-    CROSS JOIN LATERAL unnest(e.subjects) AS sh(h)
-    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
-      AND g.kind = 'read' AND e.event_time >= since AND e.event_time < until
-    GROUP BY sh.h, g.statement_id, s.database_name;
-    ANALYZE pii_audit_breach_events;
-
-    SELECT count(*) INTO truncated_events
-    FROM pii_audit.trail_sessions s
-    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
-         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
-    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
-    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
-      AND g.kind = 'read' AND e.subjects_truncated
-      AND e.event_time >= since AND e.event_time < until;
-    IF truncated_events > 0 THEN
-        RAISE WARNING '% statements by "%" in this range read more subjects than were recorded; the list below is incomplete', truncated_events, who
-            USING HINT = 'See subject_count in pii_audit.access_log; raise pii_audit.max_subjects_per_event to record more.';
-    END IF;
-
-    -- Live identifiers: the key columns of each keyed table read in this database, read (an
-    -- audited read) and hashed row by row in C until every hash is named.
-    CREATE TEMP TABLE IF NOT EXISTS pii_audit_breach_ids (subject_hash bigint, identifier text)
-        ON COMMIT DROP;
-    TRUNCATE pii_audit_breach_ids;
-    FOR rel IN SELECT DISTINCT st.relation_oid
-               FROM (SELECT DISTINCT b.statement_id FROM pii_audit_breach_events b
-                     WHERE b.database_name = current_database()) b
-               JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
-               WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = st.relation_oid
-                             AND c.relkind IN ('r', 'p', 'm'))
-               ORDER BY st.relation_oid LOOP
-        FOR key IN SELECT a.attname
-                   FROM pg_seclabel s
-                   JOIN pg_attribute a ON a.attrelid = s.objoid AND a.attnum = s.objsubid
-                   WHERE s.provider = 'pii' AND s.classoid = 'pg_class'::regclass
-                     AND s.objoid = rel.relation_oid AND NOT a.attisdropped
-                     AND EXISTS (SELECT FROM unnest(string_to_array(s.label, ',')) t
-                                 WHERE lower(btrim(t)) = 'subject_key') LOOP
-            SELECT array_agg(DISTINCT b.subject_hash) INTO unnamed
-            FROM pii_audit_breach_events b
-            WHERE NOT EXISTS (SELECT FROM pii_audit_breach_ids i WHERE i.subject_hash = b.subject_hash);
-            EXIT WHEN unnamed IS NULL;
-            INSERT INTO pii_audit_breach_ids
-            SELECT i.subject_hash, i.identifier
-            FROM pii_audit._identify_subjects(rel.relation_oid, key.attname, unnamed) i;
-        END LOOP;
-    END LOOP;
-
-    -- Identifiers once per subject, relations and categories through the statements: one
-    -- aggregation each, no subquery per subject.
-    RETURN QUERY
-    WITH per_subject AS (
-        SELECT b.subject_hash, array_agg(DISTINCT st.relation ORDER BY st.relation) AS relations,
-               sum(b.reads)::bigint AS reads, min(b.first_read) AS first_read,
-               max(b.last_read) AS last_read
-        FROM pii_audit_breach_events b
-        JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
-        GROUP BY b.subject_hash
-    ), per_subject_categories AS (
-        SELECT b.subject_hash, array_agg(DISTINCT c ORDER BY c) AS categories
-        FROM pii_audit_breach_events b
-        JOIN pii_audit.trail_statements st ON st.statement_id = b.statement_id
-        CROSS JOIN LATERAL unnest(st.categories) AS c
-        GROUP BY b.subject_hash
-    ), ids AS (
-        SELECT i.subject_hash, min(i.identifier) AS identifier
-        FROM pii_audit_breach_ids i GROUP BY i.subject_hash
-    )
-    SELECT p.subject_hash, ids.identifier, p.relations, p.reads,
-           coalesce(pc.categories, '{}'::text[]), p.first_read, p.last_read
-    FROM per_subject p
-    LEFT JOIN per_subject_categories pc ON pc.subject_hash = p.subject_hash
-    LEFT JOIN ids ON ids.subject_hash = p.subject_hash
-    ORDER BY p.first_read, p.subject_hash;
-END
-$$;
 
 -- ---------------------------------------------------------------- subject_access beyond the index
 -- The groups after the subject index's last slice were read by a query over trail_groups, which

@@ -5,12 +5,23 @@
 // (pii_audit.forwarded_origins: server name, queue generation, last queue sequence), so a batch
 // sent again after a lost confirmation is recognised and not kept twice; its worker, the trail's
 // only writer, then stores the events like its own (event ids gap-free, in commit order), named
-// with the standby's server name. The standby releases queue space only once the primary's
-// transaction committed (synchronous_commit = on for the forwarder's session).
+// with the standby's server name.
+//
+// The standby releases a batch's queue space only once it has itself replayed the primary's
+// commit of that batch (its commit record's end, pii_audit.forwarded_commit_position, on the
+// same timeline): from then on the standby's own copy of forwarded_origins says the batch was
+// kept. Released earlier, a batch would be lost without a trace when the primary dies before
+// that commit reached this standby and this standby is promoted: the promoted worker skips only
+// what its own forwarded_origins shows, and the batch would be neither there nor in its queue.
+// Release normally lags the commit by the replay delay (milliseconds); while replay stands
+// still the queue fills, and the queue settings decide as for an unreachable primary.
 //
 // While the primary cannot be reached the events wait in the standby's queue, a file in its data
 // directory (pii_audit.queue_size); what does not fit is dropped and counted, and the count goes
-// to the primary with the next batch, which records it as a gap of that server.
+// to the primary with the next batch, which records it as a gap of that server. So does a loss
+// of unknown size noted when the standby started (its queue file not trusted after an OS crash,
+// or damaged), as a gap row with no count; a refused copy (a new standby's first start, its
+// queue file the primary's copied by pg_basebackup) is no loss and is only logged.
 // PostgreSQL-free headers first (see pg_free.h).
 #include "pii_audit/forward_batch.h"
 // clang-format off
@@ -19,8 +30,11 @@
 // clang-format on
 
 extern "C" {
+#include "access/htup_details.h"
+#include "access/timeline.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -32,6 +46,7 @@ extern "C" {
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 }
@@ -47,6 +62,8 @@ constexpr long kCallTimeoutMs = 60000;
 // four bytes per record.
 constexpr long kRetryMinMs = 1000;
 constexpr long kRetryMaxMs = 10000;
+// How often the standby looks whether its replay reached a kept batch's commit.
+constexpr long kReplayPollMs = 10;
 
 // The loop's state lives outside its frame (a longjmp of pg_recovery_loop leaves it).
 PGconn* connection = nullptr;
@@ -56,6 +73,20 @@ bool confirmed_any = false;
 char* frame_buffer = nullptr;
 size_t frame_capacity = 0;
 char last_reported[512] = "";
+uint64 note_logged = 0;  // the serial of the queue note last logged
+// Batches the primary kept whose queue space waits for this standby's replay of the commit, in
+// queue order (their commits are in WAL order too). The forwarder reads on past them, so the
+// primary gets events as fast as before; only the release waits.
+struct KeptBatch {
+    uint64 end_position;  // the queue position after the batch's last record
+    uint64 records;
+    XLogRecPtr commit_end;
+    TimeLineID timeline;
+};
+constexpr int kMaxKept = 256;
+KeptBatch kept[kMaxKept];
+int kept_first = 0;
+int kept_count = 0;
 
 void report_problem(const char* problem) {
     char shown[sizeof(PiiAuditStatus::worker_problem)];
@@ -173,23 +204,13 @@ bool connect_to_primary(char* problem, size_t size) {
 
 enum class CallResult { kStored, kRefused, kLost };
 
-// Calls pii_audit.forward_events and waits for its answer. kRefused: the primary answered with
-// an error (kept in problem); kLost: the connection broke or timed out (closed).
-CallResult call_forward(const char* records, size_t size, uint64 dropped, char* problem,
-                        size_t problem_size) {
-    char generation[32], fingerprint[32], lost[32];
-    snprintf(generation, sizeof generation, "%llu",
-             static_cast<unsigned long long>(pii_audit_queue_generation()));
-    snprintf(fingerprint, sizeof fingerprint, "%lld",
-             static_cast<long long>(pii_audit_subject_key_fingerprint()));
-    snprintf(lost, sizeof lost, "%llu", static_cast<unsigned long long>(dropped));
-    const char* values[5] = {pii_audit_local_server_name(), generation, fingerprint, lost, records};
-    int lengths[5] = {0, 0, 0, 0, static_cast<int>(size)};
-    int formats[5] = {0, 0, 0, 0, 1};
-    if (!PQsendQueryParams(connection,
-                           "SELECT pii_audit.forward_events($1, $2::bigint, $3::bigint, "
-                           "$4::bigint, $5::bytea)",
-                           5, nullptr, values, lengths, formats, 0)) {
+// Sends a query with parameters and waits for its one row (its first columns copied into
+// row_out, at most 2). kRefused: the primary answered with an error or no row (kept in problem);
+// kLost: the connection broke or timed out (closed).
+CallResult run_query(const char* command, int nparams, const char* const* values,
+                     const int* lengths, const int* formats, char (*row_out)[32], int columns,
+                     char* problem, size_t problem_size) {
+    if (!PQsendQueryParams(connection, command, nparams, nullptr, values, lengths, formats, 0)) {
         copy_message(PQerrorMessage(connection), problem, problem_size);
         close_connection();
         return CallResult::kLost;
@@ -211,8 +232,12 @@ CallResult call_forward(const char* records, size_t size, uint64 dropped, char* 
         }
         PGresult* result = PQgetResult(connection);
         if (result == nullptr) break;
-        if (PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1) {
+        if (PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1 &&
+            PQnfields(result) >= columns) {
             stored = true;
+            for (int i = 0; i < columns; ++i)
+                strlcpy(row_out[i], PQgetisnull(result, 0, i) ? "" : PQgetvalue(result, 0, i),
+                        sizeof row_out[i]);
         } else if (!refused) {
             refused = true;
             copy_message(PQresultErrorMessage(result), problem, problem_size);
@@ -231,9 +256,112 @@ CallResult call_forward(const char* records, size_t size, uint64 dropped, char* 
     return CallResult::kStored;
 }
 
+// Calls pii_audit.forward_events and waits for its answer; once the batch is kept (now or
+// before), asks where the primary's commit ended (*commit_end, *timeline).
+CallResult call_forward(const char* records, size_t size, uint64 dropped, const char* note,
+                        uint64 note_serial, XLogRecPtr* commit_end, TimeLineID* timeline,
+                        char* problem, size_t problem_size) {
+    char generation[32], fingerprint[32], lost[32], serial[32];
+    snprintf(generation, sizeof generation, "%llu",
+             static_cast<unsigned long long>(pii_audit_queue_generation()));
+    snprintf(fingerprint, sizeof fingerprint, "%lld",
+             static_cast<long long>(pii_audit_subject_key_fingerprint()));
+    snprintf(lost, sizeof lost, "%llu", static_cast<unsigned long long>(dropped));
+    snprintf(serial, sizeof serial, "%llu", static_cast<unsigned long long>(note_serial));
+    const char* values[7] = {pii_audit_local_server_name(), generation, fingerprint, lost, records,
+                             note, serial};
+    int lengths[7] = {0, 0, 0, 0, static_cast<int>(size), 0, 0};
+    int formats[7] = {0, 0, 0, 0, 1, 0, 0};
+    char row[2][32];
+    CallResult result = run_query("SELECT pii_audit.forward_events($1, $2::bigint, $3::bigint, "
+                                  "$4::bigint, $5::bytea, $6, $7::bigint)",
+                                  7, values, lengths, formats, row, 1, problem, problem_size);
+    if (result != CallResult::kStored) return result;
+    // After the commit, in the same session: the end of this session's last commit record,
+    // which kept the batch (or, for a batch kept before, came after the commit that did).
+    result = run_query("SELECT (commit_lsn - '0/0')::text, timeline_id "
+                       "FROM pii_audit.forwarded_commit_position()",
+                       0, nullptr, nullptr, nullptr, row, 2, problem, problem_size);
+    if (result != CallResult::kStored) return result;
+    char* end = nullptr;
+    *commit_end = static_cast<XLogRecPtr>(strtoull(row[0], &end, 10));
+    const unsigned long tli = strtoul(row[1], nullptr, 10);
+    if (end == row[0] || *end != '\0' || *commit_end == InvalidXLogRecPtr || tli == 0) {
+        snprintf(problem, problem_size, "the primary answered an invalid commit position (%s, %s)",
+                 row[0], row[1]);
+        return CallResult::kRefused;
+    }
+    *timeline = static_cast<TimeLineID>(tli);
+    return CallResult::kStored;
+}
+
+// Whether this standby has replayed the commit that kept a batch: on the commit's timeline, its
+// replay is past it; on a later timeline (a failover this standby followed), the commit came
+// before that timeline's history left the commit's. kNotYet also while this standby still
+// replays an older timeline than the primary's (it has not followed a failover yet).
+// kNotInHistory: this standby's history left the commit's timeline before the commit, so its
+// copy of forwarded_origins will never show the batch: it is handed in again (to the new
+// primary, which keeps only what it lacks).
+enum class Replayed { kYes, kNotYet, kNotInHistory };
+Replayed replayed(XLogRecPtr commit_end, TimeLineID timeline) {
+    TimeLineID replay_timeline = 0;
+    const XLogRecPtr replay = GetXLogReplayRecPtr(&replay_timeline);
+    if (replay_timeline == timeline)
+        return replay >= commit_end ? Replayed::kYes : Replayed::kNotYet;
+    if (replay_timeline < timeline) return Replayed::kNotYet;
+    List* history = readTimeLineHistory(replay_timeline);
+    Replayed answer = Replayed::kNotInHistory;
+    ListCell* cell;
+    foreach (cell, history) {
+        const auto* entry = static_cast<TimeLineHistoryEntry*>(lfirst(cell));
+        if (entry->tli == timeline && commit_end <= entry->end) answer = Replayed::kYes;
+    }
+    list_free_deep(history);
+    return answer;
+}
+
+// Releases the queue space of the kept batches whose commit this standby has replayed. False
+// when a kept batch's commit is not in this standby's timeline history: the kept batches are
+// then forgotten, to be handed in again.
+bool release_replayed() {
+    while (kept_count > 0) {
+        const KeptBatch& k = kept[kept_first];
+        switch (replayed(k.commit_end, k.timeline)) {
+            case Replayed::kNotYet:
+                return true;
+            case Replayed::kYes: {
+                QueueBatch done{nullptr, 0, k.end_position};
+                pii_audit_queue_release(done, k.records);
+                kept_first = (kept_first + 1) % kMaxKept;
+                --kept_count;
+                break;
+            }
+            case Replayed::kNotInHistory:
+                kept_first = 0;
+                kept_count = 0;
+                return false;
+        }
+    }
+    return true;
+}
+
 long retry_pause() {
     long pause = kRetryMinMs << (failures < 4 ? failures : 4);
     return pause > kRetryMaxMs ? kRetryMaxMs : pause;
+}
+
+// The server forwarded to kept batches on a timeline this standby does not follow (split brain,
+// or pii_audit.forward_conninfo names a server it does not replicate from): they are handed in
+// again over a new connection, after a pause, so that a server that keeps answering that way is
+// not flooded. Returns the pause.
+long history_mismatch() {
+    close_connection();
+    ++failures;
+    pii_audit_queue_set_ready(false);
+    report_problem("the primary's commits of forwarded batches are not in this standby's "
+                   "timeline history; they are handed in again");
+    pgstat_report_activity(STATE_IDLE, nullptr);
+    return retry_pause();
 }
 
 }  // namespace
@@ -241,34 +369,64 @@ long retry_pause() {
 void pii_audit_forward_stop(void) { close_connection(); }
 
 long pii_audit_forward_step(char* buffer, size_t capacity) {
+    if (!release_replayed()) return history_mismatch();
     pgstat_report_activity(STATE_RUNNING, "pii_audit: forwarding audit events to the primary");
     // What a start or crash restart of this standby noted (a queue file refused, records torn):
-    // counted losses are in the drop count the primary records; the rest is said in the log.
+    // counted losses are in the drop count the primary records; a loss of unknown size (a queue
+    // file not trusted after an OS crash, or damaged) goes with the next batch, and the primary
+    // records it as a gap of this server. A copied file refused at the first start of a standby
+    // made with pg_basebackup is no loss: its events are the primary's, which stores them.
     char note[320];
-    bool unknown_loss = false;
-    const uint64 note_serial = pii_audit_queue_note(note, sizeof note, &unknown_loss);
-    if (note[0] != '\0') {
-        ereport(unknown_loss ? WARNING : LOG,
+    bool unknown_loss = false, copy_only = false;
+    uint64 note_serial = pii_audit_queue_note(note, sizeof note, &unknown_loss, &copy_only);
+    const bool send_note = note[0] != '\0' && unknown_loss && !copy_only;
+    if (note[0] != '\0' && note_serial != note_logged) {
+        ereport(send_note ? WARNING : LOG,
                 (errmsg("pii_audit on a standby: %s", note),
-                 errdetail("Events counted as lost are recorded as a gap of this server in the "
-                           "primary's trail; a loss of unknown size is only logged here.")));
+                 send_note ? errdetail("The primary records a gap of this server of unknown size.")
+                 : copy_only
+                     ? errdetail("Not a loss: the events of the copied queue file are the "
+                                 "original server's, which stores them.")
+                     : errdetail("The events counted as lost are recorded as a gap of this "
+                                 "server in the primary's trail.")));
+        note_logged = note_serial;
+    }
+    if (note[0] != '\0' && !send_note) {
         pii_audit_queue_clear_note(note_serial);
+        note[0] = '\0';
+    }
+    // A new connection may reach another server (after a failover) that lacks the batches kept
+    // but not released yet: they are handed in again first, from the queue's tail, so that a
+    // server never gets a batch after a hole (its high-water mark would pass over the hole, and
+    // the missing batches would then be taken for duplicates). One that has them answers
+    // 'duplicate'. On the same connection the next batch follows the kept ones (none while as
+    // many wait as can be tracked).
+    if (connection == nullptr) {
+        kept_first = 0;
+        kept_count = 0;
     }
     QueueBatch batch{};
-    const bool have_records = pii_audit_queue_peek(buffer, capacity, &batch);
+    const uint64 kept_end =
+        kept_count > 0 ? kept[(kept_first + kept_count - 1) % kMaxKept].end_position : 0;
+    const bool have_records =
+        kept_count < kMaxKept &&
+        (kept_count == 0 ? pii_audit_queue_peek(buffer, capacity, &batch)
+                         : pii_audit_queue_peek_after(kept_end, buffer, capacity, &batch));
     const uint64 dropped = pii_audit_queue_dropped();
-    if (!have_records && confirmed_any && dropped == confirmed_dropped) {
+    if (!have_records && confirmed_any && dropped == confirmed_dropped && !send_note) {
         pgstat_report_activity(STATE_IDLE, nullptr);
         if (failures == 0) pii_audit_queue_set_ready(true);
-        return pii_audit_flush_interval_ms;
+        return kept_count > 0 ? kReplayPollMs : pii_audit_flush_interval_ms;
     }
     char problem[512];
-    if (connection == nullptr && !connect_to_primary(problem, sizeof problem)) {
-        ++failures;
-        pii_audit_queue_set_ready(false);
-        report_problem(problem);
-        pgstat_report_activity(STATE_IDLE, nullptr);
-        return retry_pause();
+    if (connection == nullptr) {
+        if (!connect_to_primary(problem, sizeof problem)) {
+            ++failures;
+            pii_audit_queue_set_ready(false);
+            report_problem(problem);
+            pgstat_report_activity(STATE_IDLE, nullptr);
+            return retry_pause();
+        }
     }
     // Frame the records (the primary checks every one of them).
     uint64 records = 0;
@@ -291,8 +449,11 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
                 ++records;
             });
     }
+    XLogRecPtr commit_end = InvalidXLogRecPtr;
+    TimeLineID timeline = 0;
     const CallResult result =
-        call_forward(frame_buffer ? frame_buffer : "", framed, dropped, problem, sizeof problem);
+        call_forward(frame_buffer ? frame_buffer : "", framed, dropped, send_note ? note : nullptr,
+                     note_serial, &commit_end, &timeline, problem, sizeof problem);
     pgstat_report_activity(STATE_IDLE, nullptr);
     if (result != CallResult::kStored) {
         ++failures;
@@ -300,9 +461,15 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
         report_problem(problem);
         return retry_pause();
     }
-    if (have_records) pii_audit_queue_release(batch, records);
+    if (have_records) {
+        kept[(kept_first + kept_count) % kMaxKept] =
+            KeptBatch{batch.end_position, records, commit_end, timeline};
+        ++kept_count;
+        if (!release_replayed()) return history_mismatch();
+    }
     confirmed_dropped = dropped;
     confirmed_any = true;
+    if (send_note) pii_audit_queue_clear_note(note_serial);
     if (failures > 0 || last_reported[0] != '\0')
         ereport(LOG, (errmsg("pii_audit: forwarding audit events to the primary works again")));
     failures = 0;
@@ -310,8 +477,8 @@ long pii_audit_forward_step(char* buffer, size_t capacity) {
     pii_audit_queue_set_problem("");
     pii_audit_queue_set_ready(true);
     // A full batch: the next one at once.
-    return batch.size + 64 * 1024 >= capacity ? 0
-                                              : (have_records ? 0 : pii_audit_flush_interval_ms);
+    if (batch.size + 64 * 1024 >= capacity || have_records) return 0;
+    return kept_count > 0 ? kReplayPollMs : pii_audit_flush_interval_ms;
 }
 
 // ---------------------------------------------------------------- the primary's side
@@ -339,6 +506,31 @@ Datum pii_audit_forwarded_wake(PG_FUNCTION_ARGS) {
     }
     wake_at_commit = true;
     PG_RETURN_VOID();
+}
+
+extern "C" {
+PGDLLEXPORT Datum pii_audit_forwarded_commit_position(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pii_audit_forwarded_commit_position);
+}
+
+// forwarded_commit_position(OUT commit_lsn pg_lsn, OUT timeline_id integer): where this
+// session's last commit record ended, and this server's timeline. Called by a standby's
+// forwarder right after forward_events committed, it names the commit that kept the batch (or,
+// for a batch kept before, a later one): the standby releases the batch's queue space once its
+// own replay is past it. A session that committed nothing gets the current end of WAL.
+Datum pii_audit_forwarded_commit_position(PG_FUNCTION_ARGS) {
+    TupleDesc desc;
+    if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "pii_audit: forwarded_commit_position must return a record");
+    if (RecoveryInProgress())
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("pii_audit: a server in recovery does not keep forwarded batches")));
+    const XLogRecPtr end =
+        XactLastCommitEnd != InvalidXLogRecPtr ? XactLastCommitEnd : GetXLogInsertRecPtr();
+    Datum values[2] = {LSNGetDatum(end),
+                       Int32GetDatum(static_cast<int32>(GetWALInsertionTimeLine()))};
+    bool nulls[2] = {false, false};
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 extern "C" {

@@ -122,6 +122,7 @@ struct WorkerState {
     uint64 persisted_seq;       // highest queue sequence already in the table (this generation)
     uint64 dropped_recorded;    // drops already written as gap events (this generation)
     bool note_unclean_restart;  // shared memory was re-created: say so in the trail
+    bool promoted;              // ... or rather: a standby was promoted (the old primary is gone)
     bool gap_failing;           // the last gap row could not be stored: keep trying it alone
     bool warned_not_installed;
     TimestampTz last_recorded_at;       // recorded_at of the last batch: never goes back
@@ -347,19 +348,27 @@ bool prepare(WorkerState* state) {
                 1);
             state->note_unclean_restart = stored_generation != -1 && clean == 0;
             state->persisted_seq = 0;
+            state->dropped_recorded = 0;
             // A promoted standby: the records of this queue it forwarded while it was one are
-            // in the trail (or in forwarded_batches, stored from there), and are skipped here.
+            // in the trail (or in forwarded_batches, stored from there), and are skipped here;
+            // so are the drops it reported (their gap rows are there too).
             if (OidIsValid(get_relname_relid("forwarded_origins", nsp))) {
                 Oid types[2] = {TEXTOID, INT8OID};
                 Datum args[2] = {CStringGetTextDatum(pii_audit_local_server_name()),
                                  Int64GetDatum(static_cast<int64>(generation))};
-                if (SPI_execute_with_args("SELECT last_queue_seq FROM pii_audit.forwarded_origins "
+                if (SPI_execute_with_args("SELECT last_queue_seq, dropped "
+                                          "FROM pii_audit.forwarded_origins "
                                           "WHERE server_name = $1 AND generation = $2",
                                           2, types, args, nullptr, true, 1) == SPI_OK_SELECT &&
                     SPI_processed == 1) {
-                    bool isnull;
+                    bool isnull, dropped_null;
                     Datum seq =
                         SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+                    Datum dropped = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+                                                  &dropped_null);
+                    if (!dropped_null && DatumGetInt64(dropped) > 0)
+                        state->dropped_recorded = static_cast<uint64>(DatumGetInt64(dropped));
+                    state->promoted = true;
                     if (!isnull) {
                         state->persisted_seq = static_cast<uint64>(DatumGetInt64(seq));
                         ereport(LOG,
@@ -370,13 +379,13 @@ bool prepare(WorkerState* state) {
                     }
                 }
             }
-            state->dropped_recorded = 0;
             char sql[256];
             snprintf(sql, sizeof sql,
                      "UPDATE pii_audit.worker_state SET generation = %lld, last_queue_seq = %lld, "
-                     "dropped_recorded = 0, clean_shutdown = false, updated_at = now()",
+                     "dropped_recorded = %lld, clean_shutdown = false, updated_at = now()",
                      static_cast<long long>(generation),
-                     static_cast<long long>(state->persisted_seq));
+                     static_cast<long long>(state->persisted_seq),
+                     static_cast<long long>(state->dropped_recorded));
             SPI_execute(sql, false, 0);
         }
         SPI_finish();
@@ -1726,6 +1735,7 @@ struct ForwardedBatch {
     std::string_view server;  // NUL-terminated
     int64 skip_through;
     int64 lost;
+    const char* loss_note;  // a loss of unknown size on the standby (why), or nullptr
     const char* data;
     size_t size;
 };
@@ -1743,7 +1753,7 @@ void fetch_forwarded(ForwardedBatches& out, MemoryContext batch_context) {
     SPI_connect();
     char sql[200];
     snprintf(sql, sizeof sql,
-             "SELECT batch_id, server_name, skip_through, lost, records "
+             "SELECT batch_id, server_name, skip_through, lost, records, note "
              "FROM pii_audit.forwarded_batches ORDER BY batch_id LIMIT %d",
              kMaxForwardedBatches);
     if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
@@ -1766,6 +1776,8 @@ void fetch_forwarded(ForwardedBatches& out, MemoryContext batch_context) {
         char* copy = static_cast<char*>(MemoryContextAlloc(batch_context, fb.size + 1));
         memcpy(copy, VARDATA_ANY(records), fb.size);
         fb.data = copy;
+        char* note = SPI_getvalue(tuple, desc, 6);
+        fb.loss_note = note ? MemoryContextStrdup(batch_context, note) : nullptr;
         ++out.n;
         bytes += fb.size;
         // About one queue batch of standbys' events per transaction.
@@ -1788,7 +1800,7 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     // Why events were lost at the last start or crash restart (the queue file's recovery).
     char note[320];
     bool note_unknown_loss = false;
-    const uint64 note_serial = pii_audit_queue_note(note, sizeof note, &note_unknown_loss);
+    const uint64 note_serial = pii_audit_queue_note(note, sizeof note, &note_unknown_loss, nullptr);
     bool have_gap = dropped > state->dropped_recorded || state->note_unclean_restart ||
                     note_unknown_loss;
     *more = have_records && batch.size + (64 * 1024) >= kBatchBytes;
@@ -1867,8 +1879,12 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     if ((next.note_unclean_restart || note_unknown_loss) &&
         store_gap(careful, ins, &next, [&] {
             insert_gap(ins, &next, -1,
-                       note_unknown_loss
-                           ? note
+                       note_unknown_loss ? note
+                       : next.promoted
+                           ? "this server was promoted from a hot standby while the old primary "
+                             "had not stopped cleanly; audit events still queued there, or "
+                             "stored there but not yet replicated to this server, were lost "
+                             "with it (their number is unknown)"
                            : "the server restarted after a crash; audit events still queued in "
                              "shared memory at that moment were lost (their number is unknown)");
         })) {
@@ -1945,6 +1961,16 @@ uint64 flush_once(WorkerState* state, char* buffer, MemoryContext batch_context,
     });
     for (int i = 0; i < forwarded.n; ++i) {
         const ForwardedBatch& fb = forwarded.batches[i];
+        if (fb.loss_note != nullptr) {
+            char detail[600];
+            snprintf(detail, sizeof detail,
+                     "audit events were lost on standby \"%s\" (how many is unknown): %s",
+                     fb.server.data(), fb.loss_note);
+            // Not kept for a retry (its batch row goes with this transaction): said in the log.
+            if (!store_gap(careful, ins, &next,
+                           [&] { insert_gap(ins, &next, -1, detail, fb.server.data()); }))
+                ereport(WARNING, (errmsg("pii_audit: not recorded in the trail: %s", detail)));
+        }
         if (fb.lost > 0) {
             char detail[400];
             snprintf(detail, sizeof detail,

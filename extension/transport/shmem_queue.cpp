@@ -73,7 +73,9 @@ struct QueueFile {
     // cleared once the row is stored (note_serial tells a newer note from the one it stored).
     uint64 note_serial;
     uint32 note_unknown_loss;  // the note tells of a loss whose size is unknown (a NULL gap row)
-    uint32 padding2;
+    // The only such loss noted is a copied file's refused (a base backup's: the original server
+    // stores those events; a standby made with pg_basebackup reports no loss for it).
+    uint32 note_copy_only;
     char note[320];
 };
 
@@ -165,7 +167,10 @@ void read_boot_id(char* out, size_t size) {
 
 void set_note(QueueFile* f, bool unknown_loss, const char* fmt, ...) pg_attribute_printf(3, 4);
 void set_note(QueueFile* f, bool unknown_loss, const char* fmt, ...) {
-    if (unknown_loss) f->note_unknown_loss = 1;
+    if (unknown_loss) {
+        f->note_unknown_loss = 1;
+        f->note_copy_only = 0;
+    }
     // Notes of one start (a refused file, then torn records) are joined.
     size_t used = strlen(f->note);
     if (used > 0 && used + 2 < sizeof f->note) {
@@ -232,6 +237,10 @@ QueueFile* create_file(const char* path, uint64 capacity, uint64 generation, uin
     return f;
 }
 
+constexpr const char* kCopyRefusal =
+    "it is a copy (a base backup or a copied data directory), whose events the original server "
+    "stores";
+
 // Why a file's header cannot be used as this cluster's queue, or nullptr.
 const char* refusal(const QueueFile* f, const struct stat& st) {
     if (memcmp(f->magic, kQueueMagic, sizeof f->magic) != 0) return "it is not a pii_audit queue file";
@@ -239,8 +248,7 @@ const char* refusal(const QueueFile* f, const struct stat& st) {
         return "it has another format version";
     if (f->system_identifier != GetSystemIdentifier()) return "it belongs to another cluster";
     if (f->device != static_cast<uint64>(st.st_dev) || f->inode != static_cast<uint64>(st.st_ino))
-        return "it is a copy (a base backup or a copied data directory), whose events the "
-               "original server stores";
+        return kCopyRefusal;
     if (f->capacity == 0 || f->capacity % pii_audit::RingBuffer::kAlign != 0 ||
         static_cast<uint64>(st.st_size) != kQueueHeaderBytes + f->capacity)
         return "its size does not match its header";
@@ -320,6 +328,7 @@ void recover_or_create(uint64 capacity) {
     read_boot_id(boot_id, sizeof boot_id);
     const uint64 new_generation = static_cast<uint64>(GetCurrentTimestamp());
     char refused[512] = "";
+    bool refused_copy = false;
 
     QueueFile* old_file = nullptr;
     uint64 old_bytes = 0;
@@ -344,6 +353,7 @@ void recover_or_create(uint64 capacity) {
             why = "the operating system restarted since the server last ran, and the server "
                   "had not stopped cleanly (the queue is written to disk only then): the file "
                   "may hold stale or torn pages";
+        refused_copy = why == kCopyRefusal;
         if (why == nullptr) {
             old_bytes = kQueueHeaderBytes + header.capacity;
             old_file = map_file(fd, old_bytes, kQueuePath);
@@ -384,12 +394,14 @@ void recover_or_create(uint64 capacity) {
             recover_records(old_file, old_data, "when the server last stopped");
             f->note_serial = old_file->note_serial;
             f->note_unknown_loss = old_file->note_unknown_loss;
+            f->note_copy_only = old_file->note_copy_only;
             strlcpy(f->note, old_file->note, sizeof f->note);
             f->dropped = old_file->dropped;
             transfer_records(old_file, old_data, f, reinterpret_cast<char*>(f) + kQueueHeaderBytes);
             munmap(old_file, old_bytes);
         } else if (refused[0] != '\0') {
             set_note(f, true, "%s", refused);
+            if (refused_copy) f->note_copy_only = 1;
         }
         if (rename(kQueueNewPath, kQueuePath) != 0)
             ereport(FATAL, (errcode_for_file_access(),
@@ -625,11 +637,12 @@ void pii_audit_queue_set_problem(const char* problem) {
 
 uint64 pii_audit_queue_generation(void) { return queue->file->generation; }
 
-uint64 pii_audit_queue_note(char* out, size_t size, bool* unknown_loss) {
+uint64 pii_audit_queue_note(char* out, size_t size, bool* unknown_loss, bool* copy_only) {
     LWLockAcquire(queue->lock, LW_SHARED);
     uint64 serial = queue->file->note_serial;
     strlcpy(out, queue->file->note, size);
     *unknown_loss = queue->file->note[0] != '\0' && queue->file->note_unknown_loss != 0;
+    if (copy_only != nullptr) *copy_only = *unknown_loss && queue->file->note_copy_only != 0;
     LWLockRelease(queue->lock);
     return serial;
 }
@@ -639,6 +652,7 @@ void pii_audit_queue_clear_note(uint64 serial) {
     if (queue->file->note_serial == serial) {
         queue->file->note[0] = '\0';
         queue->file->note_unknown_loss = 0;
+        queue->file->note_copy_only = 0;
     }
     LWLockRelease(queue->lock);
 }
@@ -653,6 +667,18 @@ bool pii_audit_queue_peek(char* buffer, size_t capacity, QueueBatch* batch) {
     batch->data = buffer;
     batch->size = ring_of(queue, &snapshot).peek(snapshot.tail, buffer, capacity,
                                                  &batch->end_position);
+    return batch->size > 0;
+}
+
+bool pii_audit_queue_peek_after(uint64 from, char* buffer, size_t capacity, QueueBatch* batch) {
+    pii_audit::RingState snapshot;
+    LWLockAcquire(queue->lock, LW_SHARED);
+    snapshot = queue->file->ring;
+    LWLockRelease(queue->lock);
+    // Only the consumer releases, so a position it peeked before lies between tail and head.
+    if (from < snapshot.tail || from > snapshot.head) from = snapshot.tail;
+    batch->data = buffer;
+    batch->size = ring_of(queue, &snapshot).peek(from, buffer, capacity, &batch->end_position);
     return batch->size > 0;
 }
 

@@ -10,9 +10,19 @@
 #      (the standby's spool) that fills while the primary is away: the reason is in
 #      pii_audit.status on the standby, nothing is lost without a gap row naming the standby,
 #      and everything else arrives once the cause is gone
+#   3c. the standby's operating system crashes (simulated): its queue file is not trusted, and
+#      the primary's trail gets a gap row of that standby of unknown size; a new standby's first
+#      start (its queue file a copy of the primary's) adds none
 #   4. a standby whose subject key differs is refused, with the reason
 #   5. the primary stopped and the standby promoted in the middle of a pgbench run: every read
 #      of the run is in the promoted server's trail exactly once
+#   6. failover without synchronous replication: a standby keeps a batch's queue space until it
+#      has replayed the primary's commit of it (with replay paused it waits); the primary killed
+#      after keeping a batch whose commit never reached the standby, the standby promoted: the
+#      read is in the promoted server's trail, once; and so is the read of another standby,
+#      whose commit the promoted one never received either: that standby still holds it, and
+#      hands it in again to the new primary; drops the old primary recorded for the promoted
+#      standby are not recorded again
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
@@ -27,7 +37,7 @@ primary=$top/p
 replica=$top/r
 other=$top/k
 cleanup() {
-    for d in "$top/c" "$other" "$replica" "$primary"; do pgc_destroy "$d" >/dev/null 2>&1 || true; done
+    for d in "$top/g" "$top/f" "$top/c" "$other" "$replica" "$primary"; do pgc_destroy "$d" >/dev/null 2>&1 || true; done
     rm -rf "$top"
 }
 trap cleanup EXIT
@@ -103,6 +113,12 @@ check "1: login_log shows the server of each login" "t" \
     "$(qp -c "SELECT bool_and(server_name IN ('primary-1', 'replica-1')) AND count(DISTINCT server_name) = 2 FROM pii_audit.login_log")"
 check "1: subject_access finds the standby's read" "t" \
     "$(qp -c "SELECT count(*) >= 1 FROM pii_audit.subject_access('7') WHERE event_id = (SELECT event_id FROM pii_audit.events WHERE application_name = 'one-read')")"
+check "1: a new standby's first start (its queue file a copy of the primary's) adds no gap row" "0" \
+    "$(qp -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap'")"
+check "1: subject_access names the server of each read (the standby's, the primary's)" "replica-1|primary-1" \
+    "$(qp -c "SELECT (SELECT string_agg(server_name, ',') FROM pii_audit.subject_access('7')) || '|' || (SELECT string_agg(server_name, ',') FROM pii_audit.subject_access('8'))")"
+check "1: breach_scope names the servers each person's data was read on" "7={replica-1} 8={primary-1}" \
+    "$(qp -c "SELECT string_agg(identifier || '=' || server_names::text, ' ' ORDER BY identifier) FROM pii_audit.breach_scope('postgres', now() - interval '1 hour', now() + interval '1 hour') WHERE identifier IN ('7', '8')")"
 id1=$(qp -c "SELECT event_id FROM pii_audit.events WHERE application_name = 'one-read'")
 check "1: the export names the standby as host and the primary as observer" "replica-1|primary-1" \
     "$(qp -c "SELECT (line::json)->'host'->>'name' || '|' || ((line::json)->'observer'->>'name') FROM pii_audit.export($id1 - 1, 1, 'json')")"
@@ -143,6 +159,8 @@ contains "1b: a batch under the primary's own name is refused" "under the name o
     "$(fw "SELECT pii_audit.forward_events('primary-1', 1, $fp, 0, ''::bytea)")"
 contains "1b: a batch made with another subject key is refused" "another subject key" \
     "$(fw "SELECT pii_audit.forward_events('replica-x', 1, $fp + 1, 0, decode('$hex', 'hex'))")"
+contains "1b: a loss note without its serial is refused" "a loss note needs its serial" \
+    "$(fw "SELECT pii_audit.forward_events('replica-x', 1, $fp, 0, ''::bytea, 'lost', 0)")"
 contains "1b: the forwarder role cannot read what it handed in" "permission denied" \
     "$(fw 'SELECT count(*) FROM pii_audit.forwarded_batches')"
 check "1b: nothing of the refused batches is stored" "0" \
@@ -267,6 +285,28 @@ pgc_stop "$replica" fast >/dev/null
 pgc_start "$replica" >/dev/null
 wait_r postgres "SELECT state = 'running' FROM pii_audit.status" 30 || true
 
+# ---------------------------------------------------------------- 3c. the standby's OS crash
+# As crash_queue.sh does it: the postmaster killed (its children follow), and the queue file
+# says it was last used in another boot. Its pages may be stale: refused, and the loss, of
+# unknown size, goes to the primary.
+gap_mark=$(qp -c "SELECT max(event_id) FROM pii_audit.events")
+pm=$(head -n 1 "$replica/data/postmaster.pid")
+kill -9 "$pm"
+sleep 3
+printf 'X' | dd of="$replica/data/pii_audit/queue" bs=1 seek=56 conv=notrunc status=none  # boot_id
+for i in 1 2 3 4 5; do pgc_start "$replica" >/dev/null 2>&1 && break; sleep 2; done
+wait_r postgres "SELECT state = 'running' FROM pii_audit.status" 30 || true
+wait_p postgres "SELECT count(*) >= 1 FROM pii_audit.events WHERE kind = 'gap' AND event_id > $gap_mark" 30 || true
+check "3c: the standby's OS crash is a gap row of that standby, of unknown size, saying why" "1|replica-1|t|t" \
+    "$(qp -c "SELECT count(*), string_agg(server_name, ','), bool_and(row_count IS NULL), bool_and(detail LIKE 'audit events were lost on standby \"replica-1\"%operating system restarted%') FROM pii_audit.events WHERE kind = 'gap' AND event_id > $gap_mark")"
+rm -f "$replica"/data/pii_audit/queue.refused.*
+qr -c "SET application_name = 'after-os-crash'" -c 'SELECT name FROM customers WHERE id = 4' >/dev/null
+wait_p postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'after-os-crash' AND kind = 'read'" 30 || true
+check "3c: ... and the standby's reads arrive again" "1" \
+    "$(qp -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'after-os-crash' AND kind = 'read'")"
+check "3c: ... and the gap row is recorded once" "1" \
+    "$(qp -c "SELECT count(*) FROM pii_audit.events WHERE kind = 'gap' AND event_id > $gap_mark")"
+
 # ---------------------------------------------------------------- 4b. a cascaded standby
 # Its upstream is a standby, which cannot store events: by default it is refused (the reason is
 # shown); pointed at the primary, its reads arrive with its own name.
@@ -305,6 +345,104 @@ check "5: the promoted server's trail verifies" "ok" \
     "$(qr -c "SELECT string_agg(DISTINCT problem, ',') FROM pii_audit.verify_trail(1, 9223372036854775807)")"
 check "5: no error in either server log" "" \
     "$(cat "$primary/server.log" "$replica/server.log" | grep -E 'ERROR|PANIC|TRAP' | grep -v 'pii_audit_forwarder\|forward_events\|STATEMENT\|not permitted to log in\|another subject key\|malformed forwarded batch\|under the name of this server\|permission denied for table forwarded_batches\|terminating connection due to administrator command\|connection to server' | head -5)"
+
+# ---------------------------------------------------------------- 6. failover, asynchronous
+# The promoted server (replica-1) is now the primary of two new standbys, replica-f and
+# replica-g. They forward to replica-1 through pii_audit.forward_conninfo, so that their WAL
+# streams can be cut on their own.
+failover=$top/f
+other2=$top/g
+qf() { dir=$failover q "$@"; }
+qg() { dir=$other2 q "$@"; }
+to_replica="pii_audit.forward_conninfo = 'host=$replica/sock port=$(pgc_port "$replica") user=pii_audit_forwarder dbname=postgres'"
+upstream=$replica make_standby "$failover" replica-f "pii_audit.flush_interval = 50" "$to_replica" \
+    "pii_audit.queue_size = '256kB'" "pii_audit.on_queue_full = 'drop'"
+upstream=$replica make_standby "$other2" replica-g "pii_audit.flush_interval = 50" "$to_replica"
+pgc_start "$failover" >/dev/null
+pgc_start "$other2" >/dev/null
+dir=$failover wait_until postgres "SELECT pg_is_in_recovery() AND state = 'running' FROM pii_audit.status" 30 || true
+dir=$other2 wait_until postgres "SELECT pg_is_in_recovery() AND state = 'running' FROM pii_audit.status" 30 || true
+# replica-f drops reads while it cannot forward; the primary records them as a gap of replica-f.
+sed -i '/forward_conninfo/d' "$failover/data/pgc_runtime.conf"
+echo "pii_audit.forward_conninfo = 'host=$top/nowhere port=1'" >>"$failover/data/pgc_runtime.conf"
+qf -c 'SELECT pg_reload_conf()' >/dev/null
+sleep 1
+qf -c "SET application_name = 'f-spool'" \
+    -c 'DO $$ BEGIN FOR i IN 1..4000 LOOP PERFORM name FROM customers WHERE id = 1 + i % 1000; END LOOP; END $$' >/dev/null
+f_dropped=$(qf -c 'SELECT events_dropped FROM pii_audit.status')
+echo "$to_replica" >>"$failover/data/pgc_runtime.conf"
+sed -i '/nowhere/d' "$failover/data/pgc_runtime.conf"
+qf -c 'SELECT pg_reload_conf()' >/dev/null
+wait_r postgres "SELECT coalesce(sum(row_count), 0) >= $f_dropped FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f'" 30 || true
+sleep 1
+f_lost=$(qr -c "SELECT coalesce(sum(row_count), 0) FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f'")
+echo "# replica-f dropped $f_dropped reads while it could not forward (256 kB queue); its gap rows on the primary count $f_lost"
+check "6: replica-f's drops are gap rows of replica-f on the primary" "yes" \
+    "$( ((f_dropped > 0 && f_lost >= f_dropped)) && echo yes || echo "no: $f_dropped, $f_lost")"
+qf -c "SET application_name = 'before-pause'" -c 'SELECT name FROM customers WHERE id = 21' >/dev/null
+wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'before-pause' AND kind = 'read'" 10 || true
+dir=$failover wait_until postgres "SELECT queue_depth_bytes = 0 FROM pii_audit.status" 10 || true
+# Replay paused: the primary keeps the batch, the standby has not replayed that commit yet. On
+# a standby, status.events_persisted counts the events whose queue space it released (every
+# query here is a new session, whose login is an event too: queue_depth_bytes is never 0).
+qf -c 'SELECT pg_wal_replay_pause()' >/dev/null
+sleep 0.5
+released=$(qf -c 'SELECT events_persisted FROM pii_audit.status')
+qf -c "SET application_name = 'replay-paused'" -c 'SELECT name FROM customers WHERE id = 22' >/dev/null
+wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'replay-paused' AND kind = 'read'" 10 || true
+check "6: with replay paused, the primary has the standby's read" "1" \
+    "$(qr -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'replay-paused' AND kind = 'read'")"
+sleep 1
+check "6: ... and the standby releases no queue space until it has replayed the commit" "$released" \
+    "$(qf -c 'SELECT events_persisted FROM pii_audit.status')"
+qf -c 'SELECT pg_wal_replay_resume()' >/dev/null
+check "6: once replay goes on, the space is released" "t" \
+    "$(dir=$failover wait_until postgres "SELECT events_persisted > $released FROM pii_audit.status" 10 && echo t || echo f)"
+# The WAL streams cut (forwarding goes on): the primary keeps batches whose commits never reach
+# the standbys, and dies; replica-f is promoted. replica-g's stream is cut first, so that it has
+# no WAL replica-f lacks and can follow it.
+qg -c "ALTER SYSTEM SET primary_conninfo = 'host=$top/nowhere port=1'" -c 'SELECT pg_reload_conf()' >/dev/null
+dir=$other2 wait_until postgres "SELECT count(*) = 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'" 20 || true
+qf -c "ALTER SYSTEM SET primary_conninfo = 'host=$top/nowhere port=1'" -c 'SELECT pg_reload_conf()' >/dev/null
+dir=$failover wait_until postgres "SELECT count(*) = 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'" 20 || true
+sleep 0.5
+released=$(qf -c 'SELECT events_persisted FROM pii_audit.status')
+qf -c "SET application_name = 'failover'" -c 'SELECT name FROM customers WHERE id = 23' >/dev/null
+wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'failover' AND kind = 'read'" 10 || true
+check "6: the primary kept the read of the standby that no longer receives its WAL" "1" \
+    "$(qr -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'failover' AND kind = 'read'")"
+sleep 1
+check "6: ... which keeps the read in its queue (releases nothing)" "$released" \
+    "$(qf -c 'SELECT events_persisted FROM pii_audit.status')"
+released_g=$(qg -c 'SELECT events_persisted FROM pii_audit.status')
+qg -c "SET application_name = 'other-standby'" -c 'SELECT name FROM customers WHERE id = 24' >/dev/null
+wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'" 10 || true
+sleep 1
+check "6: the primary kept the other standby's read too, which that standby keeps in its queue" "1|$released_g" \
+    "$(qr -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'")|$(qg -c 'SELECT events_persisted FROM pii_audit.status')"
+pgc_stop "$replica" immediate >/dev/null
+runuser -u postgres -- "$bindir/pg_ctl" -D "$failover/data" -w promote >/dev/null
+echo "# replica-1 killed, replica-f promoted"
+dir=$failover wait_until postgres "SELECT count(*) >= 1 FROM pii_audit.events WHERE application_name = 'failover' AND kind = 'read'" 30 || true
+check "6: after the promotion the read is in the new primary's trail, once" "1|replica-f" \
+    "$(qf -c "SELECT count(*), string_agg(server_name, ',') FROM pii_audit.events WHERE application_name = 'failover' AND kind = 'read'")"
+check "6: ... and so are the reads before it, once each" "1|1" \
+    "$(qf -c "SELECT count(*) FILTER (WHERE application_name = 'before-pause'), count(*) FILTER (WHERE application_name = 'replay-paused') FROM pii_audit.events WHERE kind = 'read'")"
+check "6: one gap row of unknown size on the new primary: the old primary's own queued events, lost with it" "1|t" \
+    "$(qf -c "SELECT count(*), bool_and(detail LIKE '%promoted from a hot standby%') FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f' AND row_count IS NULL")"
+check "6: the drops the old primary recorded for replica-f are not recorded again" "$f_lost" \
+    "$(qf -c "SELECT sum(row_count) FROM pii_audit.events WHERE kind = 'gap' AND server_name = 'replica-f' AND row_count IS NOT NULL")"
+# replica-g follows the new primary (its WAL and its forwarding).
+sed -i '/forward_conninfo/d' "$other2/data/pgc_runtime.conf"
+echo "pii_audit.forward_conninfo = 'host=$failover/sock port=$(pgc_port "$failover") user=pii_audit_forwarder dbname=postgres'" \
+    >>"$other2/data/pgc_runtime.conf"
+qg -c "ALTER SYSTEM SET primary_conninfo = 'host=$failover/sock port=$(pgc_port "$failover") user=postgres'" \
+    -c 'SELECT pg_reload_conf()' >/dev/null
+dir=$failover wait_until postgres "SELECT count(*) >= 1 FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'" 60 || true
+check "6: the other standby, following the new primary, hands its read in again: stored once" "1|replica-g" \
+    "$(qf -c "SELECT count(*), string_agg(server_name, ',') FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'")"
+check "6: the new primary's trail verifies" "ok" \
+    "$(qf -c "SELECT string_agg(DISTINCT problem, ',') FROM pii_audit.verify_trail(1, 9223372036854775807)")"
 
 echo "# standby: $passes passed, $failures failed"
 if ((failures > 0)); then

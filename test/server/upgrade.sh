@@ -35,13 +35,14 @@ cleanup() {
 }
 trap cleanup EXIT
 # Every column of every view, in id order: what must not change. server_name (0.3.0) is new in
-# every view and NULL for old events; it is left out of the comparison and checked on its own.
+# every view and in subject_access, and NULL for old events; it is left out of the comparison
+# and checked on its own.
 snapshot() {  # snapshot UPTO_ID
     q -d postgres -c "SELECT (to_jsonb(e) - 'server_name')::text FROM pii_audit.events e WHERE event_id <= $1 ORDER BY event_id" \
         -c "SELECT (to_jsonb(a) - 'server_name')::text FROM pii_audit.access_log a WHERE event_id <= $1 ORDER BY event_id" \
         -c "SELECT (to_jsonb(l) - 'server_name')::text FROM pii_audit.login_log l WHERE event_id <= $1 ORDER BY event_id" \
         -c "SELECT (to_jsonb(c) - 'server_name')::text FROM pii_audit.label_changes c WHERE event_id <= $1 ORDER BY event_id" \
-        -c "SELECT s::text FROM pii_audit.subject_access('7') s WHERE event_id <= $1"
+        -c "SELECT (to_jsonb(s) - 'server_name')::text FROM pii_audit.subject_access('7') s WHERE event_id <= $1"
 }
 
 for version in "${!released[@]}"; do
@@ -124,6 +125,9 @@ SQL
     fi
     check "$version -> $current: old events have no server name, new ones this server's" "0|t" \
         "$(q -d postgres -c "SELECT count(server_name) FILTER (WHERE event_id <= $old_max), bool_and(server_name = pii_audit._server_name()) FILTER (WHERE event_id > $old_max) FROM pii_audit.events")"
+    check "$version -> $current: subject_access and breach_scope name no server for old reads, this one for the new" \
+        "0|t|t" \
+        "$(q -d postgres -c "SELECT count(server_name) FILTER (WHERE event_id <= $old_max), bool_and(server_name = pii_audit._server_name()) FILTER (WHERE event_id > $old_max), (SELECT bool_and(server_names <@ ARRAY[pii_audit._server_name()]) FROM pii_audit.breach_scope(current_user, '-infinity', 'infinity')) FROM pii_audit.subject_access('7')")"
     check "$version -> $current: new events follow, ids gapless" "t" \
         "$(q -d postgres -c "SELECT min(event_id) = 1 AND max(event_id) = count(*) AND max(event_id) > $old_max FROM pii_audit.events")"
     # Tamper evidence starts with the first batch stored after the update: what came before

@@ -138,10 +138,10 @@ SELECT country FROM roaming ORDER BY seen;
 SELECT * FROM new_subjects();
 
 -- The officer's functions.
-SELECT relation, current_user_name, match, query_text
+SELECT relation, current_user_name, match, server_name, query_text
 FROM pii_audit.subject_access('13900000007') ORDER BY event_id;
 SELECT count(*) AS possible FROM pii_audit.subject_access('13900000039') WHERE match <> 'recorded';
-SELECT identifier, relations, reads, categories
+SELECT identifier, relations, reads, categories, server_names
 FROM pii_audit.breach_scope(current_user, now() - interval '1 hour', now() + interval '1 hour')
 WHERE identifier IN ('5', '13900000007') ORDER BY identifier;
 
