@@ -120,7 +120,7 @@ int64 pii_audit_subject_key_fingerprint(void);
 void pii_audit_install_subject_hooks(void);
 // Names subjects: runs "SELECT key_column FROM relid" (an audited read, with the caller's
 // privileges and row security, partitions and children included) and calls found() once per
-// hash of wanted (sorted and made distinct in place) with the first key value whose identifier,
+// hash of wanted (made distinct in place) with the first key value whose identifier,
 // made as the capture makes it, has that hash. Stops once every hash is named; returns how many
 // were.
 typedef void (*pii_audit_identified)(int64 hash, const char* identifier, size_t len, void* arg);

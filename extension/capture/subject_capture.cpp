@@ -1093,12 +1093,6 @@ int64 pii_audit_subject_key_fingerprint(void) {
 
 namespace {
 
-int compare_int64(const void* a, const void* b) {
-    int64 x = *static_cast<const int64*>(a);
-    int64 y = *static_cast<const int64*>(b);
-    return x < y ? -1 : x > y ? 1 : 0;
-}
-
 // Receives the rows of "SELECT key FROM table" and names the wanted hashes they make.
 struct IdentifyReceiver {
     DestReceiver pub;  // first: the executor sees a DestReceiver
@@ -1150,11 +1144,6 @@ void identify_nothing(DestReceiver*) {}
 int pii_audit_identify_subjects(Oid relid, const char* key_column, int64* wanted, int nwanted,
                                 pii_audit_identified found, void* arg) {
     if (nwanted <= 0) return 0;
-    qsort(wanted, static_cast<size_t>(nwanted), sizeof(int64), compare_int64);
-    int distinct = 1;
-    for (int i = 1; i < nwanted; ++i)
-        if (wanted[i] != wanted[distinct - 1]) wanted[distinct++] = wanted[i];
-
     IdentifyReceiver r{};
     r.pub.receiveSlot = identify_row;
     r.pub.rStartup = identify_startup;
@@ -1162,13 +1151,17 @@ int pii_audit_identify_subjects(Oid relid, const char* key_column, int64* wanted
     r.pub.rDestroy = identify_nothing;
     r.pub.mydest = DestNone;
     size_t slots = 4;
-    while (slots < static_cast<size_t>(distinct) * 2) slots *= 2;
+    while (slots < static_cast<size_t>(nwanted) * 2) slots *= 2;
     r.mask = slots - 1;
     r.table = static_cast<int32*>(palloc0(slots * sizeof(int32)));
-    for (int i = 0; i < distinct; ++i) {
+    // Each hash once: wanted keeps the distinct ones at its front, in the order given.
+    int distinct = 0;
+    for (int i = 0; i < nwanted; ++i) {
         size_t at = static_cast<uint64>(wanted[i]) & r.mask;
-        while (r.table[at] != 0) at = (at + 1) & r.mask;
-        r.table[at] = i + 1;
+        while (r.table[at] != 0 && wanted[r.table[at] - 1] != wanted[i]) at = (at + 1) & r.mask;
+        if (r.table[at] != 0) continue;
+        wanted[distinct] = wanted[i];
+        r.table[at] = ++distinct;
     }
     r.wanted = wanted;
     r.named = static_cast<bool*>(palloc0(static_cast<size_t>(distinct)));
@@ -1194,7 +1187,8 @@ int pii_audit_identify_subjects(Oid relid, const char* key_column, int64* wanted
     options.dest = &r.pub;
     int rc = SPI_execute_extended(sql, &options);
     // SPI says "utility" for a SELECT whose rows go to a receiver of its caller's (DestNone).
-    if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY) elog(ERROR, "pii_audit: naming subjects failed: %s", SPI_result_code_string(rc));
+    if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY)
+        elog(ERROR, "pii_audit: naming subjects failed: %s", SPI_result_code_string(rc));
     SPI_finish();
     MemoryContextDelete(r.row_context);
     pfree(r.named);
