@@ -28,22 +28,10 @@ shipper=${SHIPPER:-$bindir/pii-audit-export}  # SHIPPER: another build, to compa
 [[ -x "$shipper" ]] || { echo "relp_ack.sh: missing $shipper; install the build" >&2; exit 1; }
 receiver_py="$repo/test/server/relp_receiver.py"
 
-work=$(mktemp -d /tmp/pii_audit_relp.XXXXXX)
-chmod 755 "$work"
-dir=$work/pg
+siem_workdir relp
 rcv_pid=
 ship=
-cleanup() {
-    if [[ -n "$ship" ]]; then kill -9 "$ship" 2>/dev/null || true; fi
-    if [[ -n "$rcv_pid" ]]; then kill "$rcv_pid" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    if ((failures > 0)); then
-        for p in "$work"/*.err; do [[ -s "$p" ]] && { echo "---- tail of $p"; tail -n 15 "$p"; }; done
-    fi
-    pgc_destroy "$dir" >/dev/null 2>&1 || true
-    if [[ -n "${RELP_KEEP:-}" ]]; then echo "# kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+trap 'shipper_cleanup RELP_KEEP' EXIT
 
 siem_cluster
 conn="host=$sock port=$port user=siem dbname=postgres"

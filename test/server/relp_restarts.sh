@@ -21,9 +21,7 @@ for need in "$shipper" "$rsyslogd"; do
     [[ -x "$need" ]] || { echo "relp_restarts.sh: missing $need" >&2; exit 1; }
 done
 
-work=$(mktemp -d /tmp/pii_audit_relpr.XXXXXX)
-chmod 755 "$work"
-dir=$work/pg
+siem_workdir relpr
 ship_pid=
 rs_pid=
 bench_pid=
@@ -31,8 +29,7 @@ cleanup() {
     local p
     for p in $ship_pid $rs_pid $bench_pid; do kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    pgc_destroy "$dir" >/dev/null 2>&1 || true
-    if [[ -n "${RELP_KEEP:-}" ]]; then echo "# kept $work"; else rm -rf "$work"; fi
+    siem_remove RELP_KEEP
 }
 trap cleanup EXIT
 

@@ -36,9 +36,7 @@ for need in "$shipper" "$rsyslogd" "$(command -v openssl || true)"; do
     fi
 done
 
-work=$(mktemp -d /tmp/pii_audit_ship.XXXXXX)
-chmod 755 "$work"
-dir=$work/pg
+siem_workdir ship
 declare -A ship_pid=()
 rs_pid=
 bench_pid=
@@ -51,8 +49,7 @@ cleanup() {
             [[ -s "$p" ]] && { echo "---- tail of $p"; tail -n 15 "$p"; }
         done
     fi
-    pgc_destroy "$dir" >/dev/null 2>&1 || true
-    if [[ -n "${SHIP_KEEP:-}" ]]; then echo "# kept $work"; else rm -rf "$work"; fi
+    siem_remove SHIP_KEEP
 }
 trap cleanup EXIT
 

@@ -18,22 +18,10 @@ bindir=$(pgc__bindir)
 shipper=${SHIPPER:-$bindir/pii-audit-export}
 [[ -x "$shipper" ]] || { echo "sighup.sh: missing $shipper" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/pii_audit_hup.XXXXXX)
-chmod 755 "$work"
-dir=$work/pg
+siem_workdir hup
 ship=
 rcv_pid=
-cleanup() {
-    if [[ -n "$ship" ]]; then kill -9 "$ship" 2>/dev/null || true; fi
-    if [[ -n "$rcv_pid" ]]; then kill "$rcv_pid" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    if ((failures > 0)); then
-        for p in "$work"/*.err; do [[ -s "$p" ]] && { echo "---- tail of $p"; tail -n 15 "$p"; }; done
-    fi
-    pgc_destroy "$dir" >/dev/null 2>&1 || true
-    if [[ -n "${HUP_KEEP:-}" ]]; then echo "# kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+trap 'shipper_cleanup HUP_KEEP' EXIT
 
 siem_cluster
 conn="host=$sock port=$port user=siem dbname=postgres"

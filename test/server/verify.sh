@@ -26,14 +26,8 @@ for need in "$shipper" "$validator"; do
     [[ -x "$need" ]] || { echo "verify.sh: missing $need (build and install first)" >&2; exit 1; }
 done
 
-work=$(mktemp -d /tmp/pii_audit_verify.XXXXXX)
-chmod 755 "$work"
-dir=$work/pg
-cleanup() {
-    pgc_destroy "$dir" >/dev/null 2>&1 || true
-    if [[ -n "${VERIFY_KEEP:-}" ]]; then echo "# kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+siem_workdir verify
+trap 'siem_remove VERIFY_KEEP' EXIT
 siem_cluster 20
 q -d postgres -c "CREATE ROLE auditor LOGIN IN ROLE pii_audit_officer"
 as_siem="host=$sock port=$port user=siem dbname=postgres"
