@@ -17,9 +17,12 @@
 # CHUNK (events per loader call, 2000000), SCORING (off), COLD=0 skips the cold runs, KEEP=1
 # keeps the cluster in /tmp/pii_audit_trail_bench (TRAIL_DIR) for more queries (stop it with
 # scripts/pgcluster.sh's pgc_destroy). SETTINGS adds server settings, separated by ';' (e.g.
-# SETTINGS='pii_audit.subject_index_slice = 100000'). QUERIES=0 stops after storing (worker CPU and
-# disk only). Exits non-zero if a query fails or events
-# are dropped.
+# SETTINGS='pii_audit.subject_index_slice = 100000'). QUERIES=0 skips the officers' queries
+# (worker CPU, disk and the storing floor only). Two floors show what PostgreSQL alone costs for
+# the same work (FLOOR=0 skips them): the CPU of copying the trail's own rows (FLOOR_EVENTS of
+# them, 4,000,000 by default) with INSERT ... SELECT, per event, beside the worker's; and the
+# five-minute access_log rows read back from a plain table, beside the view. Exits non-zero if a
+# query fails or events are dropped.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/pgcluster.sh
@@ -113,64 +116,120 @@ q -c 'ANALYZE' >/dev/null
 echo "ANALYZE of the audit database: $(awk -v a="$ta" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 
 # ---- officers' queries
-[[ "${QUERIES:-1}" != 0 ]] || exit 0
-middle=$(q -c "SELECT '$span_start'::timestamptz + interval '$span_days days' / 2")
-subject="c$((subjects / 3 + 7))"
-near_start=$((stored / 100))
-near_end=$((stored - 20000))
-if [[ "$(q -c "SELECT count(*) FROM pg_proc WHERE proname = 'events_after' AND pronamespace = 'pii_audit'::regnamespace")" != 0 ]]; then
-    pull="SELECT * FROM pii_audit.events_after(%s, 10000)"
-else
-    pull="SELECT * FROM pii_audit.access_log WHERE event_id > %s ORDER BY event_id LIMIT 10000"
-fi
-declare -a names sqls
-add() { names+=("$1"); sqls+=("$2"); }
-add "subject_access, one person" "SELECT * FROM pii_audit.subject_access('$subject')"
-# A clerk who worked around the middle of the span.
-clerk=$(q -c "SELECT s.session_user_name FROM pii_audit.trail_groups g JOIN pii_audit.trail_sessions s USING (session_id) WHERE g.min_time >= '$middle' AND g.kind = 'read' ORDER BY g.min_time LIMIT 1")
-add "breach_scope, one clerk, a day" "SELECT * FROM pii_audit.breach_scope('$clerk', '$middle', '$middle'::timestamptz + interval '1 day')"
-add "breach_scope, one clerk, a month" "SELECT * FROM pii_audit.breach_scope('$clerk', '$middle', '$middle'::timestamptz + interval '30 days')"
-# shellcheck disable=SC2059
-add "10,000 events after an id near the start" "$(printf "$pull" "$near_start")"
-# shellcheck disable=SC2059
-add "10,000 events after an id near the end" "$(printf "$pull" "$near_end")"
-# SIEM export (0.3.0 on): the same pulls, formatted; and a rising-column collector's poll of the
-# export view.
-if [[ "$(q -c "SELECT count(*) FROM pg_proc WHERE proname = 'export' AND pronamespace = 'pii_audit'::regnamespace")" != 0 ]]; then
-    add "export(), 10,000 after an id near the start, json" "SELECT * FROM pii_audit.export($near_start, 10000, 'json')"
-    for format in json ocsf cef leef rfc5424; do
-        add "export(), 10,000 after an id near the end, $format" "SELECT * FROM pii_audit.export($near_end, 10000, '$format')"
-    done
-    add "export_events view, poll after an id near the end, cef" "SELECT event_id, line FROM pii_audit.export_events WHERE format = 'cef' AND event_id > $near_end ORDER BY event_id LIMIT 10000"
-fi
-add "access_log, 5 minutes" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
-add "access_log, 1 hour, one clerk" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND session_user_name = '$clerk'"
-add "access_log, 1 hour, one relation" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND relation = 'public.visits'"
-
-timed() {  # prints the milliseconds of one run of SQL (its rows go to /dev/null)
-    pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' -c "$1" |
-        awk '/^Time:/ { t = $2 } END { print t }'
-}
-cold_ok=0
-if [[ "${COLD:-1}" == 1 && $(id -u) == 0 && -w /proc/sys/vm/drop_caches ]]; then cold_ok=1; fi
-printf '\n| query | rows | cold ms | warm ms (median of 3) |\n|---|---|---|---|\n'
-for i in "${!names[@]}"; do
-    cold="-"
-    if ((cold_ok)); then
-        pgc_stop "$dir" fast >/dev/null
-        sync
-        echo 3 >/proc/sys/vm/drop_caches
-        pgc_start "$dir" >/dev/null
-        cold=$(timed "${sqls[$i]}")
+if [[ "${QUERIES:-1}" != 0 ]]; then
+    middle=$(q -c "SELECT '$span_start'::timestamptz + interval '$span_days days' / 2")
+    subject="c$((subjects / 3 + 7))"
+    near_start=$((stored / 100))
+    near_end=$((stored - 20000))
+    if [[ "$(q -c "SELECT count(*) FROM pg_proc WHERE proname = 'events_after' AND pronamespace = 'pii_audit'::regnamespace")" != 0 ]]; then
+        pull="SELECT * FROM pii_audit.events_after(%s, 10000)"
+    else
+        pull="SELECT * FROM pii_audit.access_log WHERE event_id > %s ORDER BY event_id LIMIT 10000"
     fi
-    warm=()
-    for _ in 1 2 3; do
-        warm+=("$(timed "${sqls[$i]}")")
+    declare -a names sqls
+    add() { names+=("$1"); sqls+=("$2"); }
+    add "subject_access, one person" "SELECT * FROM pii_audit.subject_access('$subject')"
+    # A clerk who worked around the middle of the span.
+    clerk=$(q -c "SELECT s.session_user_name FROM pii_audit.trail_groups g JOIN pii_audit.trail_sessions s USING (session_id) WHERE g.min_time >= '$middle' AND g.kind = 'read' ORDER BY g.min_time LIMIT 1")
+    add "breach_scope, one clerk, a day" "SELECT * FROM pii_audit.breach_scope('$clerk', '$middle', '$middle'::timestamptz + interval '1 day')"
+    add "breach_scope, one clerk, a month" "SELECT * FROM pii_audit.breach_scope('$clerk', '$middle', '$middle'::timestamptz + interval '30 days')"
+    # shellcheck disable=SC2059
+    add "10,000 events after an id near the start" "$(printf "$pull" "$near_start")"
+    # shellcheck disable=SC2059
+    add "10,000 events after an id near the end" "$(printf "$pull" "$near_end")"
+    # SIEM export (0.3.0 on): the same pulls, formatted; and a rising-column collector's poll of the
+    # export view.
+    if [[ "$(q -c "SELECT count(*) FROM pg_proc WHERE proname = 'export' AND pronamespace = 'pii_audit'::regnamespace")" != 0 ]]; then
+        add "export(), 10,000 after an id near the start, json" "SELECT * FROM pii_audit.export($near_start, 10000, 'json')"
+        for format in json ocsf cef leef rfc5424; do
+            add "export(), 10,000 after an id near the end, $format" "SELECT * FROM pii_audit.export($near_end, 10000, '$format')"
+        done
+        add "export_events view, poll after an id near the end, cef" "SELECT event_id, line FROM pii_audit.export_events WHERE format = 'cef' AND event_id > $near_end ORDER BY event_id LIMIT 10000"
+    fi
+    add "access_log, 5 minutes" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
+    add "access_log, 1 hour, one clerk" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND session_user_name = '$clerk'"
+    add "access_log, 1 hour, one relation" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND relation = 'public.visits'"
+
+    timed() {  # prints the milliseconds of one run of SQL (its rows go to /dev/null)
+        pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' -c "$1" |
+            awk '/^Time:/ { t = $2 } END { print t }'
+    }
+    cold_ok=0
+    if [[ "${COLD:-1}" == 1 && $(id -u) == 0 && -w /proc/sys/vm/drop_caches ]]; then cold_ok=1; fi
+    printf '\n| query | rows | cold ms | warm ms (median of 3) |\n|---|---|---|---|\n'
+    for i in "${!names[@]}"; do
+        cold="-"
+        if ((cold_ok)); then
+            pgc_stop "$dir" fast >/dev/null
+            sync
+            echo 3 >/proc/sys/vm/drop_caches
+            pgc_start "$dir" >/dev/null
+            cold=$(timed "${sqls[$i]}")
+        fi
+        warm=()
+        for _ in 1 2 3; do
+            warm+=("$(timed "${sqls[$i]}")")
+        done
+        median=$(printf '%s\n' "${warm[@]}" | sort -g | sed -n 2p)
+        rows=$(q -c "SELECT count(*) FROM (${sqls[$i]}) x")
+        printf '| %s | %s | %s | %s |\n' "${names[$i]}" "$rows" "$cold" "$median"
     done
-    median=$(printf '%s\n' "${warm[@]}" | sort -g | sed -n 2p)
-    rows=$(q -c "SELECT count(*) FROM (${sqls[$i]}) x")
-    printf '| %s | %s | %s | %s |\n' "${names[$i]}" "$rows" "$cold" "$median"
-done
+fi
+# ---- floors: what PostgreSQL alone costs for the same work, to read the figures above against.
+# Storing: the trail's own rows (groups with their payloads, and the subject index rows of the
+# same events) copied by INSERT ... SELECT into tables made LIKE the trail's, with their indexes,
+# by one backend whose CPU (utime + stime) is read from /proc; the same rows only read (each
+# payload detoasted) are measured too and subtracted. The tables are filled once and dropped
+# before the measured copy, so that its pages go to buffers already touched, as on a server that
+# has been up a while. Output: the five-minute access_log range copied into a plain table, then
+# read back through psql as the view is (warm, median of 3).
+if [[ "${FLOOR:-1}" == 1 ]]; then
+    sample=$((stored < ${FLOOR_EVENTS:-4000000} ? stored : ${FLOOR_EVENTS:-4000000}))
+    floor_out=$(pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 -d audit -v sample="$sample" <<'SQL'
+SELECT pg_backend_pid() AS pid \gset
+\setenv FLOOR_PID :pid
+SELECT min(first_event_id) + :sample AS bound FROM pii_audit.trail_groups \gset
+CREATE TEMP VIEW fg_src AS SELECT * FROM pii_audit.trail_groups WHERE first_event_id < :bound;
+CREATE TEMP VIEW fs_src AS SELECT i.* FROM pii_audit.trail_subject_index i
+    JOIN pii_audit.trail_subject_slices s ON s.first_event_id = i.slice WHERE s.last_event_id < :bound;
+CREATE TABLE public.floor_groups (LIKE pii_audit.trail_groups INCLUDING ALL);
+CREATE TABLE public.floor_index (LIKE pii_audit.trail_subject_index INCLUDING ALL);
+INSERT INTO public.floor_groups SELECT * FROM fg_src;
+INSERT INTO public.floor_index SELECT * FROM fs_src;
+DROP TABLE public.floor_groups, public.floor_index;
+CREATE TABLE public.floor_groups (LIKE pii_audit.trail_groups INCLUDING ALL);
+CREATE TABLE public.floor_index (LIKE pii_audit.trail_subject_index INCLUDING ALL);
+CHECKPOINT;
+SELECT coalesce(sum(event_count), 0) AS events FROM fg_src \gset
+\! awk '{ print "read0", $14 + $15 }' /proc/$FLOOR_PID/stat
+SELECT sum(get_byte(payload, 0)) FROM fg_src \g /dev/null
+SELECT sum(get_byte(entries, 0)) FROM fs_src \g /dev/null
+\! awk '{ print "read1", $14 + $15 }' /proc/$FLOOR_PID/stat
+BEGIN;
+INSERT INTO public.floor_groups SELECT * FROM fg_src;
+INSERT INTO public.floor_index SELECT * FROM fs_src;
+COMMIT;
+\! awk '{ print "write1", $14 + $15 }' /proc/$FLOOR_PID/stat
+SELECT 'events', :events;
+DROP TABLE public.floor_groups, public.floor_index;
+SQL
+    ) || { echo "trail.sh: the storing floor failed" >&2; exit 1; }
+    floor_us=$(awk -v t="$tck" '{ v[$1] = $2 } END { r = v["read1"] - v["read0"]; w = v["write1"] - v["read1"] - r;
+        if (v["events"] > 0) printf "%.3f", (w < 0 ? 0 : w) / t * 1e6 / v["events"]; else print "-" }' <<<"$(tr '|' ' ' <<<"$floor_out")")
+    echo
+    echo "floor, storing: PostgreSQL copying the trail's own rows (groups and subject index of $sample events) with INSERT ... SELECT: $floor_us us per event (the worker: $cpu_us)"
+    if [[ "${QUERIES:-1}" != 0 ]]; then
+        range="event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
+        q -c "CREATE TABLE public.floor_access_log AS SELECT * FROM pii_audit.access_log WHERE $range" >/dev/null
+        q -c "VACUUM ANALYZE public.floor_access_log" >/dev/null
+        plain=()
+        for _ in 1 2 3; do plain+=("$(timed "SELECT * FROM public.floor_access_log")"); done
+        view=()
+        for _ in 1 2 3; do view+=("$(timed "SELECT * FROM pii_audit.access_log WHERE $range")"); done
+        echo "floor, output: access_log 5 minutes ($(q -c 'SELECT count(*) FROM public.floor_access_log') rows), the same rows read from a plain table: $(printf '%s\n' "${plain[@]}" | sort -g | sed -n 2p) ms (the view, same moment: $(printf '%s\n' "${view[@]}" | sort -g | sed -n 2p) ms)"
+        q -c "DROP TABLE public.floor_access_log" >/dev/null
+    fi
+fi
 if ((dropped > 0)); then
     echo "trail.sh: $dropped events were dropped: the figures above do not describe a complete trail" >&2
     exit 1
