@@ -242,7 +242,10 @@ void pii_audit_scoring_start(int64 last_event_id);
 // Inside the batch transaction: feed one stored event; then store the alerts it raised (with
 // NOTIFY) before commit and log them after commit. (A batch that fails ends the worker, and
 // with it the scorer's memory: the next worker restores baselines and learns again.)
-void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event);
+// same_group: the event has the session and statement fields of the previous call's event (the
+// next event of the same stored group, in the same batch buffer): what follows from those fields
+// alone is reused instead of worked out again.
+void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event, bool same_group);
 // False when scoring does not look at events (off, or failed): then events up to last_event_id
 // count as seen, and the caller need not decode them.
 bool pii_audit_scoring_observing(int64 last_event_id);

@@ -640,6 +640,21 @@ std::string format_value(double v, bool integral) {
 
 }  // namespace
 
+// The fingerprint of the last string it was asked for, kept: the events of one stored group come
+// one after another with the same relation, application, address and session, so a repeat costs
+// a comparison instead of a hash.
+struct LastFingerprint {
+    std::string key;
+    std::uint32_t value = 0;  // fingerprint32 is never 0: 0 is "nothing kept"
+    std::uint32_t of(std::string_view s) {
+        if (value == 0 || s != key) {
+            value = fingerprint32(s);
+            key.assign(s.data(), s.size());
+        }
+        return value;
+    }
+};
+
 struct Scorer::Impl {
     ScorerConfig config;
     StringInterner actor_names;
@@ -657,6 +672,16 @@ struct Scorer::Impl {
     std::uint64_t team_excused = 0;  // quantities, rare categories excused as the team's, per day
     std::uint64_t unknown_categories = 0;
     std::int64_t utc_offset_s = 0;
+    // Consecutive events mostly repeat their actor, categories and strings (a stored group's
+    // events are fed in a row): the last lookups are kept. Interned ids never change (the
+    // interners only grow, and restoring a state replaces the whole Impl), so a kept result is
+    // the one a new lookup would give.
+    std::string last_actor_name;
+    std::uint32_t last_actor_id = StringInterner::kAbsent;
+    std::vector<std::string> last_categories;
+    std::uint64_t last_category_mask = 0;
+    bool last_categories_kept = false;
+    LastFingerprint relation_fp, client_fp, application_fp, session_fp;
     // Declared by the DBA; not part of the saved state (the worker re-applies its table).
     struct DeclaredEvent {
         std::string name;
@@ -718,7 +743,16 @@ struct Scorer::Impl {
     }
 
     ActorState& actor(std::string_view name, std::string_view group) {
-        std::uint32_t id = actor_names.find(name);
+        std::uint32_t id = last_actor_id != StringInterner::kAbsent && name == last_actor_name
+                               ? last_actor_id
+                               : actor_names.find(name);
+        if (id != last_actor_id) {
+            last_actor_id = StringInterner::kAbsent;  // until the new one is known
+            if (id != StringInterner::kAbsent) {
+                last_actor_name.assign(name.data(), name.size());
+                last_actor_id = id;
+            }
+        }
         if (id == StringInterner::kAbsent) {
             id = actor_names.intern(name);
             ActorState a;
@@ -746,17 +780,28 @@ struct Scorer::Impl {
     }
 
     std::uint64_t category_mask(Span<std::string_view> categories) {
+        if (last_categories_kept && categories.size == last_categories.size() &&
+            std::equal(categories.begin(), categories.end(), last_categories.begin()))
+            return last_category_mask;
         std::uint64_t mask = 0;
+        bool unknown = false;
         for (std::string_view c : categories) {
             std::uint32_t bit = category_names.find(c);
             if (bit == StringInterner::kAbsent) {
                 if (category_names.size() >= 64) {
-                    ++unknown_categories;
+                    ++unknown_categories;  // counted per event: such a list is not kept
+                    unknown = true;
                     continue;
                 }
                 bit = category_names.intern(c);
             }
             if (bit < 64) mask |= std::uint64_t{1} << bit;
+        }
+        last_categories_kept = false;
+        if (!unknown) {
+            last_categories.assign(categories.begin(), categories.end());
+            last_category_mask = mask;
+            last_categories_kept = true;
         }
         return mask;
     }
@@ -2166,7 +2211,7 @@ struct Scorer::Impl {
         Today& t = a.today;
         GroupState& g = groups[a.group_id];
         if (e.relation.empty()) return;
-        const std::uint32_t relation = fingerprint32(e.relation);
+        const std::uint32_t relation = relation_fp.of(e.relation);
         const bool peers_known = g.category_actor_days >= config.min_peer_days;
         const std::uint32_t colleagues =
             g.today_day == t.day && g.today_actors > 0 ? g.today_actors - 1 : 0;
@@ -2382,10 +2427,10 @@ struct Scorer::Impl {
         const bool warm = a.active_days >= config.min_history_days;
         bool new_client = false;
         if (!e.client_addr.empty()) {
-            find_or_replace(a.clients, a.client_uses, fingerprint32(e.client_addr), new_client);
+            find_or_replace(a.clients, a.client_uses, client_fp.of(e.client_addr), new_client);
         }
         if (e.application.empty()) return;
-        const std::uint32_t fp = fingerprint32(e.application);
+        const std::uint32_t fp = application_fp.of(e.application);
         bool new_app = false;
         const int slot = find_or_replace(a.apps, a.app_uses, fp, new_app);
         a.today.apps_used_mask |= static_cast<std::uint8_t>(1u << slot);
@@ -2563,7 +2608,7 @@ struct Scorer::Impl {
             }
             if (!e.session.empty()) {
                 // Sessions are counted within the local day; one that spans midnight starts over.
-                const std::uint32_t fp = fingerprint32(e.session);
+                const std::uint32_t fp = session_fp.of(e.session);
                 if (fp != t.session) {
                     t.session = fp;
                     t.session_rows = 0;

@@ -104,5 +104,74 @@ TEST(State, PreviousFormatIsRefused) {
     }
 }
 
+// The events of one stored group reach the scorer one after another with the same actor,
+// categories, relation, application and address, so it keeps its last lookups of them. What it
+// keeps must not change what it counts or decides.
+TEST(Repeats, CategoriesBeyondTheLimitAreCountedForEveryEvent) {
+    Sim sim;
+    Sim::Read r;
+    r.time = at(0, 9);
+    r.actor = "a";
+    for (int i = 0; i < 70; ++i) {  // more names than the 64 the scorer tells apart
+        r.categories = {"c" + std::to_string(i)};
+        sim.access(r);
+    }
+    const std::uint64_t before = sim.scorer.stats(false).unknown_categories_dropped;
+    r.categories = {"beyond"};
+    for (int i = 0; i < 3; ++i) sim.access(r);
+    EXPECT_EQ(sim.scorer.stats(false).unknown_categories_dropped, before + 3);
+}
+
+TEST(Repeats, AnActorSeenJustBeforeStillChangesRole) {
+    Sim sim;
+    Sim::Read r;
+    r.time = at(0, 9);
+    r.actor = "a";
+    sim.access(r);
+    sim.access(r);
+    EXPECT_EQ(sim.scorer.stats(false).peer_groups, 1u);
+    r.group = "auditor";  // the same actor, next event, in another role
+    sim.access(r);
+    EXPECT_EQ(sim.scorer.stats(false).peer_groups, 2u);
+    EXPECT_EQ(sim.scorer.stats(false).actors, 1u);
+}
+
+TEST(Repeats, AlternatingActorsScoreAsEachAlone) {
+    // Each actor's reads alone, and the same reads interleaved with another actor's (every
+    // lookup then misses what was kept): the same alerts.
+    auto reads = [](Sim& sim, const std::string& actor, bool interleave) {
+        for (int day = 0; day < 40; ++day) {
+            for (int i = 0; i < 30; ++i) {
+                Sim::Read r;
+                r.time = at(day, 9, i);
+                r.actor = actor;
+                r.subjects = {"s" + std::to_string(day * 100 + (day >= 35 ? i * 7 : i % 5))};
+                if (day >= 35) r.categories = {"name", "id_number"};
+                sim.access(r);
+                if (interleave) {
+                    Sim::Read other = r;
+                    // Not a colleague: peers would change what a is compared with.
+                    other.actor = "other";
+                    other.group = "ops";
+                    other.application = "batch";
+                    other.client = "10.0.0.9";
+                    other.categories = {"phone"};
+                    sim.access(other);
+                }
+            }
+        }
+    };
+    Sim alone, mixed;
+    reads(alone, "a", false);
+    reads(mixed, "a", true);
+    std::vector<std::string> a_alone, a_mixed;
+    for (const Alert& x : alone.alerts) a_alone.push_back(x.explanation);
+    for (const Alert& x : mixed.alerts) {
+        if (x.actor == "a") a_mixed.push_back(x.explanation);
+    }
+    EXPECT_FALSE(a_alone.empty());
+    EXPECT_EQ(a_alone, a_mixed);
+}
+
 }  // namespace
 }  // namespace pii_audit::analysis

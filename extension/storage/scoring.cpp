@@ -344,12 +344,27 @@ struct EventFacts {
     // categories and subjects are in scoring->categories / scoring->subjects
 };
 
-void feed(const EventFacts& f) {
+// What follows from an event's session and statement alone: the same for every event of a group.
+struct SharedFacts {
+    std::string_view actor;  // empty: the event is not scored
+    std::string_view group;
+    char session[24];
+    analysis::Command command;
+};
+
+void derive_shared(const EventFacts& f, SharedFacts& d) {
+    d.actor = f.end_user.empty() ? f.session_user : f.end_user;
+    d.group = d.actor.empty() ? std::string_view() : peer_group_of(d.actor, f.session_user);
+    snprintf(d.session, sizeof d.session, "%d", f.backend_pid);
+    d.command = command_of(f.command);
+}
+
+void feed_derived(const EventFacts& f, const SharedFacts& d) {
     ScoringState& s = *scoring;
     s.scored_upto = f.event_id;
-    std::string_view actor = f.end_user.empty() ? f.session_user : f.end_user;
+    const std::string_view actor = d.actor;
     if (actor.empty()) return;
-    std::string_view group = peer_group_of(actor, f.session_user);
+    const std::string_view group = d.group;
     const int64 time_us = f.time + kUnixToPostgresMicros;
     if (f.kind == pii_audit::EventKind::kLogin) {
         analysis::LoginEvent e;
@@ -363,8 +378,6 @@ void feed(const EventFacts& f) {
         return;
     }
     if (f.kind != pii_audit::EventKind::kRead) return;
-    char session[24];
-    snprintf(session, sizeof session, "%d", f.backend_pid);
     analysis::AccessEvent e;
     e.time_us = time_us;
     e.event_id = static_cast<std::uint64_t>(f.event_id);
@@ -373,8 +386,8 @@ void feed(const EventFacts& f) {
     e.application = f.application;
     e.client_addr = f.client_addr;
     e.relation = f.relation;
-    e.session = session;
-    e.command = command_of(f.command);
+    e.session = d.session;
+    e.command = d.command;
     e.categories = {s.categories.data(), s.categories.size()};
     e.subjects = {s.subjects.data(), s.subjects.size()};
     e.rows = f.rows;
@@ -383,6 +396,20 @@ void feed(const EventFacts& f) {
                                                                : analysis::AccessStatus::error;
     s.scorer->observe(e, s.pending);
 }
+
+void feed(const EventFacts& f) {
+    SharedFacts d;
+    derive_shared(f, d);
+    feed_derived(f, d);
+}
+
+// The group being fed (pii_audit_scoring_observe with same_group): its first event's facts, with
+// views into the batch buffer, valid while that group's events are fed.
+struct OpenGroup {
+    EventFacts facts{};
+    SharedFacts shared{};
+};
+OpenGroup open_group;
 
 bool scoring_active() {
     return scoring != nullptr && scoring->started && !scoring->broken && pii_audit_scoring &&
@@ -754,36 +781,42 @@ bool pii_audit_scoring_observing(int64 last_event_id) {
     return false;
 }
 
-void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event) {
+void pii_audit_scoring_observe(int64 event_id, const pii_audit::EventView& event, bool same_group) {
     if (scoring == nullptr) return;
     if (!scoring_active()) {
         scoring->scored_upto = event_id;
         return;
     }
     ScoringState& s = *scoring;
-    const int encoding = event.header.source_encoding;
-    EventFacts f{};
+    EventFacts& f = open_group.facts;
+    if (!same_group) {
+        const int encoding = event.header.source_encoding;
+        f = EventFacts{};
+        f.kind = static_cast<pii_audit::EventKind>(event.header.kind);
+        f.session_user = in_audit_encoding(event.field[pii_audit::kSessionUser], encoding);
+        f.end_user = in_audit_encoding(event.field[pii_audit::kEndUser], encoding);
+        f.application = event.field[pii_audit::kApplicationName];
+        f.client_addr = event.field[pii_audit::kClientAddr];
+        f.command = event.field[pii_audit::kCommand];
+        f.relation = event.field[pii_audit::kRelation];
+        f.backend_pid = event.header.backend_pid;
+    }
     f.event_id = event_id;
     f.time = event.header.event_time;
-    f.kind = static_cast<pii_audit::EventKind>(event.header.kind);
     f.status = static_cast<pii_audit::EventStatus>(event.header.status);
-    f.session_user = in_audit_encoding(event.field[pii_audit::kSessionUser], encoding);
-    f.end_user = in_audit_encoding(event.field[pii_audit::kEndUser], encoding);
-    f.application = event.field[pii_audit::kApplicationName];
-    f.client_addr = event.field[pii_audit::kClientAddr];
-    f.command = event.field[pii_audit::kCommand];
-    f.relation = event.field[pii_audit::kRelation];
-    f.backend_pid = event.header.backend_pid;
     f.rows = event.header.row_count;
     bool ok = guarded("scoring an event", [&] {
-        s.categories.clear();
-        pii_audit::for_each_list_item(event.field[pii_audit::kCategories],
-                                      [&](std::string_view c) { s.categories.push_back(c); });
+        if (!same_group) {
+            s.categories.clear();
+            pii_audit::for_each_list_item(event.field[pii_audit::kCategories],
+                                          [&](std::string_view c) { s.categories.push_back(c); });
+            derive_shared(f, open_group.shared);
+        }
         s.subjects.clear();
         std::string_view packed = event.field[pii_audit::kSubjects];
         for (size_t at = 0; at + sizeof(int64) <= packed.size(); at += sizeof(int64))
             s.subjects.push_back(packed.substr(at, sizeof(int64)));
-        feed(f);
+        feed_derived(f, open_group.shared);
     });
     if (!ok) report_failure();
 }

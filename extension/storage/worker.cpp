@@ -1631,7 +1631,8 @@ void observe_group(Grouping& g, const Group& gr) {
     for (int32 i = gr.first; i >= 0; i = g.events[i].next) {
         pii_audit::EventView event;
         decode_batch_event(g.events[i], event);
-        pii_audit_scoring_observe(id++, event);
+        // A group's events share their session and statement (same_session, same_statement).
+        pii_audit_scoring_observe(id++, event, i != gr.first);
     }
 }
 
