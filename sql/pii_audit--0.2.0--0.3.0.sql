@@ -196,27 +196,27 @@ BEGIN
         subject_hash bigint, statement_id bigint, database_name text, server_name text,
         reads bigint, first_read timestamptz, last_read timestamptz) ON COMMIT DROP;
     TRUNCATE pii_audit_breach_events;
-    INSERT INTO pii_audit_breach_events
-    SELECT sh.h, g.statement_id, s.database_name, s.server_name, count(*), min(e.event_time),
-           max(e.event_time)
-    FROM pii_audit.trail_sessions s
-    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
-         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
-    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
-    CROSS JOIN LATERAL unnest(e.subjects) AS sh(h)
-    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
-      AND g.kind = 'read' AND e.event_time >= since AND e.event_time < until
-    GROUP BY sh.h, g.statement_id, s.database_name, s.server_name;
+    -- The events are decoded once: the same pass fills the table and counts the statements
+    -- whose subjects were not all recorded.
+    WITH ev AS (
+        SELECT g.statement_id, s.database_name, s.server_name, e.event_time, e.subjects,
+               e.subjects_truncated
+        FROM pii_audit.trail_sessions s
+        JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
+             AND g.min_time >= since - interval '1 hour' AND g.min_time < until
+        CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
+        WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
+          AND g.kind = 'read' AND e.event_time >= since AND e.event_time < until
+    ), stored AS (
+        INSERT INTO pii_audit_breach_events
+        SELECT sh.h, ev.statement_id, ev.database_name, ev.server_name, count(*),
+               min(ev.event_time), max(ev.event_time)
+        FROM ev CROSS JOIN LATERAL unnest(ev.subjects) AS sh(h)
+        GROUP BY sh.h, ev.statement_id, ev.database_name, ev.server_name
+    )
+    SELECT count(*) FILTER (WHERE ev.subjects_truncated) INTO truncated_events FROM ev;
     ANALYZE pii_audit_breach_events;
 
-    SELECT count(*) INTO truncated_events
-    FROM pii_audit.trail_sessions s
-    JOIN pii_audit.trail_groups g ON g.session_id = s.session_id
-         AND g.min_time >= since - interval '1 hour' AND g.min_time < until
-    CROSS JOIN LATERAL pii_audit._group_events(g.first_event_id, g.min_time, g.payload) e
-    WHERE (s.end_user = who OR (s.end_user IS NULL AND (s.current_user_name = who OR s.session_user_name = who)))
-      AND g.kind = 'read' AND e.subjects_truncated
-      AND e.event_time >= since AND e.event_time < until;
     IF truncated_events > 0 THEN
         RAISE WARNING '% statements by "%" in this range read more subjects than were recorded; the list below is incomplete', truncated_events, who
             USING HINT = 'See subject_count in pii_audit.access_log; raise pii_audit.max_subjects_per_event to record more.';
