@@ -155,6 +155,11 @@ if [[ "${QUERIES:-1}" != 0 ]]; then
         pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' -c "$1" |
             awk '/^Time:/ { t = $2 } END { print t }'
     }
+    warm_median() {  # the median milliseconds of three runs of SQL
+        local runs=() _
+        for _ in 1 2 3; do runs+=("$(timed "$1")"); done
+        printf '%s\n' "${runs[@]}" | sort -g | sed -n 2p
+    }
     cold_ok=0
     if [[ "${COLD:-1}" == 1 && $(id -u) == 0 && -w /proc/sys/vm/drop_caches ]]; then cold_ok=1; fi
     printf '\n| query | rows | cold ms | warm ms (median of 3) |\n|---|---|---|---|\n'
@@ -167,11 +172,7 @@ if [[ "${QUERIES:-1}" != 0 ]]; then
             pgc_start "$dir" >/dev/null
             cold=$(timed "${sqls[$i]}")
         fi
-        warm=()
-        for _ in 1 2 3; do
-            warm+=("$(timed "${sqls[$i]}")")
-        done
-        median=$(printf '%s\n' "${warm[@]}" | sort -g | sed -n 2p)
+        median=$(warm_median "${sqls[$i]}")
         rows=$(q -c "SELECT count(*) FROM (${sqls[$i]}) x")
         printf '| %s | %s | %s | %s |\n' "${names[$i]}" "$rows" "$cold" "$median"
     done
@@ -223,11 +224,9 @@ SQL
         range="event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
         q -c "CREATE TABLE public.floor_access_log AS SELECT * FROM pii_audit.access_log WHERE $range" >/dev/null
         q -c "VACUUM ANALYZE public.floor_access_log" >/dev/null
-        plain=()
-        for _ in 1 2 3; do plain+=("$(timed "SELECT * FROM public.floor_access_log")"); done
-        view=()
-        for _ in 1 2 3; do view+=("$(timed "SELECT * FROM pii_audit.access_log WHERE $range")"); done
-        echo "floor, output: access_log 5 minutes ($(q -c 'SELECT count(*) FROM public.floor_access_log') rows), the same rows read from a plain table: $(printf '%s\n' "${plain[@]}" | sort -g | sed -n 2p) ms (the view, same moment: $(printf '%s\n' "${view[@]}" | sort -g | sed -n 2p) ms)"
+        plain=$(warm_median "SELECT * FROM public.floor_access_log")
+        view=$(warm_median "SELECT * FROM pii_audit.access_log WHERE $range")
+        echo "floor, output: access_log 5 minutes ($(q -c 'SELECT count(*) FROM public.floor_access_log') rows), the same rows read from a plain table: $plain ms (the view, same moment: $view ms)"
         q -c "DROP TABLE public.floor_access_log" >/dev/null
     fi
 fi
