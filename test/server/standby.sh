@@ -354,6 +354,18 @@ failover=$top/f
 other2=$top/g
 qf() { dir=$failover q "$@"; }
 qg() { dir=$other2 q "$@"; }
+# failover_read_kept APP ID PRIMARY_CHECK KEPT_CHECK: replica-f reads customer ID as application
+# APP; the primary must have the read, and replica-f must release no queue space for it
+# (events_persisted stays at $released, which the following checks use too).
+failover_read_kept() {
+    released=$(qf -c 'SELECT events_persisted FROM pii_audit.status')
+    qf -c "SET application_name = '$1'" -c "SELECT name FROM customers WHERE id = $2" >/dev/null
+    wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = '$1' AND kind = 'read'" 10 || true
+    check "$3" "1" \
+        "$(qr -c "SELECT count(*) FROM pii_audit.events WHERE application_name = '$1' AND kind = 'read'")"
+    sleep 1
+    check "$4" "$released" "$(qf -c 'SELECT events_persisted FROM pii_audit.status')"
+}
 to_replica="pii_audit.forward_conninfo = 'host=$replica/sock port=$(pgc_port "$replica") user=pii_audit_forwarder dbname=postgres'"
 upstream=$replica make_standby "$failover" replica-f "pii_audit.flush_interval = 50" "$to_replica" \
     "pii_audit.queue_size = '256kB'" "pii_audit.on_queue_full = 'drop'"
@@ -387,14 +399,8 @@ dir=$failover wait_until postgres "SELECT queue_depth_bytes = 0 FROM pii_audit.s
 # query here is a new session, whose login is an event too: queue_depth_bytes is never 0).
 qf -c 'SELECT pg_wal_replay_pause()' >/dev/null
 sleep 0.5
-released=$(qf -c 'SELECT events_persisted FROM pii_audit.status')
-qf -c "SET application_name = 'replay-paused'" -c 'SELECT name FROM customers WHERE id = 22' >/dev/null
-wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'replay-paused' AND kind = 'read'" 10 || true
-check "6: with replay paused, the primary has the standby's read" "1" \
-    "$(qr -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'replay-paused' AND kind = 'read'")"
-sleep 1
-check "6: ... and the standby releases no queue space until it has replayed the commit" "$released" \
-    "$(qf -c 'SELECT events_persisted FROM pii_audit.status')"
+failover_read_kept replay-paused 22 "6: with replay paused, the primary has the standby's read" \
+    "6: ... and the standby releases no queue space until it has replayed the commit"
 qf -c 'SELECT pg_wal_replay_resume()' >/dev/null
 check "6: once replay goes on, the space is released" "t" \
     "$(dir=$failover wait_until postgres "SELECT events_persisted > $released FROM pii_audit.status" 10 && echo t || echo f)"
@@ -406,14 +412,8 @@ dir=$other2 wait_until postgres "SELECT count(*) = 0 FROM pg_stat_wal_receiver W
 qf -c "ALTER SYSTEM SET primary_conninfo = 'host=$top/nowhere port=1'" -c 'SELECT pg_reload_conf()' >/dev/null
 dir=$failover wait_until postgres "SELECT count(*) = 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'" 20 || true
 sleep 0.5
-released=$(qf -c 'SELECT events_persisted FROM pii_audit.status')
-qf -c "SET application_name = 'failover'" -c 'SELECT name FROM customers WHERE id = 23' >/dev/null
-wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'failover' AND kind = 'read'" 10 || true
-check "6: the primary kept the read of the standby that no longer receives its WAL" "1" \
-    "$(qr -c "SELECT count(*) FROM pii_audit.events WHERE application_name = 'failover' AND kind = 'read'")"
-sleep 1
-check "6: ... which keeps the read in its queue (releases nothing)" "$released" \
-    "$(qf -c 'SELECT events_persisted FROM pii_audit.status')"
+failover_read_kept failover 23 "6: the primary kept the read of the standby that no longer receives its WAL" \
+    "6: ... which keeps the read in its queue (releases nothing)"
 released_g=$(qg -c 'SELECT events_persisted FROM pii_audit.status')
 qg -c "SET application_name = 'other-standby'" -c 'SELECT name FROM customers WHERE id = 24' >/dev/null
 wait_r postgres "SELECT count(*) = 1 FROM pii_audit.events WHERE application_name = 'other-standby' AND kind = 'read'" 10 || true
