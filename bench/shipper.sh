@@ -51,7 +51,7 @@ cp "$loader" "$work/loader.so"
 chmod 644 "$work/loader.so"
 
 pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.queue_size = 65536" \
-    "pii_audit.on_queue_full = wait" "pii_audit.queue_wait_timeout = 600000" \
+    "pii_audit.on_queue_full = wait" "pii_audit.queue_wait_timeout = 60000" \
     "shared_buffers = 512MB" "max_wal_size = 8GB" "pii_audit.max_query_length = 1024" >/dev/null
 pgc_start "$dir" >/dev/null
 q() { pgc_psql "$dir" -X -A -t -q -v ON_ERROR_STOP=1 -d postgres "$@"; }

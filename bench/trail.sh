@@ -54,7 +54,7 @@ chmod 755 "$dir" && chmod 644 "$dir/loader.so"
 
 pgc_init "$dir" auto "shared_preload_libraries = 'pii_audit'" "pii_audit.database = 'audit'" \
     "pii_audit.queue_size = 65536" "pii_audit.on_queue_full = wait" \
-    "pii_audit.queue_wait_timeout = 600000" "pii_audit.scoring = $scoring" \
+    "pii_audit.queue_wait_timeout = 60000" "pii_audit.scoring = $scoring" \
     "shared_buffers = 1GB" "max_wal_size = 16GB" "checkpoint_timeout = 30min" \
     "work_mem = 64MB" "maintenance_work_mem = 512MB" "pii_audit.max_query_length = 1024" \
     "${extra_settings[@]}" >/dev/null

@@ -1436,3 +1436,15 @@ LANGUAGE sql STABLE ROWS 10 SET search_path = pg_catalog, pg_temp SET jit = off 
     FROM pii_audit._tail_groups((SELECT coalesce(max(last_event_id), 0)
                                  FROM pii_audit.trail_subject_slices), h) t
 $$;
+
+-- ---------------------------------------------------------------- groups spanning more than 10 s
+-- A time filter on the views (event_time >= x) must find every group that has an event at x or
+-- later. Groups span at most an hour, so it went back an hour through trail_groups_time: on a
+-- trail written at 50,000 events/s that is an hour of groups filtered for a window of seconds.
+-- Nearly every group spans a fraction of a second (one batch's events of one statement); the
+-- few that span more (a backlog stored late, a long flush_interval) are in this index too, and
+-- the planner hook (trail_planner.cpp) adds "min_time >= x - 10 s OR max_time - min_time >
+-- 10 s", which the two indexes answer together. The predicate must stay exactly this
+-- expression: the hook builds the same one.
+CREATE INDEX trail_groups_long_span ON pii_audit.trail_groups (min_time)
+    WHERE max_time - min_time > interval '10 seconds';

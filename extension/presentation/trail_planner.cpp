@@ -7,14 +7,21 @@
 // lie between min_time and max_time, at most an hour apart, and its ids are first_event_id ..
 // first_event_id + 4095), which use the indexes and prune partitions:
 //   event_time >= x  ->  max_time >= x AND min_time >= x - 1 hour
+//                        AND (min_time >= x - 10 s OR max_time - min_time > 10 s)
 //   event_time <= x  ->  min_time <= x                (and the strict forms alike)
 //   event_id   >= x  ->  first_event_id >= x - 4095
 //   event_id   <= x  ->  first_event_id <= x
 // Only filters of the form `column op expression` in the top-level AND of a WHERE clause, where
 // the expression has no columns, no volatile functions and no subqueries; the filters
-// themselves stay, so the result is the same whether an implied filter was added or not. A
+// themselves stay, so the result is the same whether an implied filter was added or not. The
+// OR is what keeps a short window on a busy trail short: nearly every group spans a fraction of
+// a second (one batch's events of one statement), so they are found by going back 10 s through
+// the min_time index, and the few longer ones (a backlog stored late, a long flush_interval)
+// through trail_groups_long_span, a partial index holding only them; with the hour alone, five
+// minutes of a trail written at 50,000 events/s would filter an hour of groups. A
 // filter on a view over pii_audit.events (access_log, login_log, label_changes) is first copied
 // into that view's query when the column is a plain column of pii_audit.events.
+#include "pii_audit/trail_group.h"
 #include "pii_audit_internal.h"
 
 extern "C" {
@@ -42,6 +49,12 @@ constexpr int kMaxDepth = 8;
 constexpr Oid kDatetimeBtreeFamily = 434;     // btree datetime_ops
 constexpr Oid kTimestamptzMinusInterval = 1329;  // timestamptz - interval
 constexpr Oid kInt8Minus = 685;               // int8 - int8
+constexpr Oid kTimestamptzMinus = 1328;       // timestamptz - timestamptz
+constexpr Oid kIntervalGreater = 1334;        // interval > interval
+// The predicate of the partial index trail_groups_long_span (pii_audit--0.2.0--0.3.0.sql),
+// max_time - min_time > interval '10 seconds': the planner uses the index only for this very
+// expression, so the two must stay equal.
+constexpr int64 kShortSpanMicros = 10LL * 1000 * 1000;
 
 struct TrailOids {
     Oid group_events;  // pii_audit._group_events
@@ -164,6 +177,13 @@ Node* minus(Node* expr, Oid type, Node* offset) {
                                                  InvalidOid));
 }
 
+Node* interval_const(int64 micros) {
+    auto* value = static_cast<Interval*>(palloc0(sizeof(Interval)));
+    value->time = micros;
+    return reinterpret_cast<Node*>(makeConst(INTERVALOID, -1, InvalidOid, sizeof(Interval),
+                                             PointerGetDatum(value), false, false));
+}
+
 Var* group_column(Index rti, const char* name, Oid relid) {
     AttrNumber attno = get_attnum(relid, name);
     if (attno == InvalidAttrNumber) return nullptr;
@@ -214,14 +234,25 @@ void add_group_quals(Query* q, const TrailOids& oids) {
             if (lower) {
                 int s = strategy == BTEqualStrategyNumber ? BTGreaterEqualStrategyNumber : strategy;
                 if (Node* n = compare(max_time, s, other)) added = lappend(added, n);
-                Interval* hour = static_cast<Interval*>(palloc0(sizeof(Interval)));
-                hour->time = 3600LL * 1000 * 1000;
-                Node* offset = reinterpret_cast<Node*>(makeConst(INTERVALOID, -1, InvalidOid,
-                                                                 sizeof(Interval),
-                                                                 PointerGetDatum(hour), false, false));
-                if (Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID, offset))
+                if (Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
+                                        interval_const(pii_audit::kMaxGroupSpanMicros)))
                     if (Node* n = compare(min_time, BTGreaterEqualStrategyNumber, bound))
                         added = lappend(added, n);
+                Node* late = nullptr;
+                if (Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
+                                        interval_const(kShortSpanMicros)))
+                    late = compare(min_time, BTGreaterEqualStrategyNumber, bound);
+                if (late != nullptr) {
+                    auto* span = make_opclause(kTimestamptzMinus, INTERVALOID, false,
+                                               static_cast<Expr*>(copyObjectImpl(max_time)),
+                                               static_cast<Expr*>(copyObjectImpl(min_time)),
+                                               InvalidOid, InvalidOid);
+                    auto* long_span = make_opclause(
+                        kIntervalGreater, BOOLOID, false, span,
+                        reinterpret_cast<Expr*>(interval_const(kShortSpanMicros)), InvalidOid,
+                        InvalidOid);
+                    added = lappend(added, make_orclause(list_make2(late, long_span)));
+                }
             }
             if (upper) {
                 int s = strategy == BTEqualStrategyNumber ? BTLessEqualStrategyNumber : strategy;

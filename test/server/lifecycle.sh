@@ -7,7 +7,9 @@
 #   4. a fast shutdown flushes the queue: every read issued before it is in the trail;
 #   5.-7. the worker's position, crashes, the subject key (see each section);
 #   8. insider baselines survive a clean stop and a crash;
-#   9. text the audit database's encoding cannot hold is stored as '?', never retried forever.
+#   9. text the audit database's encoding cannot hold is stored as '?', never retried forever;
+#  10. a group spanning more than 10 s (reads queued while the trail was missing) is found by
+#      every time filter on the views.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../scripts/pgcluster.sh
@@ -215,6 +217,44 @@ else
 fi
 check "unconvertible text: no conversion error" "0" \
     "$(grep -c 'has no equivalent in encoding\|invalid byte sequence' "$dir/server.log" || true)"
+
+# 10. Reads of one statement queued 11 s apart, stored in one batch: one group spanning 11 s.
+#     Time filters on the views go back 10 s through the groups' min_time index and find longer
+#     groups through trail_groups_long_span (trail_planner.cpp); a filter must give the same
+#     count as the same filter on an expression of event_time (which implies nothing), at every
+#     boundary, the instants inside the span included.
+fresh_cluster "shared_preload_libraries = 'pii_audit'" "pii_audit.database = 'trail'" \
+    "pii_audit.flush_interval = 50"
+q -d postgres -c 'CREATE EXTENSION pii_audit' -c "$schema"
+q -d postgres -c 'PREPARE r(int) AS SELECT name FROM customers WHERE id = $1' -c 'EXECUTE r(1)' \
+    -c 'SELECT pg_sleep(11)' -c 'EXECUTE r(2)' >/dev/null
+q -d postgres -c 'CREATE DATABASE trail'
+q -d trail -c 'CREATE EXTENSION pii_audit'
+if wait_until trail "SELECT count(*) = 2 FROM pii_audit.access_log WHERE kind = 'read'" 30; then
+    check "long group: the two reads are one group spanning over 10 s" "1|2" \
+        "$(q -d trail -c "SELECT count(*), min(event_count) FROM pii_audit.trail_groups WHERE kind = 'read' AND max_time - min_time > interval '10 seconds'")"
+    mismatches=$(q -d trail -c "
+        CREATE FUNCTION pg_temp.n(query text) RETURNS bigint LANGUAGE plpgsql AS \$\$
+        DECLARE c bigint; BEGIN EXECUTE query INTO c; RETURN c; END \$\$;
+        CREATE TEMP TABLE instants AS
+        SELECT event_time AS t FROM pii_audit.access_log
+        UNION SELECT event_time + d FROM pii_audit.access_log,
+              unnest(ARRAY[interval '-1 ms', interval '1 ms', interval '5 s', interval '10.5 s']) d;
+        SELECT count(*) FILTER (WHERE direct IS DISTINCT FROM opaque) || '/' || count(*)
+        FROM instants, unnest(ARRAY['<', '<=', '=', '>=', '>']) op,
+             LATERAL (SELECT pg_temp.n(format('SELECT count(*) FROM pii_audit.access_log WHERE event_time %s %L', op, t)) AS direct,
+                             pg_temp.n(format('SELECT count(*) FROM pii_audit.access_log WHERE event_time + interval ''0'' %s %L', op, t)) AS opaque) c" |
+        tail -1)
+    # Every event's instant and four around it, five operators each (logins, which arrive with
+    # each check's session, are not in access_log).
+    instants=$(q -d trail -c "SELECT 5 * count(DISTINCT t) FROM (SELECT event_time AS t FROM pii_audit.access_log UNION SELECT event_time + d FROM pii_audit.access_log, unnest(ARRAY[interval '-1 ms', interval '1 ms', interval '5 s', interval '10.5 s']) d) i")
+    check "long group: time filters give the counts of unfiltered groups" "0/$instants" "$mismatches"
+    check "long group: a window inside its span finds its later read" "1" \
+        "$(q -d trail -c "SELECT count(*) FROM pii_audit.access_log WHERE kind = 'read' AND event_time >= '$(q -d trail -c "SELECT min(min_time) + interval '10.5 s' FROM pii_audit.trail_groups WHERE kind = 'read'")'")"
+else
+    check "long group: queued reads arrive" "2 reads" \
+        "$(q -d trail -c "SELECT count(*) FROM pii_audit.access_log WHERE kind = 'read'" 2>&1)"
+fi
 
 if ((failures > 0)); then
     echo "--- server log"

@@ -76,6 +76,7 @@ END
 $$;
 SELECT plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now() - interval ''5 minutes''', 'max_time >=') AS time_lower,
        plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now() - interval ''5 minutes''', 'min_time >=') AS time_lower_min,
+       plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now() - interval ''5 minutes''', 'max_time - min_time') AS time_lower_long,
        plan_mentions('SELECT * FROM pii_audit.login_log WHERE event_time < now() - interval ''5 minutes''', 'min_time <') AS time_upper,
        plan_mentions('SELECT * FROM pii_audit.events WHERE event_id > 12345', 'first_event_id >=') AS id_lower,
        plan_mentions('SELECT * FROM pii_audit.label_changes WHERE event_id <= 12345', 'first_event_id <=') AS id_upper,
