@@ -19,11 +19,11 @@
 # keeps the cluster in /tmp/pii_audit_trail_bench (TRAIL_DIR) for more queries (stop it with
 # scripts/pgcluster.sh's pgc_destroy). SETTINGS adds server settings, separated by ';' (e.g.
 # SETTINGS='pii_audit.subject_index_slice = 100000'). QUERIES=0 skips the officers' queries
-# (worker CPU, disk and the storing floor only). Two floors show what PostgreSQL alone costs for
-# the same work (FLOOR=0 skips them): the CPU of copying the trail's own rows (FLOOR_EVENTS of
-# them, 4,000,000 by default) with INSERT ... SELECT, per event, beside the worker's; and the
-# five-minute access_log rows read back from a plain table, beside the view. Exits non-zero if a
-# query fails or events are dropped.
+# (worker CPU, disk and the storing floor only). DENSE sets the events of the dense tail (see
+# below). Two floors show what PostgreSQL alone costs for the same work (FLOOR=0 skips them): the
+# CPU of loading the trail's own rows (FLOOR_EVENTS of them, 4,000,000 by default) with COPY, per
+# event, beside the worker's; and the five-minute access_log rows read back from a plain table,
+# beside the view. Exits non-zero if a query fails or events are dropped.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/pgcluster.sh
@@ -107,6 +107,27 @@ cpu_us=$(awk -v c=$((cpu1 - cpu0)) -v t="$tck" -v n="$events" 'BEGIN { printf "%
 echo "load: $events events in $load_s s ($(awk -v n="$events" -v s="$load_s" 'BEGIN { printf "%.0f", n / s }') events/s), dropped $dropped"
 echo "worker CPU per stored event: $cpu_us us"
 
+# ---- the dense tail: DENSE more events (EVENTS / 20 by default, 0 for none) right after the
+# span, 50,000 a second, as a busy server writes them. The span holds its events far more thinly
+# (100,000,000 over a year are 3 a second), and a time filter that reads an hour of groups to
+# answer for seconds looks fast there; the query over 100 ms of this tail shows it does not.
+dense=${DENSE:-$((events / 20))}
+if ((dense > 0)); then
+    dense_start=$(q -c "SELECT '$span_end'::timestamptz + interval '1 minute'")
+    dense_end=$(q -c "SELECT '$dense_start'::timestamptz + interval '20 us' * $dense")
+    target=$(($(status events_persisted) + $(status events_dropped) + dense))
+    taken=$(q -c "SELECT bench_load($dense, 0, $dense, $sessions, $actors, $subjects, '$dense_start', '$dense_end', 2, 'audit', $relations)")
+    ((taken == dense)) || echo "# warning: the queue took $taken of $dense events of the dense tail"
+    deadline=$((SECONDS + 600))
+    while (($(status events_persisted) + $(status events_dropped) < target)); do
+        ((SECONDS < deadline)) || { echo "trail.sh: the worker did not store the dense tail within 10 min" >&2; exit 1; }
+        sleep 0.5
+    done
+    dropped=$(($(status events_dropped) - dropped_before))
+    stored=$(q -c "SELECT last_event_id FROM pii_audit.worker_state")
+    echo "dense tail: $dense events from $dense_start, 50,000 a second"
+fi
+
 q -c 'CHECKPOINT' >/dev/null
 bytes=$(q -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pii_audit' AND c.relkind IN ('r', 'm')")
 echo "disk: $(awk -v b="$bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }') in schema pii_audit, $(awk -v b="$bytes" -v n="$stored" 'BEGIN { printf "%.1f", b / n }') bytes per event ($stored events stored)"
@@ -150,6 +171,10 @@ if [[ "${QUERIES:-1}" != 0 ]]; then
     add "access_log, 5 minutes" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
     add "access_log, 1 hour, one clerk" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND session_user_name = '$clerk'"
     add "access_log, 1 hour, one relation" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '1 hour' AND relation = 'public.visits'"
+    if ((dense > 0)); then
+        dense_middle=$(q -c "SELECT '$dense_start'::timestamptz + ('$dense_end'::timestamptz - '$dense_start'::timestamptz) / 2")
+        add "access_log, 100 ms of the dense tail" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$dense_middle' AND event_time < '$dense_middle'::timestamptz + interval '100 ms'"
+    fi
 
     timed() {  # prints the milliseconds of one run of SQL (its rows go to /dev/null)
         pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' -c "$1" |
