@@ -197,9 +197,10 @@ inline bytea* pii_audit_bytea(std::string_view bytes) {
 Datum pii_audit_subjects_array(std::string_view subjects, Datum** scratch, int* capacity);
 
 // Before planning: filters on the trail views' event_time and event_id imply filters on the
-// groups' own columns, which use their indexes (presentation/trail_planner.cpp).
+// groups' own columns, which use their indexes (presentation/trail_planner.cpp). Returns whether
+// the query reads the trail's groups (it is then planned without parallel workers or JIT).
 struct Query;
-void pii_audit_trail_quals(Query* parse);
+bool pii_audit_trail_quals(Query* parse);
 void pii_audit_count_capture_error(void);
 
 // Consumer side, used only by the background worker.

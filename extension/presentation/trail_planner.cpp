@@ -348,6 +348,21 @@ void walk(Query* q, const TrailOids& oids, int depth) {
     add_group_quals(q, oids);
 }
 
+// Whether trail_groups is in the range table of the query or of any query in it (subqueries,
+// CTEs, sublinks).
+bool mentions_groups(Node* node, const TrailOids* oids) {
+    if (node == nullptr) return false;
+    if (IsA(node, RangeTblEntry)) {
+        auto* rte = castNode(RangeTblEntry, node);
+        return rte->rtekind == RTE_RELATION && rte->relid == oids->groups;
+    }
+    if (IsA(node, Query))
+        return query_tree_walker(castNode(Query, node), pii_audit_as_walker(mentions_groups),
+                                 const_cast<TrailOids*>(oids), QTW_EXAMINE_RTES_BEFORE);
+    return expression_tree_walker(node, pii_audit_as_walker(mentions_groups),
+                                  const_cast<TrailOids*>(oids));
+}
+
 bool has_subquery(Query* q) {
     ListCell* cell;
     foreach (cell, q->rtable)
@@ -358,8 +373,8 @@ bool has_subquery(Query* q) {
 }  // namespace
 
 // Called by the planner hook before planning a query (see capture).
-void pii_audit_trail_quals(Query* parse) {
-    if (parse == nullptr || parse->commandType != CMD_SELECT) return;
+bool pii_audit_trail_quals(Query* parse) {
+    if (parse == nullptr || parse->commandType != CMD_SELECT) return false;
     // Cheap first: most statements read no subquery, and none outside the audit database reads
     // pii_audit.events.
     TrailOids oids;
@@ -369,7 +384,9 @@ void pii_audit_trail_quals(Query* parse) {
         auto* rte = static_cast<RangeTblEntry*>(lfirst(cell));
         if (rte->rtekind == RTE_FUNCTION) direct = true;
     }
-    if (!has_subquery(parse) && !direct) return;
-    if (!find_trail(&oids)) return;
+    if (!has_subquery(parse) && !direct && parse->cteList == NIL && !parse->hasSubLinks)
+        return false;
+    if (!find_trail(&oids)) return false;
     walk(parse, oids, 0);
+    return mentions_groups(reinterpret_cast<Node*>(parse), &oids);
 }

@@ -82,6 +82,43 @@ SELECT plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now
        plan_mentions('SELECT * FROM pii_audit.label_changes WHERE event_id <= 12345', 'first_event_id <=') AS id_upper,
        plan_mentions('SELECT * FROM pii_audit.events WHERE event_id > 1 OR event_time > now()', 'first_event_id') AS not_for_or;
 
+-- Queries over the trail are planned without parallel workers or JIT, whatever the settings
+-- say; other queries keep them, and the settings are as they were.
+CREATE FUNCTION jit_used(query text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF) ' || query LOOP
+        IF line LIKE 'JIT:%' THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+CREATE TABLE unlabelled_rows AS SELECT g AS id FROM generate_series(1, 100) g;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SET jit = on;
+SET jit_above_cost = 0;
+SELECT plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now() - interval ''5 minutes''', 'Gather') AS trail_parallel,
+       jit_used('SELECT * FROM pii_audit.access_log WHERE event_time >= now() - interval ''5 minutes''') AS trail_jit,
+       plan_mentions('WITH e AS (SELECT * FROM pii_audit.events) SELECT count(*) FROM e', 'Gather') AS cte_parallel,
+       plan_mentions('SELECT * FROM layout_people WHERE id IN (SELECT event_id FROM pii_audit.events)', 'Gather') AS sublink_parallel,
+       plan_mentions('SELECT * FROM unlabelled_rows WHERE id <> 7', 'Gather') AS other_parallel,
+       jit_used('SELECT * FROM unlabelled_rows WHERE id <> 7') AS other_jit;
+SHOW max_parallel_workers_per_gather;
+SHOW jit;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
+RESET jit;
+RESET jit_above_cost;
+DROP TABLE unlabelled_rows;
+
 -- events_after: in id order, from the oldest when asked for 0, bad arguments refused.
 SELECT count(*) = 5 AND min(event_id) = 1 AND max(event_id) = 5 AS from_the_start
 FROM pii_audit.events_after(0, 5);
