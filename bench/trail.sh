@@ -219,8 +219,11 @@ fi
 # same events) written to a file with COPY ... TO (binary), then loaded by COPY ... FROM into
 # tables made LIKE the trail's, with their indexes: COPY inserts in batches (heap_multi_insert), as
 # the worker does. The backend's CPU (utime + stime, from /proc) over the two loads, per event,
-# parsing the file included. The tables are loaded and truncated once before, so that the
-# measured load gets buffers already touched, as on a server that has been up a while. Output:
+# parsing the file included: first into the new tables, then again after a TRUNCATE. The second
+# load writes into memory the first one touched and freed (buffers, page cache): on this
+# project's VMs the first touch of memory is dear (writing 1 GB into a new file took 2.5-3.1 s
+# of system time, 0.5 s into pages just freed), and the worker writing a growing trail touches
+# new memory as the first load does. Output:
 # the five-minute access_log range copied into a plain table, then read back through psql as the
 # view is (warm, median of 3).
 if [[ "${FLOOR:-1}" == 1 ]]; then
@@ -238,8 +241,11 @@ COPY (SELECT i.* FROM pii_audit.trail_subject_index i
 SELECT coalesce(sum(event_count), 0) AS events FROM pii_audit.trail_groups WHERE first_event_id < :bound \gset
 CREATE TABLE public.floor_groups (LIKE pii_audit.trail_groups INCLUDING ALL);
 CREATE TABLE public.floor_index (LIKE pii_audit.trail_subject_index INCLUDING ALL);
+CHECKPOINT;
+\! awk '{ print "before_new", $14 + $15 }' /proc/$FLOOR_PID/stat
 COPY public.floor_groups FROM :'groups_file' (FORMAT binary);
 COPY public.floor_index FROM :'index_file' (FORMAT binary);
+\! awk '{ print "after_new", $14 + $15 }' /proc/$FLOOR_PID/stat
 TRUNCATE public.floor_groups, public.floor_index;
 CHECKPOINT;
 \! awk '{ print "before", $14 + $15 }' /proc/$FLOOR_PID/stat
@@ -253,10 +259,12 @@ SQL
     ) || { echo "trail.sh: the storing floor failed" >&2; exit 1; }
     # shellcheck disable=SC2046 # the two file names, one word each
     rm -f $(awk -F'|' '$1 == "files" { print $2, $3 }' <<<"$floor_out") 2>/dev/null || true
-    floor_us=$(awk -F'|' -v t="$tck" '{ split($1, w, " "); if (w[1] == "before" || w[1] == "after") v[w[1]] = w[2]; else v[$1] = $2 }
-        END { if (v["events"] > 0) printf "%.3f", (v["after"] - v["before"]) / t * 1e6 / v["events"]; else print "-" }' <<<"$floor_out")
+    floor_us() {  # floor_us SUFFIX: CPU per event between before$1 and after$1
+        awk -F'|' -v t="$tck" -v x="$1" '{ split($1, w, " "); if (w[1] ~ /^(before|after)/) v[w[1]] = w[2]; else v[$1] = $2 }
+            END { if (v["events"] > 0) printf "%.3f", (v["after" x] - v["before" x]) / t * 1e6 / v["events"]; else print "-" }' <<<"$floor_out"
+    }
     echo
-    echo "floor, storing: PostgreSQL loading the trail's own rows (groups and subject index of $sample events) with COPY ... FROM: $floor_us us per event (the worker: $cpu_us)"
+    echo "floor, storing: PostgreSQL loading the trail's own rows (groups and subject index of $sample events) with COPY ... FROM: $(floor_us _new) us per event into new tables, $(floor_us '') us loading them again after a TRUNCATE (the worker: $cpu_us)"
     if [[ "${QUERIES:-1}" != 0 ]]; then
         range="event_time >= '$middle' AND event_time < '$middle'::timestamptz + interval '5 minutes'"
         q -c "CREATE TABLE public.floor_access_log AS SELECT * FROM pii_audit.access_log WHERE $range" >/dev/null
