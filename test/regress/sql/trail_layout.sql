@@ -62,11 +62,12 @@ EXECUTE recent(now() - interval '1 hour', :since);
 SELECT count(*) FROM pii_audit.events WHERE event_time + interval '0' >= now() - interval '1 hour'
                                         AND event_id + 0 > :since;
 -- The implied filters are in the plan (they use the groups' indexes).
-CREATE FUNCTION plan_mentions(query text, needle text) RETURNS boolean LANGUAGE plpgsql AS $$
+CREATE FUNCTION plan_mentions(query text, needle text, options text DEFAULT 'COSTS OFF')
+RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     line text;
 BEGIN
-    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+    FOR line IN EXECUTE 'EXPLAIN (' || options || ') ' || query LOOP
         IF position(needle IN line) > 0 THEN
             RETURN true;
         END IF;
@@ -84,17 +85,9 @@ SELECT plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now
 
 -- Queries over the trail are planned without parallel workers or JIT, whatever the settings
 -- say; other queries keep them, and the settings are as they were.
-CREATE FUNCTION jit_used(query text) RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-    line text;
-BEGIN
-    FOR line IN EXECUTE 'EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF) ' || query LOOP
-        IF line LIKE 'JIT:%' THEN
-            RETURN true;
-        END IF;
-    END LOOP;
-    RETURN false;
-END
+-- (EXPLAIN shows JIT only with costs, and only what ran: ANALYZE.)
+CREATE FUNCTION jit_used(query text) RETURNS boolean LANGUAGE sql AS $$
+    SELECT plan_mentions(query, 'JIT:', 'ANALYZE, TIMING OFF, SUMMARY OFF')
 $$;
 CREATE TABLE unlabelled_rows AS SELECT g AS id FROM generate_series(1, 100) g;
 SET parallel_setup_cost = 0;
