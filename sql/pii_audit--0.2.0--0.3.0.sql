@@ -1448,3 +1448,48 @@ $$;
 -- expression: the hook builds the same one.
 CREATE INDEX trail_groups_long_span ON pii_audit.trail_groups (min_time)
     WHERE max_time - min_time > interval '10 seconds';
+
+-- ---------------------------------------------------------------- no statistics of payloads
+-- ANALYZE kept a histogram of the groups' payloads (about 40 kB of pg_statistic per month) and
+-- of the subject index's entries, which no query filters on, and a new session's first plan
+-- over the trail read and detoasted them (about 5 of its 25-35 ms). They are not collected any
+-- more (new months too: _month_partition sets it), and those kept are removed.
+ALTER TABLE pii_audit.trail_groups ALTER COLUMN payload SET STATISTICS 0;
+ALTER TABLE pii_audit.trail_subject_index ALTER COLUMN entries SET STATISTICS 0;
+DELETE FROM pg_catalog.pg_statistic s
+USING pg_catalog.pg_class c, pg_catalog.pg_attribute a
+WHERE c.oid = s.starelid AND a.attrelid = s.starelid AND a.attnum = s.staattnum
+  AND c.relnamespace = 'pii_audit'::pg_catalog.regnamespace
+  AND ((c.relname ~ '^trail_groups' AND a.attname = 'payload')
+       OR (c.relname = 'trail_subject_index' AND a.attname = 'entries'));
+CREATE OR REPLACE FUNCTION pii_audit._month_partition(day date) RETURNS regclass
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    first date := date_trunc('month', day)::date;
+    name text := 'trail_groups_p' || to_char(first, 'YYYYMM');
+    lo text := to_char(first, 'YYYY-MM-DD') || ' 00:00:00+00';
+    hi text := to_char((first + interval '1 month')::date, 'YYYY-MM-DD') || ' 00:00:00+00';
+    existing regclass := to_regclass('pii_audit.' || name);
+    old_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF existing IS NOT NULL THEN
+        RETURN existing;
+    END IF;
+    PERFORM set_config('lock_timeout', '5s', true);
+    EXECUTE format('CREATE TABLE pii_audit.%I (LIKE pii_audit.trail_groups INCLUDING DEFAULTS '
+                   'INCLUDING CONSTRAINTS INCLUDING STORAGE, '
+                   'CONSTRAINT %I CHECK (min_time >= %L AND min_time < %L))',
+                   name, name || '_month', lo, hi);
+    EXECUTE format('ALTER TABLE pii_audit.%I ALTER COLUMN payload SET STATISTICS 0', name);
+    EXECUTE format('ALTER TABLE pii_audit.trail_groups ATTACH PARTITION pii_audit.%I '
+                   'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+    -- Statement triggers are not inherited; row triggers are, but not their ENABLE ALWAYS.
+    EXECUTE format('CREATE TRIGGER trail_no_truncate BEFORE TRUNCATE ON pii_audit.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pii_audit._refuse_change()', name);
+    EXECUTE format('ALTER TABLE pii_audit.%I ENABLE ALWAYS TRIGGER trail_no_truncate', name);
+    EXECUTE format('ALTER TABLE pii_audit.%I ENABLE ALWAYS TRIGGER trail_append_only', name);
+    EXECUTE format('REVOKE ALL ON pii_audit.%I FROM PUBLIC', name);
+    PERFORM set_config('lock_timeout', old_timeout, true);
+    RETURN ('pii_audit.' || name)::regclass;
+END
+$$;

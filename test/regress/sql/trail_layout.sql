@@ -224,3 +224,19 @@ SELECT count(*) FROM pii_audit.events;
 ROLLBACK;
 SELECT pii_audit._group_has_subject(now(), '\x01'::bytea, 1) AS damaged_may_hold_anyone;
 DROP TABLE layout_people;
+
+-- ANALYZE keeps statistics of the trail's columns, but none of the groups' payloads or the
+-- subject index's entries (no query filters on them; a new session's first plan read them), in
+-- every month, the months made since the extension was created included.
+ANALYZE pii_audit.trail_groups;
+ANALYZE pii_audit.trail_subject_index;
+SELECT count(*) FILTER (WHERE a.attname IN ('payload', 'entries')) AS payload_statistics,
+       count(*) FILTER (WHERE a.attname = 'min_time') > 0 AS min_time_statistics
+FROM pg_statistic s
+JOIN pg_attribute a ON a.attrelid = s.starelid AND a.attnum = s.staattnum
+JOIN pg_class c ON c.oid = s.starelid
+WHERE c.relnamespace = 'pii_audit'::regnamespace;
+SELECT count(*) AS months, count(*) FILTER (WHERE a.attstattarget = 0) AS months_without
+FROM pg_inherits i
+JOIN pg_attribute a ON a.attrelid = i.inhrelid AND a.attname = 'payload'
+WHERE i.inhparent = 'pii_audit.trail_groups'::regclass;
