@@ -94,13 +94,16 @@ while ((done_events < events)); do
     done_events=$((done_events + n))
     echo "# loaded $done_events events ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }') s)"
 done
-# Every event the queue took is stored, or counted as dropped: wait for that (at most 10 min).
-target=$((persisted0 + events))
-deadline=$((SECONDS + 600))
-while (($(status events_persisted) + $(status events_dropped) - dropped_before < target)); do
-    ((SECONDS < deadline)) || { echo "trail.sh: the worker did not store the events within 10 min: $(q -c 'SELECT row(s.*) FROM pii_audit.status s')" >&2; exit 1; }
-    sleep 0.5
-done
+# wait_stored N WHAT: every one of N more events the queue took (after persisted0, dropped_before)
+# is stored or counted as dropped; at most 10 minutes.
+wait_stored() {
+    local deadline=$((SECONDS + 600))
+    while (($(status events_persisted) + $(status events_dropped) - dropped_before < persisted0 + $1)); do
+        ((SECONDS < deadline)) || { echo "trail.sh: the worker did not store $2 within 10 min: $(q -c 'SELECT row(s.*) FROM pii_audit.status s')" >&2; exit 1; }
+        sleep 0.5
+    done
+}
+wait_stored "$events" "the events"
 t1=$(date +%s.%N)
 cpu1=$(worker_cpu)
 dropped=$(($(status events_dropped) - dropped_before))
@@ -118,14 +121,9 @@ dense=${DENSE:-$((events / 20))}
 if ((dense > 0)); then
     dense_start=$(q -c "SELECT '$span_end'::timestamptz + interval '1 minute'")
     dense_end=$(q -c "SELECT '$dense_start'::timestamptz + interval '20 us' * $dense")
-    target=$(($(status events_persisted) + $(status events_dropped) + dense))
     taken=$(q -c "SELECT bench_load($dense, 0, $dense, $sessions, $actors, $subjects, '$dense_start', '$dense_end', 2, 'audit', $relations)")
     ((taken == dense)) || echo "# warning: the queue took $taken of $dense events of the dense tail"
-    deadline=$((SECONDS + 600))
-    while (($(status events_persisted) + $(status events_dropped) < target)); do
-        ((SECONDS < deadline)) || { echo "trail.sh: the worker did not store the dense tail within 10 min" >&2; exit 1; }
-        sleep 0.5
-    done
+    wait_stored $((events + dense)) "the dense tail"
     dropped=$(($(status events_dropped) - dropped_before))
     stored=$(q -c "SELECT last_event_id FROM pii_audit.worker_state")
     echo "dense tail: $dense events from $dense_start, 50,000 a second"
@@ -179,21 +177,15 @@ if [[ "${QUERIES:-1}" != 0 ]]; then
         add "access_log, 100 ms of the dense tail" "SELECT * FROM pii_audit.access_log WHERE event_time >= '$dense_middle' AND event_time < '$dense_middle'::timestamptz + interval '100 ms'"
     fi
 
-    timed() {  # prints the milliseconds of one run of SQL (its rows go to /dev/null)
-        pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' -c "$1" |
+    timed() {  # timed SQL [RUNS]: RUNS runs (1) in one new session; the last one's milliseconds
+        local args=() _
+        for _ in $(seq 1 "${2:-1}"); do args+=(-c "$1"); done
+        pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' "${args[@]}" |
             awk '/^Time:/ { t = $2 } END { print t }'
     }
-    second_median() {  # the median milliseconds of SQL run again in its session, three sessions
+    warm_median() {  # warm_median SQL [RUNS]: the median of timed SQL RUNS in three sessions
         local runs=() _
-        for _ in 1 2 3; do
-            runs+=("$(pgc_psql "$dir" -X -q -d audit -v ON_ERROR_STOP=1 -c '\timing on' -c '\o /dev/null' -c "$1" -c "$1" |
-                awk '/^Time:/ { t = $2 } END { print t }')")
-        done
-        printf '%s\n' "${runs[@]}" | sort -g | sed -n 2p
-    }
-    warm_median() {  # the median milliseconds of three runs of SQL
-        local runs=() _
-        for _ in 1 2 3; do runs+=("$(timed "$1")"); done
+        for _ in 1 2 3; do runs+=("$(timed "$1" "${2:-1}")"); done
         printf '%s\n' "${runs[@]}" | sort -g | sed -n 2p
     }
     cold_ok=0
@@ -210,7 +202,7 @@ if [[ "${QUERIES:-1}" != 0 ]]; then
         fi
         median=$(warm_median "${sqls[$i]}")
         rows=$(q -c "SELECT count(*) FROM (${sqls[$i]}) x")
-        again=$(second_median "${sqls[$i]}")
+        again=$(warm_median "${sqls[$i]}" 2)
         printf '| %s | %s | %s | %s | %s |\n' "${names[$i]}" "$rows" "$cold" "$median" "$again"
     done
 fi

@@ -234,15 +234,14 @@ void add_group_quals(Query* q, const TrailOids& oids) {
             if (lower) {
                 int s = strategy == BTEqualStrategyNumber ? BTGreaterEqualStrategyNumber : strategy;
                 if (Node* n = compare(max_time, s, other)) added = lappend(added, n);
-                if (Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
-                                        interval_const(pii_audit::kMaxGroupSpanMicros)))
-                    if (Node* n = compare(min_time, BTGreaterEqualStrategyNumber, bound))
-                        added = lappend(added, n);
-                Node* late = nullptr;
-                if (Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
-                                        interval_const(kShortSpanMicros)))
-                    late = compare(min_time, BTGreaterEqualStrategyNumber, bound);
-                if (late != nullptr) {
+                // min_time >= other - span, or nullptr
+                auto starts_within = [&](int64 span) -> Node* {
+                    Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
+                                        interval_const(span));
+                    return bound ? compare(min_time, BTGreaterEqualStrategyNumber, bound) : nullptr;
+                };
+                if (Node* n = starts_within(pii_audit::kMaxGroupSpanMicros)) added = lappend(added, n);
+                if (Node* late = starts_within(kShortSpanMicros)) {
                     auto* span = make_opclause(kTimestamptzMinus, INTERVALOID, false,
                                                static_cast<Expr*>(copyObjectImpl(max_time)),
                                                static_cast<Expr*>(copyObjectImpl(min_time)),
