@@ -74,6 +74,17 @@ struct LabelledColumn {
     bool subject_key;
 };
 
+// The column and category lists (the event-record list format: items back to back, each
+// followed by NUL, each once) of a read of some labelled columns of a relation.
+struct LabelLists {
+    uint64 mask;  // bit i: the entry's columns[i] was read; 0: an unused memo place
+    char* columns;
+    int columns_len;
+    char* categories;
+    int categories_len;
+};
+constexpr int kLabelListMemos = 4;
+
 struct LabelCacheEntry {
     Oid relid;           // hash key
     bool has_categories; // some column carries at least one category: reads are audited
@@ -85,12 +96,21 @@ struct LabelCacheEntry {
     int nfamily;         // ancestors and descendants whose labels were merged in
     Oid* family;
     MemoryContext context;
+    // The lists of the sets of columns read last (a backend's statements read the same few
+    // again and again), in context. Only pii_audit_label_lists changes them.
+    mutable LabelLists memo[kLabelListMemos];
+    mutable int memo_next;
 };
 
 // Labels in effect for a relation: its own, its ancestors' (a label on a partitioned table
 // covers every partition) and its descendants', matched by column name.
 const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid);
 const LabelCacheEntry* pii_audit_label_cache_find_cached(const char* schema, const char* name);
+// The lists of reading columns[i] for every bit i of mask (not 0; entry->ncolumns <= 64). Valid
+// until the next call for this entry or the entry's invalidation: copy them.
+const LabelLists* pii_audit_label_lists(const LabelCacheEntry* entry, uint64 mask);
+// Appends item (len bytes, no NUL inside) and a NUL to a list unless the list has it already.
+void pii_audit_append_list_item(struct StringInfoData* list, const char* item, int len);
 void pii_audit_label_cache_init(void);
 
 // ---- groups by id (presentation/group_fetch.cpp) ----

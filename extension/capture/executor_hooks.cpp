@@ -170,6 +170,14 @@ void role_name(Oid oid, char* out) {
     strlcpy(cached_roles[0].name, out, NAMEDATALEN);
 }
 
+// Makes sure the role's name is cached (no copy when it is).
+void cache_role(Oid oid) {
+    for (const auto& role : cached_roles)
+        if (role.oid == oid && oid != InvalidOid) return;
+    char scratch[NAMEDATALEN];
+    role_name(oid, scratch);
+}
+
 // Error reporting may not touch the catalog: only names already cached.
 void cached_role_name(Oid oid, char* out) {
     if (!cached_role(oid, out)) snprintf(out, NAMEDATALEN, "role %u", oid);
@@ -276,20 +284,17 @@ StatementAudit* find_audit(EState* estate) {
 
 // ---------------------------------------------------------------- which labelled columns
 
-void append_item(StringInfo list, const char* item, int len) {
-    // Lists hold each item followed by NUL; skip items already present.
-    for (int at = 0; at < list->len; at += strlen(list->data + at) + 1)
-        if (strcmp(list->data + at, item) == 0) return;
-    appendBinaryStringInfo(list, item, len);
-    appendStringInfoChar(list, '\0');
-}
-
-// An empty StringInfo with room for a short list (it grows like any other).
-void init_small_string(StringInfo s) {
-    constexpr int kInitial = 64;
-    s->data = static_cast<char*>(palloc(kInitial));
-    s->maxlen = kInitial;
-    resetStringInfo(s);
+// An empty StringInfo with room for a short list (it grows like any other), holding a copy of
+// the list data (len bytes).
+void init_small_string(StringInfo s, const char* data, int len) {
+    int room = 64;
+    while (room <= len) room *= 2;
+    s->data = static_cast<char*>(palloc(room));
+    s->maxlen = room;
+    memcpy(s->data, data, len);
+    s->data[len] = '\0';
+    s->len = len;
+    s->cursor = 0;
 }
 
 // Adds the labelled columns of `relid` that `selected` (attnums offset by
@@ -300,37 +305,57 @@ List* note_read(List* reads, Oid relid, const Bitmapset* selected, bool all_colu
     if (!labels->has_categories) return reads;
     bool whole_row =
         all_columns || bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, selected);
+    auto column_read = [&](const LabelledColumn& column) {
+        return whole_row ||
+               bms_is_member(column.attnum - FirstLowInvalidHeapAttributeNumber, selected);
+    };
     RelationRead* read = nullptr;
-    for (int i = 0; i < labels->ncolumns; ++i) {
-        const LabelledColumn& column = labels->columns[i];
-        if (!whole_row &&
-            !bms_is_member(column.attnum - FirstLowInvalidHeapAttributeNumber, selected))
-            continue;
-        if (read == nullptr) {
-            ListCell* cell;
-            foreach (cell, reads) {
-                auto* existing = static_cast<RelationRead*>(lfirst(cell));
-                if (existing->relid == relid) read = existing;
+    ListCell* cell;
+    foreach (cell, reads) {
+        auto* existing = static_cast<RelationRead*>(lfirst(cell));
+        if (existing->relid == relid) read = existing;
+    }
+    if (read != nullptr) {
+        // Read again in the same statement (a self-join, a subquery): add what is new.
+        for (int i = 0; i < labels->ncolumns; ++i) {
+            const LabelledColumn& column = labels->columns[i];
+            if (!column_read(column)) continue;
+            pii_audit_append_list_item(&read->columns, column.name,
+                                       static_cast<int>(strlen(column.name)));
+            for (int at = 0; at < column.categories_len;) {
+                int len = static_cast<int>(strlen(column.categories + at));
+                pii_audit_append_list_item(&read->categories, column.categories + at, len);
+                at += len + 1;
             }
         }
-        if (read == nullptr) {
-            read = static_cast<RelationRead*>(palloc0(sizeof(RelationRead)));
-            read->relid = relid;
-            read->relation = pstrdup(labels->qualified_name);
-            // Column and category lists are a few dozen bytes: initStringInfo's 1 kB each
-            // pushed a lookup's query context into a second block (a malloc and a free per
-            // statement, callgrind: bench/backend_cost.sh).
-            init_small_string(&read->columns);
-            init_small_string(&read->categories);
-            reads = lappend(reads, read);
-        }
-        append_item(&read->columns, column.name, strlen(column.name));
-        for (int at = 0; at < column.categories_len; at += strlen(column.categories + at) + 1) {
-            append_item(&read->categories, column.categories + at,
-                        strlen(column.categories + at));
-        }
+        return reads;
     }
-    return reads;
+    // The first read of the relation: its lists come from the label cache, which keeps those of
+    // the sets of columns read last (building them per statement was a quarter of what auditing
+    // a point lookup cost, callgrind: bench/backend_cost.sh). Past 64 labelled columns they are
+    // built here.
+    uint64 mask = 0;
+    bool any = false;
+    for (int i = 0; i < labels->ncolumns; ++i) {
+        if (!column_read(labels->columns[i])) continue;
+        any = true;
+        if (i < 64) mask |= uint64{1} << i;
+    }
+    if (!any) return reads;
+    read = static_cast<RelationRead*>(palloc0(sizeof(RelationRead)));
+    read->relid = relid;
+    read->relation = pstrdup(labels->qualified_name);
+    if (labels->ncolumns <= 64) {
+        const LabelLists* lists = pii_audit_label_lists(labels, mask);
+        init_small_string(&read->columns, lists->columns, lists->columns_len);
+        init_small_string(&read->categories, lists->categories, lists->categories_len);
+    } else {
+        init_small_string(&read->columns, "", 0);
+        init_small_string(&read->categories, "", 0);
+        reads = lappend(reads, read);
+        return note_read(reads, relid, selected, all_columns);  // adds to the read just made
+    }
+    return lappend(reads, read);
 }
 
 // A read counts when it touches at least one column with a category (subject_key-only columns are
@@ -733,9 +758,8 @@ void audit_executor_start(QueryDesc* query_desc, int eflags) {
     // The database name and roles are cached now: an error reported later may not look them up.
     if (capture_enabled()) {
         learn_backend_identity();
-        char scratch[NAMEDATALEN];
-        role_name(GetSessionUserId(), scratch);
-        role_name(GetUserId(), scratch);
+        cache_role(GetSessionUserId());
+        cache_role(GetUserId());
     }
     UtilityWrapper wrapped{};
     if (wrapper.active && wrapper.level == nesting_level &&

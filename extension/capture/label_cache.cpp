@@ -12,6 +12,7 @@ extern "C" {
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_seclabel.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
@@ -289,4 +290,44 @@ const LabelCacheEntry* pii_audit_label_cache_find_cached(const char* schema, con
         }
     }
     return nullptr;
+}
+
+void pii_audit_append_list_item(StringInfo list, const char* item, int len) {
+    for (int at = 0; at < list->len; at += static_cast<int>(strlen(list->data + at)) + 1)
+        if (strcmp(list->data + at, item) == 0) return;
+    appendBinaryStringInfo(list, item, len);
+    appendStringInfoChar(list, '\0');
+}
+
+const LabelLists* pii_audit_label_lists(const LabelCacheEntry* entry, uint64 mask) {
+    for (LabelLists& memo : entry->memo)
+        if (memo.mask == mask) return &memo;
+    StringInfoData columns, categories;
+    initStringInfo(&columns);
+    initStringInfo(&categories);
+    for (int i = 0; i < entry->ncolumns && i < 64; ++i) {
+        if ((mask & (uint64{1} << i)) == 0) continue;
+        const LabelledColumn& column = entry->columns[i];
+        pii_audit_append_list_item(&columns, column.name, static_cast<int>(strlen(column.name)));
+        for (int at = 0; at < column.categories_len;) {
+            int len = static_cast<int>(strlen(column.categories + at));
+            pii_audit_append_list_item(&categories, column.categories + at, len);
+            at += len + 1;
+        }
+    }
+    char* kept_columns = static_cast<char*>(MemoryContextAlloc(entry->context, columns.len + 1));
+    char* kept_categories =
+        static_cast<char*>(MemoryContextAlloc(entry->context, categories.len + 1));
+    memcpy(kept_columns, columns.data, columns.len + 1);
+    memcpy(kept_categories, categories.data, categories.len + 1);
+    LabelLists& slot = entry->memo[entry->memo_next];
+    entry->memo_next = (entry->memo_next + 1) % kLabelListMemos;
+    if (slot.mask != 0) {
+        pfree(slot.columns);
+        pfree(slot.categories);
+    }
+    slot = LabelLists{mask, kept_columns, columns.len, kept_categories, categories.len};
+    pfree(columns.data);
+    pfree(categories.data);
+    return &slot;
 }

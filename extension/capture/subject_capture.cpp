@@ -88,6 +88,26 @@ bool read_key(int fd, char* key) {
 // values equal to the type are one subject.
 enum class KeyForm { kText, kBpchar, kInteger, kNumeric, kOutputFunction };
 
+// Memory for one row's identifiers (detoasting, output functions), reset after the row. Made on
+// first use: integer keys and plain text never need it, and a point lookup then makes and
+// deletes no memory context.
+struct RowScratch {
+    MemoryContext parent;
+    MemoryContext context;  // nullptr until first used
+    bool used;
+    MemoryContext get() {
+        if (context == nullptr)
+            context = AllocSetContextCreate(parent, "pii_audit subject keys", ALLOCSET_SMALL_SIZES);
+        used = true;
+        return context;
+    }
+    void done() {
+        if (!used) return;
+        MemoryContextReset(context);
+        used = false;
+    }
+};
+
 struct KeyColumn {
     AttrNumber attnum;        // in the slot read: the table's attnum, or an index-only scan's column
     AttrNumber table_attnum;  // in the table
@@ -108,7 +128,7 @@ struct Tap {
     SubjectTracker** trackers;
     int nkeys;
     KeyColumn* keys;
-    MemoryContext row_context;  // detoasting and output functions, reset per row
+    RowScratch scratch;
     // An index-only scan of an index without the key: the key is read from the table row the
     // index entry points to (what a plain index scan would have fetched). No pin is kept
     // between rows.
@@ -144,11 +164,10 @@ void add_subject(Tap* tap, const char* data, size_t len) noexcept {
 }
 
 // The identifier of one key value, as every subject of that column is identified: handed to
-// use(data, len) (valid only during the call). Sets *used_context when it allocated in context
-// (detoasting, output functions), which the caller resets.
+// use(data, len) (valid only during the call). What it allocates is in scratch, which the caller
+// resets after the row (scratch.done()).
 template <typename Use>
-inline void key_identifier(const KeyColumn& key, Datum value, MemoryContext context,
-                           bool* used_context, Use&& use) {
+inline void key_identifier(const KeyColumn& key, Datum value, RowScratch& scratch, Use&& use) {
     switch (key.form) {
         case KeyForm::kInteger: {
             char digits[24];
@@ -163,10 +182,9 @@ inline void key_identifier(const KeyColumn& key, Datum value, MemoryContext cont
         case KeyForm::kBpchar: {
             auto* ptr = reinterpret_cast<struct varlena*>(DatumGetPointer(value));
             if (VARATT_IS_EXTENDED(ptr)) {
-                MemoryContext old = MemoryContextSwitchTo(context);
+                MemoryContext old = MemoryContextSwitchTo(scratch.get());
                 ptr = pg_detoast_datum_packed(ptr);
                 MemoryContextSwitchTo(old);
-                *used_context = true;
             }
             size_t len = VARSIZE_ANY_EXHDR(ptr);
             if (key.form == KeyForm::kBpchar)
@@ -175,19 +193,17 @@ inline void key_identifier(const KeyColumn& key, Datum value, MemoryContext cont
             break;
         }
         case KeyForm::kNumeric: {
-            MemoryContext old = MemoryContextSwitchTo(context);
+            MemoryContext old = MemoryContextSwitchTo(scratch.get());
             char* text = DatumGetCString(
                 DirectFunctionCall1(numeric_out, DirectFunctionCall1(numeric_trim_scale, value)));
             MemoryContextSwitchTo(old);
-            *used_context = true;
             use(text, strlen(text));
             break;
         }
         case KeyForm::kOutputFunction: {
-            MemoryContext old = MemoryContextSwitchTo(context);
+            MemoryContext old = MemoryContextSwitchTo(scratch.get());
             char* text = OutputFunctionCall(const_cast<FmgrInfo*>(&key.output), value);
             MemoryContextSwitchTo(old);
-            *used_context = true;
             use(text, strlen(text));
             break;
         }
@@ -196,7 +212,21 @@ inline void key_identifier(const KeyColumn& key, Datum value, MemoryContext cont
 
 // How identifiers of a column of type atttypid are made (attnum fields are the caller's).
 void set_key_form(KeyColumn* key, Oid atttypid) {
-    key->typid = getBaseType(atttypid);  // a domain identifies as its base type
+    // A domain identifies as its base type. The built-in types named below are base types
+    // themselves: no catalog lookup for them, once per tapped scan.
+    switch (atttypid) {
+        case INT2OID:
+        case INT4OID:
+        case INT8OID:
+        case TEXTOID:
+        case VARCHAROID:
+        case BPCHAROID:
+        case NUMERICOID:
+            key->typid = atttypid;
+            break;
+        default:
+            key->typid = getBaseType(atttypid);
+    }
     if (key->typid == INT2OID || key->typid == INT4OID || key->typid == INT8OID) {
         key->form = KeyForm::kInteger;
     } else if (key->typid == TEXTOID || key->typid == VARCHAROID) {
@@ -215,16 +245,15 @@ void set_key_form(KeyColumn* key, Oid atttypid) {
 }
 
 void tap_row(Tap* tap, TupleTableSlot* slot) {
-    bool used_context = false;
     for (int i = 0; i < tap->nkeys; ++i) {
         const KeyColumn& key = tap->keys[i];
         bool isnull;
         Datum value = slot_getattr(slot, key.attnum, &isnull);
         if (isnull) continue;
-        key_identifier(key, value, tap->row_context, &used_context,
+        key_identifier(key, value, tap->scratch,
                        [tap](const char* data, size_t len) { add_subject(tap, data, len); });
     }
-    if (used_context) MemoryContextReset(tap->row_context);
+    tap->scratch.done();
 }
 
 Tap* find_tap(PlanState* node) {
@@ -357,8 +386,7 @@ void add_tap(PlanState* node, Relation rel, const LabelCacheEntry* labels,
     tap->node = node;
     tap->max_trackers = 2;
     tap->trackers = static_cast<SubjectTracker**>(palloc(sizeof(SubjectTracker*) * 2));
-    tap->row_context =
-        AllocSetContextCreate(CurrentMemoryContext, "pii_audit subject keys", ALLOCSET_SMALL_SIZES);
+    tap->scratch.parent = CurrentMemoryContext;
     // ExecProcNodeFirst (or the instrumentation wrapper) calls ExecProcNodeReal: tap that.
     tap->real = node->ExecProcNodeReal;
     node->ExecProcNodeReal = tapped_exec_proc_node;
@@ -1104,7 +1132,7 @@ struct IdentifyReceiver {
     size_t mask;
     bool* named;
     int left;
-    MemoryContext row_context;
+    RowScratch scratch;
     pii_audit_identified found;
     void* arg;
 };
@@ -1120,8 +1148,7 @@ bool identify_row(TupleTableSlot* slot, DestReceiver* self) {
     bool isnull;
     Datum value = slot_getattr(slot, 1, &isnull);
     if (isnull) return true;
-    bool used_context = false;
-    key_identifier(r->key, value, r->row_context, &used_context, [r](const char* data, size_t len) {
+    key_identifier(r->key, value, r->scratch, [r](const char* data, size_t len) {
         int64 hash = subject_hasher.hash(std::string_view(data, len));
         for (size_t at = static_cast<uint64>(hash) & r->mask; r->table[at] != 0; at = (at + 1) & r->mask) {
             int i = r->table[at] - 1;
@@ -1133,7 +1160,7 @@ bool identify_row(TupleTableSlot* slot, DestReceiver* self) {
             return;
         }
     });
-    if (used_context) MemoryContextReset(r->row_context);
+    r->scratch.done();
     return r->left > 0;  // false ends the scan: every hash is named
 }
 
@@ -1168,8 +1195,7 @@ int pii_audit_identify_subjects(Oid relid, const char* key_column, int64* wanted
     r.left = distinct;
     r.found = found;
     r.arg = arg;
-    r.row_context = AllocSetContextCreate(CurrentMemoryContext, "pii_audit identify subjects",
-                                          ALLOCSET_SMALL_SIZES);
+    r.scratch.parent = CurrentMemoryContext;
 
     // A query, not a scan of our own: it reads as the caller may (privileges, row-level
     // security, partitions and inheritance children), and it is audited like any read: naming
@@ -1190,7 +1216,7 @@ int pii_audit_identify_subjects(Oid relid, const char* key_column, int64* wanted
     if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY)
         elog(ERROR, "pii_audit: naming subjects failed: %s", SPI_result_code_string(rc));
     SPI_finish();
-    MemoryContextDelete(r.row_context);
+    if (r.scratch.context != nullptr) MemoryContextDelete(r.scratch.context);
     pfree(r.named);
     pfree(r.table);
     pfree(sql);

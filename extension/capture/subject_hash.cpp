@@ -111,10 +111,10 @@ void Sha256::reset() noexcept {
     total_ = 0;
 }
 
-void Sha256::compress(const std::uint8_t* block) noexcept {
+void Sha256::compress(std::uint32_t state[8], const std::uint8_t* block) noexcept {
 #if defined(__x86_64__)
     if (use_sha_extensions) {
-        compress_with_sha_extensions(state_, block);
+        compress_with_sha_extensions(state, block);
         return;
     }
 #endif
@@ -127,8 +127,8 @@ void Sha256::compress(const std::uint8_t* block) noexcept {
         std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    std::uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-    std::uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
+    std::uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+    std::uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
     for (int i = 0; i < 64; ++i) {
         std::uint32_t s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
         std::uint32_t ch = (e & f) ^ (~e & g);
@@ -145,14 +145,14 @@ void Sha256::compress(const std::uint8_t* block) noexcept {
         b = a;
         a = t1 + t2;
     }
-    state_[0] += a;
-    state_[1] += b;
-    state_[2] += c;
-    state_[3] += d;
-    state_[4] += e;
-    state_[5] += f;
-    state_[6] += g;
-    state_[7] += h;
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
 }
 
 void Sha256::update(const void* data, size_t len) noexcept {
@@ -183,6 +183,18 @@ std::array<std::uint8_t, 32> Sha256::finish() noexcept {
     for (int i = 0; i < 8; ++i)
         for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<std::uint8_t>(state_[i] >> (24 - 8 * j));
     return out;
+}
+
+bool Sha256::finish_short(const void* data, size_t len, std::uint32_t digest[8]) const noexcept {
+    if (buffered_ != 0 || len > 55) return false;
+    std::uint8_t block[64] = {};
+    std::memcpy(block, data, len);
+    block[len] = 0x80;
+    std::uint64_t bits = (total_ + len) * 8;
+    for (int i = 0; i < 8; ++i) block[56 + i] = static_cast<std::uint8_t>(bits >> (56 - 8 * i));
+    std::memcpy(digest, state_, sizeof state_);
+    compress(digest, block);
+    return true;
 }
 
 std::array<std::uint8_t, 32> hmac_sha256(std::string_view key, std::string_view message) noexcept {
@@ -220,6 +232,17 @@ SubjectHasher::SubjectHasher(std::string_view key) noexcept {
 }
 
 std::int64_t SubjectHasher::hash(std::string_view identifier) const noexcept {
+    // Most identifiers fit in the inner hash's last block, and the inner digest always fits in
+    // the outer's: two compressions, nothing buffered or copied but the state.
+    std::uint32_t words[8];
+    if (inner_.finish_short(identifier.data(), identifier.size(), words)) {
+        std::uint8_t inner_digest[32];
+        for (int i = 0; i < 8; ++i)
+            for (int j = 0; j < 4; ++j)
+                inner_digest[4 * i + j] = static_cast<std::uint8_t>(words[i] >> (24 - 8 * j));
+        (void)outer_.finish_short(inner_digest, sizeof inner_digest, words);
+        return static_cast<std::int64_t>((std::uint64_t{words[0]} << 32) | words[1]);
+    }
     Sha256 inner = inner_;
     inner.update(identifier.data(), identifier.size());
     auto inner_digest = inner.finish();
@@ -254,47 +277,64 @@ void SubjectSet::add(std::string_view identifier) {
 }
 
 bool SubjectSet::kept(std::uint64_t fp) const noexcept {
-    return std::find(stored_fingerprints_.begin(), stored_fingerprints_.end(), fp) !=
-           stored_fingerprints_.end();
+    const std::uint64_t* fps = kept_fingerprints();
+    return std::find(fps, fps + nkept_, fp) != fps + nkept_;
+}
+
+// Doubles the places for kept subjects (at most store_limit_), keeping them: on std::bad_alloc
+// nothing changed.
+void SubjectSet::grow_kept() {
+    size_t capacity = std::min(store_limit_, std::max<size_t>(2 * kept_capacity_, 16));
+    std::vector<std::int64_t> hashes(capacity);
+    std::vector<std::uint64_t> fingerprints(capacity);
+    std::copy(kept_hashes(), kept_hashes() + nkept_, hashes.begin());
+    std::copy(kept_fingerprints(), kept_fingerprints() + nkept_, fingerprints.begin());
+    stored_.swap(hashes);
+    stored_fingerprints_.swap(fingerprints);
+    kept_capacity_ = capacity;
 }
 
 template <typename MakeHash>
 void SubjectSet::keep(std::uint64_t fp, MakeHash&& make_hash, bool known_new) {
     if (store_limit_ == 0) return;
-    if (stored_.size() < store_limit_) {
+    if (nkept_ < store_limit_) {
         if (!known_new && kept(fp)) return;
-        stored_.reserve(stored_.size() + 1);
-        stored_fingerprints_.reserve(stored_.size() + 1);
-        stored_fingerprints_.push_back(fp);  // cannot throw after the reserves
-        stored_.push_back(make_hash());
-        sift_up(stored_.size() - 1);
+        if (nkept_ == kept_capacity_) grow_kept();
+        kept_fingerprints()[nkept_] = fp;
+        kept_hashes()[nkept_] = make_hash();
+        sift_up(nkept_++);
         return;
     }
-    if (fp >= stored_fingerprints_[0] || (!known_new && kept(fp))) return;
-    stored_fingerprints_[0] = fp;
-    stored_[0] = make_hash();
+    std::uint64_t* fps = kept_fingerprints();
+    if (fp >= fps[0] || (!known_new && kept(fp))) return;
+    fps[0] = fp;
+    kept_hashes()[0] = make_hash();
     sift_down(0);
 }
 
 void SubjectSet::sift_up(size_t i) noexcept {
+    std::uint64_t* fps = kept_fingerprints();
+    std::int64_t* hashes = kept_hashes();
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (stored_fingerprints_[parent] >= stored_fingerprints_[i]) return;
-        std::swap(stored_fingerprints_[parent], stored_fingerprints_[i]);
-        std::swap(stored_[parent], stored_[i]);
+        if (fps[parent] >= fps[i]) return;
+        std::swap(fps[parent], fps[i]);
+        std::swap(hashes[parent], hashes[i]);
         i = parent;
     }
 }
 
 void SubjectSet::sift_down(size_t i) noexcept {
-    const size_t n = stored_fingerprints_.size();
+    std::uint64_t* fps = kept_fingerprints();
+    std::int64_t* hashes = kept_hashes();
+    const size_t n = nkept_;
     for (;;) {
         size_t largest = i, left = 2 * i + 1, right = left + 1;
-        if (left < n && stored_fingerprints_[left] > stored_fingerprints_[largest]) largest = left;
-        if (right < n && stored_fingerprints_[right] > stored_fingerprints_[largest]) largest = right;
+        if (left < n && fps[left] > fps[largest]) largest = left;
+        if (right < n && fps[right] > fps[largest]) largest = right;
         if (largest == i) return;
-        std::swap(stored_fingerprints_[largest], stored_fingerprints_[i]);
-        std::swap(stored_[largest], stored_[i]);
+        std::swap(fps[largest], fps[i]);
+        std::swap(hashes[largest], hashes[i]);
         i = largest;
     }
 }
@@ -306,12 +346,13 @@ bool SubjectSet::insert_fingerprint(std::uint64_t fp) {
         ++distinct_;
         return true;
     }
-    if ((distinct_ + 1) * 2 > table_.size()) grow();
-    size_t mask = table_.size() - 1;
+    if ((distinct_ + 1) * 2 > nslots()) grow();
+    std::uint64_t* table = slots();
+    size_t mask = nslots() - 1;
     for (size_t i = fp & mask;; i = (i + 1) & mask) {
-        if (table_[i] == fp) return false;
-        if (table_[i] == 0) {
-            table_[i] = fp;
+        if (table[i] == fp) return false;
+        if (table[i] == 0) {
+            table[i] = fp;
             ++distinct_;
             return true;
         }
@@ -321,7 +362,9 @@ bool SubjectSet::insert_fingerprint(std::uint64_t fp) {
 void SubjectSet::grow() {
     std::vector<std::uint64_t> bigger(table_.empty() ? 64 : table_.size() * 2, 0);
     size_t mask = bigger.size() - 1;
-    for (std::uint64_t fp : table_) {
+    const std::uint64_t* table = slots();
+    for (size_t at = 0, n = nslots(); at < n; ++at) {
+        std::uint64_t fp = table[at];
         if (fp == 0) continue;
         size_t i = fp & mask;
         while (bigger[i] != 0) i = (i + 1) & mask;
@@ -332,11 +375,13 @@ void SubjectSet::grow() {
 
 void SubjectSet::switch_to_estimate() {
     hll_ = std::make_unique<HyperLogLog<14>>();
-    for (std::uint64_t fp : table_)
-        if (fp != 0) hll_->add(fp);
+    const std::uint64_t* table = slots();
+    for (size_t at = 0, n = nslots(); at < n; ++at)
+        if (table[at] != 0) hll_->add(table[at]);
     if (zero_seen_) hll_->add(0);
     floor_ = std::max<std::uint64_t>(floor_, distinct_);
     std::vector<std::uint64_t>().swap(table_);
+    std::fill(std::begin(inline_slots_), std::end(inline_slots_), 0);
 }
 
 std::uint64_t SubjectSet::count() const noexcept {
@@ -380,12 +425,12 @@ constexpr size_t kRegistersSize = (sizeof(Registers) + 7) / 8 * 8;
 
 size_t SubjectSet::export_size(bool compact) const noexcept {
     size_t body = hll_ || compact ? kRegistersSize : (distinct_ - (zero_seen_ ? 1 : 0)) * 8;
-    return sizeof(ImageHeader) + body + stored_.size() * sizeof(StoredPair);
+    return sizeof(ImageHeader) + body + nkept_ * sizeof(StoredPair);
 }
 
 void SubjectSet::export_to(void* out, bool compact) const noexcept {
     auto* bytes = static_cast<unsigned char*>(out);
-    ImageHeader header{kImageMagic, 0, 0, 0, stored_.size()};
+    ImageHeader header{kImageMagic, 0, 0, 0, nkept_};
     unsigned char* body = bytes + sizeof header;
     if (hll_ || compact) {
         header.flags |= kImageEstimated;
@@ -394,8 +439,9 @@ void SubjectSet::export_to(void* out, bool compact) const noexcept {
             std::memcpy(body, hll_.get(), sizeof(Registers));
         } else {
             Registers registers;
-            for (std::uint64_t fp : table_)
-                if (fp != 0) registers.add(fp);
+            const std::uint64_t* table = slots();
+            for (size_t at = 0, n = nslots(); at < n; ++at)
+                if (table[at] != 0) registers.add(table[at]);
             if (zero_seen_) registers.add(0);
             std::memcpy(body, &registers, sizeof(Registers));
         }
@@ -403,15 +449,17 @@ void SubjectSet::export_to(void* out, bool compact) const noexcept {
     } else {
         header.distinct = distinct_;
         if (zero_seen_) header.flags |= kImageZeroSeen;
-        for (std::uint64_t fp : table_) {
+        const std::uint64_t* table = slots();
+        for (size_t at = 0, n = nslots(); at < n; ++at) {
+            std::uint64_t fp = table[at];
             if (fp == 0) continue;
             std::memcpy(body, &fp, 8);
             body += 8;
             ++header.fingerprints;
         }
     }
-    for (size_t i = 0; i < stored_.size(); ++i) {
-        StoredPair pair{stored_fingerprints_[i], stored_[i]};
+    for (size_t i = 0; i < nkept_; ++i) {
+        StoredPair pair{kept_fingerprints()[i], kept_hashes()[i]};
         std::memcpy(body, &pair, sizeof pair);
         body += sizeof pair;
     }

@@ -34,9 +34,15 @@ public:
     void reset() noexcept;
     void update(const void* data, size_t len) noexcept;
     std::array<std::uint8_t, 32> finish() noexcept;
+    // The digest, as eight words, of what was absorbed followed by `data` as the message's end,
+    // without changing this hash. One compression and no buffering: for the keyed subject hash,
+    // whose identifiers are short. False (and nothing done) if something is buffered or `data`
+    // does not fit in the final block (more than 55 bytes).
+    bool finish_short(const void* data, size_t len, std::uint32_t digest[8]) const noexcept;
 
 private:
-    void compress(const std::uint8_t* block) noexcept;
+    void compress(const std::uint8_t* block) noexcept { compress(state_, block); }
+    static void compress(std::uint32_t state[8], const std::uint8_t* block) noexcept;
     std::uint32_t state_[8];
     std::uint8_t buffer_[64];
     size_t buffered_ = 0;
@@ -76,10 +82,25 @@ public:
 
     void add(std::string_view identifier);
 
+    // The kept keyed hashes, valid until the set changes.
+    class Kept {
+    public:
+        Kept(const std::int64_t* data, size_t size) noexcept : data_(data), size_(size) {}
+        const std::int64_t* data() const noexcept { return data_; }
+        size_t size() const noexcept { return size_; }
+        bool empty() const noexcept { return size_ == 0; }
+        const std::int64_t* begin() const noexcept { return data_; }
+        const std::int64_t* end() const noexcept { return data_ + size_; }
+
+    private:
+        const std::int64_t* data_;
+        size_t size_;
+    };
+
     std::uint64_t count() const noexcept;
     bool estimated() const noexcept { return hll_ != nullptr; }
-    bool truncated() const noexcept { return count() > stored_.size(); }
-    const std::vector<std::int64_t>& stored() const noexcept { return stored_; }
+    bool truncated() const noexcept { return count() > nkept_; }
+    Kept stored() const noexcept { return Kept(kept_hashes(), nkept_); }
     // Bytes of heap memory held (for tests and limits).
     size_t memory_bytes() const noexcept;
 
@@ -95,6 +116,27 @@ public:
 private:
     bool insert_fingerprint(std::uint64_t fp);
     void grow();
+    void grow_kept();
+    // The fingerprint table: inline until it outgrows kInlineSlots, then table_.
+    std::uint64_t* slots() noexcept { return table_.empty() ? inline_slots_ : table_.data(); }
+    const std::uint64_t* slots() const noexcept {
+        return table_.empty() ? inline_slots_ : table_.data();
+    }
+    size_t nslots() const noexcept { return table_.empty() ? kInlineSlots : table_.size(); }
+    // The kept subjects: inline until more than kInlineKept are kept, then the vectors.
+    bool kept_inline() const noexcept { return kept_capacity_ <= kInlineKept; }
+    std::int64_t* kept_hashes() noexcept {
+        return kept_inline() ? inline_hashes_ : stored_.data();
+    }
+    const std::int64_t* kept_hashes() const noexcept {
+        return kept_inline() ? inline_hashes_ : stored_.data();
+    }
+    std::uint64_t* kept_fingerprints() noexcept {
+        return kept_inline() ? inline_kept_fingerprints_ : stored_fingerprints_.data();
+    }
+    const std::uint64_t* kept_fingerprints() const noexcept {
+        return kept_inline() ? inline_kept_fingerprints_ : stored_fingerprints_.data();
+    }
     void switch_to_estimate();
     // Offers a subject to the kept hashes (a max-heap on fingerprint); make_hash() runs only if
     // it is kept. known_new: the subject is certainly not kept yet.
@@ -107,13 +149,24 @@ private:
     const SubjectHasher* hasher_;
     size_t store_limit_;
     size_t exact_limit_;
+    // A statement usually reads one subject or a few: those cost no allocation (a point lookup
+    // would otherwise allocate three times and free three times per statement).
+    static constexpr size_t kInlineSlots = 16;
+    static constexpr size_t kInlineKept = 4;
+    std::uint64_t inline_slots_[kInlineSlots] = {};
     std::vector<std::uint64_t> table_;  // open addressing; 0 marks an empty slot
     size_t distinct_ = 0;
     bool zero_seen_ = false;            // fingerprint 0 is kept out of the table
     std::unique_ptr<HyperLogLog<14>> hll_;  // once exact counting stopped (16 kB)
     std::uint64_t floor_ = 0;               // distinct subjects known for certain once estimating
+    // Kept keyed hashes and their fingerprints, a max-heap on the fingerprint; nkept_ of
+    // kept_capacity_ places used, inline or in the vectors (sized to the capacity).
+    size_t nkept_ = 0;
+    size_t kept_capacity_ = kInlineKept;
+    std::int64_t inline_hashes_[kInlineKept] = {};
+    std::uint64_t inline_kept_fingerprints_[kInlineKept] = {};
     std::vector<std::int64_t> stored_;
-    std::vector<std::uint64_t> stored_fingerprints_;  // of stored_, a max-heap
+    std::vector<std::uint64_t> stored_fingerprints_;
 };
 
 }  // namespace pii_audit

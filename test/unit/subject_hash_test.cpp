@@ -91,17 +91,32 @@ TEST(Sha256, CpuExtensionsAndPortableCodeAgree) {
     EXPECT_EQ(hardware, portable);
 }
 
-TEST(SubjectHasher, IsTheFirstEightBytesOfTheHmac) {
+// Identifiers of every length from empty to past two blocks: those that fit in the inner hash's
+// final block take the one-compression path, the others the buffered one.
+TEST_P(Sha256Both, TheSubjectHashIsTheFirstEightBytesOfTheHmac) {
     std::string key(32, '\0');
     for (int i = 0; i < 32; ++i) key[i] = static_cast<char>(i * 7 + 1);
     SubjectHasher hasher(key);
     ASSERT_TRUE(hasher.valid());
-    for (const std::string& id : std::vector<std::string>{"", "5", "13800138000", std::string(200, 'x')}) {
+    for (size_t len = 0; len <= 140; ++len) {
+        std::string id(len, '\0');
+        for (size_t i = 0; i < len; ++i) id[i] = static_cast<char>('0' + (i * 31 + len) % 75);
         auto digest = hmac_sha256(key, id);
         std::uint64_t expected = 0;
         for (int i = 0; i < 8; ++i) expected = (expected << 8) | digest[i];
-        EXPECT_EQ(static_cast<std::uint64_t>(hasher.hash(id)), expected) << id;
+        EXPECT_EQ(static_cast<std::uint64_t>(hasher.hash(id)), expected) << "length " << len;
     }
+}
+
+// What a worker hands over, merged by the leader.
+std::vector<unsigned char> image_of(const SubjectSet& set, bool compact) {
+    std::vector<unsigned char> image(set.export_size(compact));
+    set.export_to(image.data(), compact);
+    return image;
+}
+
+std::set<std::int64_t> stored_set(const SubjectSet& set) {
+    return std::set<std::int64_t>(set.stored().begin(), set.stored().end());
 }
 
 TEST(SubjectHasher, RefusesAKeyOfTheWrongSize) {
@@ -134,6 +149,40 @@ TEST(SubjectSet, CountsDistinctAndKeepsThoseWithTheSmallestFingerprints) {
     EXPECT_EQ(std::set<std::int64_t>(set.stored().begin(), set.stored().end()), smallest);
     // The same subjects are kept whatever order the rows came in.
     EXPECT_EQ(std::set<std::int64_t>(reversed.stored().begin(), reversed.stored().end()), smallest);
+}
+
+// Against a plain reference, around where the set's storage changes (its first fingerprints
+// and kept hashes live inline, more move to the heap): every count of distinct subjects up to
+// 80, read twice, in an order that mixes repeats in, for store limits around those points. The
+// same set exported and merged into an empty one must come out the same.
+TEST(SubjectSet, MatchesAReferenceAroundItsStorageThresholds) {
+    SubjectHasher hasher(std::string(32, 'k'));
+    for (size_t limit : {0, 1, 3, 4, 5, 15, 16, 17, 40}) {
+        for (int distinct = 0; distinct <= 80; ++distinct) {
+            SubjectSet set(&hasher, limit, 1000);
+            std::vector<std::pair<std::uint64_t, std::int64_t>> reference;
+            for (int round = 0; round < 2; ++round)
+                for (int i = 0; i < distinct; ++i) {
+                    std::string id = "person-" + std::to_string((i * 7919 + round) % distinct);
+                    set.add(id);
+                    reference.emplace_back(pii_audit::hash_bytes(id), hasher.hash(id));
+                }
+            std::sort(reference.begin(), reference.end());
+            reference.erase(std::unique(reference.begin(), reference.end()), reference.end());
+            std::set<std::int64_t> kept;
+            for (size_t i = 0; i < std::min(limit, reference.size()); ++i)
+                kept.insert(reference[i].second);
+            SCOPED_TRACE("limit " + std::to_string(limit) + ", distinct " + std::to_string(distinct));
+            ASSERT_EQ(set.count(), static_cast<std::uint64_t>(distinct));
+            EXPECT_EQ(set.truncated(), static_cast<size_t>(distinct) > limit);
+            EXPECT_EQ(stored_set(set), kept);
+            EXPECT_EQ(set.stored().size(), kept.size());
+            SubjectSet merged(&hasher, limit, 1000);
+            ASSERT_TRUE(merged.merge(image_of(set, false).data(), set.export_size(false)));
+            EXPECT_EQ(merged.count(), set.count());
+            EXPECT_EQ(stored_set(merged), kept);
+        }
+    }
 }
 
 TEST(SubjectSet, NothingReadIsZeroAndNotTruncated) {
@@ -176,17 +225,6 @@ TEST(SubjectSet, PastTheExactLimitMemoryStopsGrowingAndTheCountIsAnEstimate) {
     double ratio = static_cast<double>(set.count()) / 300000.0;
     EXPECT_GT(ratio, 0.95);
     EXPECT_LT(ratio, 1.05);
-}
-
-// What a worker hands over, merged by the leader.
-std::vector<unsigned char> image_of(const SubjectSet& set, bool compact) {
-    std::vector<unsigned char> image(set.export_size(compact));
-    set.export_to(image.data(), compact);
-    return image;
-}
-
-std::set<std::int64_t> stored_set(const SubjectSet& set) {
-    return std::set<std::int64_t>(set.stored().begin(), set.stored().end());
 }
 
 TEST(SubjectSetMerge, TheUnionOfPartsIsTheWholeSet) {

@@ -57,3 +57,41 @@ SELECT sum(g.event_count) AS events, count(DISTINCT g.statement_id) AS statement
 FROM pii_audit.trail_groups g WHERE g.first_event_id > :since;
 SELECT count(*) AS statement_rows FROM pii_audit.trail_statements
 WHERE query_text = 'SELECT name FROM customers WHERE id = $1' AND relation = 'public.customers';
+-- Column and category lists: each item once, in column order, whatever set of columns a
+-- statement reads. The label cache keeps the lists of the last few sets of columns read (more
+-- sets than it keeps are read below, and the first again); past 64 labelled columns a relation's
+-- lists are built per statement. Also after a label changes, and when a statement reads the
+-- relation twice.
+CREATE FUNCTION make_labelled(name text, n integer) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE TABLE %I (id integer, ', name)
+        || (SELECT string_agg(format('c%s text', i), ', ') FROM generate_series(1, n) i) || ')';
+    FOR i IN 1..n LOOP
+        EXECUTE format('SECURITY LABEL FOR pii ON COLUMN %I.c%s IS %L', name, i,
+                       CASE WHEN i % 3 = 0 THEN 'phone' WHEN i % 3 = 1 THEN 'name,address'
+                            ELSE 'address' END);
+    END LOOP;
+    EXECUTE format('INSERT INTO %I (id) VALUES (1)', name);
+END
+$$;
+SELECT make_labelled('narrow', 10), make_labelled('wide', 70);
+SELECT c1, c2 FROM narrow;
+SELECT c3 FROM narrow;
+SELECT c1, c2 FROM narrow;
+SELECT c4, c5, c6 FROM narrow;
+SELECT c7 FROM narrow;
+SELECT c8 FROM narrow;
+SELECT c9, c10 FROM narrow;
+SELECT c1, c2 FROM narrow;
+SELECT c1 FROM narrow a WHERE EXISTS (SELECT c6 FROM narrow b WHERE b.c3 = a.c2);
+SELECT c1, c2 FROM narrow;
+SECURITY LABEL FOR pii ON COLUMN narrow.c2 IS 'id_number';
+SELECT c1, c2 FROM narrow;
+SELECT * FROM narrow;
+SELECT c64, c65, c70 FROM wide;
+SELECT c2 FROM wide;
+SELECT c1 FROM wide a WHERE EXISTS (SELECT c66 FROM wide b WHERE b.c3 = a.c2);
+SELECT relation, columns, categories FROM new_events() WHERE command = 'SELECT';
+DROP TABLE narrow, wide;
+DROP FUNCTION make_labelled(text, integer);
+SELECT kind, command, count(*) FROM new_events() GROUP BY kind, command;
