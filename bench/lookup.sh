@@ -30,12 +30,23 @@
 # Environment: ROUNDS (5), DURATION (20), WARMUP (10), CLIENTS (2), JOBS (CLIENTS),
 # ROWS (1000000), CONFIGS ("plain pii_audit subjects pgaudit"; pii_audit@2MB sets the queue
 # size of that configuration), KEEP=1 keeps the clusters' directory.
+# Two builds of pii_audit in one interleaved run: BASELINE_BINDIR names the bin directory of
+# a second PostgreSQL 15 installation holding the other build (e.g. a copy of Debian's files
+# with `DESTDIR=/opt/base cmake --install build` of the older commit over it; PostgreSQL finds
+# its libraries relative to its binaries), and a configuration ending in :baseline runs there:
+#     BASELINE_BINDIR=/opt/base/usr/lib/postgresql/15/bin \
+#     CONFIGS="plain subjects subjects:baseline" bench/lookup.sh
+# Its ratios are to the same round's plain, like the others'.
 # The extension must be installed; if it is not, scripts/build.sh is run first.
 # After each round's pgbench, COPY customers TO '/dev/null' (the whole table) is timed once, and
 # the medians are printed on a line starting "copy seconds (median):". For pii_audit and
 # subjects, the worker's CPU (utime + stime) per event it stored during the round's pgbench is
 # printed per round and as medians ("worker CPU per stored event"): the storing cost of real
-# lookups, whose groups are far larger than bench/trail.sh's loader makes them.
+# lookups, whose groups are far larger than bench/trail.sh's loader makes them. For every
+# configuration, the whole server's CPU (every process of the cluster, pgbench not included) per
+# lookup of the round is printed too ("server CPU per lookup"): throughput on a shared 2-core
+# machine moves with its neighbours, while the CPU a lookup costs the server moves much less, so
+# the difference to plain is the clearest measure of what auditing costs.
 # With the defaults the whole run takes about 12 minutes on 2 cores.
 set -euo pipefail
 
@@ -57,20 +68,38 @@ for v in ROUNDS DURATION WARMUP CLIENTS JOBS ROWS; do
 done
 
 bindir=$(pgc__bindir)
-pkglibdir=$("$bindir/pg_config" --pkglibdir)
+BASELINE_BINDIR=${BASELINE_BINDIR:-}
 # A configuration may carry a queue size: pii_audit@2MB is pii_audit with pii_audit.queue_size =
-# '2MB' (likewise subjects@...).
-base_of() { echo "${1%%@*}"; }
-queue_of() { if [[ "$1" == *@* ]]; then echo "${1#*@}"; fi; }
+# '2MB' (likewise subjects@...), and a build: pii_audit:baseline (see above).
+base_of() { local b=${1%%:*}; echo "${b%%@*}"; }
+queue_of() { local b=${1%%:*}; if [[ "$b" == *@* ]]; then echo "${b#*@}"; fi; }
+build_of() { if [[ "$1" == *:* ]]; then echo "${1#*:}"; fi; }
+bindir_of() { if [[ -n "$(build_of "$1")" ]]; then echo "$BASELINE_BINDIR"; else echo "$bindir"; fi; }
+# on CONFIG COMMAND...: runs a pgcluster command with that configuration's PostgreSQL.
+on() { local c=$1; shift; PG_BINDIR=$(bindir_of "$c") "$@"; }
 for c in "${configs[@]}"; do
     if [[ -n "$(queue_of "$c")" && ! "$(queue_of "$c")" =~ ^[0-9]+(kB|MB|GB)$ ]]; then
         echo "bench: bad queue size in '$c' (e.g. pii_audit@2MB)" >&2
         exit 2
     fi
+    if [[ -n "$(build_of "$c")" ]]; then
+        if [[ "$(build_of "$c")" != baseline ]]; then
+            echo "bench: unknown build in '$c' (only :baseline)" >&2
+            exit 2
+        fi
+        if [[ -z "$BASELINE_BINDIR" || ! -x "$BASELINE_BINDIR/postgres" ]]; then
+            echo "bench: '$c' needs BASELINE_BINDIR, the bin directory of the baseline's PostgreSQL" >&2
+            exit 2
+        fi
+    fi
+    pkglibdir=$("$(bindir_of "$c")/pg_config" --pkglibdir)
     case "$(base_of "$c")" in
         plain) ;;
         pii_audit | subjects | unchained)
-            if [[ ! -f "$pkglibdir/pii_audit.so" ]]; then
+            if [[ -n "$(build_of "$c")" && ! -f "$pkglibdir/pii_audit.so" ]]; then
+                echo "bench: the baseline has no pii_audit.so in $pkglibdir" >&2
+                exit 2
+            elif [[ ! -f "$pkglibdir/pii_audit.so" ]]; then
                 echo "bench: pii_audit is not installed; running scripts/build.sh"
                 "$repo/scripts/build.sh"
             fi
@@ -87,7 +116,7 @@ done
 
 dir=$(mktemp -d /tmp/pii_audit_bench.XXXXXX)
 chmod 755 "$dir"  # the clusters below it run as postgres
-cluster_of() { echo "$dir/${1//@/_}"; }
+cluster_of() { local name=${1//@/_}; echo "$dir/${name//:/_}"; }
 # shellcheck disable=SC2317 # called through the trap
 cleanup() {
     trap '' PIPE
@@ -95,9 +124,9 @@ cleanup() {
     for c in "${configs[@]}"; do thaw "$c"; done
     for c in "${configs[@]}"; do
         if ((KEEP)); then
-            pgc_stop "$(cluster_of "$c")" || true
+            on "$c" pgc_stop "$(cluster_of "$c")" || true
         else
-            pgc_destroy "$(cluster_of "$c")" || true
+            on "$c" pgc_destroy "$(cluster_of "$c")" || true
         fi
     done
     if ((KEEP)); then echo "bench: clusters kept in $dir"; else rm -rf "$dir"; fi
@@ -117,24 +146,33 @@ spl_for() {
 # off for tests): the pii_audit worker writes the trail, and that cost must be real. No
 # per-statement logging (log_statement and log_min_duration_statement keep their defaults);
 # only pgaudit, by design, writes one log line per audited lookup.
-psql_c() { local c=$1; shift; pgc_psql "$(cluster_of "$c")" -d bench "$@"; }
+psql_c() { local c=$1; shift; on "$c" pgc_psql "$(cluster_of "$c")" -d bench "$@"; }
 
 echo "bench: clusters in $dir; $ROWS rows; rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s clients=$CLIENTS jobs=$JOBS"
 echo "bench: configurations: ${configs[*]}"
 
 for c in "${configs[@]}"; do
     cdir=$(cluster_of "$c")
-    pgc_init "$cdir" auto \
+    on "$c" pgc_init "$cdir" auto \
         "fsync = on" \
         "shared_buffers = 512MB" \
         "min_wal_size = 1GB" \
         "pii_audit.database = 'bench'" \
         "pgaudit.role = 'auditor'"
     queue=$(queue_of "$c")
-    pgc_runtime_conf "$cdir" "shared_preload_libraries = '$(spl_for "$c")'" \
+    on "$c" pgc_runtime_conf "$cdir" "shared_preload_libraries = '$(spl_for "$c")'" \
         ${queue:+"pii_audit.queue_size = '$queue'"}
-    pgc_start "$cdir"
-    pgc_psql "$cdir" -q -c 'CREATE DATABASE bench'
+    on "$c" pgc_start "$cdir"
+    # The library this configuration's server really loaded (two builds may be compared).
+    if [[ -n "$(spl_for "$c")" ]]; then
+        lib="$("$(bindir_of "$c")/pg_config" --pkglibdir)/$(spl_for "$c").so"
+        if ! grep -qF "$(realpath "$lib")" "/proc/$(head -1 "$cdir/data/postmaster.pid")/maps"; then
+            echo "bench: $c: the server did not load $lib" >&2
+            exit 1
+        fi
+        echo "bench: $c: $lib ($(md5sum <"$lib" | cut -c1-12))"
+    fi
+    on "$c" pgc_psql "$cdir" -q -c 'CREATE DATABASE bench'
     t0=$SECONDS
     psql_c "$c" -q <<SQL
 CREATE TABLE customers (
@@ -244,14 +282,26 @@ SQL
 done
 
 failures=0
-declare -A tps copy_s worker_us
+declare -A tps copy_s worker_us server_us
 worker_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # clock ticks, user + system
+# The whole server's CPU so far, in clock ticks: the postmaster's own and that of its children
+# that have exited (backends of finished connections), plus its live children's.
+server_cpu() {
+    local pm pids
+    pm=$(head -1 "$(cluster_of "$1")/data/postmaster.pid")
+    pids=$(pgrep -P "$pm" | tr '\n' ' ')
+    { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat"
+      for p in $pids; do awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || true; done
+    } | awk '{ s += $1 } END { print s }'
+}
 for ((r = 1; r <= ROUNDS; r++)); do
     for c in "${configs[@]}"; do
         cdir=$(cluster_of "$c")
         run_alone "$c"
         run_pgbench "$c" 2 >/dev/null  # the clients' own warm-up after the other clusters ran
         log_start=$(stat -c %s "$cdir/server.log")
+        sleep 0.5  # the warm-up's backends exit and are counted in the postmaster's children
+        server0=$(server_cpu "$c")
         is_audited=0
         case "$(base_of "$c")" in pii_audit | subjects | unchained) is_audited=1 ;; esac
         if ((is_audited)); then
@@ -274,12 +324,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
             cpu1=$(worker_cpu "$worker_pid")
             worker_us[$c,$r]=$(awk -v c=$((cpu1 - cpu0)) -v t="$(getconf CLK_TCK)" -v n=$((stored1 - stored0)) \
                 'BEGIN { if (n > 0) printf "%.3f", c / t * 1e6 / n; else print "nan" }')
+        else
+            sleep 0.5
         fi
+        # The server's CPU per lookup over the round: backends, and for pii_audit the worker
+        # storing the round's events and what upkeep ran meanwhile (not pgbench's own).
+        server1=$(server_cpu "$c")
+        server_us[$c,$r]=$(awk -v c=$((server1 - server0)) -v t="$(getconf CLK_TCK)" -v n="$n" \
+            'BEGIN { printf "%.2f", c / t * 1e6 / n }')
         # One bulk export per round: COPY of the whole table, as pg_dump or a thief would.
         copy_start=$(date +%s.%N)
         psql_c "$c" -q -c "COPY customers TO '/dev/null'"
         copy_s[$c,$r]=$(awk -v a="$copy_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
-        printf 'round %d  %-10s tps=%10.1f  transactions=%s  copy=%ss%s\n' "$r" "$c" "$t" "$n" "${copy_s[$c,$r]}" \
+        printf 'round %d  %-10s tps=%10.1f  transactions=%s  server=%sus/lookup  copy=%ss%s\n' "$r" "$c" "$t" "$n" \
+            "${server_us[$c,$r]}" "${copy_s[$c,$r]}" \
             "$( ((is_audited)) && echo "  worker=${worker_us[$c,$r]}us/event")"
         case "$(base_of "$c")" in
             pii_audit | subjects | unchained)
@@ -312,7 +370,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 thaw_all
-for c in "${configs[@]}"; do pgc_stop "$(cluster_of "$c")"; done
+for c in "${configs[@]}"; do on "$c" pgc_stop "$(cluster_of "$c")"; done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -354,6 +412,14 @@ for c in "${configs[@]}"; do
     copy_summary+=" $c=$(median <<<"$vals")"
 done
 echo "$copy_summary"
+
+server_summary="server CPU per lookup, us (median):"
+for c in "${configs[@]}"; do
+    vals=""
+    for ((r = 1; r <= ROUNDS; r++)); do vals+="${server_us[$c,$r]} "; done
+    server_summary+=" $c=$(median <<<"$vals")"
+done
+echo "$server_summary"
 
 worker_summary="worker CPU per stored event, us (median):"
 for c in "${configs[@]}"; do

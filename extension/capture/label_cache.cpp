@@ -27,6 +27,9 @@ extern "C" {
 namespace {
 
 HTAB* cache = nullptr;
+// The entry found last: a statement asks for the same relation several times (its reads, its
+// row-security check, its subject taps). Forgotten whenever an entry is dropped.
+LabelCacheEntry* last_found = nullptr;
 
 // Invalidations that arrive while an entry is being built (catalog access processes them) are
 // remembered so a build that raced with a change to its own family is redone.
@@ -36,6 +39,7 @@ int recorded_invals = 0;
 Oid recorded_inval[kMaxRecordedInvals];
 
 void drop_entry(LabelCacheEntry* entry) {
+    last_found = nullptr;
     if (entry->context) MemoryContextDelete(entry->context);
     Oid relid = entry->relid;
     hash_search(cache, &relid, HASH_REMOVE, nullptr);
@@ -253,8 +257,9 @@ const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid) {
         cache = hash_create("pii_audit label cache", 256, &ctl,
                             HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
     }
+    if (last_found != nullptr && last_found->relid == relid) return last_found;
     auto* entry = static_cast<LabelCacheEntry*>(hash_search(cache, &relid, HASH_FIND, nullptr));
-    if (entry) return entry;
+    if (entry) return last_found = entry;
 
     MemoryContext scratch = AllocSetContextCreate(CurrentMemoryContext,
                                                   "pii_audit label load", ALLOCSET_SMALL_SIZES);
@@ -272,7 +277,7 @@ const LabelCacheEntry* pii_audit_label_cache_lookup(Oid relid) {
     bool found;
     entry = static_cast<LabelCacheEntry*>(hash_search(cache, &relid, HASH_ENTER, &found));
     *entry = built;
-    return entry;
+    return last_found = entry;
 }
 
 // Without catalog access (for error reporting): the cached entry whose relation has this
