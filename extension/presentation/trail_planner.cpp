@@ -13,7 +13,9 @@
 //   event_id   <= x  ->  first_event_id <= x
 // Only filters of the form `column op expression` in the top-level AND of a WHERE clause, where
 // the expression has no columns, no volatile functions and no subqueries; the filters
-// themselves stay, so the result is the same whether an implied filter was added or not. The
+// themselves stay, so the result is the same whether an implied filter was added or not. When x
+// is a constant time (or one plus or minus hours, minutes and seconds), the implied bounds are
+// worked out here as constants, so that months outside them are not even planned. The
 // OR is what keeps a short window on a busy trail short: nearly every group spans a fraction of
 // a second (one batch's events of one statement), so they are found by going back 10 s through
 // the min_time index, and the few longer ones (a backlog stored late, a long flush_interval)
@@ -31,6 +33,8 @@ extern "C" {
 #include "catalog/pg_opfamily_d.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
+#include "datatype/timestamp.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -47,6 +51,7 @@ namespace {
 constexpr int kMaxDepth = 8;
 // Built-in catalog objects (pg_opfamily.dat, pg_operator.dat), fixed across versions.
 constexpr Oid kDatetimeBtreeFamily = 434;     // btree datetime_ops
+constexpr Oid kTimestamptzPlusInterval = 1327;   // timestamptz + interval
 constexpr Oid kTimestamptzMinusInterval = 1329;  // timestamptz - interval
 constexpr Oid kInt8Minus = 685;               // int8 - int8
 constexpr Oid kTimestamptzMinus = 1328;       // timestamptz - timestamptz
@@ -184,6 +189,47 @@ Node* interval_const(int64 micros) {
                                              PointerGetDatum(value), false, false));
 }
 
+Node* timestamptz_const(TimestampTz t) {
+    return reinterpret_cast<Node*>(makeConst(TIMESTAMPTZOID, -1, InvalidOid, sizeof(TimestampTz),
+                                             TimestampTzGetDatum(t), false, FLOAT8PASSBYVAL));
+}
+
+// The time a filter's expression stands for, if it is the same in every time zone and whenever
+// the plan runs: a timestamptz constant, plus or minus constant intervals of hours, minutes and
+// seconds (days and months depend on the time zone, so those are not worked out here). Then
+// the implied filters are constants too and partitions outside the range are left out of the
+// plan itself: with PostgreSQL's operators, which are only stable, every month was planned and
+// left out only when the plan started, and planning opened every month's table and indexes (most
+// of a new session's first query over the trail). False for anything else.
+bool fixed_time(Node* expr, TimestampTz* out) {
+    if (IsA(expr, Const)) {
+        auto* c = castNode(Const, expr);
+        if (c->consttype != TIMESTAMPTZOID || c->constisnull) return false;
+        *out = DatumGetTimestampTz(c->constvalue);
+        return true;
+    }
+    if (!IsA(expr, OpExpr)) return false;
+    auto* op = castNode(OpExpr, expr);
+    if ((op->opno != kTimestamptzPlusInterval && op->opno != kTimestamptzMinusInterval) ||
+        list_length(op->args) != 2)
+        return false;
+    TimestampTz base;
+    auto* span = static_cast<Node*>(lsecond(op->args));
+    if (!fixed_time(static_cast<Node*>(linitial(op->args)), &base) || !IsA(span, Const) ||
+        castNode(Const, span)->constisnull || castNode(Const, span)->consttype != INTERVALOID)
+        return false;
+    const Interval* by = DatumGetIntervalP(castNode(Const, span)->constvalue);
+    if (by->month != 0 || by->day != 0) return false;
+    if (TIMESTAMP_NOT_FINITE(base)) {  // infinity plus or minus a time is itself
+        *out = base;
+        return true;
+    }
+    // Out of range: left to the operator, which reports it when the query runs.
+    return !(op->opno == kTimestamptzPlusInterval ? pg_add_s64_overflow(base, by->time, out)
+                                                   : pg_sub_s64_overflow(base, by->time, out)) &&
+           IS_VALID_TIMESTAMP(*out);
+}
+
 Var* group_column(Index rti, const char* name, Oid relid) {
     AttrNumber attno = get_attnum(relid, name);
     if (attno == InvalidAttrNumber) return nullptr;
@@ -231,13 +277,21 @@ void add_group_quals(Query* q, const TrailOids& oids) {
             Var* min_time = group_column(g, "min_time", oids.groups);
             Var* max_time = group_column(g, "max_time", oids.groups);
             if (min_time == nullptr || max_time == nullptr) continue;
+            TimestampTz fixed;
+            if (fixed_time(other, &fixed)) other = timestamptz_const(fixed);
+            const bool is_fixed = IsA(other, Const);
             if (lower) {
                 int s = strategy == BTEqualStrategyNumber ? BTGreaterEqualStrategyNumber : strategy;
                 if (Node* n = compare(max_time, s, other)) added = lappend(added, n);
                 // min_time >= other - span, or nullptr
                 auto starts_within = [&](int64 span) -> Node* {
-                    Node* bound = minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
-                                        interval_const(span));
+                    TimestampTz earlier;
+                    Node* bound =
+                        is_fixed && fixed_time(minus(other, TIMESTAMPTZOID, interval_const(span)),
+                                               &earlier)
+                            ? timestamptz_const(earlier)
+                            : minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
+                                    interval_const(span));
                     return bound ? compare(min_time, BTGreaterEqualStrategyNumber, bound) : nullptr;
                 };
                 if (Node* n = starts_within(pii_audit::kMaxGroupSpanMicros)) added = lappend(added, n);

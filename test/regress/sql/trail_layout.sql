@@ -83,6 +83,25 @@ SELECT plan_mentions('SELECT * FROM pii_audit.access_log WHERE event_time >= now
        plan_mentions('SELECT * FROM pii_audit.label_changes WHERE event_id <= 12345', 'first_event_id <=') AS id_upper,
        plan_mentions('SELECT * FROM pii_audit.events WHERE event_id > 1 OR event_time > now()', 'first_event_id') AS not_for_or;
 
+-- A range of fixed times (constants, plus or minus hours, minutes and seconds) plans only the
+-- months it can reach: the others are not even opened. A bound the planner cannot work out (a
+-- day's length depends on the time zone) plans the months it may reach and leaves them out when
+-- the plan starts (Subplans Removed).
+BEGIN;
+SELECT count(pii_audit._month_partition(d)) AS months_made
+FROM (VALUES (date '2024-01-15'), ('2024-02-15'), ('2024-03-15')) v(d);
+SELECT name, plan_mentions(query, 'trail_groups_p202401') AS january,
+       plan_mentions(query, 'trail_groups_p202402') AS february,
+       plan_mentions(query, 'trail_groups_p202403') AS march,
+       plan_mentions(query, 'Subplans Removed') AS left_out_at_start
+FROM (VALUES
+    ('five minutes', $q$SELECT * FROM pii_audit.access_log WHERE event_time >= '2024-02-10 00:00+00' AND event_time < '2024-02-10 00:00+00'::timestamptz + interval '5 minutes'$q$),
+    ('near a month''s start', $q$SELECT * FROM pii_audit.access_log WHERE event_time >= '2024-02-01 00:30+00' AND event_time < '2024-02-01 00:30+00'::timestamptz + interval '5 minutes'$q$),
+    ('hours back and forth', $q$SELECT * FROM pii_audit.events WHERE event_time > '2024-02-10 00:00+00'::timestamptz - interval '2 hours' + interval '1 hour' AND event_time <= '2024-02-10 00:00+00'$q$),
+    ('a day back', $q$SELECT * FROM pii_audit.access_log WHERE event_time >= '2024-02-10 00:00+00'::timestamptz - interval '1 day' AND event_time < '2024-02-10 00:00+00'$q$)
+) v(name, query);
+ROLLBACK;
+
 -- Queries over the trail are planned without parallel workers or JIT, whatever the settings
 -- say; other queries keep them, and the settings are as they were.
 -- (EXPLAIN shows JIT only with costs, and only what ran: ANALYZE.)
