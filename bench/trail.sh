@@ -13,8 +13,9 @@
 # Reported: worker CPU per stored event (utime + stime of the worker process over the load),
 # bytes per event of everything in schema pii_audit (tables, side tables, TOAST, every index),
 # and each query's time cold (server restarted, OS page cache dropped, if root), warm (median
-# of 3, each in a new session: its first query builds the session's catalog caches, about 25 ms
-# of planning over the trail) and warm again in its session (the second run in one session: an
+# of 3, each in a new session: its first query builds the session's catalog caches, about 8 ms
+# of planning for a range of fixed times, more where every month is planned) and warm again in
+# its session (the second run in one session: an
 # officer's open session or a pooled connection), SIEM export pulls (export() per format, the
 # export view) included.
 # Environment: SESSIONS (64), ACTORS (1000), SUBJECTS (1000000), SPAN_DAYS (365),
