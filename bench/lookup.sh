@@ -405,30 +405,24 @@ fi
 echo
 echo "$summary"
 
-copy_summary="copy seconds (median):"
-for c in "${configs[@]}"; do
-    vals=""
-    for ((r = 1; r <= ROUNDS; r++)); do vals+="${copy_s[$c,$r]} "; done
-    copy_summary+=" $c=$(median <<<"$vals")"
-done
-echo "$copy_summary"
-
-server_summary="server CPU per lookup, us (median):"
-for c in "${configs[@]}"; do
-    vals=""
-    for ((r = 1; r <= ROUNDS; r++)); do vals+="${server_us[$c,$r]} "; done
-    server_summary+=" $c=$(median <<<"$vals")"
-done
-echo "$server_summary"
-
-worker_summary="worker CPU per stored event, us (median):"
-for c in "${configs[@]}"; do
-    case "$(base_of "$c")" in pii_audit | subjects | unchained) ;; *) continue ;; esac
-    vals=""
-    for ((r = 1; r <= ROUNDS; r++)); do vals+="${worker_us[$c,$r]} "; done
-    worker_summary+=" $c=$(median <<<"$vals")"
-done
-echo "$worker_summary"
+# medians LABEL ARRAY [audited]: each configuration's median over the rounds of ARRAY (indexed
+# "configuration,round") on one line; with audited, the pii_audit configurations only.
+medians() {
+    local -n per_round=$2
+    local line="$1 (median):" c r vals
+    for c in "${configs[@]}"; do
+        if [[ "${3:-}" == audited ]]; then
+            case "$(base_of "$c")" in pii_audit | subjects | unchained) ;; *) continue ;; esac
+        fi
+        vals=""
+        for ((r = 1; r <= ROUNDS; r++)); do vals+="${per_round[$c,$r]} "; done
+        line+=" $c=$(median <<<"$vals")"
+    done
+    echo "$line"
+}
+medians "copy seconds" copy_s
+medians "server CPU per lookup, us" server_us
+medians "worker CPU per stored event, us" worker_us audited
 
 if ((failures)); then
     echo "bench: $failures check(s) failed, see above" >&2
