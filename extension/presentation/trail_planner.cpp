@@ -15,7 +15,8 @@
 // the expression has no columns, no volatile functions and no subqueries; the filters
 // themselves stay, so the result is the same whether an implied filter was added or not. When x
 // is a constant time (or one plus or minus hours, minutes and seconds), the implied bounds are
-// worked out here as constants, so that months outside them are not even planned. The
+// worked out here as constants, so that months outside them are not even planned; a lower bound
+// from the clock (now() - 5 minutes) also gets a constant no later than it, for the months. The
 // OR is what keeps a short window on a busy trail short: nearly every group spans a fraction of
 // a second (one batch's events of one statement), so they are found by going back 10 s through
 // the min_time index, and the few longer ones (a backlog stored late, a long flush_interval)
@@ -34,7 +35,9 @@ extern "C" {
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
+#include "access/xact.h"
 #include "datatype/timestamp.h"
+#include "utils/fmgroids.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -201,7 +204,27 @@ Node* timestamptz_const(TimestampTz t) {
 // plan itself: with PostgreSQL's operators, which are only stable, every month was planned and
 // left out only when the plan started, and planning opened every month's table and indexes (most
 // of a new session's first query over the trail). False for anything else.
-bool fixed_time(Node* expr, TimestampTz* out) {
+//
+// With clock, the current time's functions count too (now() and CURRENT_TIMESTAMP,
+// transaction_timestamp(), statement_timestamp()), at their value now: the result is then the
+// earliest the expression can be when the plan runs, now or later (a cached plan runs later,
+// and the clock only moves forward, apart from the margin below).
+bool time_value(Node* expr, bool clock, TimestampTz* out) {
+    if (clock && IsA(expr, FuncExpr) && list_length(castNode(FuncExpr, expr)->args) == 0) {
+        const Oid fn = castNode(FuncExpr, expr)->funcid;
+        if (fn == F_NOW || fn == F_TRANSACTION_TIMESTAMP || fn == F_STATEMENT_TIMESTAMP) {
+            *out = fn == F_STATEMENT_TIMESTAMP ? GetCurrentStatementStartTimestamp()
+                                               : GetCurrentTransactionStartTimestamp();
+            return true;
+        }
+    }
+    if (clock && IsA(expr, SQLValueFunction) &&
+        (castNode(SQLValueFunction, expr)->op == SVFOP_CURRENT_TIMESTAMP ||
+         castNode(SQLValueFunction, expr)->op == SVFOP_CURRENT_TIMESTAMP_N)) {
+        // CURRENT_TIMESTAMP(n) rounds to n digits: at most half a second earlier.
+        *out = GetCurrentTransactionStartTimestamp() - USECS_PER_SEC;
+        return true;
+    }
     if (IsA(expr, Const)) {
         auto* c = castNode(Const, expr);
         if (c->consttype != TIMESTAMPTZOID || c->constisnull) return false;
@@ -215,7 +238,7 @@ bool fixed_time(Node* expr, TimestampTz* out) {
         return false;
     TimestampTz base;
     auto* span = static_cast<Node*>(lsecond(op->args));
-    if (!fixed_time(static_cast<Node*>(linitial(op->args)), &base) || !IsA(span, Const) ||
+    if (!time_value(static_cast<Node*>(linitial(op->args)), clock, &base) || !IsA(span, Const) ||
         castNode(Const, span)->constisnull || castNode(Const, span)->consttype != INTERVALOID)
         return false;
     const Interval* by = DatumGetIntervalP(castNode(Const, span)->constvalue);
@@ -229,6 +252,12 @@ bool fixed_time(Node* expr, TimestampTz* out) {
                                                    : pg_sub_s64_overflow(base, by->time, out)) &&
            IS_VALID_TIMESTAMP(*out);
 }
+
+bool fixed_time(Node* expr, TimestampTz* out) { return time_value(expr, false, out); }
+
+// The server's clock may be stepped back (NTP, a VM restored): a plan made now and run after a
+// step back of less than this still plans every month it must read.
+constexpr int64 kClockStepMargin = USECS_PER_DAY;
 
 Var* group_column(Index rti, const char* name, Oid relid) {
     AttrNumber attno = get_attnum(relid, name);
@@ -295,6 +324,19 @@ void add_group_quals(Query* q, const TrailOids& oids) {
                     return bound ? compare(min_time, BTGreaterEqualStrategyNumber, bound) : nullptr;
                 };
                 if (Node* n = starts_within(pii_audit::kMaxGroupSpanMicros)) added = lappend(added, n);
+                // A bound from the clock (`now() - interval '5 minutes'`) stays as it is, worked
+                // out when the plan runs; a constant no later than it is added for the months
+                // alone, so that the months before are not planned either.
+                TimestampTz earliest;
+                if (!is_fixed && time_value(other, true, &earliest) &&
+                    !TIMESTAMP_NOT_FINITE(earliest) &&
+                    !pg_sub_s64_overflow(earliest,
+                                         pii_audit::kMaxGroupSpanMicros + kClockStepMargin,
+                                         &earliest) &&
+                    IS_VALID_TIMESTAMP(earliest))
+                    if (Node* n = compare(min_time, BTGreaterEqualStrategyNumber,
+                                          timestamptz_const(earliest)))
+                        added = lappend(added, n);
                 if (Node* late = starts_within(kShortSpanMicros)) {
                     auto* span = make_opclause(kTimestamptzMinus, INTERVALOID, false,
                                                static_cast<Expr*>(copyObjectImpl(max_time)),
