@@ -109,8 +109,9 @@ const LabelCacheEntry* pii_audit_label_cache_find_cached(const char* schema, con
 // The lists of reading columns[i] for every bit i of mask (not 0; entry->ncolumns <= 64). Valid
 // until the next call for this entry or the entry's invalidation: copy them.
 const LabelLists* pii_audit_label_lists(const LabelCacheEntry* entry, uint64 mask);
-// Appends item (len bytes, no NUL inside) and a NUL to a list unless the list has it already.
-void pii_audit_append_list_item(struct StringInfoData* list, const char* item, int len);
+// Appends a column's name and its categories to a read's lists, each item once.
+void pii_audit_append_column(struct StringInfoData* columns, struct StringInfoData* categories,
+                             const LabelledColumn& column);
 void pii_audit_label_cache_init(void);
 
 // ---- groups by id (presentation/group_fetch.cpp) ----

@@ -318,17 +318,9 @@ List* note_read(List* reads, Oid relid, const Bitmapset* selected, bool all_colu
     }
     // Adds the columns read, and their categories, to the read's lists (each item once).
     auto add_columns = [&] {
-        for (int i = 0; i < labels->ncolumns; ++i) {
-            const LabelledColumn& column = labels->columns[i];
-            if (!column_read(column)) continue;
-            pii_audit_append_list_item(&read->columns, column.name,
-                                       static_cast<int>(strlen(column.name)));
-            for (int at = 0; at < column.categories_len;) {
-                int len = static_cast<int>(strlen(column.categories + at));
-                pii_audit_append_list_item(&read->categories, column.categories + at, len);
-                at += len + 1;
-            }
-        }
+        for (int i = 0; i < labels->ncolumns; ++i)
+            if (column_read(labels->columns[i]))
+                pii_audit_append_column(&read->columns, &read->categories, labels->columns[i]);
     };
     if (read != nullptr) {  // read again in the same statement (a self-join, a subquery)
         add_columns();

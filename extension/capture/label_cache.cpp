@@ -297,11 +297,26 @@ const LabelCacheEntry* pii_audit_label_cache_find_cached(const char* schema, con
     return nullptr;
 }
 
-void pii_audit_append_list_item(StringInfo list, const char* item, int len) {
+namespace {
+
+// Appends item (len bytes, no NUL inside) and a NUL to a list unless the list has it already.
+void append_list_item(StringInfo list, const char* item, int len) {
     for (int at = 0; at < list->len; at += static_cast<int>(strlen(list->data + at)) + 1)
         if (strcmp(list->data + at, item) == 0) return;
     appendBinaryStringInfo(list, item, len);
     appendStringInfoChar(list, '\0');
+}
+
+}  // namespace
+
+void pii_audit_append_column(StringInfo columns, StringInfo categories,
+                             const LabelledColumn& column) {
+    append_list_item(columns, column.name, static_cast<int>(strlen(column.name)));
+    for (int at = 0; at < column.categories_len;) {
+        int len = static_cast<int>(strlen(column.categories + at));
+        append_list_item(categories, column.categories + at, len);
+        at += len + 1;
+    }
 }
 
 const LabelLists* pii_audit_label_lists(const LabelCacheEntry* entry, uint64 mask) {
@@ -311,14 +326,8 @@ const LabelLists* pii_audit_label_lists(const LabelCacheEntry* entry, uint64 mas
     initStringInfo(&columns);
     initStringInfo(&categories);
     for (int i = 0; i < entry->ncolumns && i < 64; ++i) {
-        if ((mask & (uint64{1} << i)) == 0) continue;
-        const LabelledColumn& column = entry->columns[i];
-        pii_audit_append_list_item(&columns, column.name, static_cast<int>(strlen(column.name)));
-        for (int at = 0; at < column.categories_len;) {
-            int len = static_cast<int>(strlen(column.categories + at));
-            pii_audit_append_list_item(&categories, column.categories + at, len);
-            at += len + 1;
-        }
+        if ((mask & (uint64{1} << i)) != 0)
+            pii_audit_append_column(&columns, &categories, entry->columns[i]);
     }
     char* kept_columns = static_cast<char*>(MemoryContextAlloc(entry->context, columns.len + 1));
     char* kept_categories =
