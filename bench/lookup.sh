@@ -75,6 +75,7 @@ base_of() { local b=${1%%:*}; echo "${b%%@*}"; }
 queue_of() { local b=${1%%:*}; if [[ "$b" == *@* ]]; then echo "${b#*@}"; fi; }
 build_of() { if [[ "$1" == *:* ]]; then echo "${1#*:}"; fi; }
 bindir_of() { if [[ -n "$(build_of "$1")" ]]; then echo "$BASELINE_BINDIR"; else echo "$bindir"; fi; }
+pkglibdir_of() { "$(bindir_of "$1")/pg_config" --pkglibdir; }
 # on CONFIG COMMAND...: runs a pgcluster command with that configuration's PostgreSQL.
 on() { local c=$1; shift; PG_BINDIR=$(bindir_of "$c") "$@"; }
 for c in "${configs[@]}"; do
@@ -92,7 +93,7 @@ for c in "${configs[@]}"; do
             exit 2
         fi
     fi
-    pkglibdir=$("$(bindir_of "$c")/pg_config" --pkglibdir)
+    pkglibdir=$(pkglibdir_of "$c")
     case "$(base_of "$c")" in
         plain) ;;
         pii_audit | subjects | unchained)
@@ -165,7 +166,7 @@ for c in "${configs[@]}"; do
     on "$c" pgc_start "$cdir"
     # The library this configuration's server really loaded (two builds may be compared).
     if [[ -n "$(spl_for "$c")" ]]; then
-        lib="$("$(bindir_of "$c")/pg_config" --pkglibdir)/$(spl_for "$c").so"
+        lib="$(pkglibdir_of "$c")/$(spl_for "$c").so"
         if ! grep -qF "$(realpath "$lib")" "/proc/$(head -1 "$cdir/data/postmaster.pid")/maps"; then
             echo "bench: $c: the server did not load $lib" >&2
             exit 1

@@ -150,14 +150,16 @@ void on_role_change(Datum, int, uint32) {
     for (auto& role : cached_roles) role.oid = InvalidOid;
 }
 
+const CachedRole* find_cached_role(Oid oid) {
+    for (const auto& role : cached_roles)
+        if (role.oid == oid && oid != InvalidOid) return &role;
+    return nullptr;
+}
+
 bool cached_role(Oid oid, char* out) {
-    for (auto& role : cached_roles) {
-        if (role.oid == oid && oid != InvalidOid) {
-            strlcpy(out, role.name, NAMEDATALEN);
-            return true;
-        }
-    }
-    return false;
+    const CachedRole* role = find_cached_role(oid);
+    if (role != nullptr) strlcpy(out, role->name, NAMEDATALEN);
+    return role != nullptr;
 }
 
 void role_name(Oid oid, char* out) {
@@ -172,8 +174,7 @@ void role_name(Oid oid, char* out) {
 
 // Makes sure the role's name is cached (no copy when it is).
 void cache_role(Oid oid) {
-    for (const auto& role : cached_roles)
-        if (role.oid == oid && oid != InvalidOid) return;
+    if (find_cached_role(oid) != nullptr) return;
     char scratch[NAMEDATALEN];
     role_name(oid, scratch);
 }

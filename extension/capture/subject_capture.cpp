@@ -210,38 +210,42 @@ inline void key_identifier(const KeyColumn& key, Datum value, RowScratch& scratc
     }
 }
 
-// How identifiers of a column of type atttypid are made (attnum fields are the caller's).
-void set_key_form(KeyColumn* key, Oid atttypid) {
-    // A domain identifies as its base type. The built-in types named below are base types
-    // themselves: no catalog lookup for them, once per tapped scan.
-    switch (atttypid) {
+// The form of the built-in types identified other than by their output function.
+bool builtin_key_form(Oid typid, KeyForm* form) {
+    switch (typid) {
         case INT2OID:
         case INT4OID:
         case INT8OID:
+            *form = KeyForm::kInteger;
+            return true;
         case TEXTOID:
         case VARCHAROID:
+            *form = KeyForm::kText;
+            return true;
         case BPCHAROID:
+            *form = KeyForm::kBpchar;
+            return true;
         case NUMERICOID:
-            key->typid = atttypid;
-            break;
+            *form = KeyForm::kNumeric;
+            return true;
         default:
-            key->typid = getBaseType(atttypid);
+            return false;
     }
-    if (key->typid == INT2OID || key->typid == INT4OID || key->typid == INT8OID) {
-        key->form = KeyForm::kInteger;
-    } else if (key->typid == TEXTOID || key->typid == VARCHAROID) {
-        key->form = KeyForm::kText;
-    } else if (key->typid == BPCHAROID) {
-        key->form = KeyForm::kBpchar;
-    } else if (key->typid == NUMERICOID) {
-        key->form = KeyForm::kNumeric;
-    } else {
-        key->form = KeyForm::kOutputFunction;
-        Oid output;
-        bool varlena;
-        getTypeOutputInfo(key->typid, &output, &varlena);
-        fmgr_info(output, &key->output);
-    }
+}
+
+// How identifiers of a column of type atttypid are made (attnum fields are the caller's).
+void set_key_form(KeyColumn* key, Oid atttypid) {
+    // A domain identifies as its base type. The built-in types above are base types themselves:
+    // no catalog lookup for them, once per tapped scan.
+    key->typid = atttypid;
+    if (builtin_key_form(atttypid, &key->form)) return;
+    key->typid = getBaseType(atttypid);
+    if (builtin_key_form(key->typid, &key->form)) return;
+    key->form = KeyForm::kOutputFunction;
+    Oid output;
+    bool varlena;
+    getTypeOutputInfo(key->typid, &output, &varlena);
+    fmgr_info(output, &key->output);
 }
 
 void tap_row(Tap* tap, TupleTableSlot* slot) {

@@ -32,6 +32,14 @@ constexpr std::uint32_t kInitial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54
 
 inline std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
+// A digest's eight words as its 32 bytes (big-endian, as FIPS 180-4 writes them).
+std::array<std::uint8_t, 32> digest_bytes(const std::uint32_t words[8]) {
+    std::array<std::uint8_t, 32> out;
+    for (int i = 0; i < 8; ++i)
+        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<std::uint8_t>(words[i] >> (24 - 8 * j));
+    return out;
+}
+
 #if defined(__x86_64__)
 // The SHA extensions (Intel SHA-NI, also on AMD since Zen) do two rounds per instruction:
 // SHA-256 runs at 1.3 GB/s instead of 0.28, and a keyed subject hash (one per audited
@@ -179,10 +187,7 @@ std::array<std::uint8_t, 32> Sha256::finish() noexcept {
     size_t pad_len = (buffered_ < 56 ? 56 : 120) - buffered_;
     for (int i = 0; i < 8; ++i) pad[pad_len + i] = static_cast<std::uint8_t>(bits >> (56 - 8 * i));
     update(pad, pad_len + 8);
-    std::array<std::uint8_t, 32> out;
-    for (int i = 0; i < 8; ++i)
-        for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<std::uint8_t>(state_[i] >> (24 - 8 * j));
-    return out;
+    return digest_bytes(state_);
 }
 
 bool Sha256::finish_short(const void* data, size_t len, std::uint32_t digest[8]) const noexcept {
@@ -236,11 +241,8 @@ std::int64_t SubjectHasher::hash(std::string_view identifier) const noexcept {
     // the outer's: two compressions, nothing buffered or copied but the state.
     std::uint32_t words[8];
     if (inner_.finish_short(identifier.data(), identifier.size(), words)) {
-        std::uint8_t inner_digest[32];
-        for (int i = 0; i < 8; ++i)
-            for (int j = 0; j < 4; ++j)
-                inner_digest[4 * i + j] = static_cast<std::uint8_t>(words[i] >> (24 - 8 * j));
-        (void)outer_.finish_short(inner_digest, sizeof inner_digest, words);
+        const auto inner_digest = digest_bytes(words);
+        (void)outer_.finish_short(inner_digest.data(), inner_digest.size(), words);
         return static_cast<std::int64_t>((std::uint64_t{words[0]} << 32) | words[1]);
     }
     Sha256 inner = inner_;
@@ -362,22 +364,17 @@ bool SubjectSet::insert_fingerprint(std::uint64_t fp) {
 void SubjectSet::grow() {
     std::vector<std::uint64_t> bigger(table_.empty() ? 64 : table_.size() * 2, 0);
     size_t mask = bigger.size() - 1;
-    const std::uint64_t* table = slots();
-    for (size_t at = 0, n = nslots(); at < n; ++at) {
-        std::uint64_t fp = table[at];
-        if (fp == 0) continue;
+    each_fingerprint([&](std::uint64_t fp) {
         size_t i = fp & mask;
         while (bigger[i] != 0) i = (i + 1) & mask;
         bigger[i] = fp;
-    }
+    });
     table_.swap(bigger);
 }
 
 void SubjectSet::switch_to_estimate() {
     hll_ = std::make_unique<HyperLogLog<14>>();
-    const std::uint64_t* table = slots();
-    for (size_t at = 0, n = nslots(); at < n; ++at)
-        if (table[at] != 0) hll_->add(table[at]);
+    each_fingerprint([&](std::uint64_t fp) { hll_->add(fp); });
     if (zero_seen_) hll_->add(0);
     floor_ = std::max<std::uint64_t>(floor_, distinct_);
     std::vector<std::uint64_t>().swap(table_);
@@ -439,9 +436,7 @@ void SubjectSet::export_to(void* out, bool compact) const noexcept {
             std::memcpy(body, hll_.get(), sizeof(Registers));
         } else {
             Registers registers;
-            const std::uint64_t* table = slots();
-            for (size_t at = 0, n = nslots(); at < n; ++at)
-                if (table[at] != 0) registers.add(table[at]);
+            each_fingerprint([&](std::uint64_t fp) { registers.add(fp); });
             if (zero_seen_) registers.add(0);
             std::memcpy(body, &registers, sizeof(Registers));
         }
@@ -449,14 +444,11 @@ void SubjectSet::export_to(void* out, bool compact) const noexcept {
     } else {
         header.distinct = distinct_;
         if (zero_seen_) header.flags |= kImageZeroSeen;
-        const std::uint64_t* table = slots();
-        for (size_t at = 0, n = nslots(); at < n; ++at) {
-            std::uint64_t fp = table[at];
-            if (fp == 0) continue;
+        each_fingerprint([&](std::uint64_t fp) {
             std::memcpy(body, &fp, 8);
             body += 8;
             ++header.fingerprints;
-        }
+        });
     }
     for (size_t i = 0; i < nkept_; ++i) {
         StoredPair pair{kept_fingerprints()[i], kept_hashes()[i]};

@@ -29,15 +29,14 @@
 
 extern "C" {
 #include "access/stratnum.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace_d.h"
 #include "catalog/pg_opfamily_d.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
-#include "access/xact.h"
 #include "datatype/timestamp.h"
-#include "utils/fmgroids.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -45,6 +44,7 @@ extern "C" {
 #include "parser/parse_oper.h"
 #include "parser/parsetree.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 }
@@ -192,6 +192,17 @@ Node* interval_const(int64 micros) {
                                              PointerGetDatum(value), false, false));
 }
 
+// t moved by micros (back: earlier), as timestamptz +/- an interval of time alone computes it
+// (infinity stays); false when the result is out of range.
+bool shift_time(TimestampTz t, int64 micros, bool back, TimestampTz* out) {
+    if (TIMESTAMP_NOT_FINITE(t)) {
+        *out = t;
+        return true;
+    }
+    return !(back ? pg_sub_s64_overflow(t, micros, out) : pg_add_s64_overflow(t, micros, out)) &&
+           IS_VALID_TIMESTAMP(*out);
+}
+
 Node* timestamptz_const(TimestampTz t) {
     return reinterpret_cast<Node*>(makeConst(TIMESTAMPTZOID, -1, InvalidOid, sizeof(TimestampTz),
                                              TimestampTzGetDatum(t), false, FLOAT8PASSBYVAL));
@@ -243,14 +254,8 @@ bool time_value(Node* expr, bool clock, TimestampTz* out) {
         return false;
     const Interval* by = DatumGetIntervalP(castNode(Const, span)->constvalue);
     if (by->month != 0 || by->day != 0) return false;
-    if (TIMESTAMP_NOT_FINITE(base)) {  // infinity plus or minus a time is itself
-        *out = base;
-        return true;
-    }
     // Out of range: left to the operator, which reports it when the query runs.
-    return !(op->opno == kTimestamptzPlusInterval ? pg_add_s64_overflow(base, by->time, out)
-                                                   : pg_sub_s64_overflow(base, by->time, out)) &&
-           IS_VALID_TIMESTAMP(*out);
+    return shift_time(base, by->time, op->opno == kTimestamptzMinusInterval, out);
 }
 
 bool fixed_time(Node* expr, TimestampTz* out) { return time_value(expr, false, out); }
@@ -307,20 +312,18 @@ void add_group_quals(Query* q, const TrailOids& oids) {
             Var* max_time = group_column(g, "max_time", oids.groups);
             if (min_time == nullptr || max_time == nullptr) continue;
             TimestampTz fixed;
-            if (fixed_time(other, &fixed)) other = timestamptz_const(fixed);
-            const bool is_fixed = IsA(other, Const);
+            const bool is_fixed = fixed_time(other, &fixed);
+            if (is_fixed) other = timestamptz_const(fixed);
             if (lower) {
                 int s = strategy == BTEqualStrategyNumber ? BTGreaterEqualStrategyNumber : strategy;
                 if (Node* n = compare(max_time, s, other)) added = lappend(added, n);
                 // min_time >= other - span, or nullptr
                 auto starts_within = [&](int64 span) -> Node* {
                     TimestampTz earlier;
-                    Node* bound =
-                        is_fixed && fixed_time(minus(other, TIMESTAMPTZOID, interval_const(span)),
-                                               &earlier)
-                            ? timestamptz_const(earlier)
-                            : minus(static_cast<Node*>(copyObjectImpl(other)), TIMESTAMPTZOID,
-                                    interval_const(span));
+                    Node* bound = is_fixed && shift_time(fixed, span, true, &earlier)
+                                      ? timestamptz_const(earlier)
+                                      : minus(static_cast<Node*>(copyObjectImpl(other)),
+                                              TIMESTAMPTZOID, interval_const(span));
                     return bound ? compare(min_time, BTGreaterEqualStrategyNumber, bound) : nullptr;
                 };
                 if (Node* n = starts_within(pii_audit::kMaxGroupSpanMicros)) added = lappend(added, n);
@@ -330,10 +333,8 @@ void add_group_quals(Query* q, const TrailOids& oids) {
                 TimestampTz earliest;
                 if (!is_fixed && time_value(other, true, &earliest) &&
                     !TIMESTAMP_NOT_FINITE(earliest) &&
-                    !pg_sub_s64_overflow(earliest,
-                                         pii_audit::kMaxGroupSpanMicros + kClockStepMargin,
-                                         &earliest) &&
-                    IS_VALID_TIMESTAMP(earliest))
+                    shift_time(earliest, pii_audit::kMaxGroupSpanMicros + kClockStepMargin, true,
+                               &earliest))
                     if (Node* n = compare(min_time, BTGreaterEqualStrategyNumber,
                                           timestamptz_const(earliest)))
                         added = lappend(added, n);

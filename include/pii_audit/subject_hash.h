@@ -117,6 +117,13 @@ private:
     bool insert_fingerprint(std::uint64_t fp);
     void grow();
     void grow_kept();
+    // Calls fn(fingerprint) for every fingerprint in the table (not the zero one, kept apart).
+    template <typename Fn>
+    void each_fingerprint(Fn&& fn) const {
+        const std::uint64_t* table = slots();
+        for (size_t at = 0, n = nslots(); at < n; ++at)
+            if (table[at] != 0) fn(table[at]);
+    }
     // The fingerprint table: inline until it outgrows kInlineSlots, then table_.
     std::uint64_t* slots() noexcept { return table_.empty() ? inline_slots_ : table_.data(); }
     const std::uint64_t* slots() const noexcept {
